@@ -376,7 +376,16 @@ mod tests {
 
     #[test]
     fn block_and_unstructured_metadata() {
-        let b = wc(16, 0, true, Sparsity::Block { block: 64, density: 0.5 }).encoded_bytes(128, 256);
+        let b = wc(
+            16,
+            0,
+            true,
+            Sparsity::Block {
+                block: 64,
+                density: 0.5,
+            },
+        )
+        .encoded_bytes(128, 256);
         assert_eq!(b.values, 128 * 256);
         assert_eq!(b.metadata, 1);
         let u = wc(16, 0, true, Sparsity::Unstructured { density: 0.25 }).encoded_bytes(64, 64);

@@ -16,7 +16,11 @@ pub struct Problem {
 
 impl Problem {
     /// A problem at `key` with `message` and a `help` line.
-    pub fn new(key: impl Into<String>, message: impl Into<String>, help: impl Into<String>) -> Self {
+    pub fn new(
+        key: impl Into<String>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Self {
         Self {
             key: key.into(),
             message: message.into(),
@@ -68,7 +72,10 @@ impl SpecError {
             .span()
             .map(|s| format!(" (at byte {})", s.start))
             .unwrap_or_default();
-        Self::one(file, Problem::new(key, format!("{message}{location}"), help))
+        Self::one(
+            file,
+            Problem::new(key, format!("{message}{location}"), help),
+        )
     }
 
     /// Wraps a JSON parse or type error with its line and column.
@@ -130,7 +137,12 @@ impl Checker {
     }
 
     /// Records a problem.
-    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>, help: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         self.problems.push(Problem::new(key, message, help));
     }
 
@@ -159,7 +171,11 @@ impl Checker {
     /// Requires a power of two.
     pub fn power_of_two(&mut self, key: &str, value: u64) {
         if !value.is_power_of_two() {
-            self.push(key, format!("{value} is not a power of two"), "use 1, 2, 4, 8, ...");
+            self.push(
+                key,
+                format!("{value} is not a power of two"),
+                "use 1, 2, 4, 8, ...",
+            );
         }
     }
 

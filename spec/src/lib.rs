@@ -5,6 +5,8 @@
 pub mod accel;
 pub mod compression;
 pub mod error;
+pub mod gpu;
+pub mod graph;
 pub mod model;
 pub mod scenario;
 pub mod units;

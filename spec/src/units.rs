@@ -124,6 +124,9 @@ mod tests {
         assert_eq!(BytesPerSecond(1e9).seconds_for(Bytes(500)).0, 5e-7);
         assert_eq!(PicoJoules(2e12).joules(), 2.0);
         assert_eq!(Bytes(3) + Bytes(4), Bytes(7));
-        assert_eq!([Cycles(1), Cycles(2)].into_iter().sum::<Cycles>(), Cycles(3));
+        assert_eq!(
+            [Cycles(1), Cycles(2)].into_iter().sum::<Cycles>(),
+            Cycles(3)
+        );
     }
 }
