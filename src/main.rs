@@ -1,3 +1,52 @@
 //! The `tessera` command-line tool.
 
-fn main() {}
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use tessera::{cmd_check, cmd_graph, cmd_run};
+
+/// Design transformer inference accelerators: estimate, simulate, generate hardware, sweep.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about)]
+struct Cli {
+    /// More detail (per-operator breakdowns).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Print only results requested explicitly (JSON, DOT) and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Estimate a model on an accelerator (prefill and decode) beside GPU baselines.
+    Run(cmd_run::Args),
+    /// Show a model's operator graph and its accounting.
+    Graph(cmd_graph::Args),
+    /// Validate accelerator, compression or model files and explain every problem.
+    Check(cmd_check::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbosity = if cli.quiet {
+        tessera::Verbosity::Quiet
+    } else if cli.verbose {
+        tessera::Verbosity::Verbose
+    } else {
+        tessera::Verbosity::Normal
+    };
+    let result = match cli.command {
+        Command::Run(a) => cmd_run::main(&a, verbosity),
+        Command::Graph(a) => cmd_graph::main(&a, verbosity),
+        Command::Check(a) => cmd_check::main(&a, verbosity),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

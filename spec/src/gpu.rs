@@ -230,7 +230,11 @@ mod tests {
         assert_eq!(h100.peak_ops(false), 989e12);
         assert_eq!(h100.peak_ops(true), 1979e12);
         let v100 = Gpu::by_name("v100s-pcie").unwrap();
-        assert_eq!(v100.peak_ops(true), 130e12, "no int8 tensor cores: fp16 path");
+        assert_eq!(
+            v100.peak_ops(true),
+            130e12,
+            "no int8 tensor cores: fp16 path"
+        );
         for d in DEFAULT_GPUS {
             assert!(Gpu::by_name(d).is_ok());
         }

@@ -389,6 +389,42 @@ impl Graph {
         self.weights().map(|t| t.params).sum()
     }
 
+    /// Parameters an operator pass touches: every weight tensor counts in full, except stacks of
+    /// MoE experts, which count the fraction of experts the pass reads. For a decode step at batch 1
+    /// this is the "active parameters" of a mixture-of-experts model.
+    pub fn active_params(&self) -> u64 {
+        let mut fraction = vec![(0u64, 1u64); self.tensors.len()];
+        for op in self.ops() {
+            let copies = match op.kind {
+                OpKind::Linear { weight_copies, .. } => weight_copies,
+                _ => 1,
+            };
+            for &t in &op.inputs {
+                let tensor = self.tensor(t);
+                if tensor.kind != TensorKind::Weight {
+                    continue;
+                }
+                let stored = if tensor.shape.len() == 3 {
+                    tensor.shape[0]
+                } else {
+                    1
+                };
+                let (num, den) = (copies.min(stored), stored);
+                let f = &mut fraction[t.0 as usize];
+                // Keep the largest fraction read by any operator (num/den > f.0/f.1).
+                if num * f.1 > f.0 * den {
+                    *f = (num, den);
+                }
+            }
+        }
+        self.tensors
+            .iter()
+            .zip(fraction)
+            .filter(|(t, _)| t.kind == TensorKind::Weight)
+            .map(|(t, (num, den))| t.params * num / den)
+            .sum()
+    }
+
     /// Stored bytes of all weight tensors.
     pub fn weight_bytes(&self) -> u64 {
         self.weights().map(|t| t.bytes).sum()

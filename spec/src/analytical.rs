@@ -1,0 +1,578 @@
+//! The analytical timing/energy model: what each operator costs on an accelerator (or a GPU) with
+//! no contention. It is the one cost model of Tessera: the compiler tiles with it, the scheduler
+//! weighs spills with it, and the simulator's per-instruction latencies must agree with it.
+//!
+//! Per operator on the accelerator:
+//! - matrix work: `ceil(effective MACs / peak MACs per cycle) + dequantisation + pipeline depth`,
+//!   where N:M and block-skip sparsity multiply only kept weights (compressed-load sparsity loads
+//!   sparse and computes dense), and each quantisation group's partial sum is dequantised once
+//!   (MixPE), `ceil(m · n · groups per row / PEs) · matrix.dequant_cycles_per_group` cycles;
+//! - vector work: the vector unit's own formula ([`crate::accel::VectorUnit::cycles`]);
+//! - memory: weights, KV cache and (when an operator's activations exceed the on-chip buffers)
+//!   activations stream from the memories that hold them at the bandwidth their DRAM timing allows
+//!   ([`streaming_bandwidth`]); memories work in parallel;
+//! - the operator takes the longest of the three (compute, vector and memory overlap), and operators
+//!   run one after another.
+//!
+//! Energy per operator: MACs × pJ per MAC of the precision pair, vector elements × pJ per element,
+//! bytes through on-chip buffers × the buffers' pJ per byte, DRAM bits × pJ per bit of the memory
+//! kind, plus static power × time.
+
+use crate::accel::{Accelerator, Holds, Memory};
+use crate::compression::{ActivationFormat, Compression, OpClass, Sparsity};
+use crate::error::{Problem, SpecError};
+use crate::gpu::{Gpu, ServingStack};
+use crate::graph::{Graph, Op, OpKind, TensorKind};
+use crate::units::{BytesPerSecond, Cycles, PicoJoules};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What limits an operator (or a pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bound {
+    /// The matrix engine.
+    Compute,
+    /// The vector / special-function unit.
+    Vector,
+    /// Off-chip memory bandwidth.
+    Memory,
+}
+
+impl Bound {
+    /// Lower-case name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Bound::Compute => "compute",
+            Bound::Vector => "vector",
+            Bound::Memory => "memory",
+        }
+    }
+}
+
+/// Energy split by where it is spent, in picojoules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Energy {
+    /// Matrix-engine MACs.
+    pub mac: PicoJoules,
+    /// Vector-unit element operations.
+    pub vector: PicoJoules,
+    /// On-chip buffer accesses.
+    pub buffer: PicoJoules,
+    /// Off-chip memory transfers.
+    pub dram: PicoJoules,
+    /// Static power over the time taken.
+    pub r#static: PicoJoules,
+}
+
+impl Energy {
+    /// All parts together.
+    pub fn total(&self) -> PicoJoules {
+        self.mac + self.vector + self.buffer + self.dram + self.r#static
+    }
+}
+
+impl std::ops::AddAssign for Energy {
+    fn add_assign(&mut self, o: Self) {
+        self.mac += o.mac;
+        self.vector += o.vector;
+        self.buffer += o.buffer;
+        self.dram += o.dram;
+        self.r#static += o.r#static;
+    }
+}
+
+/// The cost of one operator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpEstimate {
+    /// Operator name.
+    pub name: String,
+    /// Operator class (`linear`, `softmax`, ...).
+    pub class: &'static str,
+    /// Block index.
+    pub layer: Option<u32>,
+    /// Cycles the operator takes.
+    pub cycles: Cycles,
+    /// Matrix-engine cycles.
+    pub compute_cycles: Cycles,
+    /// Vector-unit cycles.
+    pub vector_cycles: Cycles,
+    /// Off-chip transfer cycles.
+    pub memory_cycles: Cycles,
+    /// The longest of the three.
+    pub bound: Bound,
+    /// MACs actually performed (after sparsity skipping).
+    pub effective_macs: u64,
+    /// Bytes moved to or from off-chip memory.
+    pub dram_bytes: u64,
+    /// Energy.
+    pub energy: Energy,
+}
+
+/// The cost of a whole pass (one graph).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PassEstimate {
+    /// Cycles of the pass (operators in sequence).
+    pub cycles: Cycles,
+    /// Seconds of the pass.
+    pub seconds: f64,
+    /// Off-chip bytes moved.
+    pub dram_bytes: u64,
+    /// Energy.
+    pub energy: Energy,
+    /// Cycles spent in operators of each bound.
+    pub cycles_by_bound: BTreeMap<Bound, u64>,
+    /// Per-operator costs, in graph order.
+    pub ops: Vec<OpEstimate>,
+}
+
+impl PassEstimate {
+    /// The bound that takes most of the pass's time.
+    pub fn bound(&self) -> Bound {
+        dominant_bound(&self.cycles_by_bound)
+    }
+}
+
+/// The bound with the most cycles (ties go to the earlier of compute, vector, memory); memory when
+/// empty.
+pub fn dominant_bound(cycles_by_bound: &BTreeMap<Bound, u64>) -> Bound {
+    cycles_by_bound
+        .iter()
+        .max_by_key(|(b, c)| (**c, std::cmp::Reverse(**b)))
+        .map(|(b, _)| *b)
+        .unwrap_or(Bound::Memory)
+}
+
+/// Bandwidth a memory sustains on a long sequential stream, as its timing allows: the peak, capped
+/// by how fast rows can be opened when streams interleave over all banks (`banks × row bytes` per
+/// row cycle `tRAS + tRP`), times the fraction of time not spent refreshing (`1 − tRFC / tREFI`).
+pub fn streaming_bandwidth(memory: &Memory) -> BytesPerSecond {
+    let t = memory.timing();
+    let peak = memory.channel_bandwidth().0;
+    let row_cycle_s = (t.t_ras_ns + t.t_rp_ns) * 1e-9;
+    let row_limited = t.banks as f64 * t.row_bytes as f64 / row_cycle_s;
+    let refresh_factor = 1.0 - t.t_rfc_ns / t.t_refi_ns;
+    BytesPerSecond(peak.min(row_limited) * refresh_factor * memory.channels() as f64)
+}
+
+/// The analytical model of one accelerator running one compression: checked once, then cheap to
+/// evaluate per operator.
+#[derive(Debug, Clone)]
+pub struct AccelModel<'a> {
+    accel: &'a Accelerator,
+    comp: &'a Compression,
+    /// Streaming bandwidth and pJ/bit of the memory holding each kind of data.
+    weights_mem: MemoryRole,
+    kv_mem: MemoryRole,
+    act_mem: MemoryRole,
+    buffer_pj_per_byte: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MemoryRole {
+    index: usize,
+    bandwidth: BytesPerSecond,
+    pj_per_bit: f64,
+}
+
+fn holds_name(h: Holds) -> &'static str {
+    match h {
+        Holds::Weights => "weights",
+        Holds::Kv => "kv",
+        Holds::Activations => "activations",
+        Holds::Instructions => "instructions",
+    }
+}
+
+impl<'a> AccelModel<'a> {
+    /// Checks that `accel` can run `comp` (precisions, sparse modes, group sizes) and prepares the
+    /// model. Problems name the accelerator key to change.
+    pub fn new(accel: &'a Accelerator, comp: &'a Compression) -> Result<Self, SpecError> {
+        let file = accel.name().to_string();
+        let mut problems = Vec::new();
+        let matrix = accel.matrix();
+        let supported = || {
+            matrix
+                .precisions()
+                .iter()
+                .map(|p| format!("{}", p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let act = comp.activations;
+        for class in OpClass::ALL {
+            if class == OpClass::Embedding {
+                continue; // gathered, never multiplied on the matrix engine (but see patch_embed)
+            }
+            let wc = comp.weight(class);
+            let bits = wc.format.bits;
+            if matrix.peak_macs_per_cycle(bits, act).is_none() {
+                problems.push(Problem::new(
+                    "matrix.precisions",
+                    format!(
+                        "compression `{}` runs {:?} weights at {} bits with {:?} activations, which \
+                         the matrix engine does not support",
+                        comp.name, class, bits, act
+                    ),
+                    format!("add that pair to matrix.precisions; supported: {}", supported()),
+                ));
+            }
+            if !matrix.supports_sparsity(&wc.sparsity) {
+                problems.push(Problem::new(
+                    "matrix.sparse",
+                    format!(
+                        "compression `{}` uses {:?} sparsity for {:?} weights, which the matrix \
+                         engine does not support",
+                        comp.name, wc.sparsity, class
+                    ),
+                    "enable the mode in matrix.sparse (nm, block_skip, compressed_load)",
+                ));
+            }
+            if wc.format.is_quantised() && !matrix.supports_group_size(wc.format.group_size) {
+                problems.push(Problem::new(
+                    "matrix.group_sizes",
+                    format!(
+                        "compression `{}` uses group size {} for {:?} weights, which the matrix \
+                         engine does not support",
+                        comp.name, wc.format.group_size, class
+                    ),
+                    "add the group size to matrix.group_sizes",
+                ));
+            }
+        }
+        let attn_bits = act.bits();
+        if matrix.peak_macs_per_cycle(attn_bits, act).is_none() {
+            problems.push(Problem::new(
+                "matrix.precisions",
+                format!(
+                    "attention runs {attn_bits}-bit × {act:?} products, which the matrix engine does \
+                     not support"
+                ),
+                format!("add that pair to matrix.precisions; supported: {}", supported()),
+            ));
+        }
+        let mut role = |h: Holds| -> Option<MemoryRole> {
+            let found = accel
+                .memories()
+                .iter()
+                .enumerate()
+                .find(|(_, m)| m.holds(h));
+            match found {
+                Some((index, m)) => match accel.energy().memory_pj_per_bit(m.kind()) {
+                    Some(pj_per_bit) => Some(MemoryRole {
+                        index,
+                        bandwidth: streaming_bandwidth(m),
+                        pj_per_bit,
+                    }),
+                    None => {
+                        problems.push(Problem::new(
+                            "energy.memory",
+                            format!("no energy entry for memory kind {:?}", m.kind()),
+                            "add an energy.memory entry for it",
+                        ));
+                        None
+                    }
+                },
+                None => {
+                    problems.push(Problem::new(
+                        "memories",
+                        format!("no memory holds {}", holds_name(h)),
+                        format!("add \"{}\" to some memory's `holds`", holds_name(h)),
+                    ));
+                    None
+                }
+            }
+        };
+        let (w, k, a) = (role(Holds::Weights), role(Holds::Kv), role(Holds::Activations));
+        SpecError::check(&file, problems)?;
+        let (Some(weights_mem), Some(kv_mem), Some(act_mem)) = (w, k, a) else {
+            return Err(SpecError::one(&file, Problem::new("memories", "incomplete memory roles", "")));
+        };
+        Ok(Self {
+            accel,
+            comp,
+            weights_mem,
+            kv_mem,
+            act_mem,
+            buffer_pj_per_byte: buffer_pj_per_byte(accel),
+        })
+    }
+
+    /// The accelerator.
+    pub fn accelerator(&self) -> &Accelerator {
+        self.accel
+    }
+
+    /// Checks that the graph's weights fit the memory that holds weights.
+    pub fn check_fits(&self, graph: &Graph) -> Result<(), SpecError> {
+        let mem = &self.accel.memories()[self.weights_mem.index];
+        let need = graph.weight_bytes();
+        if need > mem.capacity().0 {
+            return Err(SpecError::one(
+                self.accel.name(),
+                Problem::new(
+                    format!("memories[{}].capacity_gib", self.weights_mem.index),
+                    format!(
+                        "model `{}` needs {:.2} GiB of weights under compression `{}`, but memory \
+                         `{}` holds {:.2} GiB",
+                        graph.model,
+                        need as f64 / GIB,
+                        self.comp.name,
+                        mem.name(),
+                        mem.capacity().0 as f64 / GIB
+                    ),
+                    "use a larger memory, or compress the weights further (fewer bits, sparsity)",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cost of one operator.
+    pub fn op(&self, op: &Op) -> OpEstimate {
+        let accel = self.accel;
+        let matrix = accel.matrix();
+        let act = self.comp.activations;
+        let energy_table = accel.energy();
+
+        let (effective_macs, compute_cycles, mac_pj) = match op.kind {
+            OpKind::Linear { class, m, k, n, .. } => {
+                let wc = self.comp.weight(class);
+                let bits = wc.format.bits;
+                let density = match wc.sparsity {
+                    Sparsity::NM { .. } | Sparsity::Block { .. } => wc.sparsity.density(),
+                    Sparsity::Dense | Sparsity::Unstructured { .. } => 1.0,
+                };
+                let eff = (op.cost.macs as f64 * density).ceil() as u64;
+                let dequant = if wc.format.is_quantised() {
+                    let groups_per_row = match wc.format.group_size {
+                        0 => 1,
+                        g => k.div_ceil(g as u64),
+                    };
+                    (m * n * groups_per_row).div_ceil(matrix.rows() * matrix.cols())
+                        * matrix.dequant_cycles_per_group()
+                } else {
+                    0
+                };
+                let cycles = self.matrix_cycles(eff, bits, act) + dequant;
+                (eff, cycles, self.mac_pj(bits, act) * eff as f64)
+            }
+            OpKind::AttentionScores { .. } | OpKind::AttentionValues { .. } => {
+                let bits = act.bits();
+                let eff = op.cost.macs;
+                (eff, self.matrix_cycles(eff, bits, act), self.mac_pj(bits, act) * eff as f64)
+            }
+            _ => (0, 0, 0.0),
+        };
+
+        let (vector_cycles, vector_pj) = match op.cost.vector {
+            Some((sfu, elements)) => (
+                accel.vector().cycles(sfu, elements).0,
+                energy_table.vector_per_element().0 * elements as f64,
+            ),
+            None => (0, 0.0),
+        };
+
+        // Activations stay on chip when the operator's inputs and outputs fit the buffers.
+        let act_bytes = op.cost.act_in_bytes + op.cost.act_out_bytes;
+        let act_spill = if act_bytes > accel.on_chip_bytes().0 {
+            act_bytes
+        } else {
+            0
+        };
+        let kv_bytes = op.cost.kv_read_bytes + op.cost.kv_write_bytes;
+        let mut per_memory: BTreeMap<usize, (u64, BytesPerSecond)> = BTreeMap::new();
+        for (role, bytes) in [
+            (self.weights_mem, op.cost.weight_bytes),
+            (self.kv_mem, kv_bytes),
+            (self.act_mem, act_spill),
+        ] {
+            let e = per_memory.entry(role.index).or_insert((0, role.bandwidth));
+            e.0 += bytes;
+        }
+        let memory_seconds = per_memory
+            .values()
+            .map(|(bytes, bw)| bw.seconds_for(crate::units::Bytes(*bytes)).0)
+            .fold(0.0, f64::max);
+        let memory_cycles = accel.clock().cycles_for(crate::units::Seconds(memory_seconds)).0;
+        let dram_bytes = op.cost.weight_bytes + kv_bytes + act_spill;
+        let dram_pj = 8.0
+            * (op.cost.weight_bytes as f64 * self.weights_mem.pj_per_bit
+                + kv_bytes as f64 * self.kv_mem.pj_per_bit
+                + act_spill as f64 * self.act_mem.pj_per_bit);
+        // Off-chip bytes are written into a buffer and read out once; activations are read and
+        // written once each.
+        let buffer_bytes = 2 * (op.cost.weight_bytes + kv_bytes) + act_bytes;
+        let buffer_pj = buffer_bytes as f64 * self.buffer_pj_per_byte;
+
+        let (cycles, bound) = [
+            (compute_cycles, Bound::Compute),
+            (vector_cycles, Bound::Vector),
+            (memory_cycles, Bound::Memory),
+        ]
+        .into_iter()
+        .max_by_key(|(c, b)| (*c, std::cmp::Reverse(*b)))
+        .unwrap_or((0, Bound::Memory));
+        let seconds = accel.clock().seconds(Cycles(cycles)).0;
+        OpEstimate {
+            name: op.name.clone(),
+            class: op.kind.class_name(),
+            layer: op.layer,
+            cycles: Cycles(cycles),
+            compute_cycles: Cycles(compute_cycles),
+            vector_cycles: Cycles(vector_cycles),
+            memory_cycles: Cycles(memory_cycles),
+            bound,
+            effective_macs,
+            dram_bytes,
+            energy: Energy {
+                mac: PicoJoules(mac_pj),
+                vector: PicoJoules(vector_pj),
+                buffer: PicoJoules(buffer_pj),
+                dram: PicoJoules(dram_pj),
+                r#static: PicoJoules(energy_table.static_watts() * seconds * 1e12),
+            },
+        }
+    }
+
+    fn matrix_cycles(&self, macs: u64, bits: u32, act: ActivationFormat) -> u64 {
+        if macs == 0 {
+            return 0;
+        }
+        let matrix = self.accel.matrix();
+        // `new` checked every pair the graph can use, so the fallback of 1 MAC/cycle is unreachable.
+        let peak = matrix.peak_macs_per_cycle(bits, act).unwrap_or(1.0);
+        (macs as f64 / peak).ceil() as u64 + matrix.pipeline_depth()
+    }
+
+    fn mac_pj(&self, bits: u32, act: ActivationFormat) -> f64 {
+        self.accel.energy().mac(bits, act).map(|e| e.0).unwrap_or(0.0)
+    }
+
+    /// The cost of a whole pass.
+    pub fn pass(&self, graph: &Graph) -> PassEstimate {
+        let ops: Vec<OpEstimate> = graph.ops().map(|op| self.op(op)).collect();
+        summarise(ops, |c| self.accel.clock().seconds(c).0)
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Mean pJ per byte of the on-chip buffers, weighted by capacity.
+fn buffer_pj_per_byte(accel: &Accelerator) -> f64 {
+    let mut weighted = 0.0;
+    let mut total = 0.0;
+    for b in accel.buffers() {
+        if let Some(pj) = accel.energy().buffer_access(b.name()) {
+            let word_bytes = (b.word_bits() as f64 / 8.0).max(1.0);
+            weighted += pj.0 / word_bytes * b.bytes().0 as f64;
+            total += b.bytes().0 as f64;
+        }
+    }
+    if total > 0.0 {
+        weighted / total
+    } else {
+        0.0
+    }
+}
+
+fn summarise(ops: Vec<OpEstimate>, seconds_of: impl Fn(Cycles) -> f64) -> PassEstimate {
+    let mut cycles = Cycles(0);
+    let mut dram_bytes = 0;
+    let mut energy = Energy::default();
+    let mut cycles_by_bound = BTreeMap::new();
+    for e in &ops {
+        cycles += e.cycles;
+        dram_bytes += e.dram_bytes;
+        energy += e.energy;
+        *cycles_by_bound.entry(e.bound).or_insert(0) += e.cycles.0;
+    }
+    PassEstimate {
+        cycles,
+        seconds: seconds_of(cycles),
+        dram_bytes,
+        energy,
+        cycles_by_bound,
+        ops,
+    }
+}
+
+/// The analytical model of a GPU: per operator, the longer of matrix work at the stack's share of
+/// peak tensor throughput and weight/KV traffic at its share of peak bandwidth; activations are
+/// assumed to stay in the GPU's caches and vector work to hide under the rest (both favour the
+/// GPU). Energy is board power (TDP) × time.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuModel {
+    /// The GPU.
+    pub gpu: Gpu,
+    /// The serving stack the efficiencies stand for.
+    pub stack: ServingStack,
+    int8: bool,
+}
+
+/// A GPU's cost of one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GpuPass {
+    /// Seconds.
+    pub seconds: f64,
+    /// Joules (TDP × time).
+    pub joules: f64,
+    /// Bytes read from GPU memory.
+    pub bytes: u64,
+    /// The bound taking most of the time.
+    pub bound: Bound,
+}
+
+impl GpuModel {
+    /// A GPU running `comp` (int8 tensor cores are used when activations are int8).
+    pub fn new(gpu: Gpu, stack: ServingStack, comp: &Compression) -> Self {
+        Self {
+            gpu,
+            stack,
+            int8: comp.activations == ActivationFormat::Int8,
+        }
+    }
+
+    /// The cost of one pass.
+    pub fn pass(&self, graph: &Graph) -> GpuPass {
+        let ops_per_s = self.gpu.peak_ops(self.int8) * self.stack.compute_efficiency;
+        let bytes_per_s = self.gpu.bandwidth().0 * self.stack.bandwidth_efficiency;
+        let (mut seconds, mut compute_s, mut memory_s, mut bytes) = (0.0, 0.0, 0.0, 0);
+        for op in graph.ops() {
+            let c = op.cost.matmul_flops() as f64 / ops_per_s;
+            let m = op.cost.compulsory_bytes() as f64 / bytes_per_s;
+            bytes += op.cost.compulsory_bytes();
+            if c > m {
+                compute_s += c;
+            } else {
+                memory_s += m;
+            }
+            seconds += c.max(m);
+        }
+        GpuPass {
+            seconds,
+            joules: seconds * self.gpu.tdp_watts,
+            bytes,
+            bound: if compute_s > memory_s {
+                Bound::Compute
+            } else {
+                Bound::Memory
+            },
+        }
+    }
+
+    /// Whether the graph's weights fit in one GPU's memory.
+    pub fn fits(&self, graph: &Graph) -> bool {
+        graph.weight_bytes() <= self.gpu.memory_bytes()
+    }
+}
+
+/// Bytes of a graph's tensors of `kind` (for reports).
+pub fn tensor_bytes(graph: &Graph, kind: TensorKind) -> u64 {
+    graph
+        .tensors()
+        .iter()
+        .filter(|t| t.kind == kind)
+        .map(|t| t.bytes)
+        .sum()
+}

@@ -1,0 +1,172 @@
+//! `tessera run`: the main job on a model, compression, accelerator and scenario.
+
+use crate::pipeline::{run, RunInputs, RunReport};
+use crate::{inputs, Verbosity};
+use anyhow::Result;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use tessera_spec::gpu::{Gpu, ServingStack, DEFAULT_GPUS, DEFAULT_STACK};
+use tessera_spec::scenario::Scenario;
+
+/// Arguments of `tessera run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model preset name or Hugging Face config.json path.
+    #[arg(long, default_value = "llama2-7b")]
+    pub model: String,
+    /// Accelerator preset name or TOML path.
+    #[arg(long, default_value = "u280")]
+    pub accel: String,
+    /// Compression preset name or TOML path.
+    #[arg(long, default_value = "w4a8-g128")]
+    pub compression: String,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
+    /// Prompt tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    pub prefill: u64,
+    /// Generated tokens per sequence (every step is evaluated).
+    #[arg(long, default_value_t = 512)]
+    pub decode: u64,
+    /// GPUs to compare against (comma-separated names).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_GPUS.iter().map(|s| s.to_string()))]
+    pub gpu: Vec<String>,
+    /// Serving stack the GPU figures stand for (`roofline` = datasheet peaks; `tuned`).
+    #[arg(long, default_value = DEFAULT_STACK)]
+    pub gpu_stack: String,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
+    let gpus = args
+        .gpu
+        .iter()
+        .map(|g| Gpu::by_name(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs = RunInputs {
+        model: inputs::model(&args.model)?,
+        compression: inputs::compression(&args.compression)?,
+        accel: inputs::accelerator(&args.accel)?,
+        scenario: Scenario {
+            batch: args.batch,
+            prefill: args.prefill,
+            decode: args.decode,
+        },
+        gpus,
+        stack: ServingStack::by_name(&args.gpu_stack)?,
+    };
+    let report = run(&inputs)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if verbosity != Verbosity::Quiet {
+        print!("{}", render_table(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn si(x: f64, unit: &str) -> String {
+    let (v, p) = match x.abs() {
+        a if a >= 1e9 => (x / 1e9, "G"),
+        a if a >= 1e6 => (x / 1e6, "M"),
+        a if a >= 1e3 => (x / 1e3, "k"),
+        a if a >= 1.0 || a == 0.0 => (x, ""),
+        a if a >= 1e-3 => (x * 1e3, "m"),
+        a if a >= 1e-6 => (x * 1e6, "µ"),
+        _ => (x * 1e9, "n"),
+    };
+    format!("{v:.3} {p}{unit}")
+}
+
+/// The human-readable summary of a run.
+pub fn render_table(r: &RunReport) -> String {
+    let mut s = String::new();
+    let sc = &r.scenario;
+    let _ = writeln!(
+        s,
+        "{} on {} ({}), batch {}, prefill {}, decode {} [fidelity: {}]",
+        r.model, r.accelerator, r.compression, sc.batch, r.prefill.tokens, sc.decode, r.fidelity
+    );
+    let _ = writeln!(
+        s,
+        "params {:.3} B, weights {:.3} GB, weight-memory streaming bandwidth {:.1} GB/s\n",
+        r.params as f64 / 1e9,
+        r.weight_bytes as f64 / 1e9,
+        r.peak_bandwidth_gbps
+    );
+    let p = &r.prefill;
+    let _ = writeln!(s, "{:<28}{:>16}", "prefill latency", si(p.latency_s, "s"));
+    let _ = writeln!(s, "{:<28}{:>16}", "prefill energy", si(p.energy_j, "J"));
+    let _ = writeln!(
+        s,
+        "{:<28}{:>16}",
+        "prefill bandwidth used",
+        format!("{:.1} GB/s", p.bandwidth_gbps)
+    );
+    let _ = writeln!(s, "{:<28}{:>16}", "prefill bound", p.bound.name());
+    if let Some(d) = &r.decode {
+        let _ = writeln!(
+            s,
+            "{:<28}{:>16}",
+            "decode tokens/s",
+            format!("{:.2}", d.tokens_per_s)
+        );
+        let _ = writeln!(
+            s,
+            "{:<28}{:>16}",
+            "decode latency/token",
+            si(d.latency_per_token_s, "s")
+        );
+        let _ = writeln!(
+            s,
+            "{:<28}{:>16}",
+            "decode tokens/J",
+            format!("{:.3}", d.tokens_per_j)
+        );
+        let _ = writeln!(
+            s,
+            "{:<28}{:>16}",
+            "decode bandwidth used",
+            format!("{:.1} GB/s", d.bandwidth_gbps)
+        );
+        let _ = writeln!(s, "{:<28}{:>16}", "decode bound", d.bound.name());
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}",
+        "target", "stack", "prefill", "decode tok/s", "tokens/J", "fits"
+    );
+    let _ = writeln!(
+        s,
+        "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}",
+        r.accelerator,
+        "-",
+        si(p.latency_s, "s"),
+        r.decode
+            .as_ref()
+            .map_or("-".into(), |d| format!("{:.2}", d.tokens_per_s)),
+        r.decode
+            .as_ref()
+            .map_or("-".into(), |d| format!("{:.3}", d.tokens_per_j)),
+        "yes"
+    );
+    for g in &r.gpu_baselines {
+        let _ = writeln!(
+            s,
+            "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}",
+            g.name,
+            g.stack,
+            si(g.prefill_latency_s, "s"),
+            g.decode_tokens_per_s
+                .map_or("-".into(), |t| format!("{t:.2}")),
+            g.energy_per_token_j
+                .map_or("-".into(), |e| format!("{:.3}", 1.0 / e)),
+            if g.fits_in_memory { "yes" } else { "no" }
+        );
+    }
+    s
+}

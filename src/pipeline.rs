@@ -1,0 +1,293 @@
+//! The main job: a model with its compression on an accelerator for a scenario, estimated pass by
+//! pass (prefill, then every decode step), beside GPU baselines. Later fidelities (simulation) plug
+//! in behind the same [`RunReport`].
+
+use serde::Serialize;
+use tessera_compiler::frontend::{build_graph, FrontendError};
+use tessera_spec::accel::Accelerator;
+use tessera_spec::analytical::{dominant_bound, AccelModel, Bound, Energy, GpuModel, PassEstimate};
+use tessera_spec::compression::Compression;
+use tessera_spec::gpu::{Gpu, ServingStack};
+use tessera_spec::graph::Phase;
+use tessera_spec::model::ModelConfig;
+use tessera_spec::scenario::Scenario;
+use tessera_spec::SpecError;
+
+/// Everything a run needs, already validated.
+#[derive(Debug, Clone)]
+pub struct RunInputs {
+    /// The model.
+    pub model: ModelConfig,
+    /// Its compression.
+    pub compression: Compression,
+    /// The accelerator.
+    pub accel: Accelerator,
+    /// Batch and lengths.
+    pub scenario: Scenario,
+    /// GPUs to compare against.
+    pub gpus: Vec<Gpu>,
+    /// The serving stack the GPU figures stand for.
+    pub stack: ServingStack,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An input does not fit the others (precision, capacity, ...).
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    /// The graph cannot be built.
+    #[error("{0}")]
+    Frontend(#[from] FrontendError),
+}
+
+/// Prefill results.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrefillReport {
+    /// Prompt tokens per sequence (patches + class token for vision models).
+    pub tokens: u64,
+    /// Seconds for the whole batch's prompt.
+    pub latency_s: f64,
+    /// Accelerator cycles.
+    pub cycles: u64,
+    /// Joules.
+    pub energy_j: f64,
+    /// Off-chip bytes.
+    pub dram_bytes: u64,
+    /// Achieved off-chip bandwidth, GB/s.
+    pub bandwidth_gbps: f64,
+    /// What limits most of the time.
+    pub bound: Bound,
+    /// Energy by part, joules.
+    pub energy_breakdown_j: EnergyBreakdown,
+}
+
+/// Decode results over all generated tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeReport {
+    /// Tokens generated per sequence.
+    pub tokens: u64,
+    /// Generated tokens per second, over the batch.
+    pub tokens_per_s: f64,
+    /// Seconds per decode step.
+    pub latency_per_token_s: f64,
+    /// Joules per generated token.
+    pub energy_per_token_j: f64,
+    /// Generated tokens per joule.
+    pub tokens_per_j: f64,
+    /// Off-chip bytes per generated token.
+    pub dram_bytes_per_token: f64,
+    /// Achieved off-chip bandwidth, GB/s.
+    pub bandwidth_gbps: f64,
+    /// Accelerator cycles of all steps.
+    pub cycles: u64,
+    /// What limits most of the time.
+    pub bound: Bound,
+    /// Energy by part over all steps, joules.
+    pub energy_breakdown_j: EnergyBreakdown,
+}
+
+/// Energy split in joules.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EnergyBreakdown {
+    /// Matrix-engine MACs.
+    pub mac: f64,
+    /// Vector unit.
+    pub vector: f64,
+    /// On-chip buffers.
+    pub buffer: f64,
+    /// Off-chip memory.
+    pub dram: f64,
+    /// Static power.
+    pub r#static: f64,
+}
+
+impl From<Energy> for EnergyBreakdown {
+    fn from(e: Energy) -> Self {
+        Self {
+            mac: e.mac.joules(),
+            vector: e.vector.joules(),
+            buffer: e.buffer.joules(),
+            dram: e.dram.joules(),
+            r#static: e.r#static.joules(),
+        }
+    }
+}
+
+/// One GPU's figures for the same work.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuBaseline {
+    /// GPU name.
+    pub name: String,
+    /// Serving stack the efficiencies stand for.
+    pub stack: String,
+    /// Prefill seconds.
+    pub prefill_latency_s: f64,
+    /// Generated tokens per second (absent for encoders).
+    pub decode_tokens_per_s: Option<f64>,
+    /// Joules per generated token at TDP (absent for encoders).
+    pub energy_per_token_j: Option<f64>,
+    /// Whether the weights fit one GPU's memory.
+    pub fits_in_memory: bool,
+}
+
+/// The result of a run. Field names are stable: tools and tests read them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Model name.
+    pub model: String,
+    /// Accelerator name.
+    pub accelerator: String,
+    /// Compression name.
+    pub compression: String,
+    /// How the figures were produced (`roofline`: the analytical model).
+    pub fidelity: &'static str,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Parameters of the model.
+    pub params: u64,
+    /// Stored weight bytes under the compression.
+    pub weight_bytes: u64,
+    /// Streaming bandwidth of the accelerator's weight memory, GB/s.
+    pub peak_bandwidth_gbps: f64,
+    /// Prefill.
+    pub prefill: PrefillReport,
+    /// Decode (absent for encoders).
+    pub decode: Option<DecodeReport>,
+    /// GPU baselines.
+    pub gpu_baselines: Vec<GpuBaseline>,
+}
+
+fn gbps(bytes: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        bytes / seconds / 1e9
+    } else {
+        0.0
+    }
+}
+
+/// Runs the analytical model over prefill and every decode step.
+pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
+    let RunInputs {
+        model,
+        compression,
+        accel,
+        scenario,
+        ..
+    } = inputs;
+    let limit = matches!(
+        model.positions,
+        tessera_spec::model::Positions::Learned { .. }
+    )
+    .then_some(model.max_positions);
+    scenario.validate("scenario", limit)?;
+    let am = AccelModel::new(accel, compression)?;
+    let batch = scenario.batch;
+    let prefill_graph = build_graph(
+        model,
+        compression,
+        Phase::Prefill {
+            seq: scenario.prefill,
+        },
+        batch,
+    )?;
+    am.check_fits(&prefill_graph)?;
+    let prefill = am.pass(&prefill_graph);
+    let prefill_tokens = prefill_graph.tokens() / batch;
+
+    let mut decode_passes: Vec<PassEstimate> = Vec::new();
+    let mut gpu_decode = vec![(0.0, 0.0); inputs.gpus.len()];
+    let gpu_models: Vec<GpuModel> = inputs
+        .gpus
+        .iter()
+        .map(|&g| GpuModel::new(g, inputs.stack, compression))
+        .collect();
+    if model.is_decoder() {
+        for step in 0..scenario.decode {
+            let g = build_graph(
+                model,
+                compression,
+                Phase::Decode {
+                    context: scenario.prefill + step,
+                },
+                batch,
+            )?;
+            decode_passes.push(am.pass(&g));
+            for (acc, gm) in gpu_decode.iter_mut().zip(&gpu_models) {
+                let p = gm.pass(&g);
+                acc.0 += p.seconds;
+                acc.1 += p.joules;
+            }
+        }
+    }
+    let decode = (!decode_passes.is_empty()).then(|| decode_report(&decode_passes, batch));
+    let generated = (batch * scenario.decode) as f64;
+    let gpu_baselines = gpu_models
+        .iter()
+        .zip(&gpu_decode)
+        .map(|(gm, &(secs, joules))| GpuBaseline {
+            name: gm.gpu.name.to_string(),
+            stack: gm.stack.name.to_string(),
+            prefill_latency_s: gm.pass(&prefill_graph).seconds,
+            decode_tokens_per_s: decode.as_ref().map(|_| generated / secs),
+            energy_per_token_j: decode.as_ref().map(|_| joules / generated),
+            fits_in_memory: gm.fits(&prefill_graph),
+        })
+        .collect();
+    let weight_mem_bw = accel
+        .memory_for(tessera_spec::accel::Holds::Weights)
+        .map(|m| tessera_spec::analytical::streaming_bandwidth(m).gb_per_s())
+        .unwrap_or(0.0);
+    Ok(RunReport {
+        model: model.name.clone(),
+        accelerator: accel.name().to_string(),
+        compression: compression.name.clone(),
+        fidelity: "roofline",
+        scenario: *scenario,
+        params: prefill_graph.params(),
+        weight_bytes: prefill_graph.weight_bytes(),
+        peak_bandwidth_gbps: weight_mem_bw,
+        prefill: PrefillReport {
+            tokens: prefill_tokens,
+            latency_s: prefill.seconds,
+            cycles: prefill.cycles.0,
+            energy_j: prefill.energy.total().joules(),
+            dram_bytes: prefill.dram_bytes,
+            bandwidth_gbps: gbps(prefill.dram_bytes as f64, prefill.seconds),
+            bound: prefill.bound(),
+            energy_breakdown_j: prefill.energy.into(),
+        },
+        decode,
+        gpu_baselines,
+    })
+}
+
+fn decode_report(passes: &[PassEstimate], batch: u64) -> DecodeReport {
+    let steps = passes.len() as f64;
+    let seconds: f64 = passes.iter().map(|p| p.seconds).sum();
+    let bytes: u64 = passes.iter().map(|p| p.dram_bytes).sum();
+    let cycles: u64 = passes.iter().map(|p| p.cycles.0).sum();
+    let mut energy = Energy::default();
+    let mut by_bound = std::collections::BTreeMap::new();
+    for p in passes {
+        energy += p.energy;
+        for (b, c) in &p.cycles_by_bound {
+            *by_bound.entry(*b).or_insert(0u64) += c;
+        }
+    }
+    let bound = dominant_bound(&by_bound);
+    let generated = steps * batch as f64;
+    let joules = energy.total().joules();
+    DecodeReport {
+        tokens: passes.len() as u64,
+        tokens_per_s: generated / seconds,
+        latency_per_token_s: seconds / steps,
+        energy_per_token_j: joules / generated,
+        tokens_per_j: generated / joules,
+        dram_bytes_per_token: bytes as f64 / generated,
+        bandwidth_gbps: gbps(bytes as f64, seconds),
+        cycles,
+        bound,
+        energy_breakdown_j: energy.into(),
+    }
+}

@@ -1,0 +1,299 @@
+//! End-to-end tests of the `tessera` binary: the README's main job, JSON field names, and clear
+//! errors (non-zero exit, no panic) for bad input.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let out = tessera(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON")
+}
+
+/// Runs a command that must fail cleanly; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = tessera(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should exit 1: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    stderr
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn f(v: &Value, path: &str) -> f64 {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = &cur[k];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {cur}"))
+}
+
+#[test]
+fn default_run_json_has_stable_fields_and_physical_values() {
+    let v = ok_json(&["run", "--json", "--decode", "64"]);
+    assert_eq!(v["model"], "llama2-7b");
+    assert_eq!(v["accelerator"], "u280");
+    for p in [
+        "prefill.latency_s",
+        "prefill.cycles",
+        "prefill.energy_j",
+        "prefill.dram_bytes",
+        "decode.tokens_per_s",
+        "decode.latency_per_token_s",
+        "decode.energy_per_token_j",
+        "decode.tokens_per_j",
+        "decode.dram_bytes_per_token",
+    ] {
+        assert!(f(&v, p) > 0.0, "{p}");
+    }
+    // Decode can never beat the weight memory's bandwidth divided by the bytes each token moves.
+    let bound = f(&v, "peak_bandwidth_gbps") * 1e9 / f(&v, "decode.dram_bytes_per_token");
+    assert!(f(&v, "decode.tokens_per_s") <= bound * (1.0 + 1e-9));
+    // Every token reads at least the weights once.
+    assert!(f(&v, "decode.dram_bytes_per_token") >= f(&v, "weight_bytes") * 0.99);
+    let tpj = f(&v, "decode.tokens_per_j") * f(&v, "decode.energy_per_token_j");
+    assert!((tpj - 1.0).abs() < 1e-9);
+    let gpus = v["gpu_baselines"].as_array().unwrap();
+    assert_eq!(gpus.len(), 3);
+    for g in gpus {
+        assert!(g["name"].is_string());
+        assert!(g["prefill_latency_s"].as_f64().unwrap() > 0.0);
+        assert!(g["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(g["energy_per_token_j"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn default_run_prints_a_table() {
+    let out = tessera(&["run", "--decode", "8"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "prefill latency",
+        "decode tokens/s",
+        "decode tokens/J",
+        "h100-sxm5",
+        "bound",
+    ] {
+        assert!(s.contains(needle), "missing {needle}:\n{s}");
+    }
+}
+
+#[test]
+fn run_is_deterministic() {
+    let a = tessera(&[
+        "run",
+        "--json",
+        "--model",
+        "mixtral-8x7b",
+        "--accel",
+        "vhk158",
+        "--decode",
+        "16",
+    ]);
+    let b = tessera(&[
+        "run",
+        "--json",
+        "--model",
+        "mixtral-8x7b",
+        "--accel",
+        "vhk158",
+        "--decode",
+        "16",
+    ]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn every_preset_pair_runs_or_says_why() {
+    for model in ["gpt2", "bert-base", "vit-b16", "tiny-llama", "opt-6.7b"] {
+        for accel in ["u280", "vhk158", "edge-asic"] {
+            let v = ok_json(&[
+                "run",
+                "--json",
+                "--model",
+                model,
+                "--accel",
+                accel,
+                "--decode",
+                "4",
+                "--prefill",
+                "64",
+            ]);
+            assert!(f(&v, "prefill.latency_s") > 0.0, "{model} on {accel}");
+        }
+    }
+    // Encoders have no decode phase.
+    let v = ok_json(&[
+        "run",
+        "--json",
+        "--model",
+        "bert-base",
+        "--decode",
+        "4",
+        "--prefill",
+        "128",
+    ]);
+    assert!(v["decode"].is_null());
+}
+
+#[test]
+fn graph_json_accounting() {
+    let v = ok_json(&[
+        "graph",
+        "--model",
+        "gpt2",
+        "--compression",
+        "fp16",
+        "--json",
+        "--seq",
+        "16",
+    ]);
+    assert_eq!(v["params"], 124_439_808);
+    assert_eq!(v["weight_bytes"], 2 * 124_439_808u64);
+    assert!(f(&v, "flops_per_token") > 0.0);
+    let ops = v["ops"].as_array().unwrap();
+    assert_eq!(ops.len() as u64, v["op_count"].as_u64().unwrap());
+    assert!(ops.iter().any(|o| o["op"] == "softmax"));
+    let dot = tessera(&["graph", "--model", "tiny-llama", "--dot"]);
+    assert!(String::from_utf8_lossy(&dot.stdout).starts_with("digraph"));
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    let mut args = vec!["check".to_string()];
+    for dir in [
+        "examples/accelerators",
+        "examples/compression",
+        "examples/models",
+    ] {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path().display().to_string())
+            .collect();
+        files.sort();
+        args.extend(files);
+    }
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let out = tessera(&refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unknown_presets_list_the_valid_names() {
+    assert!(fails(&["run", "--model", "llama9"]).contains("llama2-7b"));
+    assert!(fails(&["run", "--accel", "u999"]).contains("u280"));
+    assert!(fails(&["run", "--compression", "w1"]).contains("w4a8-g128"));
+    assert!(fails(&["run", "--gpu", "b200"]).contains("h100-sxm5"));
+}
+
+#[test]
+fn missing_file_is_named() {
+    assert!(fails(&["run", "--accel", "nope/missing.toml"]).contains("nope/missing.toml"));
+}
+
+#[test]
+fn malformed_and_unknown_keys_name_file_and_key() {
+    let p = temp_file("broken.toml", "name = \"x\"\n[matrix\nrows = 3\n");
+    let e = fails(&["check", "--kind", "accelerator", p.to_str().unwrap()]);
+    assert!(e.contains("broken.toml"), "{e}");
+    let text = std::fs::read_to_string("examples/accelerators/tiny.toml")
+        .unwrap()
+        .replacen("[matrix]", "[matrix]\nrowz = 4", 1);
+    let p = temp_file("unknown.toml", &text);
+    let e = fails(&["check", p.to_str().unwrap()]);
+    assert!(e.contains("rowz"), "{e}");
+    let e = fails(&["run", "--accel", p.to_str().unwrap()]);
+    assert!(e.contains("rowz"), "{e}");
+}
+
+#[test]
+fn inconsistent_inputs_are_explained() {
+    // N > M in N:M.
+    let p = temp_file(
+        "nm.toml",
+        "name = \"bad\"\nactivations = \"int8\"\n[weights]\nbits = 4\ngroup_size = 128\nsymmetric = true\nsparsity = { kind = \"nm\", n = 8, m = 4 }\n[kv]\nformat = \"fp16\"\n",
+    );
+    let e = fails(&["check", p.to_str().unwrap()]);
+    assert!(e.contains("weights.sparsity"), "{e}");
+    // A group size that does not divide GPT-2's width of 768.
+    let p = temp_file(
+        "g512.toml",
+        "name = \"g512\"\nactivations = \"int8\"\n[weights]\nbits = 4\ngroup_size = 512\nsymmetric = true\n[kv]\nformat = \"fp16\"\n",
+    );
+    let e = fails(&[
+        "run",
+        "--model",
+        "gpt2",
+        "--compression",
+        p.to_str().unwrap(),
+    ]);
+    assert!(e.contains("group_size"), "{e}");
+    // Weights that fit no memory of the accelerator.
+    let e = fails(&[
+        "run",
+        "--model",
+        "llama2-70b",
+        "--compression",
+        "fp16",
+        "--accel",
+        "u280",
+    ]);
+    assert!(e.contains("capacity_gib"), "{e}");
+    // A precision the matrix engine lacks.
+    let e = fails(&[
+        "run",
+        "--model",
+        "tiny-llama",
+        "--compression",
+        "fp16",
+        "--accel",
+        "tiny",
+    ]);
+    assert!(e.contains("matrix.precisions"), "{e}");
+    // An unsupported architecture.
+    let p = temp_file("t5.json", r#"{"model_type": "t5", "d_model": 512}"#);
+    let e = fails(&["run", "--model", p.to_str().unwrap()]);
+    assert!(e.contains("model_type"), "{e}");
+    // Prefill + decode beyond a learned position table.
+    let e = fails(&[
+        "run",
+        "--model",
+        "gpt2",
+        "--prefill",
+        "1000",
+        "--decode",
+        "100",
+    ]);
+    assert!(e.contains("1024"), "{e}");
+}
