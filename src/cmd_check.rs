@@ -35,7 +35,8 @@ fn guess(path: &str, text: &str) -> Result<Kind, SpecError> {
     if path.ends_with(".json") {
         return Ok(Kind::Model);
     }
-    let value: toml::Table = toml::from_str(text).map_err(|e| SpecError::from_toml(path, &e))?;
+    let value: toml::Table =
+        toml::from_str(text).map_err(|e| SpecError::from_toml_syntax(path, text, &e))?;
     if value.contains_key("matrix") || value.contains_key("memories") {
         Ok(Kind::Accelerator)
     } else if ["weights", "kv", "activations"]

@@ -191,7 +191,7 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
         },
         batch,
     )?;
-    am.check_fits(&prefill_graph)?;
+    am.check_graph(&prefill_graph)?;
     let prefill = am.pass(&prefill_graph);
     let prefill_tokens = prefill_graph.tokens() / batch;
 

@@ -121,6 +121,32 @@ fn visible_pairs(s: u64, limit: u64) -> u64 {
     }
 }
 
+/// The vector-unit operation and element count of an element-wise operator kind.
+fn vector_work(kind: &OpKind) -> Option<(SfuOp, u64)> {
+    match *kind {
+        OpKind::Softmax { elements } => Some((SfuOp::Softmax, elements)),
+        OpKind::Activation { function, elements } => Some((activation_op(function), elements)),
+        OpKind::GatedMultiply { elements } | OpKind::ExpertCombine { elements } => {
+            Some((SfuOp::Mul, elements))
+        }
+        OpKind::Rotary { elements } => Some((SfuOp::Rotary, elements)),
+        OpKind::ResidualAdd { elements } => Some((SfuOp::Add, elements)),
+        // Router softmax over the experts, then top-k.
+        OpKind::ExpertDispatch {
+            tokens, experts, ..
+        } => Some((SfuOp::Softmax, tokens * experts)),
+        _ => None,
+    }
+}
+
+fn activation_op(a: Activation) -> SfuOp {
+    match a {
+        Activation::Silu => SfuOp::Silu,
+        Activation::Gelu => SfuOp::Gelu,
+        Activation::Relu => SfuOp::Relu,
+    }
+}
+
 fn bytes_of(elements: u64, dtype: DType) -> u64 {
     (elements * dtype.bits() as u64).div_ceil(8)
 }
@@ -231,17 +257,16 @@ impl Builder<'_> {
         });
     }
 
-    /// A vector-unit op with one output of `shape` over the inputs.
+    /// A vector-unit op with one output of `shape` over the inputs; its work follows from `kind`.
     fn vector_op(
         &mut self,
         layer: Option<u32>,
         name: &str,
         kind: OpKind,
-        sfu: SfuOp,
-        elements: u64,
         inputs: Vec<TensorId>,
         shape: Vec<u64>,
     ) -> TensorId {
+        let vector = vector_work(&kind);
         let out = self.activation(Self::layer_name(layer, name), shape);
         self.op(
             layer,
@@ -250,7 +275,7 @@ impl Builder<'_> {
             inputs,
             vec![out],
             OpCost {
-                vector: Some((sfu, elements)),
+                vector,
                 ..OpCost::default()
             },
         );
@@ -355,8 +380,6 @@ impl Builder<'_> {
             layer,
             name,
             OpKind::ResidualAdd { elements },
-            SfuOp::Add,
-            elements,
             vec![a, b],
             vec![self.tokens, self.model.hidden],
         )
@@ -562,7 +585,7 @@ impl Builder<'_> {
                 vec![q, k],
                 vec![q_rot, k_rot],
                 OpCost {
-                    vector: Some((SfuOp::Rotary, elements)),
+                    vector: vector_work(&OpKind::Rotary { elements }),
                     ..OpCost::default()
                 },
             );
@@ -603,10 +626,13 @@ impl Builder<'_> {
                     producer: None,
                 });
                 let read_bytes = self.graph.tensor(cache).bytes;
-                let past = self.activation(
-                    Self::layer_name(l, "attn.past_kv"),
-                    vec![batch, 2, m.kv_heads as u64, context, hd],
-                );
+                // The cache streams through the attention operators; it is KV data, not an
+                // activation that could spill.
+                let past = self.graph.add_tensor(Tensor {
+                    name: Self::layer_name(l, "attn.past_kv"),
+                    kind: TensorKind::KvCache,
+                    ..self.graph.tensor(cache).clone()
+                });
                 self.op(
                     l,
                     "attn.kv_read",
@@ -679,8 +705,6 @@ impl Builder<'_> {
             l,
             "attn.softmax",
             OpKind::Softmax { elements: scores },
-            SfuOp::Softmax,
-            scores,
             vec![s],
             vec![scores],
         );
@@ -715,14 +739,6 @@ impl Builder<'_> {
         )
     }
 
-    fn act_sfu(a: Activation) -> SfuOp {
-        match a {
-            Activation::Silu => SfuOp::Silu,
-            Activation::Gelu => SfuOp::Gelu,
-            Activation::Relu => SfuOp::Relu,
-        }
-    }
-
     fn ffn(&mut self, layer: u32, x: TensorId) -> TensorId {
         let m = self.model;
         if let Some(moe) = m.moe {
@@ -737,7 +753,6 @@ impl Builder<'_> {
         let t = self.tokens;
         let (h, f, bias) = (m.hidden, m.ffn_hidden, m.ffn_bias);
         let act = m.activation;
-        let sfu = Self::act_sfu(act);
         let inner = if m.gated_ffn {
             let g = self.linear(l, "ffn.gate_proj", OpClass::Ffn, x, t, h, f, bias, None);
             let u = self.linear(l, "ffn.up_proj", OpClass::Ffn, x, t, h, f, bias, None);
@@ -748,8 +763,6 @@ impl Builder<'_> {
                     function: act,
                     elements: t * f,
                 },
-                sfu,
-                t * f,
                 vec![g],
                 vec![t, f],
             );
@@ -757,8 +770,6 @@ impl Builder<'_> {
                 l,
                 "ffn.gated_mul",
                 OpKind::GatedMultiply { elements: t * f },
-                SfuOp::Mul,
-                t * f,
                 vec![a, u],
                 vec![t, f],
             )
@@ -771,8 +782,6 @@ impl Builder<'_> {
                     function: act,
                     elements: t * f,
                 },
-                sfu,
-                t * f,
                 vec![u],
                 vec![t, f],
             )
@@ -812,8 +821,6 @@ impl Builder<'_> {
                 experts,
                 top_k,
             },
-            SfuOp::Softmax,
-            t * experts,
             vec![logits, x],
             vec![t * top_k, h],
         );
@@ -860,8 +867,6 @@ impl Builder<'_> {
                 function: act,
                 elements: rows * f,
             },
-            Self::act_sfu(act),
-            rows * f,
             vec![g],
             vec![rows, f],
         );
@@ -869,8 +874,6 @@ impl Builder<'_> {
             l,
             "moe.experts.gated_mul",
             OpKind::GatedMultiply { elements: rows * f },
-            SfuOp::Mul,
-            rows * f,
             vec![a, u],
             vec![rows, f],
         );
@@ -879,8 +882,6 @@ impl Builder<'_> {
             l,
             "moe.combine",
             OpKind::ExpertCombine { elements: rows * h },
-            SfuOp::Mul,
-            rows * h,
             vec![d, logits],
             vec![t, h],
         )
@@ -906,16 +907,14 @@ impl Builder<'_> {
                 } else {
                     None
                 };
+                // A tied head multiplies by the embedding table, in the embedding's format.
+                let class = if shared.is_some() {
+                    OpClass::Embedding
+                } else {
+                    OpClass::Head
+                };
                 self.linear(
-                    None,
-                    "lm_head",
-                    OpClass::Head,
-                    x,
-                    batch,
-                    m.hidden,
-                    m.vocab,
-                    false,
-                    shared,
+                    None, "lm_head", class, x, batch, m.hidden, m.vocab, false, shared,
                 );
             }
             OutputHead::Pooler => {

@@ -3,10 +3,11 @@
 //! weighs spills with it, and the simulator's per-instruction latencies must agree with it.
 //!
 //! Per operator on the accelerator:
-//! - matrix work: `ceil(effective MACs / peak MACs per cycle) + dequantisation + pipeline depth`,
-//!   where N:M and block-skip sparsity multiply only kept weights (compressed-load sparsity loads
-//!   sparse and computes dense), and each quantisation group's partial sum is dequantised once
-//!   (MixPE), `ceil(m · n · groups per row / PEs) · matrix.dequant_cycles_per_group` cycles;
+//! - matrix work: `ceil(effective MACs / peak MACs per cycle) + pipeline depth`, where N:M and
+//!   block-skip sparsity multiply only kept weights (compressed-load sparsity loads sparse and
+//!   computes dense); each quantisation group's partial sum is dequantised once (MixPE) by a
+//!   pipelined dequantiser per PE, `ceil(m · n · groups per row / PEs) ·
+//!   matrix.dequant_cycles_per_group` cycles, which bounds the operator only when it is longer;
 //! - vector work: the vector unit's own formula ([`crate::accel::VectorUnit::cycles`]);
 //! - memory: weights, KV cache and (when an operator's activations exceed the on-chip buffers)
 //!   activations stream from the memories that hold them at the bandwidth their DRAM timing allows
@@ -19,10 +20,10 @@
 //! kind, plus static power × time.
 
 use crate::accel::{Accelerator, Holds, Memory};
-use crate::compression::{ActivationFormat, Compression, OpClass, Sparsity};
+use crate::compression::{ActivationFormat, Compression, Sparsity};
 use crate::error::{Problem, SpecError};
 use crate::gpu::{Gpu, ServingStack};
-use crate::graph::{Graph, Op, OpKind, TensorKind};
+use crate::graph::{Graph, Op, OpKind};
 use crate::units::{BytesPerSecond, Cycles, PicoJoules};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -175,118 +176,53 @@ struct MemoryRole {
     pj_per_bit: f64,
 }
 
-fn holds_name(h: Holds) -> &'static str {
-    match h {
-        Holds::Weights => "weights",
-        Holds::Kv => "kv",
-        Holds::Activations => "activations",
-        Holds::Instructions => "instructions",
-    }
-}
-
 impl<'a> AccelModel<'a> {
-    /// Checks that `accel` can run `comp` (precisions, sparse modes, group sizes) and prepares the
-    /// model. Problems name the accelerator key to change.
+    /// Prepares the model: finds the memory holding each kind of data and its energy per bit.
     pub fn new(accel: &'a Accelerator, comp: &'a Compression) -> Result<Self, SpecError> {
-        let file = accel.name().to_string();
         let mut problems = Vec::new();
-        let matrix = accel.matrix();
-        let supported = || {
-            matrix
-                .precisions()
-                .iter()
-                .map(|p| format!("{}", p))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let act = comp.activations;
-        for class in OpClass::ALL {
-            if class == OpClass::Embedding {
-                continue; // gathered, never multiplied on the matrix engine (but see patch_embed)
-            }
-            let wc = comp.weight(class);
-            let bits = wc.format.bits;
-            if matrix.peak_macs_per_cycle(bits, act).is_none() {
-                problems.push(Problem::new(
-                    "matrix.precisions",
-                    format!(
-                        "compression `{}` runs {:?} weights at {} bits with {:?} activations, which \
-                         the matrix engine does not support",
-                        comp.name, class, bits, act
-                    ),
-                    format!("add that pair to matrix.precisions; supported: {}", supported()),
-                ));
-            }
-            if !matrix.supports_sparsity(&wc.sparsity) {
-                problems.push(Problem::new(
-                    "matrix.sparse",
-                    format!(
-                        "compression `{}` uses {:?} sparsity for {:?} weights, which the matrix \
-                         engine does not support",
-                        comp.name, wc.sparsity, class
-                    ),
-                    "enable the mode in matrix.sparse (nm, block_skip, compressed_load)",
-                ));
-            }
-            if wc.format.is_quantised() && !matrix.supports_group_size(wc.format.group_size) {
-                problems.push(Problem::new(
-                    "matrix.group_sizes",
-                    format!(
-                        "compression `{}` uses group size {} for {:?} weights, which the matrix \
-                         engine does not support",
-                        comp.name, wc.format.group_size, class
-                    ),
-                    "add the group size to matrix.group_sizes",
-                ));
-            }
-        }
-        let attn_bits = act.bits();
-        if matrix.peak_macs_per_cycle(attn_bits, act).is_none() {
-            problems.push(Problem::new(
-                "matrix.precisions",
-                format!(
-                    "attention runs {attn_bits}-bit × {act:?} products, which the matrix engine does \
-                     not support"
-                ),
-                format!("add that pair to matrix.precisions; supported: {}", supported()),
-            ));
-        }
         let mut role = |h: Holds| -> Option<MemoryRole> {
-            let found = accel
+            let Some((index, m)) = accel
                 .memories()
                 .iter()
                 .enumerate()
-                .find(|(_, m)| m.holds(h));
-            match found {
-                Some((index, m)) => match accel.energy().memory_pj_per_bit(m.kind()) {
-                    Some(pj_per_bit) => Some(MemoryRole {
-                        index,
-                        bandwidth: streaming_bandwidth(m),
-                        pj_per_bit,
-                    }),
-                    None => {
-                        problems.push(Problem::new(
-                            "energy.memory",
-                            format!("no energy entry for memory kind {:?}", m.kind()),
-                            "add an energy.memory entry for it",
-                        ));
-                        None
-                    }
-                },
-                None => {
-                    problems.push(Problem::new(
-                        "memories",
-                        format!("no memory holds {}", holds_name(h)),
-                        format!("add \"{}\" to some memory's `holds`", holds_name(h)),
-                    ));
-                    None
-                }
-            }
+                .find(|(_, m)| m.holds(h))
+            else {
+                problems.push(Problem::new(
+                    "memories",
+                    format!("no memory holds {}", h.name()),
+                    format!("add \"{}\" to some memory's `holds`", h.name()),
+                ));
+                return None;
+            };
+            let Some(pj_per_bit) = accel.energy().memory_pj_per_bit(m.kind()) else {
+                problems.push(Problem::new(
+                    "energy.memory",
+                    format!("no energy entry for memory kind {:?}", m.kind()),
+                    "add an energy.memory entry for it",
+                ));
+                return None;
+            };
+            Some(MemoryRole {
+                index,
+                bandwidth: streaming_bandwidth(m),
+                pj_per_bit,
+            })
         };
-        let (w, k, a) = (role(Holds::Weights), role(Holds::Kv), role(Holds::Activations));
-        SpecError::check(&file, problems)?;
-        let (Some(weights_mem), Some(kv_mem), Some(act_mem)) = (w, k, a) else {
-            return Err(SpecError::one(&file, Problem::new("memories", "incomplete memory roles", "")));
+        let roles = (
+            role(Holds::Weights),
+            role(Holds::Kv),
+            role(Holds::Activations),
+        );
+        SpecError::check(accel.name(), problems)?;
+        let (Some(weights_mem), Some(kv_mem), Some(act_mem)) = roles else {
+            return Err(SpecError::one(
+                accel.name(),
+                Problem::new(
+                    "memories",
+                    "a memory role is missing",
+                    "see the problems above",
+                ),
+            ));
         };
         Ok(Self {
             accel,
@@ -303,8 +239,79 @@ impl<'a> AccelModel<'a> {
         self.accel
     }
 
-    /// Checks that the graph's weights fit the memory that holds weights.
-    pub fn check_fits(&self, graph: &Graph) -> Result<(), SpecError> {
+    /// The weight × activation precision a matrix operator runs at: the weight class's format for
+    /// linears, the activation format on both sides for attention.
+    fn op_precision(&self, op: &Op) -> Option<(u32, ActivationFormat)> {
+        let act = self.comp.activations;
+        match op.kind {
+            OpKind::Linear { class, .. } => Some((self.comp.weight(class).format.bits, act)),
+            OpKind::AttentionScores { .. } | OpKind::AttentionValues { .. } => {
+                Some((act.bits(), act))
+            }
+            _ => None,
+        }
+    }
+
+    /// Checks that the accelerator can run every operator of `graph` (precisions, sparse modes,
+    /// group sizes) and that the weights fit the memory holding them. Problems name the key to
+    /// change.
+    pub fn check_graph(&self, graph: &Graph) -> Result<(), SpecError> {
+        let matrix = self.accel.matrix();
+        let mut problems = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for op in graph.ops() {
+            let Some((bits, act)) = self.op_precision(op) else {
+                continue;
+            };
+            let class = match op.kind {
+                OpKind::Linear { class, .. } => Some(class),
+                _ => None,
+            };
+            if !seen.insert((class, bits)) {
+                continue;
+            }
+            if matrix.peak_macs_per_cycle(bits, act).is_none() {
+                let supported: Vec<String> =
+                    matrix.precisions().iter().map(|p| p.to_string()).collect();
+                problems.push(Problem::new(
+                    "matrix.precisions",
+                    format!(
+                        "operator `{}` needs {}-bit weights × {:?} activations (compression `{}`), \
+                         which the matrix engine does not support",
+                        op.name, bits, act, self.comp.name
+                    ),
+                    format!(
+                        "add the pair to matrix.precisions; supported: {}",
+                        supported.join(", ")
+                    ),
+                ));
+            }
+            let Some(class) = class else { continue };
+            let wc = self.comp.weight(class);
+            if !matrix.supports_sparsity(&wc.sparsity) {
+                problems.push(Problem::new(
+                    "matrix.sparse",
+                    format!(
+                        "operator `{}` uses {:?} sparsity (compression `{}`), which the matrix \
+                         engine does not support",
+                        op.name, wc.sparsity, self.comp.name
+                    ),
+                    "enable the mode in matrix.sparse (nm for N:16, block_skip, compressed_load)",
+                ));
+            }
+            if wc.format.is_quantised() && !matrix.supports_group_size(wc.format.group_size) {
+                problems.push(Problem::new(
+                    "matrix.group_sizes",
+                    format!(
+                        "operator `{}` uses quantisation groups of {} (compression `{}`), which \
+                         the matrix engine does not support",
+                        op.name, wc.format.group_size, self.comp.name
+                    ),
+                    "add the group size to matrix.group_sizes",
+                ));
+            }
+        }
+        SpecError::check(self.accel.name(), problems)?;
         let mem = &self.accel.memories()[self.weights_mem.index];
         let need = graph.weight_bytes();
         if need > mem.capacity().0 {
@@ -332,13 +339,11 @@ impl<'a> AccelModel<'a> {
     pub fn op(&self, op: &Op) -> OpEstimate {
         let accel = self.accel;
         let matrix = accel.matrix();
-        let act = self.comp.activations;
         let energy_table = accel.energy();
 
-        let (effective_macs, compute_cycles, mac_pj) = match op.kind {
-            OpKind::Linear { class, m, k, n, .. } => {
-                let wc = self.comp.weight(class);
-                let bits = wc.format.bits;
+        let (effective_macs, compute_cycles, mac_pj) = match (self.op_precision(op), &op.kind) {
+            (Some((bits, act)), OpKind::Linear { class, m, k, n, .. }) => {
+                let wc = self.comp.weight(*class);
                 let density = match wc.sparsity {
                     Sparsity::NM { .. } | Sparsity::Block { .. } => wc.sparsity.density(),
                     Sparsity::Dense | Sparsity::Unstructured { .. } => 1.0,
@@ -354,15 +359,20 @@ impl<'a> AccelModel<'a> {
                 } else {
                     0
                 };
-                let cycles = self.matrix_cycles(eff, bits, act) + dequant;
+                // The dequantiser is pipelined beside the MACs: it only costs time when it is
+                // the slower of the two.
+                let cycles = self.matrix_cycles(eff, bits, act).max(dequant);
                 (eff, cycles, self.mac_pj(bits, act) * eff as f64)
             }
-            OpKind::AttentionScores { .. } | OpKind::AttentionValues { .. } => {
-                let bits = act.bits();
+            (Some((bits, act)), _) => {
                 let eff = op.cost.macs;
-                (eff, self.matrix_cycles(eff, bits, act), self.mac_pj(bits, act) * eff as f64)
+                (
+                    eff,
+                    self.matrix_cycles(eff, bits, act),
+                    self.mac_pj(bits, act) * eff as f64,
+                )
             }
-            _ => (0, 0, 0.0),
+            (None, _) => (0, 0, 0.0),
         };
 
         let (vector_cycles, vector_pj) = match op.cost.vector {
@@ -374,8 +384,15 @@ impl<'a> AccelModel<'a> {
         };
 
         // Activations stay on chip when the operator's inputs and outputs fit the buffers.
+        // Attention is computed tile by tile with a streamed softmax, so its scores never spill.
         let act_bytes = op.cost.act_in_bytes + op.cost.act_out_bytes;
-        let act_spill = if act_bytes > accel.on_chip_bytes().0 {
+        let tiled_attention = matches!(
+            op.kind,
+            OpKind::AttentionScores { .. }
+                | OpKind::Softmax { .. }
+                | OpKind::AttentionValues { .. }
+        );
+        let act_spill = if !tiled_attention && act_bytes > accel.on_chip_bytes().0 {
             act_bytes
         } else {
             0
@@ -394,7 +411,10 @@ impl<'a> AccelModel<'a> {
             .values()
             .map(|(bytes, bw)| bw.seconds_for(crate::units::Bytes(*bytes)).0)
             .fold(0.0, f64::max);
-        let memory_cycles = accel.clock().cycles_for(crate::units::Seconds(memory_seconds)).0;
+        let memory_cycles = accel
+            .clock()
+            .cycles_for(crate::units::Seconds(memory_seconds))
+            .0;
         let dram_bytes = op.cost.weight_bytes + kv_bytes + act_spill;
         let dram_pj = 8.0
             * (op.cost.weight_bytes as f64 * self.weights_mem.pj_per_bit
@@ -440,13 +460,18 @@ impl<'a> AccelModel<'a> {
             return 0;
         }
         let matrix = self.accel.matrix();
-        // `new` checked every pair the graph can use, so the fallback of 1 MAC/cycle is unreachable.
+        // `check_graph` rejects graphs with unsupported pairs; the fallback of 1 MAC/cycle only
+        // keeps an unchecked graph from dividing by nothing.
         let peak = matrix.peak_macs_per_cycle(bits, act).unwrap_or(1.0);
         (macs as f64 / peak).ceil() as u64 + matrix.pipeline_depth()
     }
 
     fn mac_pj(&self, bits: u32, act: ActivationFormat) -> f64 {
-        self.accel.energy().mac(bits, act).map(|e| e.0).unwrap_or(0.0)
+        self.accel
+            .energy()
+            .mac(bits, act)
+            .map(|e| e.0)
+            .unwrap_or(0.0)
     }
 
     /// The cost of a whole pass.
@@ -565,14 +590,4 @@ impl GpuModel {
     pub fn fits(&self, graph: &Graph) -> bool {
         graph.weight_bytes() <= self.gpu.memory_bytes()
     }
-}
-
-/// Bytes of a graph's tensors of `kind` (for reports).
-pub fn tensor_bytes(graph: &Graph, kind: TensorKind) -> u64 {
-    graph
-        .tensors()
-        .iter()
-        .filter(|t| t.kind == kind)
-        .map(|t| t.bytes)
-        .sum()
 }

@@ -6,7 +6,7 @@
 
 mod parse;
 
-pub use parse::{from_toml_str, preset, PRESET_NAMES};
+pub use parse::{from_toml_str, from_toml_value, preset, validate_for_model, PRESET_NAMES};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -71,6 +71,7 @@ pub enum Sparsity {
     Dense,
     /// `n` of every `m` consecutive weights along the reduction dimension kept, with a
     /// `ceil(log2 m)`-bit index per kept value.
+    #[serde(rename = "nm")]
     NM {
         /// Kept values per group.
         n: u32,

@@ -59,46 +59,88 @@ impl SpecError {
         }
     }
 
-    /// Wraps a TOML parse or type error (unknown key, wrong type) with the key path it names.
-    pub fn from_toml(file: &str, err: &toml::de::Error) -> Self {
-        let message = err.message().to_string();
-        let key = toml_error_key(&message);
-        let help = if message.contains("unknown field") {
-            "remove the key or fix its spelling; the expected keys are listed above".to_string()
-        } else {
-            "see the example files under examples/ for the expected layout".to_string()
-        };
+    /// Wraps a TOML syntax error with its line and column in `text`.
+    pub fn from_toml_syntax(file: &str, text: &str, err: &toml::de::Error) -> Self {
         let location = err
             .span()
-            .map(|s| format!(" (at byte {})", s.start))
+            .map(|s| format!(" (line {})", line_col(text, s.start)))
             .unwrap_or_default();
-        Self::one(
-            file,
-            Problem::new(key, format!("{message}{location}"), help),
-        )
-    }
-
-    /// Wraps a JSON parse or type error with its line and column.
-    pub fn from_json(file: &str, err: &serde_json::Error) -> Self {
         Self::one(
             file,
             Problem::new(
                 "",
-                format!("{err}"),
+                format!("malformed TOML{location}: {}", err.message().trim()),
+                "fix the syntax; see the example files under examples/",
+            ),
+        )
+    }
+
+    /// Wraps a JSON syntax or type error with its line and column and the key path it names.
+    pub fn from_json(file: &str, err: &serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let inner = err.inner();
+        let key = path_key(&err.path().to_string(), &inner.to_string());
+        Self::one(
+            file,
+            Problem::new(
+                key,
+                inner.to_string(),
                 "the file must be a JSON object as written by Hugging Face transformers",
             ),
         )
     }
 }
 
-/// Extracts a key named in a serde message such as "unknown field `rowz`".
-fn toml_error_key(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.contains('`'))
-        .unwrap_or("")
-        .to_string()
+/// Deserializes a parsed TOML value into `T`, naming the key path of any type error or unknown key.
+pub fn from_toml_value<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    file: &str,
+) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = e.inner().message().trim().to_string();
+        let key = path_key(&e.path().to_string(), &message);
+        let help = if message.contains("unknown field") || message.contains("unknown variant") {
+            "use one of the expected names listed above"
+        } else if message.contains("missing field") {
+            "add the key; see the example files under examples/"
+        } else {
+            "see the example files under examples/ for the expected type"
+        };
+        SpecError::one(file, Problem::new(key, message, help))
+    })
+}
+
+/// Parses TOML text into `T` (syntax errors with line numbers, type errors with key paths).
+pub fn from_toml_text<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, SpecError> {
+    let value: toml::Value =
+        toml::from_str(text).map_err(|e| SpecError::from_toml_syntax(file, text, &e))?;
+    from_toml_value(value, file)
+}
+
+/// The key path of a serde error: the path serde reached, plus the field a "missing field" or
+/// "unknown field" message names.
+fn path_key(path: &str, message: &str) -> String {
+    let path = if path == "." { "" } else { path };
+    let named = ["unknown field", "missing field"]
+        .iter()
+        .any(|m| message.contains(m))
+        .then(|| message.split('`').nth(1))
+        .flatten();
+    match named {
+        Some(field) if path.is_empty() => field.to_string(),
+        Some(field) if !path.ends_with(field) => format!("{path}.{field}"),
+        _ => path.to_string(),
+    }
+}
+
+/// `line:column` (1-based) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{line}, column {col}")
 }
 
 impl fmt::Display for SpecError {
@@ -215,8 +257,11 @@ mod tests {
         struct S {
             rows: u32,
         }
-        let err = toml::from_str::<S>("rowz = 3").unwrap_err();
-        let e = SpecError::from_toml("x.toml", &err);
+        let e = from_toml_text::<S>("rowz = 3", "x.toml").unwrap_err();
         assert_eq!(e.problems[0].key, "rowz");
+        let e = from_toml_text::<S>("rows = \"a\"", "x.toml").unwrap_err();
+        assert_eq!(e.problems[0].key, "rows");
+        let e = from_toml_text::<S>("\n\nrows = [", "x.toml").unwrap_err();
+        assert!(e.problems[0].message.contains("line 3"), "{e}");
     }
 }

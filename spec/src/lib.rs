@@ -3,6 +3,7 @@
 //! compiler, scheduler and simulator all call. Nothing here does file I/O.
 
 pub mod accel;
+pub mod analytical;
 pub mod compression;
 pub mod error;
 pub mod gpu;

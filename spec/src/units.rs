@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 use std::ops::{Add, AddAssign, Mul, Sub};
 
 macro_rules! quantity {
-    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+    ($(#[$doc:meta])* $name:ident($inner:ty) $(, $extra:ident)*) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd, Serialize, Deserialize $(, $extra)*)]
         #[serde(transparent)]
         pub struct $name(pub $inner);
 
@@ -43,11 +43,17 @@ macro_rules! quantity {
 
 quantity!(
     /// A whole number of clock cycles of the accelerator's clock.
-    Cycles(u64)
+    Cycles(u64),
+    Eq,
+    Ord,
+    Hash
 );
 quantity!(
     /// A number of bytes (storage or traffic).
-    Bytes(u64)
+    Bytes(u64),
+    Eq,
+    Ord,
+    Hash
 );
 quantity!(
     /// Energy in picojoules.
@@ -65,19 +71,6 @@ quantity!(
     /// Frequency in hertz.
     Hertz(f64)
 );
-
-impl Eq for Cycles {}
-impl Ord for Cycles {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
-    }
-}
-impl Eq for Bytes {}
-impl Ord for Bytes {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
-    }
-}
 
 impl PicoJoules {
     /// The same energy in joules.
