@@ -46,8 +46,14 @@ fn u280_accessors_match_the_file() {
     let m = a.matrix();
     assert_eq!(m.dsps(), 16 * 16 * 16);
     assert!(m.dsps() <= a.resources().fpga.as_ref().unwrap().dsp);
-    assert_eq!(m.peak_macs_per_cycle(8, ActivationFormat::Int8), Some(8192.0));
-    assert_eq!(m.peak_macs_per_cycle(16, ActivationFormat::Fp16), Some(2048.0));
+    assert_eq!(
+        m.peak_macs_per_cycle(8, ActivationFormat::Int8),
+        Some(8192.0)
+    );
+    assert_eq!(
+        m.peak_macs_per_cycle(16, ActivationFormat::Fp16),
+        Some(2048.0)
+    );
     assert_eq!(m.peak_macs_per_cycle(16, ActivationFormat::Int8), None);
     assert_eq!(a.on_chip_bytes().0, (16 + 8 + 8 + 2) << 20);
     assert_eq!(a.energy().memory_pj_per_bit(MemoryKind::Hbm2), Some(3.9));
@@ -63,11 +69,19 @@ fn sparsity_and_group_support() {
     assert!(m.supports_sparsity(&Sparsity::NM { n: 8, m: 16 }));
     assert!(!m.supports_sparsity(&Sparsity::NM { n: 2, m: 4 }));
     assert!(!m.supports_sparsity(&Sparsity::NM { n: 6, m: 16 }));
-    assert!(m.supports_sparsity(&Sparsity::Block { block: 64, density: 0.5 }));
-    assert!(!m.supports_sparsity(&Sparsity::Block { block: 32, density: 0.5 }));
+    assert!(m.supports_sparsity(&Sparsity::Block {
+        block: 64,
+        density: 0.5
+    }));
+    assert!(!m.supports_sparsity(&Sparsity::Block {
+        block: 32,
+        density: 0.5
+    }));
     assert!(m.supports_sparsity(&Sparsity::Unstructured { density: 0.3 }));
     let edge = Accelerator::preset("edge-asic").unwrap();
-    assert!(!edge.matrix().supports_sparsity(&Sparsity::Unstructured { density: 0.3 }));
+    assert!(!edge
+        .matrix()
+        .supports_sparsity(&Sparsity::Unstructured { density: 0.3 }));
     assert!(m.supports_group_size(0) && m.supports_group_size(128) && !m.supports_group_size(256));
 }
 
@@ -96,7 +110,12 @@ fn malformed_toml_gives_the_line() {
 #[test]
 fn wrong_type_is_named() {
     check_err(TINY, "rows = 2", "rows = \"two\"", "matrix.rows");
-    check_err(TINY, "kind = \"ddr4\"", "kind = \"ddr9\"", "memories[0].kind");
+    check_err(
+        TINY,
+        "kind = \"ddr4\"",
+        "kind = \"ddr9\"",
+        "memories[0].kind",
+    );
 }
 
 #[test]
@@ -119,14 +138,25 @@ fn clock_out_of_range() {
 
 #[test]
 fn n_of_n16_out_of_range() {
-    let s = check_err(TINY, "nm = [2, 4, 8, 16]", "nm = [2, 4, 8, 32]", "matrix.sparse.nm[3]");
+    let s = check_err(
+        TINY,
+        "nm = [2, 4, 8, 16]",
+        "nm = [2, 4, 8, 32]",
+        "matrix.sparse.nm[3]",
+    );
     assert!(s.contains("1 ..= 16"), "{s}");
 }
 
 #[test]
 fn duplicate_buffer_name() {
-    let dup = "[[buffers]]\nname = \"scratch\"\nbytes = 65536\nbanks = 4\nports = 2\nword_bits = 64\n\n";
-    check_err(TINY, "[[buffers]]", &format!("{dup}[[buffers]]"), "buffers[1].name");
+    let dup =
+        "[[buffers]]\nname = \"scratch\"\nbytes = 65536\nbanks = 4\nports = 2\nword_bits = 64\n\n";
+    check_err(
+        TINY,
+        "[[buffers]]",
+        &format!("{dup}[[buffers]]"),
+        "buffers[1].name",
+    );
 }
 
 #[test]
@@ -154,7 +184,12 @@ fn empty_source_is_rejected() {
 
 #[test]
 fn memory_kind_without_energy() {
-    check_err(TINY, "kind = \"ddr4\"\nchannels", "kind = \"lpddr5\"\nchannels", "energy.memory");
+    check_err(
+        TINY,
+        "kind = \"ddr4\"\nchannels",
+        "kind = \"lpddr5\"\nchannels",
+        "energy.memory",
+    );
 }
 
 #[test]
@@ -165,9 +200,24 @@ fn dsp_budget_exceeded() {
 
 #[test]
 fn timing_must_be_consistent() {
-    check_err(TINY, "t_ras_ns = 32.0", "t_ras_ns = 10.0", "memories[0].timing.t_ras_ns");
-    check_err(TINY, "t_rfc_ns = 350.0", "t_rfc_ns = 9000.0", "memories[0].timing.t_rfc_ns");
-    check_err(TINY, "burst_length = 8", "burst_length = 7", "memories[0].timing.burst_length");
+    check_err(
+        TINY,
+        "t_ras_ns = 32.0",
+        "t_ras_ns = 10.0",
+        "memories[0].timing.t_ras_ns",
+    );
+    check_err(
+        TINY,
+        "t_rfc_ns = 350.0",
+        "t_rfc_ns = 9000.0",
+        "memories[0].timing.t_rfc_ns",
+    );
+    check_err(
+        TINY,
+        "burst_length = 8",
+        "burst_length = 7",
+        "memories[0].timing.burst_length",
+    );
 }
 
 #[test]

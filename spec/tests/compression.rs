@@ -10,7 +10,10 @@ const BASE: &str = include_str!("../../examples/compression/w4a8-g128.toml");
 
 fn check_err(text: &str, key: &str, needle: &str) {
     let e = from_toml_str(text, "c.toml").expect_err("must be rejected");
-    assert!(e.problems.iter().any(|p| p.key == key), "no problem at `{key}`:\n{e}");
+    assert!(
+        e.problems.iter().any(|p| p.key == key),
+        "no problem at `{key}`:\n{e}"
+    );
     assert!(e.to_string().contains(needle), "`{needle}` missing:\n{e}");
 }
 
@@ -36,7 +39,10 @@ fn defaults_and_overrides_merge() {
     // An fp16 override drops the inherited group size.
     assert_eq!(c.weight(OpClass::Embedding).format.group_size, 0);
     let nm = preset("w4a8-nm8").unwrap();
-    assert_eq!(nm.weight(OpClass::Ffn).sparsity, Sparsity::NM { n: 8, m: 16 });
+    assert_eq!(
+        nm.weight(OpClass::Ffn).sparsity,
+        Sparsity::NM { n: 8, m: 16 }
+    );
     assert_eq!(nm.weight(OpClass::Head).sparsity, Sparsity::Dense);
     let duo = preset("w4a8-kv4-duo").unwrap();
     assert_eq!(duo.kv.format, KvFormat::Int4);
@@ -45,7 +51,11 @@ fn defaults_and_overrides_merge() {
 
 #[test]
 fn bad_bits() {
-    check_err(&BASE.replacen("bits = 4", "bits = 5", 1), "weights.bits", "allowed: 16");
+    check_err(
+        &BASE.replacen("bits = 4", "bits = 5", 1),
+        "weights.bits",
+        "allowed: 16",
+    );
 }
 
 #[test]
@@ -99,12 +109,20 @@ fn bad_densities() {
 #[test]
 fn kv_policy_ranges() {
     check_err(
-        &BASE.replacen("format = \"fp16\"", "format = \"fp16\"\nstreaming_fraction = 2.0", 1),
+        &BASE.replacen(
+            "format = \"fp16\"",
+            "format = \"fp16\"\nstreaming_fraction = 2.0",
+            1,
+        ),
         "kv.streaming_fraction",
         "allowed: 0 ..= 1",
     );
     check_err(
-        &BASE.replacen("format = \"fp16\"", "format = \"fp16\"\nstreaming_fraction = 0.5", 1),
+        &BASE.replacen(
+            "format = \"fp16\"",
+            "format = \"fp16\"\nstreaming_fraction = 0.5",
+            1,
+        ),
         "kv.window",
         "sink + window = 0",
     );
@@ -112,43 +130,80 @@ fn kv_policy_ranges() {
 
 #[test]
 fn unknown_keys_and_variants_are_named() {
-    check_err(&BASE.replacen("bits = 4", "bits = 4\nbitz = 4", 1), "weights.bitz", "unknown field");
-    check_err(&BASE.replace("\"int8\"", "\"int7\""), "activations", "unknown variant");
-    check_err(&BASE.replacen("[weights.router]", "[weights.mlp]", 1), "weights.mlp", "unknown field");
+    check_err(
+        &BASE.replacen("bits = 4", "bits = 4\nbitz = 4", 1),
+        "weights.bitz",
+        "unknown field",
+    );
+    check_err(
+        &BASE.replace("\"int8\"", "\"int7\""),
+        "activations",
+        "unknown variant",
+    );
+    check_err(
+        &BASE.replacen("[weights.router]", "[weights.mlp]", 1),
+        "weights.mlp",
+        "unknown field",
+    );
 }
 
 #[test]
 fn validate_against_models() {
     let gpt2 = model::preset("gpt2").unwrap();
-    let c = from_toml_str(&BASE.replacen("group_size = 128", "group_size = 512", 1), "g.toml").unwrap();
-    let e = validate_for_model(&c, &gpt2, "g.toml").unwrap_err().to_string();
-    assert!(e.contains("weights.attention.group_size") && e.contains("768"), "{e}");
+    let c = from_toml_str(
+        &BASE.replacen("group_size = 128", "group_size = 512", 1),
+        "g.toml",
+    )
+    .unwrap();
+    let e = validate_for_model(&c, &gpt2, "g.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("weights.attention.group_size") && e.contains("768"),
+        "{e}"
+    );
     // 512 divides Mixtral's 4096 and 14336 but not LLaMA2's FFN width of 11008 = 2^8 · 43.
     let mixtral = model::preset("mixtral-8x7b").unwrap();
     assert!(validate_for_model(&c, &mixtral, "g.toml").is_ok());
     let llama = model::preset("llama2-7b").unwrap();
-    let e = validate_for_model(&c, &llama, "g.toml").unwrap_err().to_string();
-    assert!(e.contains("weights.ffn.group_size") && e.contains("11008"), "{e}");
+    let e = validate_for_model(&c, &llama, "g.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("weights.ffn.group_size") && e.contains("11008"),
+        "{e}"
+    );
     // N:M group length that does not divide the FFN width (11008 = 2^8 · 43).
-    let text = BASE.replacen(
-        "symmetric = true",
-        "symmetric = true\nsparsity = { kind = \"nm\", n = 4, m = 32 }",
-        1,
-    )
-    .replacen("group_size = 128", "group_size = 64", 1);
+    let text = BASE
+        .replacen(
+            "symmetric = true",
+            "symmetric = true\nsparsity = { kind = \"nm\", n = 4, m = 32 }",
+            1,
+        )
+        .replacen("group_size = 128", "group_size = 64", 1);
     let c = from_toml_str(&text, "nm.toml").unwrap();
-    assert!(validate_for_model(&c, &llama, "nm.toml").is_ok(), "11008 = 344 x 32");
+    assert!(
+        validate_for_model(&c, &llama, "nm.toml").is_ok(),
+        "11008 = 344 x 32"
+    );
     let narrow = model::from_hf_json(
         r#"{"model_type": "gpt2", "n_embd": 80, "n_layer": 1, "n_head": 5, "n_positions": 64, "vocab_size": 100}"#,
         "narrow.json",
         "narrow",
     )
     .unwrap();
-    let e = validate_for_model(&c, &narrow, "nm.toml").unwrap_err().to_string();
-    assert!(e.contains("weights.attention.sparsity") && e.contains("= 80"), "{e}");
+    let e = validate_for_model(&c, &narrow, "nm.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("weights.attention.sparsity") && e.contains("= 80"),
+        "{e}"
+    );
     // MoE top-k on a dense model.
     let c = from_toml_str(&format!("moe_top_k = 2\n{BASE}"), "moe.toml").unwrap();
-    let e = validate_for_model(&c, &llama, "moe.toml").unwrap_err().to_string();
+    let e = validate_for_model(&c, &llama, "moe.toml")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("moe_top_k"), "{e}");
     assert!(validate_for_model(&c, &mixtral, "moe.toml").is_ok());
 }

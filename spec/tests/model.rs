@@ -21,7 +21,14 @@ fn presets_match_the_reference_table() {
     for &(name, layers, d, ffn, heads, kv, vocab) in TABLE {
         let m = preset(name).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (m.layers, m.hidden, m.ffn_hidden, m.heads, m.kv_heads, m.vocab),
+            (
+                m.layers,
+                m.hidden,
+                m.ffn_hidden,
+                m.heads,
+                m.kv_heads,
+                m.vocab
+            ),
             (layers, d, ffn, heads, kv, vocab),
             "{name}"
         );
@@ -116,7 +123,11 @@ fn unsupported_architecture() {
 
 #[test]
 fn missing_and_mistyped_keys() {
-    check_err(&LLAMA.replace("\"hidden_size\": 64,", ""), "hidden_size", "missing field");
+    check_err(
+        &LLAMA.replace("\"hidden_size\": 64,", ""),
+        "hidden_size",
+        "missing field",
+    );
     check_err(
         &LLAMA.replace("\"hidden_size\": 64", "\"hidden_size\": \"64\""),
         "hidden_size",
@@ -162,8 +173,10 @@ fn moe_top_k_bounded_by_experts() {
 
 #[test]
 fn opt_projection_is_refused() {
-    let text = include_str!("../../examples/models/opt-6.7b.json")
-        .replace("\"word_embed_proj_dim\": 4096", "\"word_embed_proj_dim\": 512");
+    let text = include_str!("../../examples/models/opt-6.7b.json").replace(
+        "\"word_embed_proj_dim\": 4096",
+        "\"word_embed_proj_dim\": 512",
+    );
     check_err(&text, "word_embed_proj_dim", "not supported");
 }
 

@@ -1,0 +1,183 @@
+//! The analytical model against hand-computed formulas and physical bounds.
+
+use tessera_spec::accel::{Accelerator, Holds};
+use tessera_spec::analytical::{streaming_bandwidth, AccelModel, Bound, GpuModel};
+use tessera_spec::compression::{self, Compression, OpClass, Sparsity};
+use tessera_spec::gpu::{Gpu, ServingStack};
+use tessera_spec::graph::{DType, Graph, Op, OpCost, OpKind, Phase, Tensor, TensorKind};
+use tessera_spec::units::Cycles;
+
+/// A graph with one linear operator `m × k → n` whose weight bytes come from `comp`.
+fn one_linear(comp: &Compression, m: u64, k: u64, n: u64) -> Graph {
+    let mut g = Graph::new("test", Phase::Prefill { seq: m }, 1);
+    let wb = comp.weight(OpClass::Ffn).encoded_bytes(n, k);
+    let w = g.add_tensor(Tensor {
+        name: "w".into(),
+        shape: vec![n, k],
+        dtype: DType::Int4,
+        kind: TensorKind::Weight,
+        bytes: wb.total(),
+        weight_bytes: Some(wb),
+        params: n * k,
+        producer: None,
+    });
+    g.add_op(Op {
+        name: "fc".into(),
+        kind: OpKind::Linear {
+            class: OpClass::Ffn,
+            m,
+            k,
+            n,
+            bias: false,
+            weight_copies: 1,
+        },
+        layer: None,
+        inputs: vec![w],
+        outputs: vec![],
+        cost: OpCost {
+            macs: m * k * n,
+            weight_bytes: wb.total(),
+            ..OpCost::default()
+        },
+    });
+    g
+}
+
+#[test]
+fn hbm2_streaming_bandwidth_is_peak_less_refresh() {
+    let a = Accelerator::preset("u280").unwrap();
+    let hbm = a.memory_for(Holds::Weights).unwrap();
+    let expected = 32.0 * 14.375e9 * (1.0 - 260.0 / 3900.0);
+    assert!((streaming_bandwidth(hbm).0 - expected).abs() < 1.0);
+}
+
+#[test]
+fn row_cycle_limits_small_rows() {
+    // One bank of 64-byte rows: one row per tRAS + tRP = 47 ns caps a channel at 64 B / 47 ns.
+    let text = include_str!("../../examples/accelerators/u280.toml").replacen(
+        "banks = 16\nrow_bytes = 1024",
+        "banks = 1\nrow_bytes = 64",
+        1,
+    );
+    let a = Accelerator::from_toml_str(&text, "x.toml").unwrap();
+    let hbm = a.memory_for(Holds::Weights).unwrap();
+    let expected = 32.0 * 64.0 / 47e-9 * (1.0 - 260.0 / 3900.0);
+    assert!((streaming_bandwidth(hbm).0 - expected).abs() < 1.0);
+}
+
+#[test]
+fn linear_cost_follows_the_formulas() {
+    let a = Accelerator::preset("u280").unwrap();
+    let comp = compression::preset("w4a8-g128").unwrap();
+    let model = AccelModel::new(&a, &comp).unwrap();
+    let (m, k, n) = (512, 4096, 4096);
+    let g = one_linear(&comp, m, k, n);
+    model.check_graph(&g).unwrap();
+    let e = model.pass(&g);
+    let op = &e.ops[0];
+    // int4 x int8: 4,096 DSPs x 2 MACs; plus the 24-cycle pipeline.
+    let compute = (m * k * n).div_ceil(8192) + 24;
+    assert_eq!(op.compute_cycles, Cycles(compute));
+    let bytes = comp.weight(OpClass::Ffn).encoded_bytes(n, k).total();
+    let bw = streaming_bandwidth(a.memory_for(Holds::Weights).unwrap()).0;
+    let memory = (bytes as f64 / bw * 225e6).ceil() as u64;
+    assert_eq!(op.memory_cycles, Cycles(memory));
+    assert_eq!(op.cycles, Cycles(compute.max(memory)));
+    assert_eq!(op.bound, Bound::Compute);
+    assert_eq!(op.dram_bytes, bytes);
+    // Energy: MACs x 2 pJ, DRAM bits x 3.9 pJ, static 25 W x time.
+    assert!((op.energy.mac.0 - (m * k * n) as f64 * 2.0).abs() < 1e-3);
+    assert!((op.energy.dram.0 - bytes as f64 * 8.0 * 3.9).abs() < 1e-3);
+    let seconds = op.cycles.0 as f64 / 225e6;
+    assert!((op.energy.r#static.0 - 25.0 * seconds * 1e12).abs() < 1.0);
+    // A single-token (decode-shaped) linear is memory-bound.
+    let e = model.pass(&one_linear(&comp, 1, k, n));
+    assert_eq!(e.ops[0].bound, Bound::Memory);
+    assert_eq!(e.bound(), Bound::Memory);
+}
+
+#[test]
+fn n_m_sparsity_halves_matrix_work() {
+    let a = Accelerator::preset("u280").unwrap();
+    let dense = compression::preset("w4a8-g128").unwrap();
+    let sparse = compression::preset("w4a8-nm8").unwrap();
+    let (m, k, n) = (1024, 4096, 4096);
+    let d = AccelModel::new(&a, &dense)
+        .unwrap()
+        .pass(&one_linear(&dense, m, k, n));
+    let s = AccelModel::new(&a, &sparse)
+        .unwrap()
+        .pass(&one_linear(&sparse, m, k, n));
+    assert_eq!(s.ops[0].effective_macs * 2, d.ops[0].effective_macs);
+    assert_eq!(
+        s.ops[0].compute_cycles.0 - 24,
+        (d.ops[0].compute_cycles.0 - 24) / 2
+    );
+}
+
+#[test]
+fn unsupported_modes_name_the_key() {
+    let edge = Accelerator::preset("edge-asic").unwrap();
+    let mut comp = compression::preset("w4a8-g128").unwrap();
+    let mut ffn = comp.weight(OpClass::Ffn);
+    ffn.sparsity = Sparsity::Unstructured { density: 0.5 };
+    comp.weights.insert(OpClass::Ffn, ffn);
+    let model = AccelModel::new(&edge, &comp).unwrap();
+    let e = model
+        .check_graph(&one_linear(&comp, 4, 64, 64))
+        .unwrap_err();
+    assert_eq!(e.problems[0].key, "matrix.sparse");
+    let u280 = Accelerator::preset("u280").unwrap();
+    let mut comp = compression::preset("w4a8-g128").unwrap();
+    let mut ffn = comp.weight(OpClass::Ffn);
+    ffn.format.group_size = 256;
+    comp.weights.insert(OpClass::Ffn, ffn);
+    let e = AccelModel::new(&u280, &comp)
+        .unwrap()
+        .check_graph(&one_linear(&comp, 4, 512, 64))
+        .unwrap_err();
+    assert_eq!(e.problems[0].key, "matrix.group_sizes");
+    let fp16 = Compression::fp16();
+    let tiny = Accelerator::preset("tiny").unwrap();
+    let e = AccelModel::new(&tiny, &fp16)
+        .unwrap()
+        .check_graph(&one_linear(&fp16, 4, 64, 64))
+        .unwrap_err();
+    assert_eq!(e.problems[0].key, "matrix.precisions");
+    assert!(e.to_string().contains("int8×int8"), "{e}");
+}
+
+#[test]
+fn pass_cycles_respect_both_bounds() {
+    let a = Accelerator::preset("u280").unwrap();
+    let comp = compression::preset("w4a8-g128").unwrap();
+    let model = AccelModel::new(&a, &comp).unwrap();
+    for (m, k, n) in [(1, 4096, 4096), (64, 4096, 11008), (2048, 4096, 4096)] {
+        let g = one_linear(&comp, m, k, n);
+        let e = model.pass(&g);
+        let peak = 8192.0;
+        let bw = streaming_bandwidth(a.memory_for(Holds::Weights).unwrap()).0;
+        let compute_bound = (m * k * n) as f64 / peak;
+        let memory_bound = g.weight_bytes() as f64 / bw * 225e6;
+        assert!(e.cycles.0 as f64 >= compute_bound.max(memory_bound) - 1.0);
+        assert!(e.dram_bytes >= g.total_cost().compulsory_bytes());
+    }
+}
+
+#[test]
+fn gpu_roofline() {
+    let comp = Compression::fp16();
+    let g = one_linear(&comp, 1, 4096, 4096);
+    let h100 = Gpu::by_name("h100-sxm5").unwrap();
+    let roof = GpuModel::new(h100, ServingStack::by_name("roofline").unwrap(), &comp).pass(&g);
+    let bytes = 2.0 * 4096.0 * 4096.0;
+    assert!((roof.seconds - bytes / 3350e9).abs() < 1e-12);
+    assert_eq!(roof.bound, Bound::Memory);
+    assert!((roof.joules - roof.seconds * 700.0).abs() < 1e-12);
+    let tuned = GpuModel::new(h100, ServingStack::by_name("tuned").unwrap(), &comp).pass(&g);
+    assert!(tuned.seconds > roof.seconds);
+    let big = one_linear(&comp, 8192, 4096, 4096);
+    let p = GpuModel::new(h100, ServingStack::by_name("roofline").unwrap(), &comp).pass(&big);
+    assert_eq!(p.bound, Bound::Compute);
+    assert!((p.seconds - 2.0 * 8192.0 * 4096.0 * 4096.0 / 989e12).abs() < 1e-12);
+}
