@@ -6,10 +6,11 @@ use serde::Serialize;
 use tessera_compiler::frontend::{build_graph, FrontendError};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{dominant_bound, AccelModel, Bound, Energy, GpuModel, PassEstimate};
+use tessera_spec::compression::validate_for_model;
 use tessera_spec::compression::Compression;
 use tessera_spec::gpu::{Gpu, ServingStack};
 use tessera_spec::graph::Phase;
-use tessera_spec::model::ModelConfig;
+use tessera_spec::model::{ModelConfig, Positions};
 use tessera_spec::scenario::Scenario;
 use tessera_spec::SpecError;
 
@@ -34,10 +35,10 @@ pub struct RunInputs {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// An input does not fit the others (precision, capacity, ...).
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] SpecError),
     /// The graph cannot be built.
-    #[error("{0}")]
+    #[error(transparent)]
     Frontend(#[from] FrontendError),
 }
 
@@ -175,12 +176,20 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
         scenario,
         ..
     } = inputs;
-    let limit = matches!(
-        model.positions,
-        tessera_spec::model::Positions::Learned { .. }
-    )
-    .then_some(model.max_positions);
-    scenario.validate("scenario", limit)?;
+    // Learned position tables bound the positions a pass may reach; encoders never decode; vision
+    // models take their sequence from the image.
+    let learned = matches!(model.positions, Positions::Learned { .. });
+    let limit = (learned && model.vision.is_none()).then_some(model.max_positions);
+    let reached = Scenario {
+        decode: if model.is_decoder() {
+            scenario.decode
+        } else {
+            0
+        },
+        ..*scenario
+    };
+    reached.validate("command line (--batch, --prefill, --decode)", limit)?;
+    validate_for_model(compression, model, &compression.name)?;
     let am = AccelModel::new(accel, compression)?;
     let batch = scenario.batch;
     let prefill_graph = build_graph(

@@ -258,7 +258,8 @@ fn inconsistent_inputs_are_explained() {
         "--compression",
         p.to_str().unwrap(),
     ]);
-    assert!(e.contains("group_size"), "{e}");
+    assert!(e.contains("weights.attention.group_size"), "{e}");
+    assert!(e.contains("768"), "{e}");
     // Weights that fit no memory of the accelerator.
     let e = fails(&[
         "run",

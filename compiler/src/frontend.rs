@@ -17,7 +17,7 @@ use tessera_spec::graph::{DType, Graph, Op, OpCost, OpKind, Phase, Tensor, Tenso
 use tessera_spec::model::{Activation, ModelConfig, NormKind, OutputHead, Positions};
 
 /// Why a graph cannot be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FrontendError {
     /// Encoders (BERT, ViT) have no autoregressive decode step.
     #[error("model `{model}` is an encoder: it has no decode phase (use --phase prefill)")]
@@ -30,6 +30,23 @@ pub enum FrontendError {
     Empty {
         /// Which quantity was zero.
         what: &'static str,
+    },
+    /// The pass is too large to account in 64-bit counters.
+    #[error(
+        "model `{model}` with batch {batch} over {positions} positions needs about {macs:.1e} \
+         MACs, more than Tessera counts (limit {limit:.1e}); use a smaller batch or length"
+    )]
+    TooLarge {
+        /// The model.
+        model: String,
+        /// Sequences.
+        batch: u64,
+        /// Positions per sequence.
+        positions: u64,
+        /// Estimated MACs.
+        macs: f64,
+        /// The limit.
+        limit: f64,
     },
     /// The pass needs more positions than the model's learned position table has.
     #[error(
@@ -89,6 +106,7 @@ pub fn build_graph(
             needed: last_position,
         });
     }
+    check_size(model, batch, last_position)?;
     let mut b = Builder {
         model,
         comp: compression,
@@ -101,6 +119,33 @@ pub fn build_graph(
     };
     b.build();
     Ok(b.graph)
+}
+
+/// Largest MAC count a pass may reach, leaving headroom below 2^64 ≈ 1.8e19 for FLOPs (2 per MAC)
+/// and for sums over many decode steps.
+const MAX_MACS: f64 = 1e18;
+
+/// Rejects passes whose counters could overflow, from a floating-point upper bound of the work.
+fn check_size(model: &ModelConfig, batch: u64, positions: u64) -> Result<(), FrontendError> {
+    let h = model.hidden as f64;
+    let experts = model.moe.map_or(1.0, |m| m.experts as f64);
+    let width = (model.q_width().max(model.kv_width()) as f64).max(h);
+    let per_token = model.layers as f64
+        * (4.0 * h * width
+            + 3.0 * h * model.ffn_hidden as f64 * experts
+            + 2.0 * width * positions as f64)
+        + h * (model.vocab as f64).max(h);
+    let macs = batch as f64 * positions as f64 * per_token;
+    if macs > MAX_MACS {
+        return Err(FrontendError::TooLarge {
+            model: model.name.clone(),
+            batch,
+            positions,
+            macs,
+            limit: MAX_MACS,
+        });
+    }
+    Ok(())
 }
 
 struct Builder<'a> {

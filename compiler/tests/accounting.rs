@@ -264,6 +264,15 @@ fn bad_passes_are_errors() {
         Err(FrontendError::TooLong { max: 1024, .. })
     ));
     assert!(build_graph(&model("gpt2"), &c, Phase::Prefill { seq: 0 }, 1).is_err());
+    assert!(matches!(
+        build_graph(
+            &model("llama2-70b"),
+            &c,
+            Phase::Prefill { seq: 1 << 20 },
+            4096
+        ),
+        Err(FrontendError::TooLarge { .. })
+    ));
     assert!(build_graph(&model("gpt2"), &c, Phase::Prefill { seq: 4 }, 0).is_err());
 }
 

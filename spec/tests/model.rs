@@ -124,12 +124,12 @@ fn unsupported_architecture() {
 #[test]
 fn missing_and_mistyped_keys() {
     check_err(
-        &LLAMA.replace("\"hidden_size\": 64,", ""),
+        &LLAMA.replace("\"hidden_size\": 128,", ""),
         "hidden_size",
         "missing field",
     );
     check_err(
-        &LLAMA.replace("\"hidden_size\": 64", "\"hidden_size\": \"64\""),
+        &LLAMA.replace("\"hidden_size\": 128", "\"hidden_size\": \"128\""),
         "hidden_size",
         "invalid type",
     );
