@@ -1,8 +1,9 @@
 //! `tessera run`: the main job on a model, compression, accelerator and scenario.
 
-use crate::pipeline::{run, RunInputs, RunReport};
+use crate::pipeline::{run, ClassShare, RunInputs, RunReport};
 use crate::{inputs, Verbosity};
 use anyhow::Result;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use tessera_spec::gpu::{Gpu, ServingStack, DEFAULT_GPUS, DEFAULT_STACK};
@@ -64,6 +65,9 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if verbosity != Verbosity::Quiet {
         print!("{}", render_table(&report));
+        if verbosity == Verbosity::Verbose {
+            print!("{}", render_classes(&report));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -167,6 +171,35 @@ pub fn render_table(r: &RunReport) -> String {
                 .map_or("-".into(), |e| format!("{:.3}", 1.0 / e)),
             if g.fits_in_memory { "yes" } else { "no" }
         );
+    }
+    s
+}
+
+/// Per-operator-class time, energy and traffic of each phase.
+pub fn render_classes(r: &RunReport) -> String {
+    let mut s = String::new();
+    let mut phase = |name: &str, classes: &BTreeMap<&'static str, ClassShare>| {
+        let total: f64 = classes.values().map(|c| c.seconds).sum();
+        let _ = writeln!(
+            s,
+            "\n{name} by operator class\n{:<20}{:>14}{:>8}{:>14}{:>14}",
+            "class", "time", "share", "energy", "DRAM bytes"
+        );
+        for (class, c) in classes {
+            let _ = writeln!(
+                s,
+                "{:<20}{:>14}{:>7.1}%{:>14}{:>14}",
+                class,
+                si(c.seconds, "s"),
+                100.0 * c.seconds / total.max(f64::MIN_POSITIVE),
+                si(c.energy_j, "J"),
+                si(c.dram_bytes as f64, "B")
+            );
+        }
+    };
+    phase("prefill", &r.prefill.by_class);
+    if let Some(d) = &r.decode {
+        phase("decode (all steps)", &d.by_class);
     }
     s
 }

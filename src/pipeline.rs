@@ -3,6 +3,7 @@
 //! in behind the same [`RunReport`].
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use tessera_compiler::frontend::{build_graph, FrontendError};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{dominant_bound, AccelModel, Bound, Energy, GpuModel, PassEstimate};
@@ -12,6 +13,7 @@ use tessera_spec::gpu::{Gpu, ServingStack};
 use tessera_spec::graph::Phase;
 use tessera_spec::model::{ModelConfig, Positions};
 use tessera_spec::scenario::Scenario;
+use tessera_spec::units::{Cycles, Hertz};
 use tessera_spec::SpecError;
 
 /// Everything a run needs, already validated.
@@ -61,6 +63,8 @@ pub struct PrefillReport {
     pub bound: Bound,
     /// Energy by part, joules.
     pub energy_breakdown_j: EnergyBreakdown,
+    /// Time, energy and traffic by operator class.
+    pub by_class: BTreeMap<&'static str, ClassShare>,
 }
 
 /// Decode results over all generated tokens.
@@ -86,6 +90,48 @@ pub struct DecodeReport {
     pub bound: Bound,
     /// Energy by part over all steps, joules.
     pub energy_breakdown_j: EnergyBreakdown,
+    /// Time, energy and traffic by operator class, over all steps.
+    pub by_class: BTreeMap<&'static str, ClassShare>,
+}
+
+/// One operator class's share of a phase.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ClassShare {
+    /// Seconds spent in operators of the class.
+    pub seconds: f64,
+    /// Joules they use.
+    pub energy_j: f64,
+    /// Off-chip bytes they move.
+    pub dram_bytes: u64,
+}
+
+/// Sums per-operator costs of `passes` by operator class.
+fn by_class<'a>(
+    passes: impl IntoIterator<Item = &'a PassEstimate>,
+    clock: Hertz,
+) -> BTreeMap<&'static str, ClassShare> {
+    let mut cycles: BTreeMap<&'static str, (u64, f64, u64)> = BTreeMap::new();
+    for p in passes {
+        for op in &p.ops {
+            let e = cycles.entry(op.class).or_default();
+            e.0 += op.cycles.0;
+            e.1 += op.energy.total().joules();
+            e.2 += op.dram_bytes;
+        }
+    }
+    cycles
+        .into_iter()
+        .map(|(class, (c, j, b))| {
+            (
+                class,
+                ClassShare {
+                    seconds: clock.seconds(Cycles(c)).0,
+                    energy_j: j,
+                    dram_bytes: b,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Energy split in joules.
@@ -229,7 +275,8 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
             }
         }
     }
-    let decode = (!decode_passes.is_empty()).then(|| decode_report(&decode_passes, batch));
+    let decode =
+        (!decode_passes.is_empty()).then(|| decode_report(&decode_passes, batch, accel.clock()));
     let generated = (batch * scenario.decode) as f64;
     let gpu_baselines = gpu_models
         .iter()
@@ -265,19 +312,20 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
             bandwidth_gbps: gbps(prefill.dram_bytes as f64, prefill.seconds),
             bound: prefill.bound(),
             energy_breakdown_j: prefill.energy.into(),
+            by_class: by_class([&prefill], accel.clock()),
         },
         decode,
         gpu_baselines,
     })
 }
 
-fn decode_report(passes: &[PassEstimate], batch: u64) -> DecodeReport {
+fn decode_report(passes: &[PassEstimate], batch: u64, clock: Hertz) -> DecodeReport {
     let steps = passes.len() as f64;
     let seconds: f64 = passes.iter().map(|p| p.seconds).sum();
     let bytes: u64 = passes.iter().map(|p| p.dram_bytes).sum();
     let cycles: u64 = passes.iter().map(|p| p.cycles.0).sum();
     let mut energy = Energy::default();
-    let mut by_bound = std::collections::BTreeMap::new();
+    let mut by_bound = BTreeMap::new();
     for p in passes {
         energy += p.energy;
         for (b, c) in &p.cycles_by_bound {
@@ -298,5 +346,6 @@ fn decode_report(passes: &[PassEstimate], batch: u64) -> DecodeReport {
         cycles,
         bound,
         energy_breakdown_j: energy.into(),
+        by_class: by_class(passes, clock),
     }
 }
