@@ -96,10 +96,11 @@ pub fn render_table(r: &RunReport) -> String {
     );
     let _ = writeln!(
         s,
-        "params {:.3} B, weights {:.3} GB, weight-memory streaming bandwidth {:.1} GB/s\n",
+        "params {:.3} B, weights {:.3} GB, weight memory {:.1} GB/s peak, {:.1} GB/s streaming\n",
         r.params as f64 / 1e9,
         r.weight_bytes as f64 / 1e9,
-        r.peak_bandwidth_gbps
+        r.peak_bandwidth_gbps,
+        r.streaming_bandwidth_gbps
     );
     let p = &r.prefill;
     let _ = writeln!(s, "{:<28}{:>16}", "prefill latency", si(p.latency_s, "s"));

@@ -195,8 +195,10 @@ pub struct RunReport {
     pub params: u64,
     /// Stored weight bytes under the compression.
     pub weight_bytes: u64,
-    /// Streaming bandwidth of the accelerator's weight memory, GB/s.
+    /// Datasheet peak bandwidth of the memory holding the weights, GB/s.
     pub peak_bandwidth_gbps: f64,
+    /// Bandwidth that memory sustains on long streams under its DRAM timing, GB/s.
+    pub streaming_bandwidth_gbps: f64,
     /// Prefill.
     pub prefill: PrefillReport,
     /// Decode (absent for encoders).
@@ -290,10 +292,11 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
             fits_in_memory: gm.fits(&prefill_graph),
         })
         .collect();
-    let weight_mem_bw = accel
-        .memory_for(tessera_spec::accel::Holds::Weights)
-        .map(|m| tessera_spec::analytical::streaming_bandwidth(m).gb_per_s())
-        .unwrap_or(0.0);
+    let weight_memory = accel.memory_for(tessera_spec::accel::Holds::Weights);
+    let peak_bandwidth_gbps = weight_memory.map_or(0.0, |m| m.peak_bandwidth().gb_per_s());
+    let streaming_bandwidth_gbps = weight_memory.map_or(0.0, |m| {
+        tessera_spec::analytical::streaming_bandwidth(m).gb_per_s()
+    });
     Ok(RunReport {
         model: model.name.clone(),
         accelerator: accel.name().to_string(),
@@ -302,7 +305,8 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
         scenario: *scenario,
         params: prefill_graph.params(),
         weight_bytes: prefill_graph.weight_bytes(),
-        peak_bandwidth_gbps: weight_mem_bw,
+        peak_bandwidth_gbps,
+        streaming_bandwidth_gbps,
         prefill: PrefillReport {
             tokens: prefill_tokens,
             latency_s: prefill.seconds,

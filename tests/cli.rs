@@ -72,7 +72,8 @@ fn default_run_json_has_stable_fields_and_physical_values() {
         assert!(f(&v, p) > 0.0, "{p}");
     }
     // Decode can never beat the weight memory's bandwidth divided by the bytes each token moves.
-    let bound = f(&v, "peak_bandwidth_gbps") * 1e9 / f(&v, "decode.dram_bytes_per_token");
+    assert!(f(&v, "streaming_bandwidth_gbps") <= f(&v, "peak_bandwidth_gbps"));
+    let bound = f(&v, "streaming_bandwidth_gbps") * 1e9 / f(&v, "decode.dram_bytes_per_token");
     assert!(f(&v, "decode.tokens_per_s") <= bound * (1.0 + 1e-9));
     // Every token reads at least the weights once.
     assert!(f(&v, "decode.dram_bytes_per_token") >= f(&v, "weight_bytes") * 0.99);
