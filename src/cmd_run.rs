@@ -103,41 +103,29 @@ pub fn render_table(r: &RunReport) -> String {
         r.streaming_bandwidth_gbps
     );
     let p = &r.prefill;
-    let _ = writeln!(s, "{:<28}{:>16}", "prefill latency", si(p.latency_s, "s"));
-    let _ = writeln!(s, "{:<28}{:>16}", "prefill energy", si(p.energy_j, "J"));
-    let _ = writeln!(
-        s,
-        "{:<28}{:>16}",
-        "prefill bandwidth used",
-        format!("{:.1} GB/s", p.bandwidth_gbps)
-    );
-    let _ = writeln!(s, "{:<28}{:>16}", "prefill bound", p.bound.name());
+    let mut rows = vec![
+        ("prefill latency", si(p.latency_s, "s")),
+        ("prefill energy", si(p.energy_j, "J")),
+        (
+            "prefill bandwidth used",
+            format!("{:.1} GB/s", p.bandwidth_gbps),
+        ),
+        ("prefill bound", p.bound.name().to_string()),
+    ];
     if let Some(d) = &r.decode {
-        let _ = writeln!(
-            s,
-            "{:<28}{:>16}",
-            "decode tokens/s",
-            format!("{:.2}", d.tokens_per_s)
-        );
-        let _ = writeln!(
-            s,
-            "{:<28}{:>16}",
-            "decode latency/token",
-            si(d.latency_per_token_s, "s")
-        );
-        let _ = writeln!(
-            s,
-            "{:<28}{:>16}",
-            "decode tokens/J",
-            format!("{:.3}", d.tokens_per_j)
-        );
-        let _ = writeln!(
-            s,
-            "{:<28}{:>16}",
-            "decode bandwidth used",
-            format!("{:.1} GB/s", d.bandwidth_gbps)
-        );
-        let _ = writeln!(s, "{:<28}{:>16}", "decode bound", d.bound.name());
+        rows.extend([
+            ("decode tokens/s", format!("{:.2}", d.tokens_per_s)),
+            ("decode latency/token", si(d.latency_per_token_s, "s")),
+            ("decode tokens/J", format!("{:.3}", d.tokens_per_j)),
+            (
+                "decode bandwidth used",
+                format!("{:.1} GB/s", d.bandwidth_gbps),
+            ),
+            ("decode bound", d.bound.name().to_string()),
+        ]);
+    }
+    for (label, value) in rows {
+        let _ = writeln!(s, "{label:<28}{value:>16}");
     }
     let _ = writeln!(s);
     let _ = writeln!(

@@ -215,16 +215,14 @@ impl Builder<'_> {
     fn activation(&mut self, name: String, shape: Vec<u64>) -> TensorId {
         let elements: u64 = shape.iter().product();
         let dtype = self.act_dtype;
-        self.graph.add_tensor(Tensor {
+        let bytes = bytes_of(elements, dtype);
+        self.graph.add_tensor(Tensor::data(
             name,
             shape,
             dtype,
-            kind: TensorKind::Activation,
-            bytes: bytes_of(elements, dtype),
-            weight_bytes: None,
-            params: 0,
-            producer: None,
-        })
+            TensorKind::Activation,
+            bytes,
+        ))
     }
 
     /// A weight matrix of `copies` × `n` × `k`, encoded with `class`'s compression.
@@ -436,19 +434,16 @@ impl Builder<'_> {
         let h = m.hidden;
         if let Some(v) = m.vision {
             let images = self.graph.batch;
-            let pixels = self.graph.add_tensor(Tensor {
-                name: "pixels".into(),
-                shape: vec![images, v.channels, v.image_size, v.image_size],
-                dtype: self.act_dtype,
-                kind: TensorKind::Activation,
-                bytes: bytes_of(
+            let pixels = self.graph.add_tensor(Tensor::data(
+                "pixels".into(),
+                vec![images, v.channels, v.image_size, v.image_size],
+                self.act_dtype,
+                TensorKind::Activation,
+                bytes_of(
                     images * v.channels * v.image_size * v.image_size,
                     self.act_dtype,
                 ),
-                weight_bytes: None,
-                params: 0,
-                producer: None,
-            });
+            ));
             let k = v.channels * v.patch_size * v.patch_size;
             let patches = self.linear(
                 None,
@@ -489,16 +484,13 @@ impl Builder<'_> {
             );
             return out;
         }
-        let ids = self.graph.add_tensor(Tensor {
-            name: "token_ids".into(),
-            shape: vec![t],
-            dtype: DType::Int32,
-            kind: TensorKind::Activation,
-            bytes: bytes_of(t, DType::Int32),
-            weight_bytes: None,
-            params: 0,
-            producer: None,
-        });
+        let ids = self.graph.add_tensor(Tensor::data(
+            "token_ids".into(),
+            vec![t],
+            DType::Int32,
+            TensorKind::Activation,
+            bytes_of(t, DType::Int32),
+        ));
         let mut tables =
             vec![self.weight("token_embedding".into(), OpClass::Embedding, 1, m.vocab, h)];
         if let Positions::Learned { table_rows } = m.positions {
@@ -647,6 +639,16 @@ impl Builder<'_> {
         let kv_dtype = DType::from_bits(self.comp.kv.format.bits());
         let kv_bytes = |tokens_times_heads: u64| bytes_of(2 * tokens_times_heads * hd, kv_dtype);
         let retained = |ctx: u64| full_kv * ctx.min(full_limit) + stream_kv * ctx.min(stream_limit);
+        // The retained cache of every sequence at `ctx` tokens, as a tensor.
+        let kv_cache = |name: &str, ctx: u64| {
+            Tensor::data(
+                Self::layer_name(l, name),
+                vec![batch, 2, m.kv_heads as u64, ctx, hd],
+                kv_dtype,
+                TensorKind::KvCache,
+                batch * kv_bytes(retained(ctx)),
+            )
+        };
 
         let (scores, kv_in, kv_written_tokens, end_context) = match self.graph.phase {
             Phase::Prefill { seq } => {
@@ -660,24 +662,11 @@ impl Builder<'_> {
                 (batch * pairs, vec![k, v], retained(seq), seq)
             }
             Phase::Decode { context } => {
-                let cache = self.graph.add_tensor(Tensor {
-                    name: Self::layer_name(l, "kv_cache"),
-                    shape: vec![batch, 2, m.kv_heads as u64, context, hd],
-                    dtype: kv_dtype,
-                    kind: TensorKind::KvCache,
-                    bytes: batch * kv_bytes(retained(context)),
-                    weight_bytes: None,
-                    params: 0,
-                    producer: None,
-                });
+                let cache = self.graph.add_tensor(kv_cache("kv_cache", context));
                 let read_bytes = self.graph.tensor(cache).bytes;
                 // The cache streams through the attention operators; it is KV data, not an
                 // activation that could spill.
-                let past = self.graph.add_tensor(Tensor {
-                    name: Self::layer_name(l, "attn.past_kv"),
-                    kind: TensorKind::KvCache,
-                    ..self.graph.tensor(cache).clone()
-                });
+                let past = self.graph.add_tensor(kv_cache("attn.past_kv", context));
                 self.op(
                     l,
                     "attn.kv_read",
@@ -699,16 +688,9 @@ impl Builder<'_> {
             }
         };
 
-        let appended = self.graph.add_tensor(Tensor {
-            name: Self::layer_name(l, "kv_cache.appended"),
-            shape: vec![batch, 2, m.kv_heads as u64, end_context, hd],
-            dtype: kv_dtype,
-            kind: TensorKind::KvCache,
-            bytes: batch * kv_bytes(retained(end_context)),
-            weight_bytes: None,
-            params: 0,
-            producer: None,
-        });
+        let appended = self
+            .graph
+            .add_tensor(kv_cache("kv_cache.appended", end_context));
         let appended_tokens = match self.graph.phase {
             Phase::Prefill { seq } => seq,
             Phase::Decode { .. } => 1,

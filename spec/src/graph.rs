@@ -96,6 +96,22 @@ pub struct Tensor {
     pub producer: Option<OpId>,
 }
 
+impl Tensor {
+    /// A non-weight tensor (activation, input or KV cache) with its stored size.
+    pub fn data(name: String, shape: Vec<u64>, dtype: DType, kind: TensorKind, bytes: u64) -> Self {
+        Tensor {
+            name,
+            shape,
+            dtype,
+            kind,
+            bytes,
+            weight_bytes: None,
+            params: 0,
+            producer: None,
+        }
+    }
+}
+
 /// What an operator computes, with its shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
