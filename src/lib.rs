@@ -1,6 +1,7 @@
 //! The `tessera` tool as a library: input resolution (files or presets), the run pipeline, and one
 //! module per subcommand. `main.rs` only parses arguments and reports errors.
 
+pub mod cmd_asm;
 pub mod cmd_check;
 pub mod cmd_graph;
 pub mod cmd_run;

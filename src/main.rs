@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use tessera::{cmd_check, cmd_graph, cmd_run};
+use tessera::{cmd_asm, cmd_check, cmd_graph, cmd_run};
 
 /// Design transformer inference accelerators: estimate, simulate, generate hardware, sweep.
 #[derive(Debug, Parser)]
@@ -26,6 +26,10 @@ enum Command {
     Graph(cmd_graph::Args),
     /// Validate accelerator, compression or model files and explain every problem.
     Check(cmd_check::Args),
+    /// Assemble an ISA text program into a binary program file.
+    Asm(cmd_asm::AsmArgs),
+    /// Print the text form of a binary program file.
+    Disasm(cmd_asm::DisasmArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run::main(&a, verbosity),
         Command::Graph(a) => cmd_graph::main(&a, verbosity),
         Command::Check(a) => cmd_check::main(&a, verbosity),
+        Command::Asm(a) => cmd_asm::asm(&a, verbosity),
+        Command::Disasm(a) => cmd_asm::disasm(&a, verbosity),
     };
     match result {
         Ok(code) => code,

@@ -299,3 +299,44 @@ fn inconsistent_inputs_are_explained() {
     ]);
     assert!(e.contains("1024"), "{e}");
 }
+
+#[test]
+fn asm_and_disasm_round_trip() {
+    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gemm.bin");
+    let out = tessera(&[
+        "asm",
+        "examples/programs/double-buffered-gemm.tasm",
+        "-o",
+        bin.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("8 instructions, 292 bytes"));
+    let text = tessera(&["disasm", bin.to_str().unwrap()]);
+    assert!(text.status.success());
+    let again = temp_file("again.tasm", &String::from_utf8_lossy(&text.stdout));
+    let bin2 = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gemm2.bin");
+    assert!(
+        tessera(&["asm", again.to_str().unwrap(), "-o", bin2.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&bin2).unwrap());
+}
+
+#[test]
+fn bad_programs_are_explained() {
+    let src = temp_file("bad.tasm", "sys op=halt\nmatmul m=70000\n");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bad.bin");
+    let e = fails(&["asm", src.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(
+        e.contains("bad.tasm") && e.contains("line 2") && e.contains("max 65535"),
+        "{e}"
+    );
+    let junk = temp_file("junk.bin", "not a program");
+    let e = fails(&["disasm", junk.to_str().unwrap()]);
+    assert!(e.contains("not a Tessera program"), "{e}");
+}

@@ -8,6 +8,7 @@ pub mod compression;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod isa;
 pub mod model;
 pub mod scenario;
 pub mod units;
