@@ -144,16 +144,31 @@ pub fn dominant_bound(cycles_by_bound: &BTreeMap<Bound, u64>) -> Bound {
         .unwrap_or(Bound::Memory)
 }
 
-/// Bandwidth a memory sustains on a long sequential stream, as its timing allows: the peak, capped
-/// by how fast rows can be opened when streams interleave over all banks (`banks × row bytes` per
-/// row cycle `tRAS + tRP`), times the fraction of time not spent refreshing (`1 − tRFC / tREFI`).
-pub fn streaming_bandwidth(memory: &Memory) -> BytesPerSecond {
+/// Bandwidth a memory sustains when every access of `access_bytes` opens a new row, over all its
+/// channels: the peak, capped by how fast each bank can cycle rows (`banks × access_bytes` per row
+/// cycle `tRAS + tRP`), times the fraction of time not spent refreshing (`1 − tRFC / tREFI`).
+/// Assumes enough requests in flight to keep every bank busy.
+pub fn access_bandwidth(memory: &Memory, access_bytes: u64) -> BytesPerSecond {
     let t = memory.timing();
     let peak = memory.channel_bandwidth().0;
     let row_cycle_s = (t.t_ras_ns + t.t_rp_ns) * 1e-9;
-    let row_limited = t.banks as f64 * t.row_bytes as f64 / row_cycle_s;
+    let row_limited = t.banks as f64 * access_bytes as f64 / row_cycle_s;
     let refresh_factor = 1.0 - t.t_rfc_ns / t.t_refi_ns;
     BytesPerSecond(peak.min(row_limited) * refresh_factor * memory.channels() as f64)
+}
+
+/// Bandwidth a memory sustains on long sequential streams: [`access_bandwidth`] with whole rows.
+pub fn streaming_bandwidth(memory: &Memory) -> BytesPerSecond {
+    access_bandwidth(memory, memory.timing().row_bytes)
+}
+
+/// Nanoseconds from issuing a read of `bytes` that misses an open row in its bank (a row
+/// conflict) to its last data beat: precharge, activate, CAS latency, then the bursts.
+pub fn row_conflict_latency_ns(memory: &Memory, bytes: u64) -> f64 {
+    let t = memory.timing();
+    let bursts = bytes.div_ceil(memory.burst_bytes()).max(1);
+    let burst_ns = memory.burst_bytes() as f64 / memory.channel_bandwidth().0 * 1e9;
+    t.t_rp_ns + t.t_rcd_ns + t.t_cl_ns + bursts as f64 * burst_ns
 }
 
 /// The analytical model of one accelerator running one compression: checked once, then cheap to
