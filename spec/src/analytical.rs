@@ -3,11 +3,9 @@
 //! weighs spills with it, and the simulator's per-instruction latencies must agree with it.
 //!
 //! Per operator on the accelerator:
-//! - matrix work: `ceil(effective MACs / peak MACs per cycle) + pipeline depth`, where N:M and
-//!   block-skip sparsity multiply only kept weights (compressed-load sparsity loads sparse and
-//!   computes dense); each quantisation group's partial sum is dequantised once (MixPE) by a
-//!   pipelined dequantiser per PE, `ceil(m · n · groups per row / PEs) ·
-//!   matrix.dequant_cycles_per_group` cycles, which bounds the operator only when it is longer;
+//! - matrix work: [`matrix_work_cycles`], where N:M and block-skip sparsity multiply only kept
+//!   weights (compressed-load sparsity loads sparse and computes dense) and per-group
+//!   dequantisation (MixPE) is pipelined beside the MACs;
 //! - vector work: the vector unit's own formula ([`crate::accel::VectorUnit::cycles`]);
 //! - memory: weights, KV cache and (when an operator's activations exceed the on-chip buffers)
 //!   activations stream from the memories that hold them at the bandwidth their DRAM timing allows
@@ -19,7 +17,7 @@
 //! bytes through on-chip buffers × the buffers' pJ per byte, DRAM bits × pJ per bit of the memory
 //! kind, plus static power × time.
 
-use crate::accel::{Accelerator, Holds, Memory};
+use crate::accel::{Accelerator, Holds, MatrixEngine, Memory};
 use crate::compression::{ActivationFormat, Compression, Sparsity};
 use crate::error::{Problem, SpecError};
 use crate::gpu::{Gpu, ServingStack};
@@ -169,6 +167,50 @@ pub fn row_conflict_latency_ns(memory: &Memory, bytes: u64) -> f64 {
     let bursts = bytes.div_ceil(memory.burst_bytes()).max(1);
     let burst_ns = memory.burst_bytes() as f64 / memory.channel_bandwidth().0 * 1e9;
     t.t_rp_ns + t.t_rcd_ns + t.t_cl_ns + bursts as f64 * burst_ns
+}
+
+/// Matrix-engine work: one operator or one matrix instruction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatrixWork {
+    /// Dense multiply-accumulates.
+    pub macs: u64,
+    /// Output rows (tokens) for dequantisation counting.
+    pub m: u64,
+    /// Output columns.
+    pub n: u64,
+    /// Reduction length.
+    pub k: u64,
+    /// Weight bits (16 = fp16).
+    pub weight_bits: u32,
+    /// Activation format.
+    pub act: ActivationFormat,
+    /// Fraction of MACs performed (N:M and block skipping multiply only kept weights).
+    pub density: f64,
+    /// Quantisation group size when the weights are quantised (0: one scale per row).
+    pub group: Option<u32>,
+}
+
+/// Cycles of matrix work on the engine, and the MACs actually performed:
+/// `max(ceil(MACs × density / peak) + pipeline depth, dequantisation)`, where each group's
+/// partial sum is dequantised once (MixPE) by a pipelined dequantiser per PE,
+/// `ceil(m · n · groups per row / PEs) × matrix.dequant_cycles_per_group` cycles. `None` when the
+/// engine lacks the precision pair. Zero MACs cost nothing.
+pub fn matrix_work_cycles(matrix: &MatrixEngine, w: &MatrixWork) -> Option<(u64, u64)> {
+    let peak = matrix.peak_macs_per_cycle(w.weight_bits, w.act)?;
+    if w.macs == 0 {
+        return Some((0, 0));
+    }
+    let eff = (w.macs as f64 * w.density).ceil() as u64;
+    let dequant = match w.group {
+        Some(g) => {
+            let groups_per_row = if g == 0 { 1 } else { w.k.div_ceil(g as u64) };
+            (w.m * w.n * groups_per_row).div_ceil(matrix.rows() * matrix.cols())
+                * matrix.dequant_cycles_per_group()
+        }
+        None => 0,
+    };
+    let mac_cycles = (eff as f64 / peak).ceil() as u64 + matrix.pipeline_depth();
+    Some((eff, mac_cycles.max(dequant)))
 }
 
 /// The analytical model of one accelerator running one compression: checked once, then cheap to
@@ -356,39 +398,44 @@ impl<'a> AccelModel<'a> {
         let matrix = accel.matrix();
         let energy_table = accel.energy();
 
-        let (effective_macs, compute_cycles, mac_pj) = match (self.op_precision(op), &op.kind) {
-            (Some((bits, act)), OpKind::Linear { class, m, k, n, .. }) => {
-                let wc = self.comp.weight(*class);
-                let density = match wc.sparsity {
-                    Sparsity::NM { .. } | Sparsity::Block { .. } => wc.sparsity.density(),
-                    Sparsity::Dense | Sparsity::Unstructured { .. } => 1.0,
-                };
-                let eff = (op.cost.macs as f64 * density).ceil() as u64;
-                let dequant = if wc.format.is_quantised() {
-                    let groups_per_row = match wc.format.group_size {
-                        0 => 1,
-                        g => k.div_ceil(g as u64),
-                    };
-                    (m * n * groups_per_row).div_ceil(matrix.rows() * matrix.cols())
-                        * matrix.dequant_cycles_per_group()
-                } else {
-                    0
-                };
-                // The dequantiser is pipelined beside the MACs: it only costs time when it is
-                // the slower of the two.
-                let cycles = self.matrix_cycles(eff, bits, act).max(dequant);
-                (eff, cycles, self.mac_pj(bits, act) * eff as f64)
-            }
-            (Some((bits, act)), _) => {
-                let eff = op.cost.macs;
-                (
-                    eff,
-                    self.matrix_cycles(eff, bits, act),
-                    self.mac_pj(bits, act) * eff as f64,
-                )
-            }
-            (None, _) => (0, 0, 0.0),
-        };
+        let work = self
+            .op_precision(op)
+            .map(|(weight_bits, act)| match op.kind {
+                OpKind::Linear { class, m, k, n, .. } => {
+                    let wc = self.comp.weight(class);
+                    MatrixWork {
+                        macs: op.cost.macs,
+                        m,
+                        n,
+                        k,
+                        weight_bits,
+                        act,
+                        density: match wc.sparsity {
+                            Sparsity::NM { .. } | Sparsity::Block { .. } => wc.sparsity.density(),
+                            Sparsity::Dense | Sparsity::Unstructured { .. } => 1.0,
+                        },
+                        group: wc.format.is_quantised().then_some(wc.format.group_size),
+                    }
+                }
+                _ => MatrixWork {
+                    macs: op.cost.macs,
+                    m: 0,
+                    n: 0,
+                    k: 0,
+                    weight_bits,
+                    act,
+                    density: 1.0,
+                    group: None,
+                },
+            });
+        // `check_graph` rejects graphs with unsupported precisions, so `None` is only reachable
+        // for unchecked graphs, which then cost no matrix time.
+        let (effective_macs, compute_cycles, mac_pj) = work
+            .and_then(|w| {
+                let (eff, cycles) = matrix_work_cycles(matrix, &w)?;
+                Some((eff, cycles, self.mac_pj(w.weight_bits, w.act) * eff as f64))
+            })
+            .unwrap_or((0, 0, 0.0));
 
         let (vector_cycles, vector_pj) = match op.cost.vector {
             Some((sfu, elements)) => (
@@ -468,17 +515,6 @@ impl<'a> AccelModel<'a> {
                 r#static: PicoJoules(energy_table.static_watts() * seconds * 1e12),
             },
         }
-    }
-
-    fn matrix_cycles(&self, macs: u64, bits: u32, act: ActivationFormat) -> u64 {
-        if macs == 0 {
-            return 0;
-        }
-        let matrix = self.accel.matrix();
-        // `check_graph` rejects graphs with unsupported pairs; the fallback of 1 MAC/cycle only
-        // keeps an unchecked graph from dividing by nothing.
-        let peak = matrix.peak_macs_per_cycle(bits, act).unwrap_or(1.0);
-        (macs as f64 / peak).ceil() as u64 + matrix.pipeline_depth()
     }
 
     fn mac_pj(&self, bits: u32, act: ActivationFormat) -> f64 {
