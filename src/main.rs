@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use tessera::{cmd_asm, cmd_check, cmd_graph, cmd_run};
+use tessera::{cmd_asm, cmd_check, cmd_graph, cmd_run, cmd_sim};
 
 /// Design transformer inference accelerators: estimate, simulate, generate hardware, sweep.
 #[derive(Debug, Parser)]
@@ -30,6 +30,8 @@ enum Command {
     Asm(cmd_asm::AsmArgs),
     /// Print the text form of a binary program file.
     Disasm(cmd_asm::DisasmArgs),
+    /// Run an ISA program in the cycle-accurate simulator.
+    Sim(cmd_sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd_check::main(&a, verbosity),
         Command::Asm(a) => cmd_asm::asm(&a, verbosity),
         Command::Disasm(a) => cmd_asm::disasm(&a, verbosity),
+        Command::Sim(a) => cmd_sim::main(&a, verbosity),
     };
     match result {
         Ok(code) => code,

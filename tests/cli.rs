@@ -340,3 +340,44 @@ fn bad_programs_are_explained() {
     let e = fails(&["disasm", junk.to_str().unwrap()]);
     assert!(e.contains("not a Tessera program"), "{e}");
 }
+
+#[test]
+fn sim_runs_text_and_binary_programs() {
+    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sim-gemm.bin");
+    let src = "examples/programs/double-buffered-gemm.tasm";
+    assert!(tessera(&["asm", src, "-o", bin.to_str().unwrap()])
+        .status
+        .success());
+    let from_text = ok_json(&["sim", src, "--accel", "tiny", "--json"]);
+    let from_bin = ok_json(&["sim", bin.to_str().unwrap(), "--accel", "tiny", "--json"]);
+    assert_eq!(from_text, from_bin);
+    assert!(from_text["cycles"].as_u64().unwrap() > 0);
+    assert_eq!(from_text["instructions"], 8);
+    assert!(from_text["units"]["mm"]["busy_cycles"].as_u64().unwrap() > 0);
+    let trace = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("trace.json");
+    let out = tessera(&[
+        "sim",
+        src,
+        "--accel",
+        "tiny",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("token stall"));
+    let t: Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    assert!(t["traceEvents"].as_array().unwrap().len() >= 8);
+}
+
+#[test]
+fn sim_explains_bad_programs() {
+    let p = temp_file("deadlock.tasm", "matmul wait=ld release=ld weight=int8 act_int8=1 m=1 n=1 k=1\nload wait=mm release=mm bytes=64\n");
+    let e = fails(&["sim", p.to_str().unwrap(), "--accel", "tiny"]);
+    assert!(e.contains("deadlock") && e.contains("lacks ld → mm"), "{e}");
+    let p = temp_file("badbuf.tasm", "load buffer=7 bytes=64\n");
+    let e = fails(&["sim", p.to_str().unwrap(), "--accel", "tiny"]);
+    assert!(
+        e.contains("instruction 0 (load)") && e.contains("buffer 7"),
+        "{e}"
+    );
+}

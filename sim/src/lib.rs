@@ -2,6 +2,12 @@
 //! dependency tokens, per-channel DRAM timing, energy per event) and reports cycles, bandwidth and
 //! energy. Depends on `tessera-spec` only; never on the compiler or scheduler.
 //!
-//! Landed so far: [`dram`], the burst-by-burst model of one off-chip memory channel.
+//! [`check`] rejects ill-formed programs before they run; [`engine`] runs them; [`dram`] models
+//! each off-chip channel burst by burst.
 
+pub mod check;
 pub mod dram;
+pub mod engine;
+
+pub use check::ProgramError;
+pub use engine::{simulate, SimReport};

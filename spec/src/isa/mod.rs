@@ -14,7 +14,9 @@
 mod encoding;
 mod text;
 
-pub use encoding::{decode_program, encode_program, DecodeError, EncodeError, Program};
+pub use encoding::{
+    decode_program, encode_program, words_of, DecodeError, EncodeError, Program, MAGIC,
+};
 pub use text::{assemble, disassemble, AsmError};
 
 use crate::accel::SfuOp;

@@ -1,0 +1,214 @@
+//! Static checks of a program against an accelerator, before any simulation: every instruction's
+//! buffers, addresses, channels, precisions and sparse modes exist, and every token waited for is
+//! released by some instruction.
+
+use tessera_spec::accel::Accelerator;
+use tessera_spec::compression::{ActivationFormat, Sparsity};
+use tessera_spec::isa::{BufRef, Dma, Instruction, MatrixOp, Program, SparseCode, Unit};
+
+/// Why a program cannot run, with the instruction it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramError {
+    /// One instruction is ill-formed for this accelerator.
+    #[error("instruction {index} ({mnemonic}): {reason}")]
+    Instruction {
+        /// Index in the program.
+        index: usize,
+        /// Its mnemonic.
+        mnemonic: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// More tokens are waited for than any instruction releases.
+    #[error(
+        "instruction {index} ({mnemonic}) waits for token {from} → {to}, but only {released} \
+         such tokens are ever released and {waited} are waited for"
+    )]
+    UnreleasedToken {
+        /// The first instruction whose wait cannot be satisfied.
+        index: usize,
+        /// Its mnemonic.
+        mnemonic: &'static str,
+        /// Releasing unit.
+        from: &'static str,
+        /// Waiting unit.
+        to: &'static str,
+        /// Tokens released over the whole program.
+        released: usize,
+        /// Tokens waited for over the whole program.
+        waited: usize,
+    },
+    /// The units wait on each other with no token that can arrive.
+    #[error("deadlock at cycle {cycle}: {}", waiting.join("; "))]
+    Deadlock {
+        /// Cycle at which nothing could progress.
+        cycle: u64,
+        /// Each blocked unit, its instruction and the tokens it lacks.
+        waiting: Vec<String>,
+    },
+}
+
+/// Total channels over all memories, in memory order.
+pub fn channel_count(accel: &Accelerator) -> u64 {
+    accel.memories().iter().map(|m| m.channels()).sum()
+}
+
+/// Checks `program` for `accel`; the first problem found is returned.
+pub fn check_program(accel: &Accelerator, program: &Program) -> Result<(), ProgramError> {
+    let mut released = [[0usize; 6]; 6];
+    let mut waited = [[0usize; 6]; 6];
+    let mut first_wait = [[None::<usize>; 6]; 6];
+    for (index, ins) in program.instructions.iter().enumerate() {
+        let op = ins.opcode();
+        let err = |reason: String| ProgramError::Instruction {
+            index,
+            mnemonic: op.mnemonic(),
+            reason,
+        };
+        check_instruction(accel, ins).map_err(err)?;
+        let me = op.unit() as usize;
+        let sync = ins.sync();
+        for u in sync.wait.units() {
+            waited[u as usize][me] += 1;
+            first_wait[u as usize][me].get_or_insert(index);
+        }
+        for u in sync.release.units() {
+            released[me][u as usize] += 1;
+        }
+    }
+    for from in Unit::ALL {
+        for to in Unit::ALL {
+            let (f, t) = (from as usize, to as usize);
+            if waited[f][t] > released[f][t] {
+                let index = first_wait[f][t].unwrap_or(0);
+                return Err(ProgramError::UnreleasedToken {
+                    index,
+                    mnemonic: program.instructions[index].opcode().mnemonic(),
+                    from: from.name(),
+                    to: to.name(),
+                    released: released[f][t],
+                    waited: waited[f][t],
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_buf(accel: &Accelerator, what: &str, r: BufRef, extent: u64) -> Result<(), String> {
+    let buffers = accel.buffers();
+    let Some(b) = buffers.get(r.buffer as usize) else {
+        return Err(format!(
+            "{what} names buffer {} but the accelerator has {} (0 ..= {})",
+            r.buffer,
+            buffers.len(),
+            buffers.len().saturating_sub(1)
+        ));
+    };
+    let end = r.addr as u64 + extent;
+    if end > b.bytes().0 {
+        return Err(format!(
+            "{what} spans bytes {}..{end} of buffer `{}`, which holds {} bytes",
+            r.addr,
+            b.name(),
+            b.bytes().0
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes a DMA moves and the buffer extent it touches.
+pub fn dma_extent(d: &Dma) -> (u64, u64) {
+    let mut total = d.bytes as u64;
+    let mut buf_extent = d.bytes as u64;
+    for l in &d.loops {
+        let n = l.count.max(1) as u64;
+        total *= n;
+        buf_extent += (n - 1) * l.buf_stride as u64;
+    }
+    (total, buf_extent)
+}
+
+/// Bytes of a matrix instruction's operands: activations `m × k`, weights `k × n` (encoded),
+/// results `m × n` (32-bit accumulators).
+pub fn matrix_bytes(m: &MatrixOp) -> (u64, u64, u64) {
+    let act_bytes = if m.act_int8 { 1 } else { 2 };
+    let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
+    let kept = match m.sparse {
+        SparseCode::Nm => k.div_ceil(16) * m.nm_n as u64,
+        _ => k,
+    };
+    let weights = (kept * n * m.weight.bits() as u64).div_ceil(8);
+    (mm * k * act_bytes, weights, mm * n * 4)
+}
+
+fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), String> {
+    match ins {
+        Instruction::Load(d) | Instruction::Store(d) => {
+            let channels = channel_count(accel);
+            if d.channel as u64 >= channels {
+                return Err(format!(
+                    "channel {} does not exist; the memories have {channels} channels (0 ..= {})",
+                    d.channel,
+                    channels - 1
+                ));
+            }
+            if d.bytes == 0 {
+                return Err("moves 0 bytes".into());
+            }
+            let (_, extent) = dma_extent(d);
+            check_buf(accel, "the buffer side", d.buf, extent)
+        }
+        Instruction::Matmul(m) | Instruction::Matvec(m) => {
+            let act = if m.act_int8 {
+                ActivationFormat::Int8
+            } else {
+                ActivationFormat::Fp16
+            };
+            let matrix = accel.matrix();
+            if matrix.peak_macs_per_cycle(m.weight.bits(), act).is_none() {
+                return Err(format!(
+                    "{}-bit weights × {act:?} activations are not in matrix.precisions",
+                    m.weight.bits()
+                ));
+            }
+            if matches!(ins, Instruction::Matvec(_)) && m.m > 1 {
+                return Err(format!("matvec needs m = 1 (got {})", m.m));
+            }
+            let sparsity = match m.sparse {
+                SparseCode::Dense => Sparsity::Dense,
+                SparseCode::Nm => Sparsity::NM {
+                    n: m.nm_n as u32,
+                    m: 16,
+                },
+                SparseCode::Block => Sparsity::Block {
+                    block: matrix.sparse().block_skip(),
+                    density: 1.0,
+                },
+                SparseCode::Unstructured => Sparsity::Unstructured { density: 1.0 },
+            };
+            if !matrix.supports_sparsity(&sparsity) {
+                return Err(format!(
+                    "sparse mode {:?} (n = {}) is not in matrix.sparse",
+                    m.sparse, m.nm_n
+                ));
+            }
+            if m.weight.bits() < 16 && !matrix.supports_group_size(m.group as u32) {
+                return Err(format!(
+                    "group size {} is not in matrix.group_sizes",
+                    m.group
+                ));
+            }
+            let (a, b, c) = matrix_bytes(m);
+            check_buf(accel, "operand a", m.a, a)?;
+            check_buf(accel, "operand b", m.b, b)?;
+            check_buf(accel, "result c", m.c, c)
+        }
+        Instruction::Sfu(s) => {
+            let bytes = s.rows as u64 * s.cols as u64 * 2;
+            check_buf(accel, "src", s.src, bytes)?;
+            check_buf(accel, "dst", s.dst, bytes)
+        }
+        Instruction::Sys(_) => Ok(()),
+    }
+}

@@ -1,0 +1,529 @@
+//! The event-driven engine: instruction fetch, decoupled units synchronised by dependency tokens,
+//! DMA over the DRAM channel model, and energy per event.
+//!
+//! Semantics (the contract the compiler and the RTL controller share):
+//! - Instructions are fetched in program order from instruction memory at
+//!   `instruction_memory.fetch_bytes_per_cycle`, and queued per unit.
+//! - Each unit runs its queue in order, one instruction at a time. The head starts once it is
+//!   fetched, the unit is idle, and one token is available from every unit in its `wait` mask
+//!   (the tokens are then taken). When it finishes it gives one token to every unit in its
+//!   `release` mask. Tokens are counted per ordered pair of units.
+//! - The matrix–matrix and matrix–vector units share the PE array: one of them computes at a time.
+//! - Matrix and special-function latencies are the analytical model's
+//!   ([`tessera_spec::analytical::matrix_work_cycles`], [`tessera_spec::accel::VectorUnit::cycles`]).
+//! - A DMA instruction issues one burst request per `burst bytes` at `dma.bytes_per_cycle` to its
+//!   channel, whose controller queue holds `dma.max_outstanding` requests; it finishes with its
+//!   last burst. A channel serves DMA instructions in the order they start.
+//! - Ties between events at one cycle are broken by insertion order, so runs are deterministic.
+
+use crate::check::{channel_count, check_program, dma_extent, matrix_bytes, ProgramError};
+use crate::dram::{ChannelStats, ChannelTiming, DramChannel, Request};
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use tessera_spec::accel::Accelerator;
+use tessera_spec::analytical::{matrix_work_cycles, MatrixWork};
+use tessera_spec::compression::ActivationFormat;
+use tessera_spec::isa::{words_of, Dma, Instruction, MatrixOp, Program, SparseCode, SysOp, Unit};
+
+/// What a unit spent its cycles on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UnitStats {
+    /// Instructions executed.
+    pub instructions: u64,
+    /// Cycles executing.
+    pub busy_cycles: u64,
+    /// Cycles its next instruction was ready but lacked a token.
+    pub stall_token_cycles: u64,
+    /// Cycles its next instruction waited for the shared PE array.
+    pub stall_resource_cycles: u64,
+}
+
+/// Traffic and row-buffer behaviour of one DRAM channel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelReport {
+    /// Memory name.
+    pub memory: String,
+    /// Channel index within the memory.
+    pub channel: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Achieved bandwidth over the run, GB/s.
+    pub achieved_gbps: f64,
+    /// Peak bandwidth of the channel, GB/s.
+    pub peak_gbps: f64,
+    /// Row hits.
+    pub row_hits: u64,
+    /// Row misses.
+    pub row_misses: u64,
+    /// Row conflicts.
+    pub row_conflicts: u64,
+}
+
+/// Energy by where it was spent, joules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct EnergyReport {
+    /// Matrix-engine MACs.
+    pub mac: f64,
+    /// Special-function unit.
+    pub vector: f64,
+    /// On-chip buffer accesses.
+    pub buffer: f64,
+    /// Off-chip memory.
+    pub dram: f64,
+    /// Static power over the run.
+    pub r#static: f64,
+    /// Everything.
+    pub total: f64,
+}
+
+/// One executed instruction, for traces and timing checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Executed {
+    /// Program index.
+    pub index: usize,
+    /// Unit.
+    pub unit: Unit,
+    /// First cycle.
+    pub start: u64,
+    /// Cycle after the last.
+    pub end: u64,
+}
+
+/// The result of a simulation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimReport {
+    /// Accelerator name.
+    pub accelerator: String,
+    /// Cycles until every unit finished.
+    pub cycles: u64,
+    /// The same in seconds.
+    pub seconds: f64,
+    /// Instructions executed.
+    pub instructions: u64,
+    /// Bytes the program occupies in instruction memory.
+    pub instruction_bytes: u64,
+    /// Per unit (by short name).
+    pub units: BTreeMap<&'static str, UnitStats>,
+    /// Off-chip bytes moved.
+    pub dram_bytes: u64,
+    /// Per DRAM channel that was used.
+    pub channels: Vec<ChannelReport>,
+    /// Energy.
+    pub energy_j: EnergyReport,
+    /// Every instruction's execution interval, in program order.
+    pub timeline: Vec<Executed>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Fetched,
+    Done(usize),
+}
+
+struct Engine<'a> {
+    accel: &'a Accelerator,
+    program: &'a Program,
+    now: u64,
+    seq: u64,
+    events: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    fetched_at: Vec<u64>,
+    queues: [VecDeque<usize>; 6],
+    busy: [Option<usize>; 6],
+    blocked_since: [Option<(u64, bool)>; 6],
+    tokens: [[u64; 6]; 6],
+    pe_array_busy: bool,
+    channels: Vec<(DramChannel, u64)>,
+    channel_names: Vec<(String, u64)>,
+    stats: [UnitStats; 6],
+    timeline: Vec<Executed>,
+    energy_pj: [f64; 4],
+    period_ps: f64,
+}
+
+/// Runs `program` on `accel` after checking it. Errors name the instruction (or, for a deadlock,
+/// the blocked units and the tokens they lack).
+pub fn simulate(accel: &Accelerator, program: &Program) -> Result<SimReport, ProgramError> {
+    check_program(accel, program)?;
+    let mut e = Engine::new(accel, program);
+    e.run()?;
+    Ok(e.report())
+}
+
+impl<'a> Engine<'a> {
+    fn new(accel: &'a Accelerator, program: &'a Program) -> Self {
+        let fetch_bpc = accel.instruction_memory().fetch_bytes_per_cycle().max(1);
+        let mut fetched_at = Vec::with_capacity(program.instructions.len());
+        let mut t = 0;
+        let mut queues: [VecDeque<usize>; 6] = Default::default();
+        for (i, ins) in program.instructions.iter().enumerate() {
+            t += (4 * words_of(ins.opcode()) as u64).div_ceil(fetch_bpc);
+            fetched_at.push(t);
+            queues[ins.opcode().unit() as usize].push_back(i);
+        }
+        let queue_depth = accel.dma().max_outstanding() as usize;
+        let mut channels = Vec::new();
+        let mut channel_names = Vec::new();
+        for m in accel.memories() {
+            for c in 0..m.channels() {
+                channels.push((DramChannel::new(ChannelTiming::of(m), queue_depth), 0));
+                channel_names.push((m.name().to_string(), c));
+            }
+        }
+        debug_assert_eq!(channels.len() as u64, channel_count(accel));
+        let mut e = Engine {
+            accel,
+            program,
+            now: 0,
+            seq: 0,
+            events: BinaryHeap::new(),
+            fetched_at,
+            queues,
+            busy: [None; 6],
+            blocked_since: [None; 6],
+            tokens: [[0; 6]; 6],
+            pe_array_busy: false,
+            channels,
+            channel_names,
+            stats: [UnitStats::default(); 6],
+            timeline: Vec::new(),
+            energy_pj: [0.0; 4],
+            period_ps: 1e12 / accel.clock().0,
+        };
+        let times: Vec<u64> = e.fetched_at.clone();
+        for t in times {
+            e.push(t, Event::Fetched);
+        }
+        e
+    }
+
+    fn push(&mut self, at: u64, ev: Event) {
+        self.events.push(Reverse((at, self.seq, ev)));
+        self.seq += 1;
+    }
+
+    fn run(&mut self) -> Result<(), ProgramError> {
+        self.try_start();
+        while let Some(Reverse((t, _, ev))) = self.events.pop() {
+            self.now = t;
+            if let Event::Done(u) = ev {
+                self.finish(u);
+            }
+            self.try_start();
+        }
+        if self.queues.iter().any(|q| !q.is_empty()) {
+            return Err(self.deadlock());
+        }
+        Ok(())
+    }
+
+    fn deadlock(&self) -> ProgramError {
+        let mut waiting = Vec::new();
+        for u in Unit::ALL {
+            if let Some(&i) = self.queues[u as usize].front() {
+                let ins = &self.program.instructions[i];
+                let lacking: Vec<String> = ins
+                    .sync()
+                    .wait
+                    .units()
+                    .filter(|w| self.tokens[*w as usize][u as usize] == 0)
+                    .map(|w| format!("{} → {}", w.name(), u.name()))
+                    .collect();
+                waiting.push(format!(
+                    "{} at instruction {i} ({}) lacks {}",
+                    u.name(),
+                    ins.opcode().mnemonic(),
+                    lacking.join(", ")
+                ));
+            }
+        }
+        ProgramError::Deadlock {
+            cycle: self.now,
+            waiting,
+        }
+    }
+
+    fn finish(&mut self, u: usize) {
+        let Some(i) = self.busy[u].take() else { return };
+        let ins = self.program.instructions[i];
+        if matches!(ins, Instruction::Matmul(_) | Instruction::Matvec(_)) {
+            self.pe_array_busy = false;
+        }
+        for to in ins.sync().release.units() {
+            self.tokens[u][to as usize] += 1;
+        }
+    }
+
+    /// Starts every unit's head instruction that can start now; repeats until none can.
+    fn try_start(&mut self) {
+        loop {
+            let mut started = false;
+            for unit in Unit::ALL {
+                let u = unit as usize;
+                if self.busy[u].is_some() {
+                    continue;
+                }
+                let Some(&i) = self.queues[u].front() else {
+                    continue;
+                };
+                if self.fetched_at[i] > self.now {
+                    continue;
+                }
+                let ins = self.program.instructions[i];
+                let tokens_ok = ins
+                    .sync()
+                    .wait
+                    .units()
+                    .all(|w| self.tokens[w as usize][u] > 0);
+                let needs_pe = matches!(ins, Instruction::Matmul(_) | Instruction::Matvec(_));
+                if !tokens_ok || (needs_pe && self.pe_array_busy) {
+                    self.blocked_since[u].get_or_insert((self.now, !tokens_ok));
+                    continue;
+                }
+                if let Some((since, token)) = self.blocked_since[u].take() {
+                    let s = &mut self.stats[u];
+                    if token {
+                        s.stall_token_cycles += self.now - since;
+                    } else {
+                        s.stall_resource_cycles += self.now - since;
+                    }
+                }
+                for w in ins.sync().wait.units() {
+                    self.tokens[w as usize][u] -= 1;
+                }
+                self.queues[u].pop_front();
+                if needs_pe {
+                    self.pe_array_busy = true;
+                }
+                let cycles = self.execute(&ins).max(1);
+                self.busy[u] = Some(i);
+                self.stats[u].instructions += 1;
+                self.stats[u].busy_cycles += cycles;
+                self.timeline.push(Executed {
+                    index: i,
+                    unit,
+                    start: self.now,
+                    end: self.now + cycles,
+                });
+                self.push(self.now + cycles, Event::Done(u));
+                started = true;
+            }
+            if !started {
+                break;
+            }
+        }
+    }
+
+    fn buffer_pj(&self, buffer: u8, bytes: u64) -> f64 {
+        let Some(b) = self.accel.buffers().get(buffer as usize) else {
+            return 0.0;
+        };
+        let words = bytes.div_ceil((b.word_bits() / 8).max(1));
+        let pj = self
+            .accel
+            .energy()
+            .buffer_access(b.name())
+            .map_or(0.0, |e| e.0);
+        words as f64 * pj
+    }
+
+    /// Cycles `ins` takes from now, recording its energy and traffic.
+    fn execute(&mut self, ins: &Instruction) -> u64 {
+        // Energy of this instruction: MACs, vector, buffer, DRAM (pJ).
+        let (mut mac, mut vector, mut buffer, mut dram) = (0.0, 0.0, 0.0, 0.0);
+        let cycles = match ins {
+            Instruction::Matmul(m) | Instruction::Matvec(m) => {
+                let act = if m.act_int8 {
+                    ActivationFormat::Int8
+                } else {
+                    ActivationFormat::Fp16
+                };
+                let work = matrix_instr_work(m, act);
+                // `check_program` verified the precision pair.
+                let (eff, cycles) =
+                    matrix_work_cycles(self.accel.matrix(), &work).unwrap_or((0, 0));
+                mac += eff as f64
+                    * self
+                        .accel
+                        .energy()
+                        .mac(work.weight_bits, act)
+                        .map_or(0.0, |e| e.0);
+                let (a, b, c) = matrix_bytes(m);
+                buffer += self.buffer_pj(m.a.buffer, a)
+                    + self.buffer_pj(m.b.buffer, b)
+                    + self.buffer_pj(m.c.buffer, c);
+                cycles
+            }
+            Instruction::Sfu(s) => {
+                let elements = s.rows as u64 * s.cols as u64;
+                vector += elements as f64 * self.accel.energy().vector_per_element().0;
+                buffer += self.buffer_pj(s.src.buffer, 2 * elements)
+                    + self.buffer_pj(s.dst.buffer, 2 * elements);
+                self.accel.vector().cycles(s.op, elements).0
+            }
+            Instruction::Sys(s) => match s.op {
+                SysOp::Nop | SysOp::Halt => 1,
+            },
+            Instruction::Load(d) | Instruction::Store(d) => {
+                let (bytes, _) = dma_extent(d);
+                buffer += self.buffer_pj(d.buf.buffer, bytes);
+                let ch = d.channel as usize;
+                let (memory_name, _) = &self.channel_names[ch];
+                let kind = self
+                    .accel
+                    .memories()
+                    .iter()
+                    .find(|m| m.name() == memory_name)
+                    .map(|m| m.kind());
+                let pj_bit = kind
+                    .and_then(|k| self.accel.energy().memory_pj_per_bit(k))
+                    .unwrap_or(0.0);
+                dram += bytes as f64 * 8.0 * pj_bit;
+                self.dma(d, ch)
+            }
+        };
+        for (total, add) in self.energy_pj.iter_mut().zip([mac, vector, buffer, dram]) {
+            *total += add;
+        }
+        cycles
+    }
+
+    /// Issues a DMA's bursts to its channel and returns the cycles until the last completes.
+    fn dma(&mut self, d: &Dma, ch: usize) -> u64 {
+        let bpc = self.accel.dma().bytes_per_cycle().max(1) as f64;
+        let start_ps = self.now as f64 * self.period_ps;
+        let burst = self.channels[ch].0.timing().burst_bytes;
+        let mut requests = Vec::new();
+        let mut issued = 0u64;
+        let n = |i: usize| d.loops[i].count.max(1) as u64;
+        for i2 in 0..n(2) {
+            for i1 in 0..n(1) {
+                for i0 in 0..n(0) {
+                    let base = d.dram_addr
+                        + i0 * d.loops[0].dram_stride as u64
+                        + i1 * d.loops[1].dram_stride as u64
+                        + i2 * d.loops[2].dram_stride as u64;
+                    let mut off = 0;
+                    while off < d.bytes as u64 {
+                        let arrival = start_ps + (issued as f64 / bpc).floor() * self.period_ps;
+                        requests.push(Request {
+                            tag: requests.len() as u64,
+                            arrival: arrival.round() as u64,
+                            addr: base + off,
+                        });
+                        let chunk = burst.min(d.bytes as u64 - off);
+                        issued += chunk;
+                        off += chunk;
+                    }
+                }
+            }
+        }
+        let (channel, bytes) = &mut self.channels[ch];
+        *bytes += issued;
+        let done = channel
+            .serve(&requests)
+            .iter()
+            .map(|c| c.done)
+            .max()
+            .unwrap_or(0);
+        let end_cycle = (done as f64 / self.period_ps).ceil() as u64;
+        end_cycle.saturating_sub(self.now).max(1)
+    }
+
+    fn report(self) -> SimReport {
+        let cycles = self.timeline.iter().map(|e| e.end).max().unwrap_or(0);
+        let seconds = cycles as f64 * self.period_ps * 1e-12;
+        let [mac, vector, buffer, dram] = self.energy_pj.map(|p| p * 1e-12);
+        let stat = self.accel.energy().static_watts() * seconds;
+        let mut timeline = self.timeline;
+        timeline.sort_by_key(|e| e.index);
+        let channels: Vec<ChannelReport> = self
+            .channels
+            .iter()
+            .zip(&self.channel_names)
+            .filter(|((_, bytes), _)| *bytes > 0)
+            .map(|((ch, bytes), (memory, index))| {
+                let s: ChannelStats = ch.stats();
+                let t = ch.timing();
+                ChannelReport {
+                    memory: memory.clone(),
+                    channel: *index,
+                    bytes: *bytes,
+                    achieved_gbps: if seconds > 0.0 {
+                        *bytes as f64 / seconds / 1e9
+                    } else {
+                        0.0
+                    },
+                    peak_gbps: t.burst_bytes as f64 / (t.t_burst as f64 * 1e-12) / 1e9,
+                    row_hits: s.hits,
+                    row_misses: s.misses,
+                    row_conflicts: s.conflicts,
+                }
+            })
+            .collect();
+        SimReport {
+            accelerator: self.accel.name().to_string(),
+            cycles,
+            seconds,
+            instructions: self.program.instructions.len() as u64,
+            instruction_bytes: self.program.storage_bytes(),
+            units: Unit::ALL
+                .iter()
+                .map(|u| (u.name(), self.stats[*u as usize]))
+                .collect(),
+            dram_bytes: channels.iter().map(|c| c.bytes).sum(),
+            channels,
+            energy_j: EnergyReport {
+                mac,
+                vector,
+                buffer,
+                dram,
+                r#static: stat,
+                total: mac + vector + buffer + dram + stat,
+            },
+            timeline,
+        }
+    }
+}
+
+/// The matrix work of one matrix instruction, for the shared cost model.
+pub fn matrix_instr_work(m: &MatrixOp, act: ActivationFormat) -> MatrixWork {
+    let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
+    MatrixWork {
+        macs: mm * n * k,
+        m: mm,
+        n,
+        k,
+        weight_bits: m.weight.bits(),
+        act,
+        density: match m.sparse {
+            SparseCode::Nm => m.nm_n as f64 / 16.0,
+            _ => 1.0,
+        },
+        group: (m.weight.bits() < 16).then_some(m.group as u32),
+    }
+}
+
+impl SimReport {
+    /// Chrome trace-event JSON (one track per unit, times in microseconds) that Perfetto opens.
+    pub fn chrome_trace(&self, program: &Program, clock_hz: f64) -> serde_json::Value {
+        let us = |c: u64| c as f64 / clock_hz * 1e6;
+        let mut events: Vec<serde_json::Value> = Unit::ALL
+            .iter()
+            .map(|u| {
+                serde_json::json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": *u as u8,
+                    "args": {"name": u.name()}})
+            })
+            .collect();
+        for e in &self.timeline {
+            let ins = &program.instructions[e.index];
+            events.push(serde_json::json!({
+                "name": format!("{} #{}", ins.opcode().mnemonic(), e.index),
+                "ph": "X", "pid": 0, "tid": e.unit as u8,
+                "ts": us(e.start), "dur": us(e.end - e.start),
+                "args": {"start_cycle": e.start, "end_cycle": e.end},
+            }));
+        }
+        serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ns" })
+    }
+}
