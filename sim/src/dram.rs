@@ -199,8 +199,15 @@ impl DramChannel {
     /// FR-FCFS choice among `window` (oldest first): the request whose data can go on the bus
     /// first, ties to the oldest. Requests that are ready now (row hits, or banks already
     /// prepared) tie at the bus's free time, so the oldest ready one wins.
-    fn pick<'a>(&self, window: impl Iterator<Item = &'a Request>) -> Option<usize> {
+    fn pick<'a>(&self, mut window: impl Iterator<Item = &'a Request> + Clone) -> Option<usize> {
+        // Nothing can go on the bus before it is free, so an oldest request that is ready by
+        // then wins outright: skip the scan (same choice, far cheaper on streams).
+        let head = window.clone().next()?;
+        if (self.plan(head).1 + self.timing.t_cl) <= self.bus_free {
+            return Some(0);
+        }
         window
+            .by_ref()
             .enumerate()
             .min_by_key(|(i, r)| {
                 let (_, column_at) = self.plan(r);

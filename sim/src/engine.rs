@@ -4,9 +4,10 @@
 //! Semantics (the contract the compiler and the RTL controller share):
 //! - Instructions are fetched in program order from instruction memory at
 //!   `instruction_memory.fetch_bytes_per_cycle`, and queued per unit.
-//! - Each unit runs its queue in order, one instruction at a time. The head starts once it is
-//!   fetched, the unit is idle, and one token is available from every unit in its `wait` mask
-//!   (the tokens are then taken). When it finishes it gives one token to every unit in its
+//! - Each unit starts its queue in order. The head starts once it is fetched, the unit has room
+//!   (compute units run one instruction at a time; the load and store units share `dma.engines`
+//!   engines, one DMA instruction each), and one token is available from every unit in its `wait`
+//!   mask (the tokens are then taken). When it finishes it gives one token to every unit in its
 //!   `release` mask. Tokens are counted per ordered pair of units.
 //! - The matrix–matrix and matrix–vector units share the PE array: one of them computes at a time.
 //! - Matrix and special-function latencies are the analytical model's
@@ -31,7 +32,7 @@ use tessera_spec::isa::{words_of, Dma, Instruction, MatrixOp, Program, SparseCod
 pub struct UnitStats {
     /// Instructions executed.
     pub instructions: u64,
-    /// Cycles executing.
+    /// Cycles with at least one instruction executing.
     pub busy_cycles: u64,
     /// Cycles its next instruction was ready but lacked a token.
     pub stall_token_cycles: u64,
@@ -118,7 +119,8 @@ pub struct SimReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Fetched,
-    Done(usize),
+    /// Unit, instruction.
+    Done(usize, usize),
 }
 
 struct Engine<'a> {
@@ -129,7 +131,10 @@ struct Engine<'a> {
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
     fetched_at: Vec<u64>,
     queues: [VecDeque<usize>; 6],
-    busy: [Option<usize>; 6],
+    /// Instructions executing per unit.
+    in_flight: [usize; 6],
+    /// Since when each unit has had an instruction in flight.
+    active_since: [Option<u64>; 6],
     blocked_since: [Option<(u64, bool)>; 6],
     tokens: [[u64; 6]; 6],
     pe_array_busy: bool,
@@ -179,7 +184,8 @@ impl<'a> Engine<'a> {
             events: BinaryHeap::new(),
             fetched_at,
             queues,
-            busy: [None; 6],
+            in_flight: [0; 6],
+            active_since: [None; 6],
             blocked_since: [None; 6],
             tokens: [[0; 6]; 6],
             pe_array_busy: false,
@@ -206,8 +212,8 @@ impl<'a> Engine<'a> {
         self.try_start();
         while let Some(Reverse((t, _, ev))) = self.events.pop() {
             self.now = t;
-            if let Event::Done(u) = ev {
-                self.finish(u);
+            if let Event::Done(u, i) = ev {
+                self.finish(u, i);
             }
             self.try_start();
         }
@@ -243,8 +249,13 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn finish(&mut self, u: usize) {
-        let Some(i) = self.busy[u].take() else { return };
+    fn finish(&mut self, u: usize, i: usize) {
+        self.in_flight[u] -= 1;
+        if self.in_flight[u] == 0 {
+            if let Some(since) = self.active_since[u].take() {
+                self.stats[u].busy_cycles += self.now - since;
+            }
+        }
         let ins = self.program.instructions[i];
         if matches!(ins, Instruction::Matmul(_) | Instruction::Matvec(_)) {
             self.pe_array_busy = false;
@@ -260,7 +271,7 @@ impl<'a> Engine<'a> {
             let mut started = false;
             for unit in Unit::ALL {
                 let u = unit as usize;
-                if self.busy[u].is_some() {
+                if !self.has_room(unit) {
                     continue;
                 }
                 let Some(&i) = self.queues[u].front() else {
@@ -296,21 +307,34 @@ impl<'a> Engine<'a> {
                     self.pe_array_busy = true;
                 }
                 let cycles = self.execute(&ins).max(1);
-                self.busy[u] = Some(i);
+                self.in_flight[u] += 1;
+                self.active_since[u].get_or_insert(self.now);
                 self.stats[u].instructions += 1;
-                self.stats[u].busy_cycles += cycles;
                 self.timeline.push(Executed {
                     index: i,
                     unit,
                     start: self.now,
                     end: self.now + cycles,
                 });
-                self.push(self.now + cycles, Event::Done(u));
+                self.push(self.now + cycles, Event::Done(u, i));
                 started = true;
             }
             if !started {
                 break;
             }
+        }
+    }
+
+    /// Whether `unit` can take another instruction: the load and store units share the DMA
+    /// engines; every other unit runs one instruction at a time.
+    fn has_room(&self, unit: Unit) -> bool {
+        match unit {
+            Unit::Load | Unit::Store => {
+                let dma =
+                    self.in_flight[Unit::Load as usize] + self.in_flight[Unit::Store as usize];
+                (dma as u64) < self.accel.dma().engines()
+            }
+            _ => self.in_flight[unit as usize] == 0,
         }
     }
 
