@@ -48,6 +48,22 @@ pub enum ProgramError {
     },
 }
 
+/// Most bytes one DMA instruction may move (1 GiB): larger transfers are split by the compiler.
+pub const MAX_DMA_BYTES: u64 = 1 << 30;
+
+/// Bytes one channel holds: its memory's capacity shared evenly by the memory's channels.
+/// `channel` counts over all memories in order.
+pub fn channel_capacity(accel: &Accelerator, channel: u64) -> u64 {
+    let mut first = 0;
+    for m in accel.memories() {
+        if channel < first + m.channels() {
+            return m.capacity().0 / m.channels();
+        }
+        first += m.channels();
+    }
+    0
+}
+
 /// Total channels over all memories, in memory order.
 pub fn channel_count(accel: &Accelerator) -> u64 {
     accel.memories().iter().map(|m| m.channels()).sum()
@@ -156,7 +172,25 @@ fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), Strin
             if d.bytes == 0 {
                 return Err("moves 0 bytes".into());
             }
-            let (_, extent) = dma_extent(d);
+            let (total, extent) = dma_extent(d);
+            if total > MAX_DMA_BYTES {
+                return Err(format!(
+                    "moves {total} bytes; one DMA instruction moves at most {MAX_DMA_BYTES}"
+                ));
+            }
+            let capacity = channel_capacity(accel, d.channel as u64);
+            let dram_end = d.dram_addr
+                + d.bytes as u64
+                + d.loops
+                    .iter()
+                    .map(|l| (l.count.max(1) as u64 - 1) * l.dram_stride as u64)
+                    .sum::<u64>();
+            if dram_end > capacity {
+                return Err(format!(
+                    "spans DRAM bytes {}..{dram_end} of channel {}, which holds {capacity} bytes",
+                    d.dram_addr, d.channel
+                ));
+            }
             check_buf(accel, "the buffer side", d.buf, extent)
         }
         Instruction::Matmul(m) | Instruction::Matvec(m) => {

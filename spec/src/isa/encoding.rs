@@ -201,7 +201,8 @@ pub fn decode_program(bytes: &[u8]) -> Result<Program, DecodeError> {
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    let mut instructions = Vec::with_capacity(count);
+    // Every instruction takes at least one word: never trust the header for the allocation.
+    let mut instructions = Vec::with_capacity(count.min(words.len()));
     let mut at = 0;
     while instructions.len() < count {
         if at >= words.len() {
