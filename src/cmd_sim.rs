@@ -80,6 +80,10 @@ pub fn render(r: &SimReport) -> String {
             name, u.instructions, u.busy_cycles, u.stall_token_cycles, u.stall_resource_cycles
         );
     }
+    let _ = writeln!(s, "\n{:<28}{:>14}", "energy", "µJ");
+    for (place, j) in &r.energy_j.by_place {
+        let _ = writeln!(s, "{place:<28}{:>14.3}", j * 1e6);
+    }
     if !r.channels.is_empty() {
         let _ = writeln!(
             s,

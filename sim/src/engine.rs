@@ -62,7 +62,7 @@ pub struct ChannelReport {
 }
 
 /// Energy by where it was spent, joules.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EnergyReport {
     /// Matrix-engine MACs.
     pub mac: f64,
@@ -76,6 +76,36 @@ pub struct EnergyReport {
     pub r#static: f64,
     /// Everything.
     pub total: f64,
+    /// Dynamic energy by the unit whose instructions spent it.
+    pub by_unit: BTreeMap<&'static str, f64>,
+    /// By place: `matrix_engine`, `vector_unit`, `buffer:<name>`, `dram:<memory>`, `static`.
+    pub by_place: BTreeMap<String, f64>,
+}
+
+/// Kinds of dynamic energy, indexing [`Ledger::by_kind`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum EnergyKind {
+    #[default]
+    Mac,
+    Vector,
+    Buffer,
+    Dram,
+}
+
+/// One instruction's energy at one place, in picojoules.
+#[derive(Debug, Clone, Default)]
+struct Charge {
+    kind: EnergyKind,
+    place: String,
+    pj: f64,
+}
+
+/// Dynamic energy so far, in picojoules.
+#[derive(Debug, Clone, Default)]
+struct Ledger {
+    by_kind: [f64; 4],
+    by_unit: [f64; 6],
+    by_place: BTreeMap<String, f64>,
 }
 
 /// One executed instruction, for traces and timing checks.
@@ -142,7 +172,7 @@ struct Engine<'a> {
     channel_names: Vec<(String, u64)>,
     stats: [UnitStats; 6],
     timeline: Vec<Executed>,
-    energy_pj: [f64; 4],
+    ledger: Ledger,
     period_ps: f64,
 }
 
@@ -193,7 +223,7 @@ impl<'a> Engine<'a> {
             channel_names,
             stats: [UnitStats::default(); 6],
             timeline: Vec::new(),
-            energy_pj: [0.0; 4],
+            ledger: Ledger::default(),
             period_ps: 1e12 / accel.clock().0,
         };
         let times: Vec<u64> = e.fetched_at.clone();
@@ -306,7 +336,7 @@ impl<'a> Engine<'a> {
                 if needs_pe {
                     self.pe_array_busy = true;
                 }
-                let cycles = self.execute(&ins).max(1);
+                let cycles = self.execute(unit, &ins).max(1);
                 self.in_flight[u] += 1;
                 self.active_since[u].get_or_insert(self.now);
                 self.stats[u].instructions += 1;
@@ -338,9 +368,10 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn buffer_pj(&self, buffer: u8, bytes: u64) -> f64 {
+    /// Energy of `bytes` of accesses to buffer `buffer`, with the place it is charged to.
+    fn buffer_energy(&self, buffer: u8, bytes: u64) -> Charge {
         let Some(b) = self.accel.buffers().get(buffer as usize) else {
-            return 0.0;
+            return Charge::default();
         };
         let words = bytes.div_ceil((b.word_bits() / 8).max(1));
         let pj = self
@@ -348,13 +379,16 @@ impl<'a> Engine<'a> {
             .energy()
             .buffer_access(b.name())
             .map_or(0.0, |e| e.0);
-        words as f64 * pj
+        Charge {
+            kind: EnergyKind::Buffer,
+            place: format!("buffer:{}", b.name()),
+            pj: words as f64 * pj,
+        }
     }
 
     /// Cycles `ins` takes from now, recording its energy and traffic.
-    fn execute(&mut self, ins: &Instruction) -> u64 {
-        // Energy of this instruction: MACs, vector, buffer, DRAM (pJ).
-        let (mut mac, mut vector, mut buffer, mut dram) = (0.0, 0.0, 0.0, 0.0);
+    fn execute(&mut self, unit: Unit, ins: &Instruction) -> u64 {
+        let mut charges: Vec<Charge> = Vec::new();
         let cycles = match ins {
             Instruction::Matmul(m) | Instruction::Matvec(m) => {
                 let act = if m.act_int8 {
@@ -366,23 +400,31 @@ impl<'a> Engine<'a> {
                 // `check_program` verified the precision pair.
                 let (eff, cycles) =
                     matrix_work_cycles(self.accel.matrix(), &work).unwrap_or((0, 0));
-                mac += eff as f64
-                    * self
-                        .accel
-                        .energy()
-                        .mac(work.weight_bits, act)
-                        .map_or(0.0, |e| e.0);
+                let per_mac = self
+                    .accel
+                    .energy()
+                    .mac(work.weight_bits, act)
+                    .map_or(0.0, |e| e.0);
+                charges.push(Charge {
+                    kind: EnergyKind::Mac,
+                    place: "matrix_engine".into(),
+                    pj: eff as f64 * per_mac,
+                });
                 let (a, b, c) = matrix_bytes(m);
-                buffer += self.buffer_pj(m.a.buffer, a)
-                    + self.buffer_pj(m.b.buffer, b)
-                    + self.buffer_pj(m.c.buffer, c);
+                charges.push(self.buffer_energy(m.a.buffer, a));
+                charges.push(self.buffer_energy(m.b.buffer, b));
+                charges.push(self.buffer_energy(m.c.buffer, c));
                 cycles
             }
             Instruction::Sfu(s) => {
                 let elements = s.rows as u64 * s.cols as u64;
-                vector += elements as f64 * self.accel.energy().vector_per_element().0;
-                buffer += self.buffer_pj(s.src.buffer, 2 * elements)
-                    + self.buffer_pj(s.dst.buffer, 2 * elements);
+                charges.push(Charge {
+                    kind: EnergyKind::Vector,
+                    place: "vector_unit".into(),
+                    pj: elements as f64 * self.accel.energy().vector_per_element().0,
+                });
+                charges.push(self.buffer_energy(s.src.buffer, 2 * elements));
+                charges.push(self.buffer_energy(s.dst.buffer, 2 * elements));
                 self.accel.vector().cycles(s.op, elements).0
             }
             Instruction::Sys(s) => match s.op {
@@ -390,24 +432,29 @@ impl<'a> Engine<'a> {
             },
             Instruction::Load(d) | Instruction::Store(d) => {
                 let (bytes, _) = dma_extent(d);
-                buffer += self.buffer_pj(d.buf.buffer, bytes);
+                charges.push(self.buffer_energy(d.buf.buffer, bytes));
                 let ch = d.channel as usize;
                 let (memory_name, _) = &self.channel_names[ch];
-                let kind = self
+                let memory = self
                     .accel
                     .memories()
                     .iter()
-                    .find(|m| m.name() == memory_name)
-                    .map(|m| m.kind());
-                let pj_bit = kind
-                    .and_then(|k| self.accel.energy().memory_pj_per_bit(k))
+                    .find(|m| m.name() == memory_name);
+                let pj_bit = memory
+                    .and_then(|m| self.accel.energy().memory_pj_per_bit(m.kind()))
                     .unwrap_or(0.0);
-                dram += bytes as f64 * 8.0 * pj_bit;
+                charges.push(Charge {
+                    kind: EnergyKind::Dram,
+                    place: format!("dram:{memory_name}"),
+                    pj: bytes as f64 * 8.0 * pj_bit,
+                });
                 self.dma(d, ch)
             }
         };
-        for (total, add) in self.energy_pj.iter_mut().zip([mac, vector, buffer, dram]) {
-            *total += add;
+        for c in charges {
+            self.ledger.by_kind[c.kind as usize] += c.pj;
+            self.ledger.by_unit[unit as usize] += c.pj;
+            *self.ledger.by_place.entry(c.place).or_default() += c.pj;
         }
         cycles
     }
@@ -454,11 +501,20 @@ impl<'a> Engine<'a> {
         end_cycle.saturating_sub(self.now).max(1)
     }
 
-    fn report(self) -> SimReport {
+    fn report(mut self) -> SimReport {
         let cycles = self.timeline.iter().map(|e| e.end).max().unwrap_or(0);
         let seconds = cycles as f64 * self.period_ps * 1e-12;
-        let [mac, vector, buffer, dram] = self.energy_pj.map(|p| p * 1e-12);
+        let [mac, vector, buffer, dram] = self.ledger.by_kind.map(|p| p * 1e-12);
         let stat = self.accel.energy().static_watts() * seconds;
+        let by_unit = Unit::ALL
+            .iter()
+            .map(|u| (u.name(), self.ledger.by_unit[*u as usize] * 1e-12))
+            .collect();
+        let mut by_place: BTreeMap<String, f64> = std::mem::take(&mut self.ledger.by_place)
+            .into_iter()
+            .map(|(k, v)| (k, v * 1e-12))
+            .collect();
+        by_place.insert("static".into(), stat);
         let mut timeline = self.timeline;
         timeline.sort_by_key(|e| e.index);
         let channels: Vec<ChannelReport> = self
@@ -504,6 +560,8 @@ impl<'a> Engine<'a> {
                 dram,
                 r#static: stat,
                 total: mac + vector + buffer + dram + stat,
+                by_unit,
+                by_place,
             },
             timeline,
         }

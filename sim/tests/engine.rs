@@ -75,7 +75,15 @@ fn tokens_order_the_units() {
     // The second load overlaps the first matmul (double buffering).
     assert!(r.units["ld"].busy_cycles > 0 && r.units["mm"].stall_token_cycles > 0);
     assert_eq!(r.dram_bytes, 3 * 8 * 512 + 16);
-    assert!(r.energy_j.total > 0.0 && r.energy_j.dram > 0.0 && r.energy_j.mac > 0.0);
+    let e = &r.energy_j;
+    assert!(e.total > 0.0 && e.dram > 0.0 && e.mac > 0.0 && e.buffer > 0.0);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.max(1e-30) + 1e-18;
+    assert!(close(e.by_place.values().sum::<f64>(), e.total));
+    assert!(close(e.by_unit.values().sum::<f64>() + e.r#static, e.total));
+    assert!(close(e.by_place["dram:ddr"], e.dram));
+    // DRAM energy: 12,304 bytes at 17.5 pJ/bit (tiny.toml).
+    assert!(close(e.dram, 12_304.0 * 8.0 * 17.5e-12));
+    assert!(e.by_unit["ld"] > 0.0 && e.by_unit["mm"] > 0.0 && e.by_unit["sfu"] == 0.0);
 }
 
 #[test]
