@@ -1,3 +1,14 @@
-//! Scheduler: will plan operator order, scratchpad addresses and tensor spills for an operator
-//! graph with an ILP in the manner of COSMA, with topological/LRU/Belady baselines and a
-//! divide-and-conquer fallback. Depends on `tessera-spec` only.
+//! Scheduler: plans operator order, scratchpad addresses and tensor spills for an operator graph.
+//! Depends on `tessera-spec` only.
+//!
+//! Landed so far: the problem extracted from a graph ([`problem`]), the plan format and its
+//! independent validator ([`plan`]), and the baselines the ILP (in the manner of COSMA, to come)
+//! will be measured against ([`baseline`]).
+
+pub mod baseline;
+pub mod plan;
+pub mod problem;
+
+pub use baseline::{baseline, Eviction};
+pub use plan::{validate, Plan, Replay};
+pub use problem::{Problem, ScheduleError};
