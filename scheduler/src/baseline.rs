@@ -64,9 +64,9 @@ impl State<'_> {
     /// First fit from the bottom (`high = false`: the lowest hole, at its start) or from the top
     /// (the highest hole, at its end).
     fn first_fit(&self, size: u64, high: bool) -> Option<u64> {
-        let fits = self.holes().into_iter().filter(|(a, b)| b - a >= size);
+        let mut fits = self.holes().into_iter().filter(|(a, b)| b - a >= size);
         if high {
-            fits.last().map(|(_, b)| b - size)
+            fits.next_back().map(|(_, b)| b - size)
         } else {
             fits.map(|(a, _)| a).next()
         }
