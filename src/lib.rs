@@ -5,6 +5,7 @@ pub mod cmd_asm;
 pub mod cmd_check;
 pub mod cmd_graph;
 pub mod cmd_run;
+pub mod cmd_schedule;
 pub mod cmd_sim;
 pub mod inputs;
 pub mod pipeline;

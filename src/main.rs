@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use tessera::{cmd_asm, cmd_check, cmd_graph, cmd_run, cmd_sim};
+use tessera::{cmd_asm, cmd_check, cmd_graph, cmd_run, cmd_schedule, cmd_sim};
 
 /// Design transformer inference accelerators: estimate, simulate, generate hardware, sweep.
 #[derive(Debug, Parser)]
@@ -32,6 +32,8 @@ enum Command {
     Disasm(cmd_asm::DisasmArgs),
     /// Run an ISA program in the cycle-accurate simulator.
     Sim(cmd_sim::Args),
+    /// Plan scratchpad use (order, addresses, spills) and report each planner's traffic.
+    Schedule(cmd_schedule::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Asm(a) => cmd_asm::asm(&a, verbosity),
         Command::Disasm(a) => cmd_asm::disasm(&a, verbosity),
         Command::Sim(a) => cmd_sim::main(&a, verbosity),
+        Command::Schedule(a) => cmd_schedule::main(&a, verbosity),
     };
     match result {
         Ok(code) => code,

@@ -381,3 +381,40 @@ fn sim_explains_bad_programs() {
         "{e}"
     );
 }
+
+#[test]
+fn schedule_reports_validated_baselines() {
+    let v = ok_json(&[
+        "schedule", "--model", "gpt2", "--seq", "128", "--budget", "800000", "--json",
+    ]);
+    let b = v["baselines"].as_array().unwrap();
+    assert_eq!(b.len(), 2);
+    assert_eq!(b[0]["name"], "topo-lru-first-fit");
+    assert_eq!(b[1]["name"], "topo-belady-first-fit");
+    for x in b {
+        assert!(
+            x["non_compulsory_bytes"].as_u64().unwrap() > 0,
+            "a budget just above M_R forces spills"
+        );
+        assert!(x["peak_bytes"].as_u64().unwrap() <= 800_000);
+    }
+    let min = v["min_budget"].as_u64().unwrap().to_string();
+    let e = fails(&[
+        "schedule", "--model", "gpt2", "--seq", "128", "--budget", "1000",
+    ]);
+    assert!(
+        e.contains(&format!("smallest feasible budget is {min}")),
+        "{e}"
+    );
+    let e = fails(&["schedule", "--model", "gpt2"]);
+    assert!(e.contains("--budget"), "{e}");
+    let v = ok_json(&[
+        "schedule",
+        "--model",
+        "tiny-llama",
+        "--accel",
+        "u280",
+        "--json",
+    ]);
+    assert_eq!(v["budget"], 35_651_584);
+}

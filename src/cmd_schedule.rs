@@ -1,0 +1,157 @@
+//! `tessera schedule`: plans scratchpad use for a model's graph and reports the off-chip traffic of
+//! each planner, every plan checked by the independent validator.
+
+use crate::{inputs, Verbosity};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Instant;
+use tessera_compiler::frontend::build_graph;
+use tessera_scheduler::{baseline, validate, Eviction, Problem};
+use tessera_spec::graph::Phase;
+
+use crate::cmd_graph::PhaseArg;
+
+/// Arguments of `tessera schedule`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model preset name or Hugging Face config.json path.
+    #[arg(long, default_value = "llama2-7b")]
+    pub model: String,
+    /// Compression preset name or TOML path (decides activation bytes).
+    #[arg(long, default_value = "w4a8-g128")]
+    pub compression: String,
+    /// Which pass.
+    #[arg(long, value_enum, default_value_t = PhaseArg::Prefill)]
+    pub phase: PhaseArg,
+    /// Prompt length for prefill.
+    #[arg(long, default_value_t = 512)]
+    pub seq: u64,
+    /// Tokens already cached for decode.
+    #[arg(long, default_value_t = 512)]
+    pub context: u64,
+    /// Scratchpad budget in bytes.
+    #[arg(long, conflicts_with = "accel")]
+    pub budget: Option<u64>,
+    /// Take the budget from an accelerator's on-chip buffers (preset name or TOML path).
+    #[arg(long)]
+    pub accel: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One planner's result.
+#[derive(Debug, Serialize)]
+pub struct PlannerResult {
+    /// Planner name.
+    pub name: &'static str,
+    /// Off-chip bytes no schedule avoids.
+    pub compulsory_bytes: u64,
+    /// Spill writes and reloads.
+    pub non_compulsory_bytes: u64,
+    /// Largest scratchpad occupancy.
+    pub peak_bytes: u64,
+    /// Bytes moved inside the scratchpad by compaction.
+    pub moved_bytes: u64,
+    /// Seconds the planner took.
+    pub solve_seconds: f64,
+}
+
+/// The JSON output.
+#[derive(Debug, Serialize)]
+pub struct ScheduleReport {
+    /// Model.
+    pub model: String,
+    /// Pass.
+    pub phase: Phase,
+    /// Budget in bytes.
+    pub budget: u64,
+    /// The largest operator working set (no plan fits below it).
+    pub min_budget: u64,
+    /// Operators.
+    pub ops: usize,
+    /// Baseline planners.
+    pub baselines: Vec<PlannerResult>,
+}
+
+/// Runs the command.
+pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
+    let model = inputs::model(&args.model)?;
+    let compression = inputs::compression(&args.compression)?;
+    let budget = match (args.budget, &args.accel) {
+        (Some(b), _) => b,
+        (None, Some(a)) => inputs::accelerator(a)?.on_chip_bytes().0,
+        (None, None) => bail!("give a scratchpad budget: --budget BYTES or --accel ACCEL"),
+    };
+    let phase = match args.phase {
+        PhaseArg::Prefill => Phase::Prefill { seq: args.seq },
+        PhaseArg::Decode => Phase::Decode {
+            context: args.context,
+        },
+    };
+    let graph = build_graph(&model, &compression, phase, 1)?;
+    let problem = Problem::from_graph(&graph)?;
+    let mut baselines = Vec::new();
+    for policy in [Eviction::Lru, Eviction::Belady] {
+        let start = Instant::now();
+        let plan = baseline(&problem, budget, policy)?;
+        let solve_seconds = start.elapsed().as_secs_f64();
+        let r = validate(&problem, budget, &plan)
+            .with_context(|| format!("the {} plan failed validation", policy.name()))?;
+        baselines.push(PlannerResult {
+            name: policy.name(),
+            compulsory_bytes: r.compulsory_bytes,
+            non_compulsory_bytes: r.non_compulsory_bytes,
+            peak_bytes: r.peak_bytes,
+            moved_bytes: r.moved_bytes,
+            solve_seconds,
+        });
+    }
+    let report = ScheduleReport {
+        model: model.name.clone(),
+        phase: graph.phase,
+        budget,
+        min_budget: problem.min_budget(),
+        ops: problem.ops.len(),
+        baselines,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if verbosity != Verbosity::Quiet {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(r: &ScheduleReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} {}: {} ops, budget {} bytes (smallest feasible {})\n",
+        r.model,
+        r.phase.name(),
+        r.ops,
+        r.budget,
+        r.min_budget
+    );
+    let _ = writeln!(
+        s,
+        "{:<24}{:>16}{:>18}{:>14}{:>14}{:>10}",
+        "planner", "compulsory B", "non-compulsory B", "peak B", "moved B", "time s"
+    );
+    for b in &r.baselines {
+        let _ = writeln!(
+            s,
+            "{:<24}{:>16}{:>18}{:>14}{:>14}{:>10.3}",
+            b.name,
+            b.compulsory_bytes,
+            b.non_compulsory_bytes,
+            b.peak_bytes,
+            b.moved_bytes,
+            b.solve_seconds
+        );
+    }
+    s
+}
