@@ -184,12 +184,13 @@ fn empty_source_is_rejected() {
 
 #[test]
 fn memory_kind_without_energy() {
-    check_err(
+    let s = check_err(
         TINY,
         "kind = \"ddr4\"\nchannels",
         "kind = \"lpddr5\"\nchannels",
         "energy.memory",
     );
+    assert!(s.contains("no entry for memory kind lpddr5"), "{s}");
 }
 
 #[test]
@@ -259,4 +260,173 @@ fn toml_value_path_for_sweeps() {
     v["matrix"]["rows"] = toml::Value::Integer(1);
     let a = Accelerator::from_toml_value(v, "sweep").unwrap();
     assert_eq!(a.matrix().rows(), 1);
+}
+
+#[test]
+fn presets_cover_the_required_modes() {
+    use ActivationFormat::{Fp16, Int8};
+    for name in PRESET_NAMES.iter().filter(|n| **n != "tiny") {
+        let a = Accelerator::preset(name).unwrap();
+        let m = a.matrix();
+        for (bits, act) in [
+            (16, Fp16),
+            (8, Fp16),
+            (4, Fp16),
+            (8, Int8),
+            (4, Int8),
+            (3, Int8),
+            (2, Int8),
+        ] {
+            assert!(
+                m.peak_macs_per_cycle(bits, act).is_some(),
+                "{name}: w{bits} × {act:?}"
+            );
+            assert!(a.energy().mac(bits, act).is_some(), "{name}: w{bits}");
+        }
+        for n in [2, 4, 8, 16] {
+            assert!(
+                m.supports_sparsity(&Sparsity::NM { n, m: 16 }),
+                "{name}: {n}:16"
+            );
+        }
+        for g in [32, 64, 128] {
+            assert!(m.supports_group_size(g), "{name}: group {g}");
+        }
+        if a.is_fpga() {
+            let budget = a.resources().fpga.as_ref().unwrap().dsp;
+            assert!(m.dsps() <= budget, "{name}: {} DSPs", m.dsps());
+        }
+    }
+}
+
+#[test]
+fn tiny_supports_only_its_three_pairs() {
+    let a = Accelerator::preset("tiny").unwrap();
+    let m = a.matrix();
+    assert_eq!(m.dsps(), 16);
+    assert_eq!(m.peak_macs_per_cycle(8, ActivationFormat::Int8), Some(16.0));
+    assert_eq!(m.peak_macs_per_cycle(2, ActivationFormat::Int8), Some(16.0));
+    assert_eq!(m.peak_macs_per_cycle(3, ActivationFormat::Int8), None);
+    assert_eq!(m.peak_macs_per_cycle(8, ActivationFormat::Fp16), None);
+    assert!(!m.supports_sparsity(&Sparsity::Block {
+        block: 64,
+        density: 0.5
+    }));
+    assert!(!m.supports_sparsity(&Sparsity::Unstructured { density: 0.5 }));
+}
+
+#[test]
+fn n_of_n16_zero_is_out_of_range() {
+    let s = check_err(
+        TINY,
+        "nm = [2, 4, 8, 16]",
+        "nm = [0, 4, 8, 16]",
+        "matrix.sparse.nm[0]",
+    );
+    assert!(s.contains("allowed: 1 ..= 16"), "{s}");
+}
+
+#[test]
+fn nan_and_negative_floats_name_their_key() {
+    // The second memory (DDR4) of the U280 preset; NaN is a valid TOML float.
+    let s = check_err(
+        U280,
+        "t_rcd_ns = 13.32",
+        "t_rcd_ns = nan",
+        "memories[1].timing.t_rcd_ns",
+    );
+    assert!(s.contains("allowed: > 0"), "{s}");
+    let s = check_err(
+        U280,
+        "int3\", activation = \"int8\", pj = 2.0",
+        "int3\", activation = \"int8\", pj = -2.0",
+        "energy.mac[2].pj",
+    );
+    assert!(s.contains("allowed: a finite number >= 0"), "{s}");
+    check_err(
+        TINY,
+        "capacity_gib = 1.0",
+        "capacity_gib = -1.0",
+        "memories[0].capacity_gib",
+    );
+    check_err(
+        TINY,
+        "macs_per_dsp = 1.0 }",
+        "macs_per_dsp = inf }",
+        "matrix.precisions[0].macs_per_dsp",
+    );
+}
+
+#[test]
+fn negative_integer_is_a_type_error_naming_the_key() {
+    check_err(TINY, "rows = 2", "rows = -2", "matrix.rows");
+}
+
+#[test]
+fn duplicate_energy_entries_are_rejected() {
+    let line = "  { name = \"scratch\", pj_per_access = 10.0, source = \"BRAM36 72-bit access 5-15 pJ, REFERENCE.md placeholder (?)\" },\n";
+    check_err(
+        TINY,
+        line,
+        &format!("{line}{line}"),
+        "energy.buffer[1].name",
+    );
+    let mac = "  { weight = \"int8\", activation = \"int8\", pj = 2.0, source = \"DSP48E2 INT8 MAC 1-3 pJ, REFERENCE.md placeholder (?)\" },\n";
+    let s = check_err(TINY, mac, &format!("{mac}{mac}"), "energy.mac[1]");
+    assert!(s.contains("int8×int8 is listed twice"), "{s}");
+}
+
+#[test]
+fn zero_or_huge_sizes_are_errors_not_panics() {
+    let s = check_err(TINY, "banks = 4", "banks = 0", "buffers[0].banks");
+    assert!(s.contains("allowed: 1 ..= 4096"), "{s}");
+    check_err(
+        TINY,
+        "banks = 4",
+        "banks = 9223372036854775807",
+        "buffers[0].banks",
+    );
+    check_err(
+        TINY,
+        "word_bits = 64",
+        "word_bits = 0",
+        "buffers[0].word_bits",
+    );
+    // rows × cols overflows u64: both are out of range and the DSP budget is exceeded.
+    let s = check_err(
+        TINY,
+        "rows = 2\ncols = 2",
+        "rows = 4294967296\ncols = 4294967296",
+        "matrix.cols",
+    );
+    assert!(s.contains("matrix.rows"), "{s}");
+}
+
+#[test]
+fn vector_cycles_saturate_instead_of_overflowing() {
+    // 1 lane at 0.5 elements per cycle over u64::MAX elements, two passes: past u64.
+    let text = TINY.replacen("lanes = 4", "lanes = 1", 1).replacen(
+        "softmax = { latency = 8, elements_per_lane_per_cycle = 1.0",
+        "softmax = { latency = 8, elements_per_lane_per_cycle = 0.5",
+        1,
+    );
+    let a = Accelerator::from_toml_str(&text, "slow.toml").unwrap();
+    assert_eq!(
+        a.vector().cycles(SfuOp::Softmax, u64::MAX),
+        Cycles(u64::MAX)
+    );
+    assert_eq!(a.vector().cycles(SfuOp::Softmax, 3), Cycles(2 * (8 + 6)));
+    for op in SfuOp::ALL {
+        assert!(a.vector().cycles(op, 1).0 > 0, "{}", op.name());
+    }
+}
+
+#[test]
+fn rendered_error_lists_key_value_and_allowed_range() {
+    let text = TINY.replacen("rows = 2", "rows = 0", 1);
+    let err = Accelerator::from_toml_str(&text, "tiny.toml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tiny.toml: 1 problem\n  - matrix.rows: 0 is out of range\n    help: allowed: 1 ..= 4096\n"
+    );
 }

@@ -47,6 +47,16 @@ pub enum TargetKind {
     Asic,
 }
 
+impl TargetKind {
+    /// The name used in TOML files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetKind::Fpga => "fpga",
+            TargetKind::Asic => "asic",
+        }
+    }
+}
+
 /// A validated accelerator description.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,11 +234,20 @@ impl Precision {
 
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let a = match self.activation {
-            ActivationFormat::Fp16 => "fp16",
-            ActivationFormat::Int8 => "int8",
-        };
-        write!(f, "{}×{a}", self.weight.name())
+        write!(
+            f,
+            "{}×{}",
+            self.weight.name(),
+            activation_name(self.activation)
+        )
+    }
+}
+
+/// The TOML name of an activation format (as in `matrix.precisions[].activation`).
+pub(crate) fn activation_name(a: ActivationFormat) -> &'static str {
+    match a {
+        ActivationFormat::Fp16 => "fp16",
+        ActivationFormat::Int8 => "int8",
     }
 }
 
@@ -281,9 +300,11 @@ impl MatrixEngine {
     pub fn pipeline_depth(&self) -> u64 {
         self.pipeline_depth
     }
-    /// DSPs in the engine.
+    /// DSPs in the engine (`rows × cols × chain`; saturates instead of overflowing).
     pub fn dsps(&self) -> u64 {
-        self.rows * self.cols * self.chain
+        self.rows
+            .saturating_mul(self.cols)
+            .saturating_mul(self.chain)
     }
     /// Supported precision pairs.
     pub fn precisions(&self) -> &[Precision] {
@@ -447,7 +468,7 @@ impl VectorUnit {
             Some(c) if elements > 0 => {
                 let per_cycle = self.lanes as f64 * c.elements_per_lane_per_cycle;
                 let stream = (elements as f64 / per_cycle).ceil() as u64;
-                Cycles(c.passes * (c.latency + stream))
+                Cycles(c.passes.saturating_mul(c.latency.saturating_add(stream)))
             }
             _ => Cycles(0),
         }
@@ -506,6 +527,21 @@ pub enum MemoryKind {
     Lpddr4,
     /// LPDDR5.
     Lpddr5,
+}
+
+impl MemoryKind {
+    /// The name used in TOML files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MemoryKind::Hbm2 => "hbm2",
+            MemoryKind::Hbm2e => "hbm2e",
+            MemoryKind::Hbm3 => "hbm3",
+            MemoryKind::Ddr4 => "ddr4",
+            MemoryKind::Ddr5 => "ddr5",
+            MemoryKind::Lpddr4 => "lpddr4",
+            MemoryKind::Lpddr5 => "lpddr5",
+        }
+    }
 }
 
 /// What a memory stores.

@@ -1,6 +1,6 @@
 //! Validation of a parsed accelerator: ranges, cross-references and budgets, all problems at once.
 
-use super::{Accelerator, Holds, TargetKind};
+use super::{activation_name, Accelerator, Holds, TargetKind};
 use crate::error::{Checker, SpecError};
 use std::collections::BTreeSet;
 
@@ -133,8 +133,9 @@ pub(super) fn validate(a: &Accelerator, file: &str) -> Result<(), SpecError> {
                 "use a multiple of 8",
             );
         }
-        let stripe = b.banks * (b.word_bits / 8).max(1);
-        if b.bytes % stripe != 0 {
+        // Out-of-range banks or word size are reported above; only check the stripe when it exists.
+        let stripe = b.banks.checked_mul((b.word_bits / 8).max(1)).unwrap_or(0);
+        if stripe != 0 && b.bytes % stripe != 0 {
             c.push(
                 format!("{key}.bytes"),
                 format!(
@@ -255,9 +256,21 @@ pub(super) fn validate(a: &Accelerator, file: &str) -> Result<(), SpecError> {
     );
 
     let e = &a.energy;
+    let mut mac_pairs = BTreeSet::new();
     for (i, me) in e.mac.iter().enumerate() {
         finite_nonneg(&mut c, &format!("energy.mac[{i}].pj"), me.pj);
         source(&mut c, &format!("energy.mac[{i}].source"), &me.source);
+        if !mac_pairs.insert((me.weight, me.activation)) {
+            c.push(
+                format!("energy.mac[{i}]"),
+                format!(
+                    "{}×{} is listed twice",
+                    me.weight.name(),
+                    activation_name(me.activation)
+                ),
+                "list each weight × activation pair once",
+            );
+        }
     }
     for p in &m.precisions {
         if a.energy.mac(p.weight.bits(), p.activation).is_none() {
@@ -268,7 +281,15 @@ pub(super) fn validate(a: &Accelerator, file: &str) -> Result<(), SpecError> {
             );
         }
     }
+    let mut buffer_entries = BTreeSet::new();
     for (i, be) in e.buffer.iter().enumerate() {
+        if !buffer_entries.insert(be.name.as_str()) {
+            c.push(
+                format!("energy.buffer[{i}].name"),
+                format!("`{}` is listed twice", be.name),
+                "list each buffer once",
+            );
+        }
         finite_nonneg(
             &mut c,
             &format!("energy.buffer[{i}].pj_per_access"),
@@ -295,7 +316,15 @@ pub(super) fn validate(a: &Accelerator, file: &str) -> Result<(), SpecError> {
             );
         }
     }
+    let mut memory_kinds = BTreeSet::new();
     for (i, me) in e.memory.iter().enumerate() {
+        if !memory_kinds.insert(me.kind) {
+            c.push(
+                format!("energy.memory[{i}].kind"),
+                format!("{} is listed twice", me.kind.name()),
+                "list each memory kind once",
+            );
+        }
         finite_nonneg(
             &mut c,
             &format!("energy.memory[{i}].pj_per_bit"),
@@ -307,7 +336,7 @@ pub(super) fn validate(a: &Accelerator, file: &str) -> Result<(), SpecError> {
         if e.memory_pj_per_bit(mem.kind).is_none() {
             c.push(
                 "energy.memory",
-                format!("no entry for memory kind {:?}", mem.kind),
+                format!("no entry for memory kind {}", mem.kind.name()),
                 "add an energy.memory entry for every memory kind used",
             );
         }
@@ -353,7 +382,7 @@ pub(super) fn validate(a: &Accelerator, file: &str) -> Result<(), SpecError> {
         }
         (kind, _, _) => c.push(
             "resources",
-            format!("a {kind:?} target needs exactly one resources table"),
+            format!("a {} target needs exactly one resources table", kind.name()),
             "fpga targets use [resources.fpga], asic targets [resources.asic]",
         ),
     }
