@@ -3,8 +3,9 @@
 //! released by some instruction.
 
 use tessera_spec::accel::Accelerator;
+use tessera_spec::analytical::{matrix_operand_bytes, sfu_operand_bytes};
 use tessera_spec::compression::{ActivationFormat, Sparsity};
-use tessera_spec::isa::{BufRef, Dma, Instruction, MatrixOp, Program, SparseCode, Unit};
+use tessera_spec::isa::{BufRef, Dma, Instruction, Program, SparseCode, Unit};
 
 /// Why a program cannot run, with the instruction it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,19 +146,6 @@ pub fn dma_extent(d: &Dma) -> (u64, u64) {
     (total, buf_extent)
 }
 
-/// Bytes of a matrix instruction's operands: activations `m × k`, weights `k × n` (encoded),
-/// results `m × n` (32-bit accumulators).
-pub fn matrix_bytes(m: &MatrixOp) -> (u64, u64, u64) {
-    let act_bytes = if m.act_int8 { 1 } else { 2 };
-    let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
-    let kept = match m.sparse {
-        SparseCode::Nm => k.div_ceil(16) * m.nm_n as u64,
-        _ => k,
-    };
-    let weights = (kept * n * m.weight.bits() as u64).div_ceil(8);
-    (mm * k * act_bytes, weights, mm * n * 4)
-}
-
 fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), String> {
     match ins {
         Instruction::Load(d) | Instruction::Store(d) => {
@@ -233,15 +221,16 @@ fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), Strin
                     m.group
                 ));
             }
-            let (a, b, c) = matrix_bytes(m);
+            let (a, b, c) = matrix_operand_bytes(m);
             check_buf(accel, "operand a", m.a, a)?;
             check_buf(accel, "operand b", m.b, b)?;
             check_buf(accel, "result c", m.c, c)
         }
         Instruction::Sfu(s) => {
-            let bytes = s.rows as u64 * s.cols as u64 * 2;
-            check_buf(accel, "src", s.src, bytes)?;
-            check_buf(accel, "dst", s.dst, bytes)
+            let (src, aux, dst) = sfu_operand_bytes(s);
+            check_buf(accel, "src", s.src, src)?;
+            check_buf(accel, "aux", s.aux, aux)?;
+            check_buf(accel, "dst", s.dst, dst)
         }
         Instruction::Sys(_) => Ok(()),
     }

@@ -11,21 +11,25 @@
 //!   `release` mask. Tokens are counted per ordered pair of units.
 //! - The matrix–matrix and matrix–vector units share the PE array: one of them computes at a time.
 //! - Matrix and special-function latencies are the analytical model's
-//!   ([`tessera_spec::analytical::matrix_work_cycles`], [`tessera_spec::accel::VectorUnit::cycles`]).
+//!   ([`tessera_spec::analytical::compute_instruction_cycles`]: compute or the operands at the
+//!   buffers' port bandwidth, whichever is longer). Two instructions using one buffer at the same
+//!   time do not yet slow each other down.
 //! - A DMA instruction issues one burst request per `burst bytes` at `dma.bytes_per_cycle` to its
 //!   channel, whose controller queue holds `dma.max_outstanding` requests; it finishes with its
 //!   last burst. A channel serves DMA instructions in the order they start.
 //! - Ties between events at one cycle are broken by insertion order, so runs are deterministic.
 
-use crate::check::{channel_count, check_program, dma_extent, matrix_bytes, ProgramError};
+use crate::check::{channel_count, check_program, dma_extent, ProgramError};
 use crate::dram::{ChannelStats, ChannelTiming, DramChannel, Request};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use tessera_spec::accel::Accelerator;
-use tessera_spec::analytical::{matrix_work_cycles, MatrixWork};
-use tessera_spec::compression::ActivationFormat;
-use tessera_spec::isa::{words_of, Dma, Instruction, MatrixOp, Program, SparseCode, SysOp, Unit};
+use tessera_spec::analytical::{
+    compute_instruction_cycles, matrix_instr_work, matrix_operand_bytes, matrix_work_cycles,
+    sfu_operand_bytes,
+};
+use tessera_spec::isa::{words_of, Dma, Instruction, Program, SysOp, Unit};
 
 /// What a unit spent its cycles on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -391,30 +395,24 @@ impl<'a> Engine<'a> {
         let mut charges: Vec<Charge> = Vec::new();
         let cycles = match ins {
             Instruction::Matmul(m) | Instruction::Matvec(m) => {
-                let act = if m.act_int8 {
-                    ActivationFormat::Int8
-                } else {
-                    ActivationFormat::Fp16
-                };
-                let work = matrix_instr_work(m, act);
+                let work = matrix_instr_work(m);
                 // `check_program` verified the precision pair.
-                let (eff, cycles) =
-                    matrix_work_cycles(self.accel.matrix(), &work).unwrap_or((0, 0));
+                let (eff, _) = matrix_work_cycles(self.accel.matrix(), &work).unwrap_or((0, 0));
                 let per_mac = self
                     .accel
                     .energy()
-                    .mac(work.weight_bits, act)
+                    .mac(work.weight_bits, work.act)
                     .map_or(0.0, |e| e.0);
                 charges.push(Charge {
                     kind: EnergyKind::Mac,
                     place: "matrix_engine".into(),
                     pj: eff as f64 * per_mac,
                 });
-                let (a, b, c) = matrix_bytes(m);
+                let (a, b, c) = matrix_operand_bytes(m);
                 charges.push(self.buffer_energy(m.a.buffer, a));
                 charges.push(self.buffer_energy(m.b.buffer, b));
                 charges.push(self.buffer_energy(m.c.buffer, c));
-                cycles
+                compute_instruction_cycles(self.accel, ins).unwrap_or(0)
             }
             Instruction::Sfu(s) => {
                 let elements = s.rows as u64 * s.cols as u64;
@@ -423,9 +421,11 @@ impl<'a> Engine<'a> {
                     place: "vector_unit".into(),
                     pj: elements as f64 * self.accel.energy().vector_per_element().0,
                 });
-                charges.push(self.buffer_energy(s.src.buffer, 2 * elements));
-                charges.push(self.buffer_energy(s.dst.buffer, 2 * elements));
-                self.accel.vector().cycles(s.op, elements).0
+                let (src, aux, dst) = sfu_operand_bytes(s);
+                charges.push(self.buffer_energy(s.src.buffer, src));
+                charges.push(self.buffer_energy(s.aux.buffer, aux));
+                charges.push(self.buffer_energy(s.dst.buffer, dst));
+                compute_instruction_cycles(self.accel, ins).unwrap_or(0)
             }
             Instruction::Sys(s) => match s.op {
                 SysOp::Nop | SysOp::Halt => 1,
@@ -565,24 +565,6 @@ impl<'a> Engine<'a> {
             },
             timeline,
         }
-    }
-}
-
-/// The matrix work of one matrix instruction, for the shared cost model.
-pub fn matrix_instr_work(m: &MatrixOp, act: ActivationFormat) -> MatrixWork {
-    let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
-    MatrixWork {
-        macs: mm * n * k,
-        m: mm,
-        n,
-        k,
-        weight_bits: m.weight.bits(),
-        act,
-        density: match m.sparse {
-            SparseCode::Nm => m.nm_n as f64 / 16.0,
-            _ => 1.0,
-        },
-        group: (m.weight.bits() < 16).then_some(m.group as u32),
     }
 }
 

@@ -17,11 +17,12 @@
 //! bytes through on-chip buffers × the buffers' pJ per byte, DRAM bits × pJ per bit of the memory
 //! kind, plus static power × time.
 
-use crate::accel::{Accelerator, Holds, MatrixEngine, Memory};
+use crate::accel::{Accelerator, Buffer, Holds, MatrixEngine, Memory, SfuOp};
 use crate::compression::{ActivationFormat, Compression, Sparsity};
 use crate::error::{Problem, SpecError};
 use crate::gpu::{Gpu, ServingStack};
 use crate::graph::{Graph, Op, OpKind};
+use crate::isa::{Instruction, MatrixOp, SfuInstr, SparseCode};
 use crate::units::{BytesPerSecond, Cycles, PicoJoules};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -211,6 +212,106 @@ pub fn matrix_work_cycles(matrix: &MatrixEngine, w: &MatrixWork) -> Option<(u64,
     };
     let mac_cycles = (eff as f64 / peak).ceil() as u64 + matrix.pipeline_depth();
     Some((eff, mac_cycles.max(dequant)))
+}
+
+/// The matrix work of one matrix instruction.
+pub fn matrix_instr_work(m: &MatrixOp) -> MatrixWork {
+    let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
+    MatrixWork {
+        macs: mm * n * k,
+        m: mm,
+        n,
+        k,
+        weight_bits: m.weight.bits(),
+        act: if m.act_int8 {
+            ActivationFormat::Int8
+        } else {
+            ActivationFormat::Fp16
+        },
+        density: match m.sparse {
+            SparseCode::Nm => m.nm_n as f64 / 16.0,
+            _ => 1.0,
+        },
+        group: (m.weight.bits() < 16).then_some(m.group as u32),
+    }
+}
+
+/// Bytes a matrix instruction moves through its buffers: activations `a` (`m × k`), weights `b`
+/// (`k × n` as stored: only kept values for N:M), results `c` (`m × n` 32-bit accumulators, read
+/// as well as written when accumulating).
+pub fn matrix_operand_bytes(m: &MatrixOp) -> (u64, u64, u64) {
+    let act_bytes = if m.act_int8 { 1 } else { 2 };
+    let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
+    let kept = match m.sparse {
+        SparseCode::Nm => k.div_ceil(16) * m.nm_n as u64,
+        _ => k,
+    };
+    let weights = (kept * n * m.weight.bits() as u64).div_ceil(8);
+    let results = mm * n * 4 * if m.accumulate { 2 } else { 1 };
+    (mm * k * act_bytes, weights, results)
+}
+
+/// Bytes of fp16 elements a special-function instruction reads (`src`, and `aux` for add, mul and
+/// norms) and writes (`dst`).
+pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
+    let bytes = 2 * s.rows as u64 * s.cols as u64;
+    let aux = match s.op {
+        SfuOp::Add | SfuOp::Mul => bytes,
+        SfuOp::LayerNorm => 4 * s.cols as u64,
+        SfuOp::RmsNorm => 2 * s.cols as u64,
+        _ => 0,
+    };
+    (bytes, aux, bytes)
+}
+
+/// Bytes a buffer serves per cycle when accesses spread over its banks: `banks × ports × word`.
+pub fn buffer_bytes_per_cycle(b: &Buffer) -> u64 {
+    (b.banks() * b.ports() * (b.word_bits() / 8)).max(1)
+}
+
+/// Cycles for `accesses` (buffer index, bytes) at the buffers' port bandwidth: operands sharing a
+/// buffer share its ports.
+fn buffer_cycles(accel: &Accelerator, accesses: &[(u8, u64)]) -> u64 {
+    let mut per_buffer: BTreeMap<u8, u64> = BTreeMap::new();
+    for &(b, bytes) in accesses {
+        *per_buffer.entry(b).or_default() += bytes;
+    }
+    per_buffer
+        .into_iter()
+        .filter_map(|(b, bytes)| {
+            let buf = accel.buffers().get(b as usize)?;
+            Some(bytes.div_ceil(buffer_bytes_per_cycle(buf)))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Cycles a matrix or special-function instruction takes with no contention: the longer of its
+/// compute ([`matrix_work_cycles`] or [`crate::accel::VectorUnit::cycles`]) and its operands at
+/// the buffers' port bandwidth. `None` for other classes or an unsupported precision.
+pub fn compute_instruction_cycles(accel: &Accelerator, ins: &Instruction) -> Option<u64> {
+    match ins {
+        Instruction::Matmul(m) | Instruction::Matvec(m) => {
+            let (_, compute) = matrix_work_cycles(accel.matrix(), &matrix_instr_work(m))?;
+            let (a, b, c) = matrix_operand_bytes(m);
+            let ports = buffer_cycles(accel, &[(m.a.buffer, a), (m.b.buffer, b), (m.c.buffer, c)]);
+            Some(compute.max(ports))
+        }
+        Instruction::Sfu(s) => {
+            let compute = accel.vector().cycles(s.op, s.rows as u64 * s.cols as u64).0;
+            let (src, aux, dst) = sfu_operand_bytes(s);
+            let ports = buffer_cycles(
+                accel,
+                &[
+                    (s.src.buffer, src),
+                    (s.aux.buffer, aux),
+                    (s.dst.buffer, dst),
+                ],
+            );
+            Some(compute.max(ports))
+        }
+        _ => None,
+    }
 }
 
 /// The analytical model of one accelerator running one compression: checked once, then cheap to
