@@ -272,6 +272,10 @@ fn inconsistent_inputs_are_explained() {
         "u280",
     ]);
     assert!(e.contains("capacity_gib"), "{e}");
+    assert!(
+        e.starts_with("error: examples/accelerators/u280.toml:"),
+        "{e}"
+    );
     // A precision the matrix engine lacks.
     let e = fails(&[
         "run",

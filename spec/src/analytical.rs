@@ -355,7 +355,7 @@ impl<'a> AccelModel<'a> {
             let Some(pj_per_bit) = accel.energy().memory_pj_per_bit(m.kind()) else {
                 problems.push(Problem::new(
                     "energy.memory",
-                    format!("no energy entry for memory kind {:?}", m.kind()),
+                    format!("no energy entry for memory kind {}", m.kind().name()),
                     "add an energy.memory entry for it",
                 ));
                 return None;
@@ -371,10 +371,10 @@ impl<'a> AccelModel<'a> {
             role(Holds::Kv),
             role(Holds::Activations),
         );
-        SpecError::check(accel.name(), problems)?;
+        SpecError::check(accel.source(), problems)?;
         let (Some(weights_mem), Some(kv_mem), Some(act_mem)) = roles else {
             return Err(SpecError::one(
-                accel.name(),
+                accel.source(),
                 Problem::new(
                     "memories",
                     "a memory role is missing",
@@ -469,12 +469,12 @@ impl<'a> AccelModel<'a> {
                 ));
             }
         }
-        SpecError::check(self.accel.name(), problems)?;
+        SpecError::check(self.accel.source(), problems)?;
         let mem = &self.accel.memories()[self.weights_mem.index];
         let need = graph.weight_bytes();
         if need > mem.capacity().0 {
             return Err(SpecError::one(
-                self.accel.name(),
+                self.accel.source(),
                 Problem::new(
                     format!("memories[{}].capacity_gib", self.weights_mem.index),
                     format!(

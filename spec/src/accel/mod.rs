@@ -61,6 +61,9 @@ impl TargetKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Accelerator {
+    /// The file (or preset file) it was read from, for error messages; not part of the format.
+    #[serde(skip)]
+    pub(crate) source: String,
     pub(crate) name: String,
     pub(crate) kind: TargetKind,
     pub(crate) clock_mhz: f64,
@@ -84,8 +87,9 @@ impl Accelerator {
 
     /// Validates an already parsed TOML value (sweeps edit dotted keys on it first).
     pub fn from_toml_value(value: toml::Value, file: &str) -> Result<Accelerator, SpecError> {
-        let accel: Accelerator = from_toml_value(value, file)?;
+        let mut accel: Accelerator = from_toml_value(value, file)?;
         validate::validate(&accel, file)?;
+        accel.source = file.to_string();
         Ok(accel)
     }
 
@@ -112,6 +116,10 @@ impl Accelerator {
     /// Display name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The file it was read from (`examples/accelerators/NAME.toml` for presets).
+    pub fn source(&self) -> &str {
+        &self.source
     }
     /// Whether the target is an FPGA.
     pub fn is_fpga(&self) -> bool {
