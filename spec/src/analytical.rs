@@ -9,13 +9,19 @@
 //! - vector work: the vector unit's own formula ([`crate::accel::VectorUnit::cycles`]);
 //! - memory: weights, KV cache and (when an operator's activations exceed the on-chip buffers)
 //!   activations stream from the memories that hold them at the bandwidth their DRAM timing allows
-//!   ([`streaming_bandwidth`]); memories work in parallel;
+//!   ([`streaming_bandwidth`]); memories work in parallel; attention scores never spill, since
+//!   attention is computed tile by tile with a streamed softmax;
 //! - the operator takes the longest of the three (compute, vector and memory overlap), and operators
 //!   run one after another.
 //!
 //! Energy per operator: MACs × pJ per MAC of the precision pair, vector elements × pJ per element,
-//! bytes through on-chip buffers × the buffers' pJ per byte, DRAM bits × pJ per bit of the memory
-//! kind, plus static power × time.
+//! bytes through on-chip buffers × the buffers' capacity-weighted mean pJ per byte (operators are
+//! not yet mapped to particular buffers at this level), DRAM bits × pJ per bit of the memory kind,
+//! plus static power × time.
+//!
+//! Per instruction (what the simulator charges a compute unit): [`compute_instruction_cycles`],
+//! the same matrix and vector formulas, bounded below by the operands' bytes at the buffers' port
+//! bandwidth ([`buffer_bytes_per_cycle`]).
 
 use crate::accel::{Accelerator, Buffer, Holds, MatrixEngine, Memory, SfuOp};
 use crate::compression::{ActivationFormat, Compression, Sparsity};
