@@ -1,7 +1,7 @@
 //! `tessera check`: validates input files and explains every problem found.
 
 use crate::{inputs, Verbosity};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::process::ExitCode;
 use tessera_spec::accel::Accelerator;
 use tessera_spec::error::{Problem, SpecError};
@@ -16,6 +16,8 @@ pub enum Kind {
     Compression,
     /// Hugging Face config.json.
     Model,
+    /// Sweep spec TOML.
+    Sweep,
 }
 
 /// Arguments of `tessera check`.
@@ -37,7 +39,9 @@ fn guess(path: &str, text: &str) -> Result<Kind, SpecError> {
     }
     let value: toml::Table =
         toml::from_str(text).map_err(|e| SpecError::from_toml_syntax(path, text, &e))?;
-    if value.contains_key("matrix") || value.contains_key("memories") {
+    if value.contains_key("axes") {
+        Ok(Kind::Sweep)
+    } else if value.contains_key("matrix") || value.contains_key("memories") {
         Ok(Kind::Accelerator)
     } else if ["weights", "kv", "activations"]
         .iter()
@@ -51,7 +55,7 @@ fn guess(path: &str, text: &str) -> Result<Kind, SpecError> {
                 "",
                 "cannot tell what kind of file this is",
                 "accelerator files have [matrix] and [[memories]], compression files have \
-                 [weights]; or pass --kind",
+                 [weights], sweep specs have [axes]; or pass --kind",
             ),
         ))
     }
@@ -71,6 +75,16 @@ fn check_one(path: &str, kind: Option<Kind>) -> Result<String> {
         Kind::Compression => {
             let c = compression::from_toml_str(&text, path)?;
             format!("compression `{}`", c.name)
+        }
+        Kind::Sweep => {
+            let spec = crate::sweep::SweepSpec::parse(&text, path)?;
+            // Build every point's inputs, so that a bad axis path or value type is found now.
+            let points = spec.points();
+            for p in &points {
+                crate::sweep::point_inputs(&spec, p)
+                    .with_context(|| format!("{path}: point {} {:?}", p.index, p.params))?;
+            }
+            format!("sweep of {} points", points.len())
         }
         Kind::Model => {
             let m = model::from_hf_json(&text, path, path)?;

@@ -7,8 +7,10 @@ pub mod cmd_graph;
 pub mod cmd_run;
 pub mod cmd_schedule;
 pub mod cmd_sim;
+pub mod cmd_sweep;
 pub mod inputs;
 pub mod pipeline;
+pub mod sweep;
 
 /// How much a command prints besides what was explicitly requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

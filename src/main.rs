@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use tessera::{cmd_asm, cmd_check, cmd_graph, cmd_run, cmd_schedule, cmd_sim};
+use tessera::{cmd_asm, cmd_check, cmd_graph, cmd_run, cmd_schedule, cmd_sim, cmd_sweep};
 
 /// Design transformer inference accelerators: estimate, simulate, generate hardware, sweep.
 #[derive(Debug, Parser)]
@@ -34,6 +34,10 @@ enum Command {
     Sim(cmd_sim::Args),
     /// Plan scratchpad use (order, addresses, spills) and report each planner's traffic.
     Schedule(cmd_schedule::Args),
+    /// Run (or resume) a design-space sweep into a JSON-lines results file.
+    Sweep(cmd_sweep::SweepArgs),
+    /// Join sweep shard results into one file.
+    Merge(cmd_sweep::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
         Command::Disasm(a) => cmd_asm::disasm(&a, verbosity),
         Command::Sim(a) => cmd_sim::main(&a, verbosity),
         Command::Schedule(a) => cmd_schedule::main(&a, verbosity),
+        Command::Sweep(a) => cmd_sweep::sweep(&a, verbosity),
+        Command::Merge(a) => cmd_sweep::merge_cmd(&a, verbosity),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,9 @@
 
 mod parse;
 
-pub use parse::{from_toml_str, from_toml_value, preset, validate_for_model, PRESET_NAMES};
+pub use parse::{
+    from_toml_str, from_toml_value, preset, preset_text, validate_for_model, PRESET_NAMES,
+};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

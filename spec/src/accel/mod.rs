@@ -93,6 +93,14 @@ impl Accelerator {
         Ok(accel)
     }
 
+    /// The TOML text of the built-in accelerator called `name`.
+    pub fn preset_text(name: &str) -> Option<&'static str> {
+        PRESET_FILES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+    }
+
     /// The built-in accelerator called `name` (one of [`PRESET_NAMES`]).
     pub fn preset(name: &str) -> Result<Accelerator, SpecError> {
         match PRESET_FILES.iter().find(|(n, _)| *n == name) {

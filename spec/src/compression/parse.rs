@@ -274,6 +274,14 @@ pub fn from_toml_value(value: toml::Value, file: &str) -> Result<Compression, Sp
     })
 }
 
+/// The TOML text of the built-in compression called `name`.
+pub fn preset_text(name: &str) -> Option<&'static str> {
+    PRESET_FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+}
+
 /// The built-in compression called `name`.
 pub fn preset(name: &str) -> Result<Compression, SpecError> {
     match PRESET_FILES.iter().find(|(n, _)| *n == name) {

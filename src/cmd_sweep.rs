@@ -1,0 +1,63 @@
+//! `tessera sweep` and `tessera merge`: design-space sweeps from the command line.
+
+use crate::sweep::{merge, run_sweep, SweepSpec};
+use crate::{inputs, Verbosity};
+use anyhow::{bail, Result};
+use std::process::ExitCode;
+
+/// Arguments of `tessera sweep`.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Sweep spec (TOML).
+    pub spec: String,
+    /// Results file (JSON lines); an existing one from the same spec is resumed.
+    #[arg(short, long)]
+    pub output: String,
+    /// Run only shard I of N (points whose index modulo N is I), e.g. `--shard 0/4`.
+    #[arg(long)]
+    pub shard: Option<String>,
+}
+
+/// Arguments of `tessera merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// Shard result files of one spec.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Merged results file.
+    #[arg(short, long)]
+    pub output: String,
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64)> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<u64>().ok()?, n.parse::<u64>().ok()?)));
+    match parsed {
+        Some((i, n)) if n > 0 && i < n => Ok((i, n)),
+        _ => bail!("--shard `{s}`: expected I/N with 0 <= I < N, e.g. 0/4"),
+    }
+}
+
+/// Runs `tessera sweep`.
+pub fn sweep(args: &SweepArgs, verbosity: Verbosity) -> Result<ExitCode> {
+    let spec = SweepSpec::parse(&inputs::read(&args.spec)?, &args.spec)?;
+    let shard = match &args.shard {
+        Some(s) => parse_shard(s)?,
+        None => (0, 1),
+    };
+    let n = run_sweep(&spec, &args.output, shard, verbosity != Verbosity::Quiet)?;
+    if verbosity != Verbosity::Quiet {
+        println!("{}: {n} points run", args.output);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `tessera merge`.
+pub fn merge_cmd(args: &MergeArgs, verbosity: Verbosity) -> Result<ExitCode> {
+    let n = merge(&args.inputs, &args.output)?;
+    if verbosity != Verbosity::Quiet {
+        println!("{}: {n} points", args.output);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,213 @@
+//! Sweeps end to end: expansion, resume after a killed run, shards and merge, and bad specs.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs")
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("sweep")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const SPEC: &str = r#"
+[base]
+model = "tiny-llama"
+accel = "u280"
+compression = "w4a8-g128"
+prefill = 32
+decode = 4
+
+[axes]
+"accel.matrix.rows" = [4, 8, 16]
+"compression.weights.bits" = [4, 8]
+"scenario.batch" = [1, 2]
+"#;
+
+fn write(d: &std::path::Path, name: &str, text: &str) -> String {
+    let p = d.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = tessera(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn records(path: &str) -> Vec<serde_json::Value> {
+    let mut r: Vec<serde_json::Value> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    r.sort_by_key(|v| v["index"].as_u64());
+    r
+}
+
+#[test]
+fn grid_runs_every_point_once() {
+    let d = dir("grid");
+    let spec = write(&d, "spec.toml", SPEC);
+    let out = d.join("r.jsonl").display().to_string();
+    ok(&["sweep", &spec, "-o", &out, "-q"]);
+    let r = records(&out);
+    assert_eq!(r.len(), 12);
+    for (i, rec) in r.iter().enumerate() {
+        assert_eq!(rec["index"], i as u64);
+        assert!(
+            rec["summary"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0,
+            "{rec}"
+        );
+    }
+    // Last axis fastest, axes in key order.
+    assert_eq!(r[1]["params"]["scenario.batch"], 2);
+    assert_eq!(r[2]["params"]["compression.weights.bits"], 8);
+    assert_eq!(r[4]["params"]["accel.matrix.rows"], 8);
+    // More PE rows, more DSPs.
+    assert!(r[0]["summary"]["dsps"].as_u64() < r[11]["summary"]["dsps"].as_u64());
+    // A rerun finds nothing to do and leaves the file as it was.
+    let before = std::fs::read(&out).unwrap();
+    assert!(ok(&["sweep", &spec, "-o", &out]).contains("0 points run"));
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+}
+
+#[test]
+fn resume_after_a_killed_run_gives_the_same_records() {
+    let d = dir("resume");
+    let spec = write(&d, "spec.toml", SPEC);
+    let full = d.join("full.jsonl").display().to_string();
+    ok(&["sweep", &spec, "-o", &full, "-q"]);
+    // A killed run: header, three whole records and a torn fourth line.
+    let text = std::fs::read_to_string(&full).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let killed = d.join("killed.jsonl").display().to_string();
+    std::fs::write(
+        &killed,
+        format!(
+            "{}\n{}\n{}\n{}\n{}",
+            lines[0],
+            lines[1],
+            lines[2],
+            lines[3],
+            &lines[4][..20]
+        ),
+    )
+    .unwrap();
+    ok(&["sweep", &spec, "-o", &killed, "-q"]);
+    assert_eq!(records(&killed), records(&full));
+}
+
+#[test]
+fn shards_merge_to_the_unsharded_run() {
+    let d = dir("shards");
+    let spec = write(&d, "spec.toml", SPEC);
+    let full = d.join("full.jsonl").display().to_string();
+    ok(&["sweep", &spec, "-o", &full, "-q"]);
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let s = d.join(format!("s{i}.jsonl")).display().to_string();
+        ok(&["sweep", &spec, "-o", &s, "--shard", &format!("{i}/3"), "-q"]);
+        assert_eq!(records(&s).len(), 4);
+        shards.push(s);
+    }
+    let merged = d.join("merged.jsonl").display().to_string();
+    let mut args = vec!["merge"];
+    args.extend(shards.iter().map(|s| s.as_str()));
+    args.extend(["-o", &merged, "-q"]);
+    ok(&args);
+    let same = std::fs::read(&merged).unwrap() == std::fs::read(&full).unwrap();
+    assert!(same, "the merged file differs from the unsharded one");
+}
+
+#[test]
+fn bad_specs_and_foreign_results_are_explained() {
+    let d = dir("bad");
+    let fails = |args: &[&str]| {
+        let out = tessera(args);
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+        e
+    };
+    let spec = write(
+        &d,
+        "path.toml",
+        &SPEC.replace("accel.matrix.rows", "accel.matrix.rowz"),
+    );
+    let e = fails(&["check", &spec]);
+    assert!(
+        e.contains("matrix.rowz") && e.contains("does not exist"),
+        "{e}"
+    );
+    let spec = write(&d, "type.toml", &SPEC.replace("[4, 8, 16]", "[\"four\"]"));
+    let e = fails(&["check", &spec]);
+    assert!(
+        e.contains("has type string, but the key holds a integer"),
+        "{e}"
+    );
+    let spec = write(&d, "empty.toml", &SPEC[..SPEC.find("[axes]").unwrap() + 7]);
+    let e = fails(&["check", &spec]);
+    assert!(e.contains("no axes"), "{e}");
+    let spec = write(
+        &d,
+        "root.toml",
+        &SPEC.replace("scenario.batch", "hardware.batch"),
+    );
+    assert!(fails(&["check", &spec]).contains("names no known document"));
+    let good = write(&d, "good.toml", SPEC);
+    let other = write(&d, "other.toml", &SPEC.replace("decode = 4", "decode = 5"));
+    let out = d.join("r.jsonl").display().to_string();
+    ok(&["sweep", &good, "-o", &out, "--shard", "0/6", "-q"]);
+    let before = std::fs::read(&out).unwrap();
+    let e = fails(&["sweep", &other, "-o", &out]);
+    assert!(e.contains("different sweep spec"), "{e}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "results already written are untouched"
+    );
+    assert!(fails(&["sweep", &good, "-o", &out, "--shard", "3/2"]).contains("0 <= I < N"));
+}
+
+#[test]
+fn points_that_cannot_run_are_recorded_not_fatal() {
+    let d = dir("errors");
+    // 64 x 16 x 16 PEs exceed the U280's DSPs: that point records the error, the others run.
+    let spec = write(
+        &d,
+        "spec.toml",
+        &SPEC
+            .replace("[4, 8, 16]", "[16, 64]")
+            .replace("[4, 8]", "[4]")
+            .replace("[1, 2]", "[1]"),
+    );
+    let out = d.join("r.jsonl").display().to_string();
+    ok(&["sweep", &spec, "-o", &out, "-q"]);
+    let r = records(&out);
+    assert!(r[0]["summary"].is_object());
+    assert!(
+        r[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("resources.fpga.dsp"),
+        "{}",
+        r[1]
+    );
+}
