@@ -2,7 +2,7 @@
 
 use crate::sweep::{merge, run_sweep, SweepSpec};
 use crate::{inputs, Verbosity};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
 
 /// Arguments of `tessera sweep`.
@@ -58,6 +58,48 @@ pub fn merge_cmd(args: &MergeArgs, verbosity: Verbosity) -> Result<ExitCode> {
     let n = merge(&args.inputs, &args.output)?;
     if verbosity != Verbosity::Quiet {
         println!("{}: {n} points", args.output);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `tessera report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Sweep results file.
+    pub results: String,
+    /// Directory for `report.md` and `results.csv`.
+    #[arg(short, long)]
+    pub output: String,
+}
+
+/// Runs `tessera report`: Markdown (with the Pareto front) and CSV of a results file.
+pub fn report(args: &ReportArgs, verbosity: Verbosity) -> Result<ExitCode> {
+    let Some((header, mut records)) = crate::sweep::read_results(&args.results)? else {
+        bail!("`{}` is empty or missing", args.results);
+    };
+    records.sort_by_key(|r| r.index);
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create `{}`", args.output))?;
+    let title = format!(
+        "Sweep {} ({} of {} points)",
+        std::path::Path::new(&args.results)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(&args.results),
+        records.len(),
+        header.points
+    );
+    let dir = std::path::Path::new(&args.output);
+    std::fs::write(
+        dir.join("report.md"),
+        tessera_reports::sweep::markdown(&title, &records),
+    )?;
+    std::fs::write(
+        dir.join("results.csv"),
+        tessera_reports::sweep::csv(&records),
+    )?;
+    if verbosity != Verbosity::Quiet {
+        println!("{}: report.md, results.csv", args.output);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,8 @@ enum Command {
     Sweep(cmd_sweep::SweepArgs),
     /// Join sweep shard results into one file.
     Merge(cmd_sweep::MergeArgs),
+    /// Render a sweep results file as Markdown (with the Pareto front) and CSV.
+    Report(cmd_sweep::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Schedule(a) => cmd_schedule::main(&a, verbosity),
         Command::Sweep(a) => cmd_sweep::sweep(&a, verbosity),
         Command::Merge(a) => cmd_sweep::merge_cmd(&a, verbosity),
+        Command::Report(a) => cmd_sweep::report(&a, verbosity),
     };
     match result {
         Ok(code) => code,

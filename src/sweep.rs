@@ -33,6 +33,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+pub use tessera_reports::sweep::{Header, Record, Summary};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::compression;
 use tessera_spec::error::{from_toml_text, Problem, SpecError};
@@ -316,57 +317,6 @@ pub fn point_inputs(spec: &SweepSpec, point: &Point) -> Result<RunInputs> {
         gpus: Vec::new(),
         stack: ServingStack::by_name("roofline")?,
     })
-}
-
-/// One line of the results file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// Point index.
-    pub index: u64,
-    /// Hash of the spec and the point's parameters.
-    pub input_hash: String,
-    /// Axis values.
-    pub params: BTreeMap<String, serde_json::Value>,
-    /// Summary, when the point ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<Summary>,
-    /// Why the point could not run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The figures a sweep keeps per point.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// Model.
-    pub model: String,
-    /// Accelerator.
-    pub accelerator: String,
-    /// Prefill seconds.
-    pub prefill_latency_s: f64,
-    /// Prefill joules.
-    pub prefill_energy_j: f64,
-    /// Decode tokens per second (0 for encoders).
-    pub decode_tokens_per_s: f64,
-    /// Decode tokens per joule (0 for encoders).
-    pub decode_tokens_per_j: f64,
-    /// Stored weight bytes.
-    pub weight_bytes: u64,
-    /// Matrix-engine DSPs (FPGA) or MAC units (ASIC).
-    pub dsps: u64,
-    /// How the figures were produced.
-    pub fidelity: String,
-}
-
-/// The header line of a results file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Header {
-    /// Marks the file.
-    pub tessera_sweep: u32,
-    /// The spec's hash.
-    pub spec_hash: String,
-    /// Points in the spec.
-    pub points: u64,
 }
 
 fn run_point(spec: &SweepSpec, spec_hash: u64, point: &Point) -> Record {

@@ -211,3 +211,24 @@ fn points_that_cannot_run_are_recorded_not_fatal() {
         r[1]
     );
 }
+
+#[test]
+fn report_renders_the_pareto_front() {
+    let d = dir("report");
+    let spec = write(&d, "spec.toml", SPEC);
+    let out = d.join("r.jsonl").display().to_string();
+    ok(&["sweep", &spec, "-o", &out, "-q"]);
+    let rep = d.join("rep").display().to_string();
+    ok(&["report", &out, "-o", &rep, "-q"]);
+    let md = std::fs::read_to_string(d.join("rep/report.md")).unwrap();
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sweep-report.md");
+    if std::env::var_os("TESSERA_BLESS").is_some() {
+        std::fs::write(&golden, &md).unwrap();
+    }
+    assert_eq!(md, std::fs::read_to_string(&golden).unwrap());
+    let csv = std::fs::read_to_string(d.join("rep/results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 13);
+    assert!(
+        csv.starts_with("index,accel.matrix.rows,compression.weights.bits,scenario.batch,model")
+    );
+}

@@ -1,2 +1,5 @@
-//! Reports: will render results (tables, Markdown, CSV, HTML with SVG plots) for single runs and
-//! design-space sweeps. Reads report types only.
+//! Reports: renders results for people. Landed so far: sweep results ([`sweep`]: record types,
+//! Pareto front, Markdown and CSV). To come: HTML with SVG plots, roofline and breakdown plots,
+//! GPU comparison tables. Reads report types only.
+
+pub mod sweep;
