@@ -18,13 +18,13 @@ pub enum PhaseArg {
     Decode,
 }
 
-/// Arguments of `tessera graph`.
+/// Which model pass to build: shared by `graph` and `schedule`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct PassArgs {
     /// Model preset name or Hugging Face config.json path.
     #[arg(long, default_value = "llama2-7b")]
     pub model: String,
-    /// Compression preset name or TOML path (decides weight bytes).
+    /// Compression preset name or TOML path (decides weight and activation bytes).
     #[arg(long, default_value = "w4a8-g128")]
     pub compression: String,
     /// Which pass.
@@ -39,6 +39,29 @@ pub struct Args {
     /// Sequences per batch.
     #[arg(long, default_value_t = 1)]
     pub batch: u64,
+}
+
+impl PassArgs {
+    /// Reads the model and compression and builds the pass's graph.
+    pub fn build(&self) -> Result<Graph> {
+        let model = inputs::model(&self.model)?;
+        let compression = inputs::compression(&self.compression)?;
+        let phase = match self.phase {
+            PhaseArg::Prefill => Phase::Prefill { seq: self.seq },
+            PhaseArg::Decode => Phase::Decode {
+                context: self.context,
+            },
+        };
+        Ok(build_graph(&model, &compression, phase, self.batch)?)
+    }
+}
+
+/// Arguments of `tessera graph`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pass.
+    #[command(flatten)]
+    pub pass: PassArgs,
     /// Print JSON.
     #[arg(long, conflicts_with = "dot")]
     pub json: bool,
@@ -136,15 +159,7 @@ pub fn graph_json(g: &Graph) -> GraphJson<'_> {
 
 /// Runs the command.
 pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
-    let model = inputs::model(&args.model)?;
-    let compression = inputs::compression(&args.compression)?;
-    let phase = match args.phase {
-        PhaseArg::Prefill => Phase::Prefill { seq: args.seq },
-        PhaseArg::Decode => Phase::Decode {
-            context: args.context,
-        },
-    };
-    let graph = build_graph(&model, &compression, phase, args.batch)?;
+    let graph = args.pass.build()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&graph_json(&graph))?);
     } else if args.dot {

@@ -7,30 +7,17 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
-use tessera_compiler::frontend::build_graph;
 use tessera_scheduler::{baseline, validate, Eviction, Problem};
 use tessera_spec::graph::Phase;
 
-use crate::cmd_graph::PhaseArg;
+use crate::cmd_graph::PassArgs;
 
 /// Arguments of `tessera schedule`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model preset name or Hugging Face config.json path.
-    #[arg(long, default_value = "llama2-7b")]
-    pub model: String,
-    /// Compression preset name or TOML path (decides activation bytes).
-    #[arg(long, default_value = "w4a8-g128")]
-    pub compression: String,
-    /// Which pass.
-    #[arg(long, value_enum, default_value_t = PhaseArg::Prefill)]
-    pub phase: PhaseArg,
-    /// Prompt length for prefill.
-    #[arg(long, default_value_t = 512)]
-    pub seq: u64,
-    /// Tokens already cached for decode.
-    #[arg(long, default_value_t = 512)]
-    pub context: u64,
+    /// The pass to plan.
+    #[command(flatten)]
+    pub pass: PassArgs,
     /// Scratchpad budget in bytes.
     #[arg(long, conflicts_with = "accel")]
     pub budget: Option<u64>,
@@ -78,20 +65,12 @@ pub struct ScheduleReport {
 
 /// Runs the command.
 pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
-    let model = inputs::model(&args.model)?;
-    let compression = inputs::compression(&args.compression)?;
     let budget = match (args.budget, &args.accel) {
         (Some(b), _) => b,
         (None, Some(a)) => inputs::accelerator(a)?.on_chip_bytes().0,
         (None, None) => bail!("give a scratchpad budget: --budget BYTES or --accel ACCEL"),
     };
-    let phase = match args.phase {
-        PhaseArg::Prefill => Phase::Prefill { seq: args.seq },
-        PhaseArg::Decode => Phase::Decode {
-            context: args.context,
-        },
-    };
-    let graph = build_graph(&model, &compression, phase, 1)?;
+    let graph = args.pass.build()?;
     let problem = Problem::from_graph(&graph)?;
     let mut baselines = Vec::new();
     for policy in [Eviction::Lru, Eviction::Belady] {
@@ -110,7 +89,7 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         });
     }
     let report = ScheduleReport {
-        model: model.name.clone(),
+        model: graph.model.clone(),
         phase: graph.phase,
         budget,
         min_budget: problem.min_budget(),

@@ -1,15 +1,9 @@
 //! Sweeps end to end: expansion, resume after a killed run, shards and merge, and bad specs.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the binary runs")
-}
+use common::tessera;
 
 fn dir(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
