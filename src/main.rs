@@ -24,7 +24,7 @@ enum Command {
     Run(cmd_run::Args),
     /// Show a model's operator graph and its accounting.
     Graph(cmd_graph::Args),
-    /// Validate accelerator, compression or model files and explain every problem.
+    /// Validate accelerator, compression, model or sweep files and explain every problem.
     Check(cmd_check::Args),
     /// Assemble an ISA text program into a binary program file.
     Asm(cmd_asm::AsmArgs),

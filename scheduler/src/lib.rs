@@ -3,7 +3,7 @@
 //!
 //! Landed so far: the problem extracted from a graph ([`problem`]), the plan format and its
 //! independent validator ([`plan`]), and the baselines the ILP (in the manner of COSMA, to come)
-//! will be measured against ([`baseline`]).
+//! will be measured against ([`mod@baseline`]).
 
 pub mod baseline;
 pub mod plan;
