@@ -221,10 +221,11 @@ fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), Strin
                     m.group
                 ));
             }
-            let (a, b, c) = matrix_operand_bytes(m);
-            check_buf(accel, "operand a", m.a, a)?;
-            check_buf(accel, "operand b", m.b, b)?;
-            check_buf(accel, "result c", m.c, c)
+            let o = matrix_operand_bytes(m);
+            check_buf(accel, "operand a", m.a, o.a)?;
+            check_buf(accel, "operand b", m.b, o.b)?;
+            check_buf(accel, "sparse metadata", m.meta, o.meta)?;
+            check_buf(accel, "result c", m.c, o.c)
         }
         Instruction::Sfu(s) => {
             let (src, aux, dst) = sfu_operand_bytes(s);

@@ -408,10 +408,11 @@ impl<'a> Engine<'a> {
                     place: "matrix_engine".into(),
                     pj: eff as f64 * per_mac,
                 });
-                let (a, b, c) = matrix_operand_bytes(m);
-                charges.push(self.buffer_energy(m.a.buffer, a));
-                charges.push(self.buffer_energy(m.b.buffer, b));
-                charges.push(self.buffer_energy(m.c.buffer, c));
+                let o = matrix_operand_bytes(m);
+                charges.push(self.buffer_energy(m.a.buffer, o.a));
+                charges.push(self.buffer_energy(m.b.buffer, o.b));
+                charges.push(self.buffer_energy(m.c.buffer, o.c));
+                charges.push(self.buffer_energy(m.meta.buffer, o.meta));
                 compute_instruction_cycles(self.accel, ins).unwrap_or(0)
             }
             Instruction::Sfu(s) => {

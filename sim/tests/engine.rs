@@ -316,3 +316,25 @@ fn buffer_ports_bound_weight_streaming() {
     assert_eq!(compute, 128 + 24);
     assert_eq!(r.timeline[0].end - r.timeline[0].start, 256);
 }
+
+#[test]
+fn n_m_metadata_is_read_from_its_buffer() {
+    // 8:16 int4: 2,048 kept weights per 4,096-long column, a 4-bit index each. With the
+    // metadata in the weight buffer, it shares that buffer's 2 KiB/cycle with the weights; in
+    // the accumulator buffer (4 KiB/cycle) it hides behind them.
+    let a = accel("u280");
+    let apart = assemble("matvec a_buffer=1 b_buffer=0 c_buffer=3 meta_buffer=3 meta_addr=0x10000 m=1 n=256 k=4096 weight=int4 act_int8=1 sparse=nm nm_n=8 group=128").unwrap();
+    let shared = assemble("matvec a_buffer=1 b_buffer=0 c_buffer=3 meta_buffer=0 meta_addr=0x80000 m=1 n=256 k=4096 weight=int4 act_int8=1 sparse=nm nm_n=8 group=128").unwrap();
+    let t = |p| {
+        let r = simulate(&a, p).unwrap();
+        r.timeline[0].end - r.timeline[0].start
+    };
+    // Weights: 256 x 2,048 / 2 = 256 KiB; metadata the same again.
+    assert_eq!(t(&apart), 128);
+    assert_eq!(t(&shared), 256);
+    let e = simulate(&a, &shared).unwrap().energy_j;
+    assert!(
+        e.by_place["buffer:weights"]
+            > simulate(&a, &apart).unwrap().energy_j.by_place["buffer:weights"]
+    );
+}

@@ -242,19 +242,40 @@ pub fn matrix_instr_work(m: &MatrixOp) -> MatrixWork {
     }
 }
 
-/// Bytes a matrix instruction moves through its buffers: activations `a` (`m × k`), weights `b`
-/// (`k × n` as stored: only kept values for N:M), results `c` (`m × n` 32-bit accumulators, read
-/// as well as written when accumulating).
-pub fn matrix_operand_bytes(m: &MatrixOp) -> (u64, u64, u64) {
+/// Bytes a matrix instruction moves through its buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatrixOperandBytes {
+    /// Activations `a` (`m × k`).
+    pub a: u64,
+    /// Weights `b` (`k × n` as stored: only kept values for N:M).
+    pub b: u64,
+    /// Results `c` (`m × n` 32-bit accumulators, read as well as written when accumulating).
+    pub c: u64,
+    /// Sparse metadata: a 4-bit index per kept weight for N:M, one bit per 16 × 16 block for
+    /// block skipping, one bit per weight for compressed load.
+    pub meta: u64,
+}
+
+/// The bytes a matrix instruction moves through its buffers.
+pub fn matrix_operand_bytes(m: &MatrixOp) -> MatrixOperandBytes {
     let act_bytes = if m.act_int8 { 1 } else { 2 };
     let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
     let kept = match m.sparse {
         SparseCode::Nm => k.div_ceil(16) * m.nm_n as u64,
         _ => k,
     };
-    let weights = (kept * n * m.weight.bits() as u64).div_ceil(8);
-    let results = mm * n * 4 * if m.accumulate { 2 } else { 1 };
-    (mm * k * act_bytes, weights, results)
+    let meta = match m.sparse {
+        SparseCode::Dense => 0,
+        SparseCode::Nm => (kept * n * 4).div_ceil(8),
+        SparseCode::Block => (k.div_ceil(16) * n.div_ceil(16)).div_ceil(8),
+        SparseCode::Unstructured => (k * n).div_ceil(8),
+    };
+    MatrixOperandBytes {
+        a: mm * k * act_bytes,
+        b: (kept * n * m.weight.bits() as u64).div_ceil(8),
+        c: mm * n * 4 * if m.accumulate { 2 } else { 1 },
+        meta,
+    }
 }
 
 /// Bytes of fp16 elements a special-function instruction reads (`src`, and `aux` for add, mul and
@@ -299,8 +320,16 @@ pub fn compute_instruction_cycles(accel: &Accelerator, ins: &Instruction) -> Opt
     match ins {
         Instruction::Matmul(m) | Instruction::Matvec(m) => {
             let (_, compute) = matrix_work_cycles(accel.matrix(), &matrix_instr_work(m))?;
-            let (a, b, c) = matrix_operand_bytes(m);
-            let ports = buffer_cycles(accel, &[(m.a.buffer, a), (m.b.buffer, b), (m.c.buffer, c)]);
+            let o = matrix_operand_bytes(m);
+            let ports = buffer_cycles(
+                accel,
+                &[
+                    (m.a.buffer, o.a),
+                    (m.b.buffer, o.b),
+                    (m.c.buffer, o.c),
+                    (m.meta.buffer, o.meta),
+                ],
+            );
             Some(compute.max(ports))
         }
         Instruction::Sfu(s) => {
