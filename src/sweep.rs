@@ -16,6 +16,11 @@
 //! samples = 100
 //! seed = 1
 //!
+//! [constraints]              # optional: points beyond these are recorded as excluded
+//! max_dsps = 9024
+//! max_on_chip_bytes = 41943040
+//! max_area_mm2 = 10.0
+//!
 //! [axes]                     # dotted keys into the accelerator, compression or scenario
 //! "accel.matrix.rows" = [8, 16, 32]
 //! "compression.weights.bits" = [4, 8]
@@ -51,6 +56,46 @@ pub struct SweepSpec {
     pub sampling: Sampling,
     /// Axis key → values.
     pub axes: BTreeMap<String, Vec<toml::Value>>,
+    /// Limits a point must meet to be run; points outside are recorded as excluded.
+    #[serde(default)]
+    pub constraints: Constraints,
+}
+
+/// Limits on a point's accelerator.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    /// Most matrix-engine DSPs (FPGA) or MAC units (ASIC).
+    pub max_dsps: Option<u64>,
+    /// Most on-chip buffer bytes.
+    pub max_on_chip_bytes: Option<u64>,
+    /// Largest total ASIC area in mm² (from `resources.asic.area`).
+    pub max_area_mm2: Option<f64>,
+}
+
+impl Constraints {
+    /// Why `accel` breaks a limit, if it does.
+    pub fn violation(&self, accel: &Accelerator) -> Option<String> {
+        let dsps = accel.matrix().dsps();
+        if let Some(max) = self.max_dsps.filter(|&m| dsps > m) {
+            return Some(format!(
+                "excluded: {dsps} DSPs exceed constraints.max_dsps = {max}"
+            ));
+        }
+        let bytes = accel.on_chip_bytes().0;
+        if let Some(max) = self.max_on_chip_bytes.filter(|&m| bytes > m) {
+            return Some(format!(
+                "excluded: {bytes} on-chip bytes exceed constraints.max_on_chip_bytes = {max}"
+            ));
+        }
+        let area = accel.resources().area_mm2();
+        if let Some(max) = self.max_area_mm2.filter(|&m| area > m) {
+            return Some(format!(
+                "excluded: {area} mm2 exceeds constraints.max_area_mm2 = {max}"
+            ));
+        }
+        None
+    }
 }
 
 /// The base point.
@@ -336,6 +381,9 @@ fn run_point(spec: &SweepSpec, spec_hash: u64, point: &Point) -> Record {
     );
     let input_hash = format!("{:016x}", fnv1a(identity.as_bytes()));
     let outcome = point_inputs(spec, point).and_then(|inputs| {
+        if let Some(why) = spec.constraints.violation(&inputs.accel) {
+            bail!(why);
+        }
         let r = run(&inputs)?;
         Ok(Summary {
             model: r.model,

@@ -226,3 +226,28 @@ fn report_renders_the_pareto_front() {
         csv.starts_with("index,accel.matrix.rows,compression.weights.bits,scenario.batch,model")
     );
 }
+
+#[test]
+fn constraints_exclude_points() {
+    let d = dir("constraints");
+    let text = SPEC.replace("[axes]", "[constraints]\nmax_dsps = 2048\n\n[axes]");
+    let spec = write(&d, "spec.toml", &text);
+    let out = d.join("r.jsonl").display().to_string();
+    ok(&["sweep", &spec, "-o", &out, "-q"]);
+    let r = records(&out);
+    for rec in &r {
+        let rows = rec["params"]["accel.matrix.rows"].as_u64().unwrap();
+        // 16 x 16 x 16 PEs per row-count: rows x 256 DSPs.
+        if rows * 256 > 2048 {
+            assert!(
+                rec["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("excluded: 4096 DSPs exceed constraints.max_dsps = 2048"),
+                "{rec}"
+            );
+        } else {
+            assert!(rec["summary"].is_object(), "{rec}");
+        }
+    }
+}
