@@ -158,6 +158,14 @@ fn heads(
     }
 }
 
+/// Largest width, vocabulary or position count accepted (2^24), so later products cannot overflow.
+const MAX_DIM: u64 = 1 << 24;
+
+/// Requires a dimension in `1 ..= MAX_DIM`.
+fn dim(c: &mut Checker, key: &str, value: u64) {
+    c.range_u64(key, value, 1, MAX_DIM);
+}
+
 fn layers(c: &mut Checker, key: &str, n: u32) {
     c.range_u64(key, n as u64, 1, 1024);
 }
@@ -209,14 +217,9 @@ fn llama(j: LlamaJson, arch: Architecture, name: &str, c: &mut Checker) -> Model
         j.head_dim,
     );
     layers(c, "num_hidden_layers", j.num_hidden_layers);
-    c.range_u64("intermediate_size", j.intermediate_size, 1, 1 << 24);
-    c.range_u64("vocab_size", j.vocab_size, 1, 1 << 24);
-    c.range_u64(
-        "max_position_embeddings",
-        j.max_position_embeddings,
-        1,
-        1 << 24,
-    );
+    dim(c, "intermediate_size", j.intermediate_size);
+    dim(c, "vocab_size", j.vocab_size);
+    dim(c, "max_position_embeddings", j.max_position_embeddings);
     c.range_f64("rope_theta", j.rope_theta, 1.0, 1e12);
     let act = activation(c, "hidden_act", &j.hidden_act);
     let moe = if arch == Architecture::Mixtral {
@@ -306,14 +309,9 @@ fn opt(j: OptJson, name: &str, c: &mut Checker) -> ModelConfig {
         None,
     );
     layers(c, "num_hidden_layers", j.num_hidden_layers);
-    c.range_u64("ffn_dim", j.ffn_dim, 1, 1 << 24);
-    c.range_u64("vocab_size", j.vocab_size, 1, 1 << 24);
-    c.range_u64(
-        "max_position_embeddings",
-        j.max_position_embeddings,
-        1,
-        1 << 24,
-    );
+    dim(c, "ffn_dim", j.ffn_dim);
+    dim(c, "vocab_size", j.vocab_size);
+    dim(c, "max_position_embeddings", j.max_position_embeddings);
     if let Some(p) = j.word_embed_proj_dim.filter(|&p| p != j.hidden_size) {
         c.push(
             "word_embed_proj_dim",
@@ -378,10 +376,10 @@ fn default_gelu_new() -> String {
 fn gpt2(j: Gpt2Json, name: &str, c: &mut Checker) -> ModelConfig {
     let head_dim = heads(c, ("n_embd", j.n_embd), ("n_head", j.n_head), None, None);
     layers(c, "n_layer", j.n_layer);
-    c.range_u64("vocab_size", j.vocab_size, 1, 1 << 24);
-    c.range_u64("n_positions", j.n_positions, 1, 1 << 24);
+    dim(c, "vocab_size", j.vocab_size);
+    dim(c, "n_positions", j.n_positions);
     let ffn = j.n_inner.unwrap_or(4 * j.n_embd);
-    c.range_u64("n_inner", ffn, 1, 1 << 24);
+    dim(c, "n_inner", ffn);
     let act = activation(c, "activation_function", &j.activation_function);
     ModelConfig {
         name: name.to_string(),
@@ -450,14 +448,9 @@ fn bert(j: BertJson, name: &str, c: &mut Checker) -> ModelConfig {
         None,
     );
     layers(c, "num_hidden_layers", j.num_hidden_layers);
-    c.range_u64("intermediate_size", j.intermediate_size, 1, 1 << 24);
-    c.range_u64("vocab_size", j.vocab_size, 1, 1 << 24);
-    c.range_u64(
-        "max_position_embeddings",
-        j.max_position_embeddings,
-        1,
-        1 << 24,
-    );
+    dim(c, "intermediate_size", j.intermediate_size);
+    dim(c, "vocab_size", j.vocab_size);
+    dim(c, "max_position_embeddings", j.max_position_embeddings);
     c.range_u64("type_vocab_size", j.type_vocab_size, 0, 1 << 16);
     let act = activation(c, "hidden_act", &j.hidden_act);
     ModelConfig {
@@ -532,7 +525,7 @@ fn vit(j: VitJson, name: &str, c: &mut Checker) -> ModelConfig {
         None,
     );
     layers(c, "num_hidden_layers", j.num_hidden_layers);
-    c.range_u64("intermediate_size", j.intermediate_size, 1, 1 << 24);
+    dim(c, "intermediate_size", j.intermediate_size);
     c.range_u64("image_size", j.image_size, 1, 1 << 16);
     c.range_u64("patch_size", j.patch_size, 1, 1 << 16);
     c.range_u64("num_channels", j.num_channels, 1, 64);
