@@ -4,7 +4,7 @@ use crate::{inputs, Verbosity};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use tessera_sim::{simulate, SimReport};
+use tessera_sim::{simulate_with, DramMode, SimOptions, SimReport};
 use tessera_spec::isa::{assemble, decode_program, Program, MAGIC};
 
 /// Arguments of `tessera sim`.
@@ -21,6 +21,28 @@ pub struct Args {
     /// Write a Chrome trace-event JSON (one track per unit) that Perfetto opens.
     #[arg(long)]
     pub trace: Option<String>,
+    /// DRAM scheduling: `fast` advances rows that stream back to back in closed form,
+    /// `reference` schedules every burst; both give the same results.
+    #[arg(long, value_enum, default_value = "fast")]
+    pub dram: DramArg,
+}
+
+/// `--dram` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DramArg {
+    /// Closed-form whole-row advances where exact.
+    Fast,
+    /// Burst by burst.
+    Reference,
+}
+
+impl From<DramArg> for DramMode {
+    fn from(a: DramArg) -> Self {
+        match a {
+            DramArg::Fast => DramMode::Fast,
+            DramArg::Reference => DramMode::Reference,
+        }
+    }
 }
 
 /// Reads a program file in either form (binary files start with the magic `TSRA`).
@@ -39,8 +61,11 @@ pub fn read_program(path: &str) -> Result<Program> {
 pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     let accel = inputs::accelerator(&args.accel)?;
     let program = read_program(&args.program)?;
-    let report =
-        simulate(&accel, &program).with_context(|| format!("cannot run `{}`", args.program))?;
+    let options = SimOptions {
+        dram: args.dram.into(),
+    };
+    let report = simulate_with(&accel, &program, options)
+        .with_context(|| format!("cannot run `{}`", args.program))?;
     if let Some(path) = &args.trace {
         let trace = report.chrome_trace(&program, accel.clock().0);
         std::fs::write(path, serde_json::to_string(&trace)?)
@@ -59,14 +84,16 @@ pub fn render(r: &SimReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} instructions ({} bytes), {} cycles = {:.3} µs, {} DRAM bytes, {:.3} µJ",
+        "{}: {} instructions ({} bytes), {} cycles = {:.3} µs, {} DRAM bytes, {:.3} µJ \
+         (DRAM scheduled {})",
         r.accelerator,
         r.instructions,
         r.instruction_bytes,
         r.cycles,
         r.seconds * 1e6,
         r.dram_bytes,
-        r.energy_j.total * 1e6
+        r.energy_j.total * 1e6,
+        r.dram_mode.name()
     );
     let _ = writeln!(
         s,

@@ -16,11 +16,13 @@
 //!   time do not yet slow each other down.
 //! - A DMA instruction issues one burst request per `burst bytes` at `dma.bytes_per_cycle` to its
 //!   channel, whose controller queue holds `dma.max_outstanding` requests; it finishes with its
-//!   last burst. A channel serves DMA instructions in the order they start.
+//!   last burst. A channel serves DMA instructions in the order they start. [`SimOptions::dram`]
+//!   chooses burst-by-burst scheduling or the exact closed-form row advances
+//!   ([`crate::dram::DramMode`]); the report says which.
 //! - Ties between events at one cycle are broken by insertion order, so runs are deterministic.
 
 use crate::check::{channel_count, check_program, dma_extent, ProgramError};
-use crate::dram::{ChannelStats, ChannelTiming, DramChannel, Request};
+use crate::dram::{ChannelStats, ChannelTiming, DramChannel, DramMode, Stream};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -130,6 +132,8 @@ pub struct Executed {
 pub struct SimReport {
     /// Accelerator name.
     pub accelerator: String,
+    /// How DRAM was scheduled (`reference` or `fast`; the results are the same).
+    pub dram_mode: DramMode,
     /// Cycles until every unit finished.
     pub cycles: u64,
     /// The same in seconds.
@@ -178,19 +182,36 @@ struct Engine<'a> {
     timeline: Vec<Executed>,
     ledger: Ledger,
     period_ps: f64,
+    options: SimOptions,
 }
 
-/// Runs `program` on `accel` after checking it. Errors name the instruction (or, for a deadlock,
-/// the blocked units and the tokens they lack).
+/// How to simulate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimOptions {
+    /// DRAM scheduling: burst by burst, or with closed-form whole-row advances (same results).
+    pub dram: DramMode,
+}
+
+/// Runs `program` on `accel` after checking it, with the default options. Errors name the
+/// instruction (or, for a deadlock, the blocked units and the tokens they lack).
 pub fn simulate(accel: &Accelerator, program: &Program) -> Result<SimReport, ProgramError> {
+    simulate_with(accel, program, SimOptions::default())
+}
+
+/// [`simulate`] with explicit options.
+pub fn simulate_with(
+    accel: &Accelerator,
+    program: &Program,
+    options: SimOptions,
+) -> Result<SimReport, ProgramError> {
     check_program(accel, program)?;
-    let mut e = Engine::new(accel, program);
+    let mut e = Engine::new(accel, program, options);
     e.run()?;
     Ok(e.report())
 }
 
 impl<'a> Engine<'a> {
-    fn new(accel: &'a Accelerator, program: &'a Program) -> Self {
+    fn new(accel: &'a Accelerator, program: &'a Program, options: SimOptions) -> Self {
         let fetch_bpc = accel.instruction_memory().fetch_bytes_per_cycle().max(1);
         let mut fetched_at = Vec::with_capacity(program.instructions.len());
         let mut t = 0;
@@ -229,6 +250,7 @@ impl<'a> Engine<'a> {
             timeline: Vec::new(),
             ledger: Ledger::default(),
             period_ps: 1e12 / accel.clock().0,
+            options,
         };
         let times: Vec<u64> = e.fetched_at.clone();
         for t in times {
@@ -462,42 +484,17 @@ impl<'a> Engine<'a> {
 
     /// Issues a DMA's bursts to its channel and returns the cycles until the last completes.
     fn dma(&mut self, d: &Dma, ch: usize) -> u64 {
-        let bpc = self.accel.dma().bytes_per_cycle().max(1) as f64;
-        let start_ps = self.now as f64 * self.period_ps;
-        let burst = self.channels[ch].0.timing().burst_bytes;
-        let mut requests = Vec::new();
-        let mut issued = 0u64;
-        let n = |i: usize| d.loops[i].count.max(1) as u64;
-        for i2 in 0..n(2) {
-            for i1 in 0..n(1) {
-                for i0 in 0..n(0) {
-                    let base = d.dram_addr
-                        + i0 * d.loops[0].dram_stride as u64
-                        + i1 * d.loops[1].dram_stride as u64
-                        + i2 * d.loops[2].dram_stride as u64;
-                    let mut off = 0;
-                    while off < d.bytes as u64 {
-                        let arrival = start_ps + (issued as f64 / bpc).floor() * self.period_ps;
-                        requests.push(Request {
-                            tag: requests.len() as u64,
-                            arrival: arrival.round() as u64,
-                            addr: base + off,
-                        });
-                        let chunk = burst.min(d.bytes as u64 - off);
-                        issued += chunk;
-                        off += chunk;
-                    }
-                }
-            }
-        }
+        let stream = Stream {
+            base: d.dram_addr,
+            chunk_bytes: d.bytes as u64,
+            loops: d.loops.map(|l| (l.count as u64, l.dram_stride as u64)),
+            start_ps: self.now as f64 * self.period_ps,
+            period_ps: self.period_ps,
+            bytes_per_cycle: self.accel.dma().bytes_per_cycle(),
+        };
         let (channel, bytes) = &mut self.channels[ch];
-        *bytes += issued;
-        let done = channel
-            .serve(&requests)
-            .iter()
-            .map(|c| c.done)
-            .max()
-            .unwrap_or(0);
+        *bytes += stream.bytes();
+        let done = channel.serve_stream(&stream, self.options.dram).done_ps;
         let end_cycle = (done as f64 / self.period_ps).ceil() as u64;
         end_cycle.saturating_sub(self.now).max(1)
     }
@@ -544,6 +541,7 @@ impl<'a> Engine<'a> {
             .collect();
         SimReport {
             accelerator: self.accel.name().to_string(),
+            dram_mode: self.options.dram,
             cycles,
             seconds,
             instructions: self.program.instructions.len() as u64,

@@ -10,4 +10,5 @@ pub mod dram;
 pub mod engine;
 
 pub use check::ProgramError;
-pub use engine::{simulate, SimReport};
+pub use dram::DramMode;
+pub use engine::{simulate, simulate_with, SimOptions, SimReport};

@@ -1,6 +1,7 @@
 //! The DRAM channel model against the analytical formulas it must agree with.
 
-use tessera_sim::dram::{ChannelTiming, DramChannel, Request, RowOutcome};
+use proptest::prelude::*;
+use tessera_sim::dram::{ChannelTiming, DramChannel, DramMode, Request, RowOutcome, Stream};
 use tessera_spec::accel::{Accelerator, Holds, Memory};
 use tessera_spec::analytical::{access_bandwidth, row_conflict_latency_ns, streaming_bandwidth};
 
@@ -179,4 +180,116 @@ fn serving_is_deterministic() {
     }
     ends.sort();
     assert!(ends.windows(2).all(|w| w[1] - w[0] >= t.t_burst));
+}
+
+/// One memory of each kind the presets use: u280 HBM2 and DDR4, the edge ASIC's LPDDR, `tiny`'s.
+fn memories() -> Vec<Memory> {
+    let u280 = Accelerator::preset("u280").unwrap();
+    let mut out: Vec<Memory> = u280.memories().to_vec();
+    for preset in ["edge-asic", "tiny", "vhk158"] {
+        out.push(hbm(&Accelerator::preset(preset).unwrap()));
+    }
+    out
+}
+
+/// A DMA-like stream: `chunks` in up to three loops, contiguous or strided, at a given rate.
+fn stream_case() -> impl Strategy<Value = (u64, u64, [(u64, u64); 3], u64, f64)> {
+    let chunk = prop_oneof![
+        (1u64..=256).prop_map(|k| k * 32),
+        1u64..5000,
+        Just(4096u64),
+        Just(1024u64),
+    ];
+    (chunk, 0u64..4, 0u64..200, 1u64..=8, 1u64..=4, 1u64..=3).prop_flat_map(
+        |(chunk, layout, base_rows, n0, n1, n2)| {
+            let stride0 = [chunk, chunk, 2 * chunk, chunk + 96][layout as usize];
+            let stride1 = if layout == 1 {
+                16 * 1024 * 9
+            } else {
+                stride0 * n0
+            };
+            let loops = [
+                (n0, stride0),
+                (n1, stride1),
+                (n2, stride1 * n1 + 64 * layout),
+            ];
+            (
+                Just(chunk),
+                prop_oneof![
+                    Just(base_rows * 1024),
+                    Just(base_rows * 8192 + 32),
+                    Just(base_rows * 777)
+                ],
+                Just(loops),
+                prop_oneof![Just(64u64), Just(32), Just(8), Just(128), Just(1)],
+                prop_oneof![Just(4444.444), Just(3333.333), Just(1000.0), Just(10_000.0)],
+            )
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// The fast mode's whole-row advances give exactly the reference's completion times and leave
+    /// exactly the same channel state (banks, bus, refresh, counters), over sequences of
+    /// streams with varied alignment, chunking, strides, issue rates, gaps and overlaps.
+    #[test]
+    fn fast_mode_equals_the_reference(
+        memory in 0usize..5,
+        depth in prop_oneof![Just(1usize), Just(8), Just(32), Just(64)],
+        streams in proptest::collection::vec((stream_case(), 0u64..40_000, 1u64..4), 1..5),
+        repeat in 1u64..40,
+    ) {
+        let mem = &memories()[memory];
+        let t = ChannelTiming::of(mem);
+        let mut fast = DramChannel::new(t, depth);
+        let mut reference = DramChannel::new(t, depth);
+        let mut start = 0.0;
+        for ((chunk, base, mut loops, bpc, period), gap_ns, overlap) in streams {
+            // Long streams cross refreshes and run into steady state.
+            loops[2].0 *= repeat;
+            let s = Stream {
+                base: base % (mem.capacity().0 / mem.channels() / 2),
+                chunk_bytes: chunk,
+                loops,
+                start_ps: start,
+                period_ps: period,
+                bytes_per_cycle: bpc,
+            };
+            let f = fast.serve_stream(&s, DramMode::Fast);
+            let r = reference.serve_stream(&s, DramMode::Reference);
+            prop_assert_eq!(f.done_ps, r.done_ps);
+            prop_assert_eq!(&fast, &reference);
+            // The next stream starts after a gap, or (overlap 1) while this one still runs.
+            start = if overlap == 1 { start + gap_ns as f64 } else { r.done_ps as f64 + gap_ns as f64 * 1000.0 };
+        }
+    }
+}
+
+#[test]
+fn fast_mode_advances_long_sequential_streams_row_by_row() {
+    let a = Accelerator::preset("u280").unwrap();
+    let t = ChannelTiming::of(&hbm(&a));
+    let s = Stream {
+        base: 0,
+        chunk_bytes: 4096,
+        loops: [(128, 4096), (1, 0), (1, 0)],
+        start_ps: 0.0,
+        period_ps: 1e12 / a.clock().0,
+        bytes_per_cycle: a.dma().bytes_per_cycle(),
+    };
+    let mut fast = DramChannel::new(t, QUEUE);
+    let mut reference = DramChannel::new(t, QUEUE);
+    let f = fast.serve_stream(&s, DramMode::Fast);
+    let r = reference.serve_stream(&s, DramMode::Reference);
+    assert_eq!((f.done_ps, &fast), (r.done_ps, &reference));
+    assert_eq!(r.advanced_bursts, 0);
+    let bursts = s.bytes() / t.burst_bytes;
+    // Only the rows right after each refresh (which closes every bank) go burst by burst.
+    assert!(
+        f.advanced_bursts * 100 >= bursts * 95,
+        "{} of {bursts}",
+        f.advanced_bursts
+    );
 }

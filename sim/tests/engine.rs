@@ -2,7 +2,7 @@
 //! and bad-program errors, determinism and physical bounds.
 
 use tessera_sim::check::channel_count;
-use tessera_sim::{simulate, ProgramError};
+use tessera_sim::{simulate, simulate_with, DramMode, ProgramError, SimOptions};
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
 use tessera_spec::analytical::{
     buffer_bytes_per_cycle, compute_instruction_cycles, matrix_instr_work, matrix_work_cycles,
@@ -147,6 +147,38 @@ fn runs_are_deterministic() {
     let a1 = serde_json::to_string(&simulate(&a, &p).unwrap()).unwrap();
     let a2 = serde_json::to_string(&simulate(&a, &p).unwrap()).unwrap();
     assert_eq!(a1, a2);
+}
+
+#[test]
+fn dram_modes_give_identical_reports() {
+    // The first 24 tiles of the decoder-layer example: 512 KiB loads from 24 channels, each
+    // consumed by a matrix-vector instruction, so loads overlap on the bus and with compute.
+    let text: String = include_str!("../../examples/programs/llama2-7b-layer-decode.tasm")
+        .lines()
+        .filter(|l| l.starts_with("load") || l.starts_with("matvec"))
+        .take(48)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let p = assemble(&text).unwrap();
+    let a = accel("u280");
+    let run = |dram| simulate_with(&a, &p, SimOptions { dram }).unwrap();
+    let (fast, reference) = (run(DramMode::Fast), run(DramMode::Reference));
+    assert_eq!(fast.dram_mode, DramMode::Fast);
+    assert_eq!(
+        SimReportWithoutMode::from(fast),
+        SimReportWithoutMode::from(reference)
+    );
+}
+
+/// A report with the DRAM mode blanked, to compare runs of the two modes.
+#[derive(Debug, PartialEq)]
+struct SimReportWithoutMode(tessera_sim::SimReport);
+
+impl From<tessera_sim::SimReport> for SimReportWithoutMode {
+    fn from(mut r: tessera_sim::SimReport) -> Self {
+        r.dram_mode = DramMode::Reference;
+        SimReportWithoutMode(r)
+    }
 }
 
 #[test]
