@@ -224,8 +224,9 @@ impl Stream {
 
     /// When the burst after `issued` bytes reaches the controller (ps).
     fn issue_ps(&self, issued: u64) -> u64 {
-        let cycles = (issued as f64 / self.bytes_per_cycle.max(1) as f64).floor();
-        (self.start_ps + cycles * self.period_ps).round() as u64
+        let cycles = issued / self.bytes_per_cycle.max(1);
+        // Rounded to the nearest picosecond (times are never negative).
+        (self.start_ps + cycles as f64 * self.period_ps + 0.5) as u64
     }
 
     /// The request at `c` and the cursor after it; `None` at the end.
@@ -252,15 +253,14 @@ impl Stream {
         Some((req, next))
     }
 
-    /// How many whole rows of full bursts follow `c` contiguously (at most `limit`), with the
-    /// cursor after each `rows` of them computed by [`Stream::advance`].
-    fn contiguous_rows(&self, c: Cursor, burst: u64, row_bytes: u64, limit: u64) -> u64 {
-        let want = limit * row_bytes;
+    /// How many bytes of full bursts follow `c` contiguously in memory, counted up to `limit`
+    /// (and at least that many if there are).
+    fn contiguous_bytes(&self, c: Cursor, burst: u64, limit: u64) -> u64 {
         let full = |bytes: u64| bytes / burst * burst;
         let mut extent = full(self.chunk_bytes - c.offset);
         let mut chunk = c.chunk;
         let mut end = self.chunk_addr(chunk) + self.chunk_bytes;
-        while extent < want && self.chunk_bytes % burst == 0 && chunk + 1 < self.chunks() {
+        while extent < limit && self.chunk_bytes % burst == 0 && chunk + 1 < self.chunks() {
             chunk += 1;
             if self.chunk_addr(chunk) != end {
                 break;
@@ -268,7 +268,7 @@ impl Stream {
             end += self.chunk_bytes;
             extent += self.chunk_bytes;
         }
-        (extent / row_bytes).min(limit)
+        extent
     }
 
     /// The cursor `bytes` (whole bursts over contiguous chunks) after `c`.
@@ -392,6 +392,7 @@ impl DramChannel {
         let mut served = 0u64;
         let mut advanced = Served::default();
         let mut last_try = None;
+        let mut refreshes_seen = self.stats.refreshes;
         loop {
             if waiting.is_empty() {
                 match pull(source, burst) {
@@ -402,12 +403,17 @@ impl DramChannel {
             if let (DramMode::Fast, Source::Stream(stream, _), Some(front)) =
                 (mode, &*source, waiting.front())
             {
-                // A clean boundary: every older request is served and none younger.
+                // A clean boundary (every older request is served and none younger) at the start
+                // of a row, of the stream, or right after a refresh.
+                let boundary = front.req.addr % self.timing.row_bytes == 0
+                    || served == 0
+                    || self.stats.refreshes != refreshes_seen;
                 if let Some(at) = front
                     .at
-                    .filter(|c| c.seq == served && last_try != Some(c.seq))
+                    .filter(|c| boundary && c.seq == served && last_try != Some(c.seq))
                 {
                     last_try = Some(at.seq);
+                    refreshes_seen = self.stats.refreshes;
                     let stream: &Stream = stream;
                     if let Some((next, bursts)) = self.advance_rows(stream, at, front.req) {
                         served += bursts;
@@ -438,72 +444,131 @@ impl DramChannel {
         advanced
     }
 
-    /// Advances whole rows from the request at `at` (`first`) in closed form while every burst
-    /// of each row goes on the data bus back to back from the moment the bus frees: the row's
-    /// first burst is prepared in time (row hit, or precharge and activate done), its other bursts
-    /// have arrived in time, and no refresh falls inside. That is exactly what burst-by-burst
-    /// scheduling does there: the oldest request is always ready, so FR-FCFS serves the stream in
-    /// order. Returns the cursor after the advanced rows and their burst count.
+    /// Advances the stream from the request at `at` (`first`) in closed form, one row segment at
+    /// a time (the rest of `first`'s row, then whole rows), while each segment's bursts go on the
+    /// data bus back to back: its first burst is the one FR-FCFS picks (ready when the bus frees,
+    /// or, for the first segment only, the earliest of the window), every later burst has arrived
+    /// by the time the bus frees for it, and no refresh falls inside (a segment is cut short
+    /// before one). That is exactly what burst-by-burst scheduling does there. Returns the cursor
+    /// after the advanced bursts and their count.
     fn advance_rows(&mut self, s: &Stream, at: Cursor, first: Request) -> Option<(Cursor, u64)> {
         let t = self.timing;
-        if t.row_bytes % t.burst_bytes != 0 || first.addr % t.row_bytes != 0 {
+        let burst = t.burst_bytes;
+        if t.row_bytes % burst != 0 || first.addr % t.row_bytes % burst != 0 {
             return None;
         }
-        let per_row = t.row_bytes / t.burst_bytes;
+        let per_row = t.row_bytes / burst;
         let row_time = per_row * t.t_burst;
-        let refresh_rows = self.next_refresh.saturating_sub(self.bus_free) / row_time;
-        let mut rows = s.contiguous_rows(at, t.burst_bytes, t.row_bytes, refresh_rows);
-        if rows == 0 {
+        let fits = self.next_refresh.saturating_sub(self.bus_free) / t.t_burst;
+        let mut left = s.contiguous_bytes(at, burst, fits * burst) / burst;
+        // The first segment: its head may wait for its bank (a bubble on the bus) if no other
+        // request in the window could go first.
+        let (outcome, column_at) = self.plan(&first);
+        let start = (column_at + t.t_cl).max(self.bus_free);
+        if start > self.bus_free && !self.head_goes_first(s, at, first, start) {
             return None;
         }
-        // Every burst of the first row has arrived by the time the bus would take it.
-        let b0 = self.bus_free;
-        for m in 1..per_row {
-            if s.issue_ps(at.issued + m * t.burst_bytes) + t.t_cl > b0 + m * t.t_burst {
-                return None;
-            }
-        }
-        // Later rows keep that margin if the engine issues a row no slower than the bus moves it
-        // (+2 ps covers rounding each issue time to the picosecond).
+        // Later rows keep the first rows' arrival margin if the engine issues a row no slower
+        // than the bus moves it (+2 ps covers rounding each issue time to the picosecond).
         let issue_per_row = t.row_bytes.div_ceil(s.bytes_per_cycle.max(1)) as f64 * s.period_ps;
-        if issue_per_row + 2.0 > row_time as f64 {
-            rows = rows.min(1);
-        }
-        let mut done_rows = 0;
-        while done_rows < rows {
-            let head = Request {
-                tag: 0,
-                arrival: s.issue_ps(at.issued + done_rows * t.row_bytes),
-                addr: first.addr + done_rows * t.row_bytes,
-            };
-            let (outcome, column_at) = self.plan(&head);
-            if column_at + t.t_cl > self.bus_free {
+        let rows_keep_margin = issue_per_row + 2.0 <= row_time as f64;
+        let (mut bank_index, mut row) = t.locate(first.addr);
+        let mut seg_len = per_row - first.addr % t.row_bytes / burst;
+        let mut head = first;
+        let mut head_issued = at.issued;
+        let mut start = start;
+        let mut outcome = outcome;
+        let mut column_at = column_at;
+        let mut checked = 0;
+        let mut advanced = 0;
+        loop {
+            let n = seg_len
+                .min(left)
+                .min(self.next_refresh.saturating_sub(start) / t.t_burst);
+            if n == 0 {
                 break;
             }
-            let (bank_index, row) = t.locate(head.addr);
+            // Exact arrival check on the first segment and the first whole row; later rows
+            // follow from `rows_keep_margin`.
+            if checked < 2 || !rows_keep_margin {
+                for m in 1..n {
+                    if s.issue_ps(head_issued + m * burst) + t.t_cl > start + m * t.t_burst {
+                        return self.finish_advance(s, at, advanced);
+                    }
+                }
+                checked += 1;
+            }
             let bank = &mut self.banks[bank_index];
             if outcome != RowOutcome::Hit {
                 bank.activated_at = column_at - t.t_rcd;
                 bank.open_row = Some(row);
             }
-            self.bus_free += row_time;
+            self.bus_free = start + n * t.t_burst;
             bank.last_data_end = self.bus_free;
             let st = &mut self.stats;
-            st.bursts += per_row;
-            st.busy_ps += row_time;
-            st.hits += per_row - 1;
+            st.bursts += n;
+            st.busy_ps += n * t.t_burst;
+            st.hits += n - 1;
             match outcome {
                 RowOutcome::Hit => st.hits += 1,
                 RowOutcome::Miss => st.misses += 1,
                 RowOutcome::Conflict => st.conflicts += 1,
             }
-            done_rows += 1;
+            advanced += n;
+            left -= n;
+            if n < seg_len || left == 0 {
+                break;
+            }
+            // The next whole row, which must start without a bubble.
+            bank_index += 1;
+            if bank_index as u64 == t.banks {
+                bank_index = 0;
+                row += 1;
+            }
+            head_issued += n * burst;
+            head = Request {
+                tag: 0,
+                arrival: s.issue_ps(head_issued),
+                addr: head.addr - head.addr % t.row_bytes + t.row_bytes,
+            };
+            (outcome, column_at) = self.plan_at(bank_index, row, head.arrival);
+            if column_at + t.t_cl > self.bus_free {
+                break;
+            }
+            start = self.bus_free;
+            seg_len = per_row;
         }
-        if done_rows == 0 {
-            return None;
+        self.finish_advance(s, at, advanced)
+    }
+
+    fn finish_advance(&self, s: &Stream, at: Cursor, bursts: u64) -> Option<(Cursor, u64)> {
+        let burst = self.timing.burst_bytes;
+        (bursts > 0).then(|| (s.advance(at, bursts * burst, burst), bursts))
+    }
+
+    /// Whether FR-FCFS picks `first` (the oldest request, whose data could start at `start`)
+    /// over every other request of the window: those of the stream after it that have arrived
+    /// by the time the scheduler decides, up to the queue depth.
+    fn head_goes_first(&self, s: &Stream, at: Cursor, first: Request, start: u64) -> bool {
+        let t = self.timing;
+        let now = self.bus_free.max(first.arrival);
+        let head_row = t.locate(first.addr);
+        let mut c = at;
+        for _ in 0..self.queue_depth {
+            let Some((r, next)) = s.request(c, t.burst_bytes) else {
+                break;
+            };
+            c = next;
+            if r.arrival > now {
+                break;
+            }
+            // Requests to the head's row wait for the same bank and arrived no earlier.
+            if t.locate(r.addr) != head_row && (self.plan(&r).1 + t.t_cl).max(self.bus_free) < start
+            {
+                return false;
+            }
         }
-        let bytes = done_rows * t.row_bytes;
-        Some((s.advance(at, bytes, t.burst_bytes), done_rows * per_row))
+        true
     }
 
     /// FR-FCFS choice among `window` (oldest first): the request whose data can go on the bus
@@ -528,25 +593,27 @@ impl DramChannel {
 
     /// Row outcome and earliest column-command time of `req` given its bank's state.
     fn plan(&self, req: &Request) -> (RowOutcome, u64) {
+        let (bank_index, row) = self.timing.locate(req.addr);
+        self.plan_at(bank_index, row, req.arrival)
+    }
+
+    /// [`DramChannel::plan`] for a request to `row` of bank `bank_index` arriving at `arrival`.
+    fn plan_at(&self, bank_index: usize, row: u64, arrival: u64) -> (RowOutcome, u64) {
         let t = self.timing;
-        let (bank_index, row) = t.locate(req.addr);
         let bank = self.banks[bank_index];
         match bank.open_row {
             Some(open) if open == row => (
                 RowOutcome::Hit,
-                req.arrival
-                    .max(bank.ready_at)
-                    .max(bank.activated_at + t.t_rcd),
+                arrival.max(bank.ready_at).max(bank.activated_at + t.t_rcd),
             ),
             Some(_) => {
-                let precharge = req
-                    .arrival
+                let precharge = arrival
                     .max(bank.activated_at + t.t_ras)
                     .max(bank.last_data_end)
                     .max(bank.ready_at);
                 (RowOutcome::Conflict, precharge + t.t_rp + t.t_rcd)
             }
-            None => (RowOutcome::Miss, req.arrival.max(bank.ready_at) + t.t_rcd),
+            None => (RowOutcome::Miss, arrival.max(bank.ready_at) + t.t_rcd),
         }
     }
 

@@ -229,7 +229,7 @@ fn stream_case() -> impl Strategy<Value = (u64, u64, [(u64, u64); 3], u64, f64)>
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// The fast mode's whole-row advances give exactly the reference's completion times and leave
     /// exactly the same channel state (banks, bus, refresh, counters), over sequences of
@@ -286,9 +286,9 @@ fn fast_mode_advances_long_sequential_streams_row_by_row() {
     assert_eq!((f.done_ps, &fast), (r.done_ps, &reference));
     assert_eq!(r.advanced_bursts, 0);
     let bursts = s.bytes() / t.burst_bytes;
-    // Only the rows right after each refresh (which closes every bank) go burst by burst.
+    // Only the bursts that meet a refresh go one by one.
     assert!(
-        f.advanced_bursts * 100 >= bursts * 95,
+        f.advanced_bursts * 1000 >= bursts * 998,
         "{} of {bursts}",
         f.advanced_bursts
     );
