@@ -97,14 +97,19 @@ pub fn render(r: &SimReport) -> String {
     );
     let _ = writeln!(
         s,
-        "\n{:<6}{:>8}{:>12}{:>14}{:>14}",
-        "unit", "instr", "busy", "token stall", "PE stall"
+        "\n{:<6}{:>8}{:>12}{:>14}{:>14}{:>14}",
+        "unit", "instr", "busy", "token stall", "PE stall", "port stall"
     );
     for (name, u) in &r.units {
         let _ = writeln!(
             s,
-            "{:<6}{:>8}{:>12}{:>14}{:>14}",
-            name, u.instructions, u.busy_cycles, u.stall_token_cycles, u.stall_resource_cycles
+            "{:<6}{:>8}{:>12}{:>14}{:>14}{:>14}",
+            name,
+            u.instructions,
+            u.busy_cycles,
+            u.stall_token_cycles,
+            u.stall_resource_cycles,
+            u.stall_port_cycles
         );
     }
     let _ = writeln!(s, "\n{:<28}{:>14}", "energy", "µJ");

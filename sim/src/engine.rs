@@ -11,9 +11,13 @@
 //!   `release` mask. Tokens are counted per ordered pair of units.
 //! - The matrix–matrix and matrix–vector units share the PE array: one of them computes at a time.
 //! - Matrix and special-function latencies are the analytical model's
-//!   ([`tessera_spec::analytical::compute_instruction_cycles`]: compute or the operands at the
-//!   buffers' port bandwidth, whichever is longer). Two instructions using one buffer at the same
-//!   time do not yet slow each other down.
+//!   ([`tessera_spec::analytical::compute_instruction_cycles`]: compute or the operands through
+//!   the buffers' compute ports, whichever is longer).
+//! - Buffer ports (the port model of [`tessera_spec::analytical::port_bytes_per_cycle`]): a compute
+//!   instruction holds one compute port per operand of each buffer it touches while it runs and
+//!   starts only when they are free; DMAs use each buffer's DMA port at their time-division share
+//!   ([`tessera_spec::analytical::dma_bytes_per_cycle`]); on a single-port buffer compute
+//!   instructions and DMAs take turns. Waiting for a port counts as a port-conflict stall.
 //! - A DMA instruction issues one burst request per `burst bytes` at `dma.bytes_per_cycle` to its
 //!   channel, whose controller queue holds `dma.max_outstanding` requests; it finishes with its
 //!   last burst. A channel serves DMA instructions in the order they start. [`SimOptions::dram`]
@@ -28,8 +32,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{
-    compute_instruction_cycles, matrix_instr_work, matrix_operand_bytes, matrix_work_cycles,
-    sfu_operand_bytes,
+    compute_instruction_cycles, compute_ports, dma_bytes_per_cycle, matrix_instr_work,
+    matrix_operand_bytes, matrix_work_cycles, operand_accesses, ports_held, sfu_operand_bytes,
 };
 use tessera_spec::isa::{words_of, Dma, Instruction, Program, SysOp, Unit};
 
@@ -44,6 +48,8 @@ pub struct UnitStats {
     pub stall_token_cycles: u64,
     /// Cycles its next instruction waited for the shared PE array.
     pub stall_resource_cycles: u64,
+    /// Cycles its next instruction waited for a buffer port (port conflict).
+    pub stall_port_cycles: u64,
 }
 
 /// Traffic and row-buffer behaviour of one DRAM channel.
@@ -154,6 +160,14 @@ pub struct SimReport {
     pub timeline: Vec<Executed>,
 }
 
+/// Why a unit's next instruction cannot start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    Token,
+    PeArray,
+    Port,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Fetched,
@@ -173,7 +187,11 @@ struct Engine<'a> {
     in_flight: [usize; 6],
     /// Since when each unit has had an instruction in flight.
     active_since: [Option<u64>; 6],
-    blocked_since: [Option<(u64, bool)>; 6],
+    blocked_since: [Option<(u64, Stall)>; 6],
+    /// Compute ports held per buffer.
+    ports_held: Vec<u64>,
+    /// DMA instructions running per buffer.
+    dma_active: Vec<u64>,
     tokens: [[u64; 6]; 6],
     pe_array_busy: bool,
     channels: Vec<(DramChannel, u64)>,
@@ -242,6 +260,8 @@ impl<'a> Engine<'a> {
             in_flight: [0; 6],
             active_since: [None; 6],
             blocked_since: [None; 6],
+            ports_held: vec![0; accel.buffers().len()],
+            dma_active: vec![0; accel.buffers().len()],
             tokens: [[0; 6]; 6],
             pe_array_busy: false,
             channels,
@@ -316,6 +336,7 @@ impl<'a> Engine<'a> {
         if matches!(ins, Instruction::Matmul(_) | Instruction::Matvec(_)) {
             self.pe_array_busy = false;
         }
+        self.take_ports(&ins, false);
         for to in ins.sync().release.units() {
             self.tokens[u][to as usize] += 1;
         }
@@ -343,18 +364,29 @@ impl<'a> Engine<'a> {
                     .units()
                     .all(|w| self.tokens[w as usize][u] > 0);
                 let needs_pe = matches!(ins, Instruction::Matmul(_) | Instruction::Matvec(_));
-                if !tokens_ok || (needs_pe && self.pe_array_busy) {
-                    self.blocked_since[u].get_or_insert((self.now, !tokens_ok));
+                let stall = if !tokens_ok {
+                    Some(Stall::Token)
+                } else if needs_pe && self.pe_array_busy {
+                    Some(Stall::PeArray)
+                } else if !self.ports_free(&ins) {
+                    Some(Stall::Port)
+                } else {
+                    None
+                };
+                if let Some(reason) = stall {
+                    self.blocked_since[u].get_or_insert((self.now, reason));
                     continue;
                 }
-                if let Some((since, token)) = self.blocked_since[u].take() {
+                if let Some((since, reason)) = self.blocked_since[u].take() {
                     let s = &mut self.stats[u];
-                    if token {
-                        s.stall_token_cycles += self.now - since;
-                    } else {
-                        s.stall_resource_cycles += self.now - since;
+                    let waited = self.now - since;
+                    match reason {
+                        Stall::Token => s.stall_token_cycles += waited,
+                        Stall::PeArray => s.stall_resource_cycles += waited,
+                        Stall::Port => s.stall_port_cycles += waited,
                     }
                 }
+                self.take_ports(&ins, true);
                 for w in ins.sync().wait.units() {
                     self.tokens[w as usize][u] -= 1;
                 }
@@ -391,6 +423,50 @@ impl<'a> Engine<'a> {
                 (dma as u64) < self.accel.dma().engines()
             }
             _ => self.in_flight[unit as usize] == 0,
+        }
+    }
+
+    /// Whether the buffer ports `ins` needs are free: a compute instruction's operands need
+    /// compute ports ([`ports_held`]); on a single-port buffer, compute instructions and DMAs
+    /// exclude each other.
+    fn ports_free(&self, ins: &Instruction) -> bool {
+        let buffers = self.accel.buffers();
+        match ins {
+            Instruction::Load(d) | Instruction::Store(d) => {
+                let b = d.buf.buffer as usize;
+                buffers[b].ports() > 1 || self.ports_held[b] == 0
+            }
+            Instruction::Sys(_) => true,
+            _ => ports_held(self.accel, &operand_accesses(ins))
+                .into_iter()
+                .all(|(b, n)| {
+                    let b = b as usize;
+                    let single = buffers[b].ports() <= 1;
+                    self.ports_held[b] + n <= compute_ports(&buffers[b])
+                        && !(single && self.dma_active[b] > 0)
+                }),
+        }
+    }
+
+    /// Takes (`take`) or gives back the buffer ports `ins` holds while it runs.
+    fn take_ports(&mut self, ins: &Instruction, take: bool) {
+        let apply = |count: &mut u64, n: u64| {
+            if take {
+                *count += n;
+            } else {
+                *count -= n;
+            }
+        };
+        match ins {
+            Instruction::Load(d) | Instruction::Store(d) => {
+                apply(&mut self.dma_active[d.buf.buffer as usize], 1);
+            }
+            Instruction::Sys(_) => {}
+            _ => {
+                for (b, n) in ports_held(self.accel, &operand_accesses(ins)) {
+                    apply(&mut self.ports_held[b as usize], n);
+                }
+            }
         }
     }
 
@@ -482,21 +558,24 @@ impl<'a> Engine<'a> {
         cycles
     }
 
-    /// Issues a DMA's bursts to its channel and returns the cycles until the last completes.
+    /// Issues a DMA's bursts to its channel and returns the cycles until the last completes and
+    /// the buffer side has moved every byte at the engine's rate.
     fn dma(&mut self, d: &Dma, ch: usize) -> u64 {
+        let rate = dma_bytes_per_cycle(self.accel, &self.accel.buffers()[d.buf.buffer as usize]);
         let stream = Stream {
             base: d.dram_addr,
             chunk_bytes: d.bytes as u64,
             loops: d.loops.map(|l| (l.count as u64, l.dram_stride as u64)),
             start_ps: self.now as f64 * self.period_ps,
             period_ps: self.period_ps,
-            bytes_per_cycle: self.accel.dma().bytes_per_cycle(),
+            bytes_per_cycle: rate,
         };
         let (channel, bytes) = &mut self.channels[ch];
         *bytes += stream.bytes();
         let done = channel.serve_stream(&stream, self.options.dram).done_ps;
         let end_cycle = (done as f64 / self.period_ps).ceil() as u64;
-        end_cycle.saturating_sub(self.now).max(1)
+        let buffer_side = stream.bytes().div_ceil(rate);
+        end_cycle.saturating_sub(self.now).max(buffer_side).max(1)
     }
 
     fn report(mut self) -> SimReport {

@@ -5,8 +5,8 @@ use tessera_sim::check::channel_count;
 use tessera_sim::{simulate, simulate_with, DramMode, ProgramError, SimOptions};
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
 use tessera_spec::analytical::{
-    buffer_bytes_per_cycle, compute_instruction_cycles, matrix_instr_work, matrix_work_cycles,
-    row_conflict_latency_ns, streaming_bandwidth,
+    compute_instruction_cycles, compute_ports, dma_bytes_per_cycle, matrix_instr_work,
+    matrix_work_cycles, port_bytes_per_cycle, row_conflict_latency_ns, streaming_bandwidth,
 };
 use tessera_spec::isa::{assemble, Instruction};
 
@@ -24,7 +24,7 @@ fn compute_latencies_equal_the_analytical_model() {
          matmul a_buffer=1 b_buffer=0 c_buffer=3 m=8 n=8 k=64 weight=fp16
          sfu op=softmax src_buffer=1 dst_buffer=1 rows=16 cols=512
          sfu op=rms_norm src_buffer=1 dst_buffer=1 rows=4 cols=4096
-         sfu op=silu src_buffer=1 dst_buffer=1 rows=1 cols=11008",
+         sfu op=silu src_buffer=1 dst_buffer=3 rows=1 cols=11008",
     )
     .unwrap();
     let r = simulate(&a, &p).unwrap();
@@ -326,18 +326,35 @@ proptest::proptest! {
     }
 }
 
+/// u280 with the weight buffer cut to `banks` banks.
+fn u280_weight_banks(banks: u64) -> Accelerator {
+    let text = include_str!("../../examples/accelerators/u280.toml").replacen(
+        "banks = 512",
+        &format!("banks = {banks}"),
+        1,
+    );
+    Accelerator::from_toml_str(&text, "u280-narrow.toml").unwrap()
+}
+
+fn latency(a: &Accelerator, p: &tessera_spec::isa::Program, index: usize) -> u64 {
+    let r = simulate(a, p).unwrap();
+    let e = r.timeline.iter().find(|e| e.index == index).unwrap();
+    e.end - e.start
+}
+
 #[test]
-fn buffer_ports_bound_weight_streaming() {
-    // u280's weight buffer serves 128 banks x 2 ports x 8 bytes = 2 KiB per cycle. A matrix-vector
-    // tile of 256 x 4096 int4 weights reads 512 KiB from it: 256 cycles, longer than its
-    // 1 Mi MACs at 8,192 per cycle plus the 24-cycle pipeline.
+fn operands_stream_through_one_compute_port_each() {
+    // u280's weight buffer: 512 banks x 8 bytes = 4 KiB per port; port 0 is the DMA port, port 1
+    // serves compute. A 256 x 4096 int4 matrix-vector tile reads 512 KiB of weights: 128 cycles,
+    // under its 1 Mi MACs at 8,192 per cycle plus the 24-cycle pipeline. With 128 banks the port
+    // moves 1 KiB per cycle and the tile takes 512 cycles.
     let a = accel("u280");
-    assert_eq!(buffer_bytes_per_cycle(&a.buffers()[0]), 2048);
+    let w = &a.buffers()[0];
+    assert_eq!((port_bytes_per_cycle(w), compute_ports(w)), (4096, 1));
     let p = assemble(
         "matvec a_buffer=1 b_buffer=0 c_buffer=3 m=1 n=256 k=4096 weight=int4 act_int8=1 group=128",
     )
     .unwrap();
-    let r = simulate(&a, &p).unwrap();
     let m = match p.instructions[0] {
         Instruction::Matvec(m) => m,
         _ => unreachable!(),
@@ -346,27 +363,84 @@ fn buffer_ports_bound_weight_streaming() {
         .unwrap()
         .1;
     assert_eq!(compute, 128 + 24);
-    assert_eq!(r.timeline[0].end - r.timeline[0].start, 256);
+    assert_eq!(latency(&a, &p, 0), compute);
+    assert_eq!(latency(&u280_weight_banks(128), &p, 0), 512);
 }
 
 #[test]
 fn n_m_metadata_is_read_from_its_buffer() {
-    // 8:16 int4: 2,048 kept weights per 4,096-long column, a 4-bit index each. With the
-    // metadata in the weight buffer, it shares that buffer's 2 KiB/cycle with the weights; in
-    // the accumulator buffer (4 KiB/cycle) it hides behind them.
-    let a = accel("u280");
+    // 8:16 int4: 2,048 kept weights per 4,096-long column, a 4-bit index each: 256 KiB of
+    // weights and 256 KiB of indices. With a 1 KiB/cycle weight port, indices in the weight
+    // buffer share its one compute port with the weights (512 cycles); in the accumulator buffer
+    // (2 KiB/cycle per port) they hide behind the weights (256 cycles).
+    let a = u280_weight_banks(128);
     let apart = assemble("matvec a_buffer=1 b_buffer=0 c_buffer=3 meta_buffer=3 meta_addr=0x10000 m=1 n=256 k=4096 weight=int4 act_int8=1 sparse=nm nm_n=8 group=128").unwrap();
     let shared = assemble("matvec a_buffer=1 b_buffer=0 c_buffer=3 meta_buffer=0 meta_addr=0x80000 m=1 n=256 k=4096 weight=int4 act_int8=1 sparse=nm nm_n=8 group=128").unwrap();
-    let t = |p| {
-        let r = simulate(&a, p).unwrap();
-        r.timeline[0].end - r.timeline[0].start
-    };
-    // Weights: 256 x 2,048 / 2 = 256 KiB; metadata the same again.
-    assert_eq!(t(&apart), 128);
-    assert_eq!(t(&shared), 256);
+    assert_eq!(latency(&a, &apart, 0), 256);
+    assert_eq!(latency(&a, &shared, 0), 512);
     let e = simulate(&a, &shared).unwrap().energy_j;
     assert!(
         e.by_place["buffer:weights"]
             > simulate(&a, &apart).unwrap().energy_j.by_place["buffer:weights"]
     );
+}
+
+#[test]
+fn compute_instructions_wait_for_a_busy_port() {
+    // The matrix-vector instruction reads its activations through the activation buffer's one
+    // compute port; a concurrent SFU instruction writing that buffer must wait for the port,
+    // one writing the KV buffer runs alongside.
+    let a = accel("u280");
+    let program = |dst: u8| {
+        assemble(&format!(
+            "matvec a_buffer=1 b_buffer=0 c_buffer=3 m=1 n=256 k=4096 weight=int4 act_int8=1 group=128
+             sfu op=silu src_buffer=2 dst_buffer={dst} rows=1 cols=4096"
+        ))
+        .unwrap()
+    };
+    let conflict = simulate(&a, &program(1)).unwrap();
+    let (mv, sfu) = (conflict.timeline[0], conflict.timeline[1]);
+    assert_eq!(sfu.start, mv.end, "{mv:?} {sfu:?}");
+    let stalled = conflict.units["sfu"].stall_port_cycles;
+    assert!(stalled > 0 && stalled < mv.end, "{stalled}");
+    let free = simulate(&a, &program(2)).unwrap();
+    assert!(free.timeline[1].start < free.timeline[0].end);
+    assert_eq!(free.units["sfu"].stall_port_cycles, 0);
+}
+
+#[test]
+fn single_port_buffers_alternate_dma_and_compute() {
+    // The edge ASIC's weight buffer has one port: a load into it and a matrix-vector instruction
+    // reading it take turns. With two ports they overlap.
+    let text = include_str!("../../examples/accelerators/edge-asic.toml");
+    let one = Accelerator::from_toml_str(text, "edge-asic.toml").unwrap();
+    assert_eq!(one.buffers()[0].ports(), 1);
+    let two_text = text.replacen("ports = 1", "ports = 2", 1);
+    let two = Accelerator::from_toml_str(&two_text, "edge-asic-2p.toml").unwrap();
+    let p = assemble(
+        "matvec a_buffer=1 b_buffer=0 c_buffer=1 m=1 n=256 k=1024 weight=int4 act_int8=1 group=128
+         load buffer=0 channel=0 buf_addr=0x40000 bytes=65536",
+    )
+    .unwrap();
+    let r = simulate(&one, &p).unwrap();
+    let (mv, ld) = (r.timeline[0], r.timeline[1]);
+    assert!(ld.start >= mv.end, "{mv:?} {ld:?}");
+    assert!(r.units["ld"].stall_port_cycles > 0);
+    let r = simulate(&two, &p).unwrap();
+    assert!(r.timeline[1].start < r.timeline[0].end);
+    assert_eq!(r.units["ld"].stall_port_cycles, 0);
+}
+
+#[test]
+fn dma_engines_share_the_dma_port() {
+    // With 8 banks the weight buffer's DMA port moves 64 B per cycle, 2 B per cycle for each of
+    // u280's 32 DMA engines: a 64 KiB load then takes at least 32 Ki cycles, far longer than the
+    // HBM pseudo-channel needs.
+    let p = assemble("load buffer=0 channel=0 bytes=65536").unwrap();
+    let narrow = u280_weight_banks(8);
+    assert_eq!(dma_bytes_per_cycle(&narrow, &narrow.buffers()[0]), 2);
+    assert!(latency(&narrow, &p, 0) >= 32 * 1024);
+    let a = accel("u280");
+    assert_eq!(dma_bytes_per_cycle(&a, &a.buffers()[0]), 64);
+    assert!(latency(&a, &p, 0) < 2 * 1024);
 }

@@ -20,8 +20,8 @@
 //! plus static power × time.
 //!
 //! Per instruction (what the simulator charges a compute unit): [`compute_instruction_cycles`],
-//! the same matrix and vector formulas, bounded below by the operands' bytes at the buffers' port
-//! bandwidth ([`buffer_bytes_per_cycle`]).
+//! the same matrix and vector formulas, bounded below by the operands' bytes through the buffers'
+//! compute ports ([`port_bytes_per_cycle`], [`compute_ports`]).
 
 use crate::accel::{Accelerator, Buffer, Holds, MatrixEngine, Memory, SfuOp};
 use crate::compression::{ActivationFormat, Compression, Sparsity};
@@ -291,62 +291,108 @@ pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
     (bytes, aux, bytes)
 }
 
-/// Bytes a buffer serves per cycle when accesses spread over its banks: `banks × ports × word`.
-pub fn buffer_bytes_per_cycle(b: &Buffer) -> u64 {
-    (b.banks() * b.ports() * (b.word_bits() / 8)).max(1)
+/// Bytes one port of a buffer moves per cycle, reaching every bank at once: `banks × word`.
+///
+/// Port model (shared with the simulator): port 0 of every buffer is its DMA port, which the DMA
+/// engines share by time division ([`dma_bytes_per_cycle`]); the other ports serve the matrix and
+/// special-function units ([`compute_ports`]), one operand per port. A single-port buffer's one
+/// port does both, so DMAs and compute instructions on it take turns.
+pub fn port_bytes_per_cycle(b: &Buffer) -> u64 {
+    (b.banks() * (b.word_bits() / 8)).max(1)
 }
 
-/// Cycles for `accesses` (buffer index, bytes) at the buffers' port bandwidth: operands sharing a
-/// buffer share its ports.
-fn buffer_cycles(accel: &Accelerator, accesses: &[(u8, u64)]) -> u64 {
-    let mut per_buffer: BTreeMap<u8, u64> = BTreeMap::new();
+/// Bytes a buffer serves per cycle over all its ports.
+pub fn buffer_bytes_per_cycle(b: &Buffer) -> u64 {
+    port_bytes_per_cycle(b) * b.ports().max(1)
+}
+
+/// Ports of a buffer that serve compute operands: all but the DMA port, or the only one.
+pub fn compute_ports(b: &Buffer) -> u64 {
+    b.ports().saturating_sub(1).max(1)
+}
+
+/// Bytes per cycle one DMA engine moves to or from `buffer`: its own rate, or its time-division
+/// share of the buffer's DMA port if that is smaller.
+pub fn dma_bytes_per_cycle(accel: &Accelerator, buffer: &Buffer) -> u64 {
+    let dma = accel.dma();
+    let share = port_bytes_per_cycle(buffer) / dma.engines().max(1);
+    dma.bytes_per_cycle().min(share).max(1)
+}
+
+/// Compute ports an instruction holds in each buffer it touches, for operands `accesses`
+/// (buffer index, bytes): one per operand, at most the buffer's [`compute_ports`].
+pub fn ports_held(accel: &Accelerator, accesses: &[(u8, u64)]) -> BTreeMap<u8, u64> {
+    let mut held: BTreeMap<u8, u64> = BTreeMap::new();
     for &(b, bytes) in accesses {
-        *per_buffer.entry(b).or_default() += bytes;
+        if bytes > 0 {
+            *held.entry(b).or_default() += 1;
+        }
+    }
+    for (b, n) in held.iter_mut() {
+        if let Some(buf) = accel.buffers().get(*b as usize) {
+            *n = (*n).min(compute_ports(buf));
+        }
+    }
+    held
+}
+
+/// Cycles for `accesses` (buffer index, bytes) through the compute ports: each operand streams
+/// through its own port, and operands beyond a buffer's compute ports share them.
+fn buffer_cycles(accel: &Accelerator, accesses: &[(u8, u64)]) -> u64 {
+    let mut per_buffer: BTreeMap<u8, (u64, u64)> = BTreeMap::new();
+    for &(b, bytes) in accesses {
+        let e = per_buffer.entry(b).or_default();
+        e.0 += bytes;
+        e.1 = e.1.max(bytes);
     }
     per_buffer
         .into_iter()
-        .filter_map(|(b, bytes)| {
+        .filter_map(|(b, (total, largest))| {
             let buf = accel.buffers().get(b as usize)?;
-            Some(bytes.div_ceil(buffer_bytes_per_cycle(buf)))
+            let port = port_bytes_per_cycle(buf);
+            let shared = total.div_ceil(port * compute_ports(buf));
+            Some(largest.div_ceil(port).max(shared))
         })
         .max()
         .unwrap_or(0)
+}
+
+/// The (buffer, bytes) operand accesses of a matrix or special-function instruction.
+pub fn operand_accesses(ins: &Instruction) -> Vec<(u8, u64)> {
+    match ins {
+        Instruction::Matmul(m) | Instruction::Matvec(m) => {
+            let o = matrix_operand_bytes(m);
+            vec![
+                (m.a.buffer, o.a),
+                (m.b.buffer, o.b),
+                (m.c.buffer, o.c),
+                (m.meta.buffer, o.meta),
+            ]
+        }
+        Instruction::Sfu(s) => {
+            let (src, aux, dst) = sfu_operand_bytes(s);
+            vec![
+                (s.src.buffer, src),
+                (s.aux.buffer, aux),
+                (s.dst.buffer, dst),
+            ]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Cycles a matrix or special-function instruction takes with no contention: the longer of its
 /// compute ([`matrix_work_cycles`] or [`crate::accel::VectorUnit::cycles`]) and its operands at
 /// the buffers' port bandwidth. `None` for other classes or an unsupported precision.
 pub fn compute_instruction_cycles(accel: &Accelerator, ins: &Instruction) -> Option<u64> {
-    match ins {
+    let compute = match ins {
         Instruction::Matmul(m) | Instruction::Matvec(m) => {
-            let (_, compute) = matrix_work_cycles(accel.matrix(), &matrix_instr_work(m))?;
-            let o = matrix_operand_bytes(m);
-            let ports = buffer_cycles(
-                accel,
-                &[
-                    (m.a.buffer, o.a),
-                    (m.b.buffer, o.b),
-                    (m.c.buffer, o.c),
-                    (m.meta.buffer, o.meta),
-                ],
-            );
-            Some(compute.max(ports))
+            matrix_work_cycles(accel.matrix(), &matrix_instr_work(m))?.1
         }
-        Instruction::Sfu(s) => {
-            let compute = accel.vector().cycles(s.op, s.rows as u64 * s.cols as u64).0;
-            let (src, aux, dst) = sfu_operand_bytes(s);
-            let ports = buffer_cycles(
-                accel,
-                &[
-                    (s.src.buffer, src),
-                    (s.aux.buffer, aux),
-                    (s.dst.buffer, dst),
-                ],
-            );
-            Some(compute.max(ports))
-        }
-        _ => None,
-    }
+        Instruction::Sfu(s) => accel.vector().cycles(s.op, s.rows as u64 * s.cols as u64).0,
+        _ => return None,
+    };
+    Some(compute.max(buffer_cycles(accel, &operand_accesses(ins))))
 }
 
 /// The analytical model of one accelerator running one compression: checked once, then cheap to
