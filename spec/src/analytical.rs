@@ -28,7 +28,7 @@ use crate::compression::{ActivationFormat, Compression, Sparsity};
 use crate::error::{Problem, SpecError};
 use crate::gpu::{Gpu, ServingStack};
 use crate::graph::{Graph, Op, OpKind};
-use crate::isa::{Instruction, MatrixOp, SfuInstr, SparseCode};
+use crate::isa::{data, Instruction, MatrixOp, SfuInstr, SparseCode, WeightCode};
 use crate::units::{BytesPerSecond, Cycles, PicoJoules};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -270,20 +270,26 @@ pub fn matrix_operand_bytes(m: &MatrixOp) -> MatrixOperandBytes {
         SparseCode::Block => (k.div_ceil(16) * n.div_ceil(16)).div_ceil(8),
         SparseCode::Unstructured => (k * n).div_ceil(8),
     };
+    // Integer weights carry their fp16 group scales after them (`isa::data`).
+    let scales = if m.weight == WeightCode::Fp16 {
+        0
+    } else {
+        data::weight_scale_bytes(n, k, m.group as u64)
+    };
     MatrixOperandBytes {
         a: mm * k * act_bytes,
-        b: (kept * n * m.weight.bits() as u64).div_ceil(8),
+        b: data::weight_scales_offset(kept * n, m.weight.bits()) + scales,
         c: mm * n * 4 * if m.accumulate { 2 } else { 1 },
         meta,
     }
 }
 
-/// Bytes of fp16 elements a special-function instruction reads (`src`, and `aux` for add, mul and
-/// norms) and writes (`dst`).
+/// Bytes of fp16 elements a special-function instruction reads (`src`, and `aux` for add, mul,
+/// rotary and norms) and writes (`dst`).
 pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
     let bytes = 2 * s.rows as u64 * s.cols as u64;
     let aux = match s.op {
-        SfuOp::Add | SfuOp::Mul => bytes,
+        SfuOp::Add | SfuOp::Mul | SfuOp::Rotary => bytes,
         SfuOp::LayerNorm => 4 * s.cols as u64,
         SfuOp::RmsNorm => 2 * s.cols as u64,
         _ => 0,

@@ -381,23 +381,25 @@ impl SparseModes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SfuOp {
-    /// Row softmax (two passes).
+    /// Row softmax (two passes): `exp(x − max) / Σ exp(x − max)`. No `aux`.
     Softmax,
-    /// LayerNorm (two passes).
+    /// LayerNorm (two passes): `(x − mean) / sqrt(var + ε) · γ + β`; `aux` holds `γ` then `β`
+    /// (fp16, `cols` each).
     LayerNorm,
-    /// RMSNorm (two passes).
+    /// RMSNorm (two passes): `x / sqrt(mean(x²) + ε) · γ`; `aux` holds `γ` (fp16, `cols`).
     RmsNorm,
-    /// SiLU.
+    /// SiLU: `x / (1 + exp(−x))`. No `aux`.
     Silu,
-    /// GELU.
+    /// GELU, tanh form: `x/2 · (1 + tanh(sqrt(2/π) · (x + 0.044715 x³)))`. No `aux`.
     Gelu,
-    /// ReLU.
+    /// ReLU. No `aux`.
     Relu,
-    /// Rotary position embedding.
+    /// Rotary position embedding: each pair `(x₂ᵢ, x₂ᵢ₊₁)` rotated by the angle whose cosine and
+    /// sine `aux` holds at the same positions (fp16, same shape as `src`).
     Rotary,
-    /// Element-wise add.
+    /// Element-wise add of `aux` (same shape).
     Add,
-    /// Element-wise multiply.
+    /// Element-wise multiply by `aux` (same shape).
     Mul,
 }
 

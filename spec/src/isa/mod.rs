@@ -11,6 +11,7 @@
 //! the opcode (4 bits), the wait mask (6 bits) and the release mask (6 bits). [`layout_doc`]
 //! renders the tables; the text form (`tessera asm` / `tessera disasm`) names the same fields.
 
+pub mod data;
 mod encoding;
 mod text;
 
