@@ -27,6 +27,7 @@
 
 use crate::check::{channel_count, check_program, dma_extent, ProgramError};
 use crate::dram::{ChannelStats, ChannelTiming, DramChannel, DramMode, Stream};
+use crate::functional::DataState;
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -140,6 +141,8 @@ pub struct SimReport {
     pub accelerator: String,
     /// How DRAM was scheduled (`reference` or `fast`; the results are the same).
     pub dram_mode: DramMode,
+    /// Whether data was computed too (functional mode).
+    pub functional: bool,
     /// Cycles until every unit finished.
     pub cycles: u64,
     /// The same in seconds.
@@ -201,6 +204,10 @@ struct Engine<'a> {
     ledger: Ledger,
     period_ps: f64,
     options: SimOptions,
+    /// Memory contents in functional mode.
+    data: Option<&'a mut DataState>,
+    /// The first instruction the functional model rejected.
+    failed: Option<ProgramError>,
 }
 
 /// How to simulate.
@@ -223,13 +230,32 @@ pub fn simulate_with(
     options: SimOptions,
 ) -> Result<SimReport, ProgramError> {
     check_program(accel, program)?;
-    let mut e = Engine::new(accel, program, options);
+    let mut e = Engine::new(accel, program, options, None);
+    e.run()?;
+    Ok(e.report())
+}
+
+/// [`simulate_with`] in functional mode: every instruction also computes on the bytes in `data`
+/// (see [`crate::functional`]), which holds the memories' contents before and after the run.
+pub fn simulate_functional(
+    accel: &Accelerator,
+    program: &Program,
+    options: SimOptions,
+    data: &mut DataState,
+) -> Result<SimReport, ProgramError> {
+    check_program(accel, program)?;
+    let mut e = Engine::new(accel, program, options, Some(data));
     e.run()?;
     Ok(e.report())
 }
 
 impl<'a> Engine<'a> {
-    fn new(accel: &'a Accelerator, program: &'a Program, options: SimOptions) -> Self {
+    fn new(
+        accel: &'a Accelerator,
+        program: &'a Program,
+        options: SimOptions,
+        data: Option<&'a mut DataState>,
+    ) -> Self {
         let fetch_bpc = accel.instruction_memory().fetch_bytes_per_cycle().max(1);
         let mut fetched_at = Vec::with_capacity(program.instructions.len());
         let mut t = 0;
@@ -271,6 +297,8 @@ impl<'a> Engine<'a> {
             ledger: Ledger::default(),
             period_ps: 1e12 / accel.clock().0,
             options,
+            data,
+            failed: None,
         };
         let times: Vec<u64> = e.fetched_at.clone();
         for t in times {
@@ -292,6 +320,9 @@ impl<'a> Engine<'a> {
                 self.finish(u, i);
             }
             self.try_start();
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
         }
         if self.queues.iter().any(|q| !q.is_empty()) {
             return Err(self.deadlock());
@@ -387,6 +418,15 @@ impl<'a> Engine<'a> {
                     }
                 }
                 self.take_ports(&ins, true);
+                if let Some(data) = self.data.as_deref_mut() {
+                    if let Err(reason) = data.execute(&ins) {
+                        self.failed.get_or_insert(ProgramError::Instruction {
+                            index: i,
+                            mnemonic: ins.opcode().mnemonic(),
+                            reason: format!("functional mode: {reason}"),
+                        });
+                    }
+                }
                 for w in ins.sync().wait.units() {
                     self.tokens[w as usize][u] -= 1;
                 }
@@ -621,6 +661,7 @@ impl<'a> Engine<'a> {
         SimReport {
             accelerator: self.accel.name().to_string(),
             dram_mode: self.options.dram,
+            functional: self.data.is_some(),
             cycles,
             seconds,
             instructions: self.program.instructions.len() as u64,

@@ -3,12 +3,16 @@
 //! energy. Depends on `tessera-spec` only; never on the compiler or scheduler.
 //!
 //! [`check`] rejects ill-formed programs before they run; [`engine`] runs them; [`dram`] models
-//! each off-chip channel burst by burst.
+//! each off-chip channel burst by burst; [`functional`] computes the data in functional mode and
+//! [`golden`] is the independent reference it is checked against.
 
 pub mod check;
 pub mod dram;
 pub mod engine;
+pub mod functional;
+pub mod golden;
 
 pub use check::ProgramError;
 pub use dram::DramMode;
-pub use engine::{simulate, simulate_with, SimOptions, SimReport};
+pub use engine::{simulate, simulate_functional, simulate_with, SimOptions, SimReport};
+pub use functional::DataState;

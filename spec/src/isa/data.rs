@@ -21,12 +21,91 @@
 //! same shape as fp16 at `dst`, computing in fp32 (see [`crate::accel::SfuOp`] for each op's
 //! `aux` operand and [`LAYER_NORM_EPS`], [`RMS_NORM_EPS`]).
 
+use crate::accel::SfuOp;
 use half::f16;
 
 /// ε added to the variance by `layer_norm` (the value of OPT, GPT-2 and BERT configs).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 /// ε added to the mean square by `rms_norm` (the value of LLaMA configs).
 pub const RMS_NORM_EPS: f32 = 1e-6;
+
+/// One row of a special-function instruction in fp32: `x` is the row of `src`, `aux` the
+/// instruction's `aux` operand as [`SfuOp`] describes it (the row's part for same-shape operands,
+/// the whole `γ`/`β` vector for norms). Returns the row to round to fp16 for `dst`.
+pub fn sfu_row(op: SfuOp, x: &[f32], aux: &[f32]) -> Vec<f32> {
+    let n = x.len() as f32;
+    match op {
+        SfuOp::Softmax => {
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            e.iter().map(|v| v / sum).collect()
+        }
+        SfuOp::LayerNorm => {
+            let mean = x.iter().sum::<f32>() / n;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            let inv = 1.0 / (var + LAYER_NORM_EPS).sqrt();
+            let (gamma, beta) = aux.split_at(x.len());
+            (0..x.len())
+                .map(|i| (x[i] - mean) * inv * gamma[i] + beta[i])
+                .collect()
+        }
+        SfuOp::RmsNorm => {
+            let ms = x.iter().map(|v| v * v).sum::<f32>() / n;
+            let inv = 1.0 / (ms + RMS_NORM_EPS).sqrt();
+            x.iter().zip(aux).map(|(v, g)| v * inv * g).collect()
+        }
+        SfuOp::Silu => x.iter().map(|v| v / (1.0 + (-v).exp())).collect(),
+        SfuOp::Gelu => {
+            let c = (2.0 / std::f32::consts::PI).sqrt();
+            x.iter()
+                .map(|v| 0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh()))
+                .collect()
+        }
+        SfuOp::Relu => x.iter().map(|v| v.max(0.0)).collect(),
+        SfuOp::Rotary => {
+            let mut y = x.to_vec();
+            for i in (0..x.len() - x.len() % 2).step_by(2) {
+                let (cos, sin) = (aux[i], aux[i + 1]);
+                y[i] = x[i] * cos - x[i + 1] * sin;
+                y[i + 1] = x[i] * sin + x[i + 1] * cos;
+            }
+            y
+        }
+        SfuOp::Add => x.iter().zip(aux).map(|(a, b)| a + b).collect(),
+        SfuOp::Mul => x.iter().zip(aux).map(|(a, b)| a * b).collect(),
+    }
+}
+
+/// Encodes a weight matrix for a matrix instruction's `b` and `meta` operands.
+///
+/// `values[j·k + p]` is column `j`'s weight at reduction index `p` (`bits`-wide integers);
+/// `scales[j·groups + g]` its scale for group `g` (rounded to fp16); `kept`, for N:M, marks the
+/// weights kept (exactly `nm_n` per 16-wide block, in index order). Returns the `b` bytes
+/// (packed weights, then scales) and the `meta` bytes (empty when dense).
+pub fn encode_weights(
+    values: &[i32],
+    scales: &[f32],
+    k: u64,
+    bits: u32,
+    kept: Option<&[bool]>,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut stored = Vec::with_capacity(values.len());
+    let mut indices = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match kept {
+            Some(mask) if !mask[i] => {}
+            Some(_) => {
+                stored.push(*v);
+                indices.push((i as u64 % k % 16) as i32);
+            }
+            None => stored.push(*v),
+        }
+    }
+    let mut b = pack_ints(&stored, bits);
+    b.extend(f16_bytes(scales));
+    (b, pack_ints(&indices, 4))
+}
 
 /// Packs `values` (each representable in `bits` bits, two's complement) into a little-endian bit
 /// stream.
@@ -140,6 +219,31 @@ mod tests {
         // int4: low nibble first.
         assert_eq!(pack_ints(&[1, -1], 4), vec![0xf1]);
         assert_eq!(unpack_ints(&[0xf1], 0, 2, 4, false), vec![1, 15]);
+    }
+
+    #[test]
+    fn sfu_rows_compute_what_each_op_names() {
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        let s = sfu_row(SfuOp::Softmax, &[1.0, 2.0, 3.0], &[]);
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6 && s[2] > s[1] && s[1] > s[0]);
+        // A row of equal values normalises to β; RMSNorm of ±2 is ±γ.
+        let ln = sfu_row(
+            SfuOp::LayerNorm,
+            &[3.0; 4],
+            &[2.0, 2.0, 2.0, 2.0, 0.5, 0.5, 0.5, 0.5],
+        );
+        assert!(close(&ln, &[0.5; 4]), "{ln:?}");
+        let rms = sfu_row(SfuOp::RmsNorm, &[2.0, -2.0], &[3.0, 1.0]);
+        assert!(close(&rms, &[3.0, -1.0]), "{rms:?}");
+        assert!(close(&sfu_row(SfuOp::Silu, &[0.0], &[]), &[0.0]));
+        let g = sfu_row(SfuOp::Gelu, &[-10.0, 0.0, 10.0], &[]);
+        assert!(close(&g, &[0.0, 0.0, 10.0]), "{g:?}");
+        assert_eq!(sfu_row(SfuOp::Relu, &[-1.0, 2.0], &[]), vec![0.0, 2.0]);
+        // A quarter turn maps (1, 0) to (0, 1).
+        let r = sfu_row(SfuOp::Rotary, &[1.0, 0.0], &[0.0, 1.0]);
+        assert!(close(&r, &[0.0, 1.0]), "{r:?}");
+        assert_eq!(sfu_row(SfuOp::Add, &[1.0], &[2.0]), vec![3.0]);
+        assert_eq!(sfu_row(SfuOp::Mul, &[1.5], &[2.0]), vec![3.0]);
     }
 
     #[test]

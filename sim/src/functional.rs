@@ -1,0 +1,247 @@
+//! Functional mode: the data an instruction stream computes, in the operand formats of
+//! [`tessera_spec::isa::data`]. [`DataState`] holds every DRAM channel's and buffer's bytes; the
+//! engine applies each instruction to it when the instruction starts (its tokens guarantee that
+//! its inputs are complete by then), so timing and data come from one run.
+
+use std::collections::BTreeMap;
+use tessera_spec::accel::{Accelerator, SfuOp};
+use tessera_spec::isa::data::{
+    f16_bytes, f16_values, f32_values, groups_per_column, sfu_row, unpack_ints,
+    weight_scales_offset,
+};
+use tessera_spec::isa::{Dma, Instruction, MatrixOp, SfuInstr, SparseCode, WeightCode};
+
+const PAGE: u64 = 1 << 16;
+
+/// The bytes of every DRAM channel (sparse; never-written bytes read as zero) and on-chip buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataState {
+    dram: Vec<BTreeMap<u64, Vec<u8>>>,
+    buffers: Vec<Vec<u8>>,
+}
+
+impl DataState {
+    /// All-zero memories for `accel` (channels numbered as in DMA instructions).
+    pub fn new(accel: &Accelerator) -> Self {
+        let channels = accel.memories().iter().map(|m| m.channels()).sum::<u64>();
+        DataState {
+            dram: vec![BTreeMap::new(); channels as usize],
+            buffers: accel
+                .buffers()
+                .iter()
+                .map(|b| vec![0; b.bytes().0 as usize])
+                .collect(),
+        }
+    }
+
+    /// Writes `bytes` to DRAM `channel` at `addr`.
+    pub fn write_dram(&mut self, channel: u8, addr: u64, bytes: &[u8]) {
+        let pages = &mut self.dram[channel as usize];
+        for (i, b) in bytes.iter().enumerate() {
+            let a = addr + i as u64;
+            pages
+                .entry(a / PAGE)
+                .or_insert_with(|| vec![0; PAGE as usize])[(a % PAGE) as usize] = *b;
+        }
+    }
+
+    /// Reads `len` bytes of DRAM `channel` at `addr`.
+    pub fn read_dram(&self, channel: u8, addr: u64, len: u64) -> Vec<u8> {
+        let pages = &self.dram[channel as usize];
+        (addr..addr + len)
+            .map(|a| pages.get(&(a / PAGE)).map_or(0, |p| p[(a % PAGE) as usize]))
+            .collect()
+    }
+
+    /// The bytes of buffer `index`.
+    pub fn buffer(&self, index: u8) -> &[u8] {
+        &self.buffers[index as usize]
+    }
+
+    fn buf(&self, buffer: u8, addr: u32, len: u64) -> &[u8] {
+        &self.buffers[buffer as usize][addr as usize..addr as usize + len as usize]
+    }
+
+    fn buf_mut(&mut self, buffer: u8, addr: u32, len: u64) -> &mut [u8] {
+        &mut self.buffers[buffer as usize][addr as usize..addr as usize + len as usize]
+    }
+
+    /// Applies `ins`. Errors say what the functional model does not support.
+    pub(crate) fn execute(&mut self, ins: &Instruction) -> Result<(), String> {
+        match ins {
+            Instruction::Load(d) => {
+                self.dma(d, true);
+                Ok(())
+            }
+            Instruction::Store(d) => {
+                self.dma(d, false);
+                Ok(())
+            }
+            Instruction::Matmul(m) | Instruction::Matvec(m) => self.matrix(m),
+            Instruction::Sfu(s) => {
+                self.sfu(s);
+                Ok(())
+            }
+            Instruction::Sys(_) => Ok(()),
+        }
+    }
+
+    fn dma(&mut self, d: &Dma, load: bool) {
+        let n = |l: usize| d.loops[l].count.max(1) as u64;
+        for i2 in 0..n(2) {
+            for i1 in 0..n(1) {
+                for i0 in 0..n(0) {
+                    let i = [i0, i1, i2];
+                    let dram = d.dram_addr
+                        + (0..3)
+                            .map(|l| i[l] * d.loops[l].dram_stride as u64)
+                            .sum::<u64>();
+                    let buf = d.buf.addr as u64
+                        + (0..3)
+                            .map(|l| i[l] * d.loops[l].buf_stride as u64)
+                            .sum::<u64>();
+                    let len = d.bytes as u64;
+                    if load {
+                        let bytes = self.read_dram(d.channel, dram, len);
+                        self.buf_mut(d.buf.buffer, buf as u32, len)
+                            .copy_from_slice(&bytes);
+                    } else {
+                        let bytes = self.buf(d.buf.buffer, buf as u32, len).to_vec();
+                        self.write_dram(d.channel, dram, &bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    fn matrix(&mut self, m: &MatrixOp) -> Result<(), String> {
+        let (rows, n, k) = (m.m as u64, m.n as u64, m.k as u64);
+        let group = m.group as u64;
+        let nm = m.sparse == SparseCode::Nm;
+        if nm && (k % 16 != 0 || (group != 0 && group % 16 != 0)) {
+            return Err(format!(
+                "N:M sparsity needs k ({k}) and the group ({group}) to be multiples of 16"
+            ));
+        }
+        if m.weight == WeightCode::Fp16 && m.act_int8 {
+            return Err("fp16 weights need fp16 activations (act_int8=0)".into());
+        }
+        let kept = if nm { k / 16 * m.nm_n as u64 } else { k };
+        // Activations, as integers (int8) or fp32 (fp16).
+        let act_bytes = if m.act_int8 { 1 } else { 2 };
+        let a_raw = self.buf(m.a.buffer, m.a.addr, rows * k * act_bytes);
+        let act_int: Vec<i32> = a_raw.iter().map(|b| *b as i8 as i32).collect();
+        let act_f32 = f16_values(a_raw);
+        // Weights (and scales), one column at a time.
+        let bits = m.weight.bits();
+        let scales_at = weight_scales_offset(kept * n, bits);
+        let groups = groups_per_column(k, group);
+        let b_len = if m.weight == WeightCode::Fp16 {
+            2 * kept * n
+        } else {
+            scales_at + 2 * n * groups
+        };
+        let b_raw = self.buf(m.b.buffer, m.b.addr, b_len).to_vec();
+        let meta = if nm {
+            self.buf(m.meta.buffer, m.meta.addr, (kept * n * 4).div_ceil(8))
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        let mut out = vec![0f32; (rows * n) as usize];
+        for j in 0..n {
+            // (reduction index, weight) in storage order.
+            let positions: Vec<u64> = if nm {
+                let idx = unpack_ints(&meta, j * kept, kept, 4, false);
+                (0..kept)
+                    .map(|e| e / m.nm_n as u64 * 16 + idx[e as usize] as u64)
+                    .collect()
+            } else {
+                (0..k).collect()
+            };
+            if m.weight == WeightCode::Fp16 {
+                let w = f16_values(&b_raw[(2 * j * kept) as usize..(2 * (j + 1) * kept) as usize]);
+                for r in 0..rows {
+                    let mut acc = 0f32;
+                    for (e, &p) in positions.iter().enumerate() {
+                        acc += act_f32[(r * k + p) as usize] * w[e];
+                    }
+                    out[(r * n + j) as usize] = acc;
+                }
+                continue;
+            }
+            let w = unpack_ints(&b_raw, j * kept, kept, bits, true);
+            let scale_at = (scales_at + 2 * j * groups) as usize;
+            let scales = f16_values(&b_raw[scale_at..scale_at + 2 * groups as usize]);
+            let group_of = |p: u64| p.checked_div(group).unwrap_or(0);
+            for r in 0..rows {
+                let mut acc = 0f32;
+                let mut current = 0;
+                let (mut psum_int, mut psum_f32) = (0i32, 0f32);
+                for (e, &p) in positions.iter().enumerate() {
+                    let g = group_of(p);
+                    if g != current {
+                        acc += scales[current as usize] * partial(m.act_int8, psum_int, psum_f32);
+                        (psum_int, psum_f32) = (0, 0.0);
+                        current = g;
+                    }
+                    let a = (r * k + p) as usize;
+                    if m.act_int8 {
+                        psum_int += act_int[a] * w[e];
+                    } else {
+                        psum_f32 += act_f32[a] * w[e] as f32;
+                    }
+                }
+                if !positions.is_empty() {
+                    acc += scales[current as usize] * partial(m.act_int8, psum_int, psum_f32);
+                }
+                out[(r * n + j) as usize] = acc;
+            }
+        }
+        let c = self.buf_mut(m.c.buffer, m.c.addr, rows * n * 4);
+        if m.accumulate {
+            let old = f32_values(c);
+            for (o, prev) in out.iter_mut().zip(old) {
+                *o += prev;
+            }
+        }
+        for (chunk, v) in c.chunks_exact_mut(4).zip(&out) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    fn sfu(&mut self, s: &SfuInstr) {
+        let (rows, cols) = (s.rows as u64, s.cols as u64);
+        let src = f16_values(self.buf(s.src.buffer, s.src.addr, 2 * rows * cols));
+        let aux_len = match s.op {
+            SfuOp::Add | SfuOp::Mul | SfuOp::Rotary => 2 * rows * cols,
+            SfuOp::LayerNorm => 4 * cols,
+            SfuOp::RmsNorm => 2 * cols,
+            _ => 0,
+        };
+        let aux = f16_values(self.buf(s.aux.buffer, s.aux.addr, aux_len));
+        let per_row = matches!(s.op, SfuOp::Add | SfuOp::Mul | SfuOp::Rotary);
+        let mut out = Vec::with_capacity(src.len());
+        for r in 0..rows as usize {
+            let x = &src[r * cols as usize..(r + 1) * cols as usize];
+            let a = if per_row {
+                &aux[r * cols as usize..(r + 1) * cols as usize]
+            } else {
+                &aux[..]
+            };
+            out.extend(sfu_row(s.op, x, a));
+        }
+        self.buf_mut(s.dst.buffer, s.dst.addr, 2 * rows * cols)
+            .copy_from_slice(&f16_bytes(&out));
+    }
+}
+
+/// A group's partial sum as fp32.
+fn partial(int8: bool, psum_int: i32, psum_f32: f32) -> f32 {
+    if int8 {
+        psum_int as f32
+    } else {
+        psum_f32
+    }
+}

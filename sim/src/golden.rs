@@ -1,0 +1,115 @@
+//! The golden reference for functional mode: the same quantised math as
+//! [`tessera_spec::isa::data`] describes, computed directly from logical tensors (no packing, no
+//! buffers, no tiling), so that a functional simulation can be checked against it bit for bit.
+
+use half::f16;
+
+/// A quantised weight matrix in logical form: `k × n`, stored column by column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantWeights {
+    /// Reduction length.
+    pub k: usize,
+    /// Output features.
+    pub n: usize,
+    /// Bits per weight (2..=8).
+    pub bits: u32,
+    /// Group size along `k` (0: one scale per column).
+    pub group: usize,
+    /// `values[j·k + p]`: column `j`, reduction index `p` (0 where pruned).
+    pub values: Vec<i32>,
+    /// `scales[j·groups + g]`, each exactly representable in fp16.
+    pub scales: Vec<f32>,
+    /// For N:M sparsity, the kept weights (`nm_n` per 16-wide block).
+    pub kept: Option<Vec<bool>>,
+}
+
+/// A seeded xorshift64* generator, so golden data is the same everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a non-zero seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A uniform integer in `lo..=hi`.
+    pub fn int(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
+    }
+}
+
+impl QuantWeights {
+    /// Random weights over the whole `bits`-wide range (so edge values occur) with positive fp16
+    /// scales; `nm_n` of each 16 kept (at random positions) if given.
+    pub fn random(
+        rng: &mut Rng,
+        k: usize,
+        n: usize,
+        bits: u32,
+        group: usize,
+        nm_n: Option<usize>,
+    ) -> Self {
+        let (lo, hi) = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1);
+        let kept = nm_n.map(|keep| {
+            let mut mask = vec![false; k * n];
+            for block in 0..k * n / 16 {
+                let mut chosen = 0;
+                while chosen < keep {
+                    let i = block * 16 + rng.int(0, 15) as usize;
+                    if !mask[i] {
+                        mask[i] = true;
+                        chosen += 1;
+                    }
+                }
+            }
+            mask
+        });
+        let values = (0..k * n)
+            .map(|i| match &kept {
+                Some(mask) if !mask[i] => 0,
+                _ => rng.int(lo, hi),
+            })
+            .collect();
+        let groups = if group == 0 { 1 } else { k.div_ceil(group) };
+        let scales = (0..n * groups)
+            .map(|_| f16::from_f32(rng.int(1, 1000) as f32 / 4096.0).to_f32())
+            .collect();
+        QuantWeights {
+            k,
+            n,
+            bits,
+            group,
+            values,
+            scales,
+            kept,
+        }
+    }
+
+    /// `y[r·n + j] = Σ_g scale(j, g) · Σ_{p ∈ g} x[r·k + p] · w(p, j)` for int8 activations:
+    /// integer partial sums per group, scaled and summed over groups in order in fp32.
+    pub fn linear_int8(&self, x: &[i8], rows: usize) -> Vec<f32> {
+        let group = if self.group == 0 { self.k } else { self.group };
+        let groups = self.k.div_ceil(group);
+        let mut y = vec![0f32; rows * self.n];
+        for r in 0..rows {
+            for j in 0..self.n {
+                let mut acc = 0f32;
+                for g in 0..groups {
+                    let psum: i32 = (g * group..((g + 1) * group).min(self.k))
+                        .map(|p| x[r * self.k + p] as i32 * self.values[j * self.k + p])
+                        .sum();
+                    acc += self.scales[j * groups + g] * psum as f32;
+                }
+                y[r * self.n + j] = acc;
+            }
+        }
+        y
+    }
+}

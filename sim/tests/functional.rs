@@ -1,0 +1,239 @@
+//! Functional mode: data computed through the instruction stream (DMA, tiles, packed weights,
+//! scales, N:M indices, SFU rows) equals the golden reference bit for bit.
+
+use tessera_sim::golden::{QuantWeights, Rng};
+use tessera_sim::{simulate_functional, simulate_with, DataState, SimOptions};
+use tessera_spec::accel::{Accelerator, SfuOp};
+use tessera_spec::isa::assemble;
+use tessera_spec::isa::data::{encode_weights, f16_bytes, f16_values, f32_values, sfu_row};
+
+const WEIGHTS: u8 = 0;
+const ACTS: u8 = 1;
+const ACCUM: u8 = 3;
+const OUT: u64 = 0x10_0000;
+
+fn u280() -> Accelerator {
+    Accelerator::preset("u280").unwrap()
+}
+
+/// Runs `x[rows × k] · W` on the u280: a load of the activations, a load of each tile's encoded
+/// weights (and N:M indices) from its own channel, one matrix instruction per tile of `tile`
+/// columns (with `split_k`, two accumulating halves of the reduction, `rows` must be 1), and a
+/// store of every tile's result. Returns the results as `rows × n` fp32.
+fn run_linear(w: &QuantWeights, x: &[i8], rows: usize, tile: usize, split_k: bool) -> Vec<f32> {
+    let accel = u280();
+    let mut data = DataState::new(&accel);
+    let x_bytes: Vec<u8> = x.iter().map(|v| *v as u8).collect();
+    data.write_dram(31, 0, &x_bytes);
+    let weight = format!("int{}", w.bits);
+    let (sparse, nm_n) = match &w.kept {
+        Some(mask) => ("nm", mask[..16].iter().filter(|k| **k).count()),
+        None => ("dense", 0),
+    };
+    let groups = w.k.checked_div(w.group).unwrap_or(1);
+    let parts = if split_k { 2 } else { 1 };
+    let (k_part, g_part) = (w.k / parts, groups / parts);
+    let mut loads = vec![format!(
+        "load buffer={ACTS} channel=31 bytes={} release=sys",
+        x_bytes.len()
+    )];
+    let mut compute = Vec::new();
+    let mut stores = Vec::new();
+    let (mut b_addr, mut meta_addr) = (0usize, 0x1_0000usize);
+    for t in 0..w.n / tile {
+        for part in 0..parts {
+            let cols = t * tile..(t + 1) * tile;
+            let ks = part * k_part..(part + 1) * k_part;
+            let pick = |j: usize| ks.clone().map(move |p| j * w.k + p);
+            let values: Vec<i32> = cols.clone().flat_map(pick).map(|i| w.values[i]).collect();
+            let scales: Vec<f32> = cols
+                .clone()
+                .flat_map(|j| (part * g_part..(part + 1) * g_part).map(move |g| j * groups + g))
+                .map(|i| w.scales[i])
+                .collect();
+            let mask: Option<Vec<bool>> = w
+                .kept
+                .as_ref()
+                .map(|m| cols.clone().flat_map(pick).map(|i| m[i]).collect());
+            let (b, meta) =
+                encode_weights(&values, &scales, k_part as u64, w.bits, mask.as_deref());
+            let channel = (t * parts + part) % 31;
+            data.write_dram(channel as u8, 0x4000, &b);
+            loads.push(format!(
+                "load buffer={WEIGHTS} channel={channel} dram_addr_lo=0x4000 buf_addr={b_addr} \
+                 bytes={} release=sys",
+                b.len()
+            ));
+            if w.kept.is_some() {
+                data.write_dram(channel as u8, 0x8_0000, &meta);
+                loads.push(format!(
+                    "load buffer={ACCUM} channel={channel} dram_addr_lo=0x80000 \
+                     buf_addr={meta_addr} bytes={} release=sys",
+                    meta.len()
+                ));
+            }
+            let c_addr = t * tile * rows * 4;
+            let last = part + 1 == parts;
+            compute.push(format!(
+                "matmul {} a_buffer={ACTS} a_addr={} b_buffer={WEIGHTS} b_addr={b_addr} \
+                 c_buffer={ACCUM} c_addr={c_addr} meta_buffer={ACCUM} meta_addr={meta_addr} \
+                 m={rows} n={tile} k={k_part} weight={weight} act_int8=1 sparse={sparse} \
+                 nm_n={nm_n} group={} accumulate={} {}",
+                if compute.is_empty() { "wait=sys" } else { "" },
+                part * k_part,
+                w.group,
+                u8::from(part > 0),
+                if last { "release=st" } else { "" },
+            ));
+            if last {
+                stores.push(format!(
+                    "store wait=mm buffer={ACCUM} buf_addr={c_addr} channel=31 \
+                     dram_addr_lo={} bytes={}",
+                    OUT as usize + c_addr,
+                    tile * rows * 4
+                ));
+            }
+            b_addr += b.len().next_multiple_of(64);
+            meta_addr += meta.len().next_multiple_of(64);
+        }
+    }
+    // The system unit collects one token per load, then lets the matrix unit go.
+    let mut sync: Vec<String> = (0..loads.len())
+        .map(|_| "sys op=nop wait=ld".into())
+        .collect();
+    if let Some(last) = sync.last_mut() {
+        last.push_str(" release=mm");
+    }
+    let text = [loads, sync, compute, stores].concat().join("\n");
+    let program = assemble(&text).unwrap();
+    let report = simulate_functional(&accel, &program, SimOptions::default(), &mut data).unwrap();
+    assert!(report.functional);
+    // Timing does not depend on the mode.
+    let mut timing = simulate_with(&accel, &program, SimOptions::default()).unwrap();
+    timing.functional = true;
+    assert_eq!(timing, report);
+    // Reassemble the tiles (each rows × tile, row-major) into rows × n.
+    let out = f32_values(&data.read_dram(31, OUT, (rows * w.n * 4) as u64));
+    let mut y = vec![0f32; rows * w.n];
+    for t in 0..w.n / tile {
+        for r in 0..rows {
+            for c in 0..tile {
+                y[r * w.n + t * tile + c] = out[t * tile * rows + r * tile + c];
+            }
+        }
+    }
+    y
+}
+
+fn bits_of(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn activations(rng: &mut Rng, len: usize) -> Vec<i8> {
+    let mut x: Vec<i8> = (0..len).map(|_| rng.int(-128, 127) as i8).collect();
+    // Edge values: the extremes, and an all-zero stretch.
+    x[0] = -128;
+    x[1] = 127;
+    x[2..6].fill(0);
+    x
+}
+
+#[test]
+fn quantised_linear_layers_equal_the_golden_reference() {
+    let mut rng = Rng::new(0x7e55e7a);
+    // (bits, group, N of 16 kept, rows, split k)
+    let cases = [
+        (4, 128, None, 1, false),
+        (4, 128, None, 4, false),
+        (4, 128, None, 1, true),
+        (8, 0, None, 2, false),
+        (3, 64, None, 1, false),
+        (2, 32, None, 3, false),
+        (4, 128, Some(8), 1, false),
+        (4, 64, Some(2), 2, false),
+        (8, 128, Some(4), 1, true),
+        (4, 32, Some(16), 1, false),
+    ];
+    for (bits, group, nm, rows, split) in cases {
+        let (k, n) = (256, 128);
+        let w = QuantWeights::random(&mut rng, k, n, bits, group, nm);
+        let x = activations(&mut rng, rows * k);
+        let got = run_linear(&w, &x, rows, 32, split);
+        let want = w.linear_int8(&x, rows);
+        assert_eq!(
+            bits_of(&got),
+            bits_of(&want),
+            "int{bits} g{group} {nm:?}:{rows} rows, split {split}"
+        );
+        assert!(want.iter().any(|v| *v != 0.0));
+    }
+}
+
+#[test]
+fn special_function_rows_land_where_the_operands_say() {
+    // rms_norm (γ shared by rows), rotary and add (per-row aux) over a 3 × 64 fp16 tile, each
+    // reading the previous result, against the row math applied to the logical values.
+    let accel = u280();
+    let mut data = DataState::new(&accel);
+    let mut rng = Rng::new(9);
+    let (rows, cols) = (3usize, 64usize);
+    let mut random = |len: usize| -> Vec<f32> {
+        let v: Vec<f32> = (0..len)
+            .map(|_| rng.int(-4000, 4000) as f32 / 1000.0)
+            .collect();
+        f16_values(&f16_bytes(&v))
+    };
+    let x = random(rows * cols);
+    let gamma = random(cols);
+    let table = random(rows * cols);
+    let residual = random(rows * cols);
+    data.write_dram(0, 0, &f16_bytes(&x));
+    data.write_dram(0, 0x1000, &f16_bytes(&gamma));
+    data.write_dram(0, 0x2000, &f16_bytes(&table));
+    data.write_dram(0, 0x3000, &f16_bytes(&residual));
+    let n = rows * cols * 2;
+    let text = format!(
+        "load buffer=1 channel=0 bytes={n} release=sys
+         load buffer=1 channel=0 dram_addr_lo=0x1000 buf_addr=0x1000 bytes={} release=sys
+         load buffer=1 channel=0 dram_addr_lo=0x2000 buf_addr=0x2000 bytes={n} release=sys
+         load buffer=1 channel=0 dram_addr_lo=0x3000 buf_addr=0x3000 bytes={n} release=sys
+         sys op=nop wait=ld
+         sys op=nop wait=ld
+         sys op=nop wait=ld
+         sys op=nop wait=ld release=sfu
+         sfu wait=sys op=rms_norm src_buffer=1 aux_buffer=1 aux_addr=0x1000 dst_buffer=2 rows={rows} cols={cols}
+         sfu op=rotary src_buffer=2 aux_buffer=1 aux_addr=0x2000 dst_buffer=2 dst_addr=0x4000 rows={rows} cols={cols}
+         sfu op=add src_buffer=2 src_addr=0x4000 aux_buffer=1 aux_addr=0x3000 dst_buffer=2 dst_addr=0x8000 rows={rows} cols={cols} release=st
+         store wait=sfu buffer=2 buf_addr=0x8000 channel=1 bytes={n}",
+        cols * 2
+    );
+    let program = assemble(&text).unwrap();
+    simulate_functional(&accel, &program, SimOptions::default(), &mut data).unwrap();
+    let got = f16_values(&data.read_dram(1, 0, n as u64));
+    let round = |v: Vec<f32>| f16_values(&f16_bytes(&v));
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let row = |v: &[f32]| v[r * cols..(r + 1) * cols].to_vec();
+        let normed = round(sfu_row(SfuOp::RmsNorm, &row(&x), &gamma));
+        let rotated = round(sfu_row(SfuOp::Rotary, &normed, &row(&table)));
+        want.extend(round(sfu_row(SfuOp::Add, &rotated, &row(&residual))));
+    }
+    assert_eq!(bits_of(&got), bits_of(&want));
+}
+
+#[test]
+fn unsupported_combinations_are_named() {
+    let accel = u280();
+    let mut data = DataState::new(&accel);
+    let p = assemble("matvec a_buffer=1 b_buffer=0 c_buffer=3 m=1 n=16 k=40 weight=int4 act_int8=1 sparse=nm nm_n=8 group=32")
+        .unwrap();
+    let e = simulate_functional(&accel, &p, SimOptions::default(), &mut data)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("instruction 0") && e.contains("functional mode"),
+        "{e}"
+    );
+    // Timing-only simulation accepts it.
+    assert!(simulate_with(&accel, &p, SimOptions::default()).is_ok());
+}
