@@ -3,6 +3,7 @@
 
 pub mod cmd_asm;
 pub mod cmd_check;
+pub mod cmd_compile;
 pub mod cmd_graph;
 pub mod cmd_run;
 pub mod cmd_schedule;

@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use tessera::{cmd_asm, cmd_check, cmd_graph, cmd_run, cmd_schedule, cmd_sim, cmd_sweep};
+use tessera::{
+    cmd_asm, cmd_check, cmd_compile, cmd_graph, cmd_run, cmd_schedule, cmd_sim, cmd_sweep,
+};
 
 /// Design transformer inference accelerators: estimate, simulate, generate hardware, sweep.
 #[derive(Debug, Parser)]
@@ -32,6 +34,8 @@ enum Command {
     Disasm(cmd_asm::DisasmArgs),
     /// Run an ISA program in the cycle-accurate simulator.
     Sim(cmd_sim::Args),
+    /// Compile a model's decode steps to ISA programs, one per context-length bucket.
+    Compile(cmd_compile::Args),
     /// Plan scratchpad use (order, addresses, spills) and report each planner's traffic.
     Schedule(cmd_schedule::Args),
     /// Run (or resume) a design-space sweep into a JSON-lines results file.
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Asm(a) => cmd_asm::asm(&a, verbosity),
         Command::Disasm(a) => cmd_asm::disasm(&a, verbosity),
         Command::Sim(a) => cmd_sim::main(&a, verbosity),
+        Command::Compile(a) => cmd_compile::main(&a, verbosity),
         Command::Schedule(a) => cmd_schedule::main(&a, verbosity),
         Command::Sweep(a) => cmd_sweep::sweep(&a, verbosity),
         Command::Merge(a) => cmd_sweep::merge_cmd(&a, verbosity),

@@ -416,3 +416,40 @@ fn schedule_reports_validated_baselines() {
     ]);
     assert_eq!(v["budget"], 35_651_584);
 }
+
+#[test]
+fn compile_writes_bucketed_programs_that_simulate() {
+    let dir = std::env::temp_dir().join(format!("tessera-compile-{}", std::process::id()));
+    let d = dir.to_str().unwrap();
+    let out = tessera(&[
+        "compile",
+        "--model",
+        "tiny-llama",
+        "--max-context",
+        "40",
+        "-o",
+        d,
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("programs.json")).unwrap()).unwrap();
+    let contexts: Vec<u64> = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["context"].as_u64().unwrap())
+        .collect();
+    assert_eq!(contexts, [16, 32, 48]);
+    let bin = dir.join("decode-ctx48.bin");
+    let r = ok_json(&["sim", bin.to_str().unwrap(), "--json"]);
+    assert!(r["dram_bytes"].as_u64().unwrap() > 0);
+    assert!(dir.join("decode-ctx48.tasm").exists());
+    let e = fails(&["compile", "--model", "tiny-llama", "--bucket", "0", "-o", d]);
+    assert!(e.contains("--bucket"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -66,10 +66,48 @@ impl BufferRoles {
     }
 }
 
+/// Every off-chip allocation starts on this boundary (a multiple of every preset's DRAM row), so
+/// streams begin at a row start.
+pub(crate) const DRAM_ALIGN: u64 = 4096;
+
 /// Fewest waves a lowered linear layer is cut into. More waves shorten the last wave's compute,
 /// which no load overlaps, but smaller chunks pay the PE pipeline fill more often; 4 measured best
 /// on LLaMA2-7B's projections on the u280 preset (see `compiler/tests/lower.rs`).
 const MIN_WAVES: u64 = 4;
+
+/// A matrix product whose weight-like operand streams from off-chip memory in rows: a linear
+/// layer's weights, or a head's keys (scores) or values (attention-weighted sum).
+#[derive(Debug, Clone)]
+pub(crate) struct Streamed<'a> {
+    /// Operator name, for errors.
+    pub name: &'a str,
+    /// Rows of the input (tokens).
+    pub m: u64,
+    /// Reduction length.
+    pub k: u64,
+    /// Output features: rows of the streamed operand.
+    pub n: u64,
+    /// Encoded bytes of one streamed row.
+    pub row_bytes: u64,
+    /// Bytes of one row's values (N:M indices follow them in the buffer).
+    pub values_per_row: u64,
+    /// Precision and storage of the streamed operand.
+    pub weight: WeightCode,
+    /// Activations are int8.
+    pub act_int8: bool,
+    /// Sparse storage and kept weights per 16.
+    pub sparse: (SparseCode, u8),
+    /// Quantisation group.
+    pub group: u16,
+    /// Buffer the streamed rows go to (split in two halves).
+    pub buffer: u8,
+    /// Buffer holding the input and buffer receiving the results.
+    pub activations: u8,
+    /// Results buffer.
+    pub results: u8,
+    /// Global index of the first channel of the memory the rows live in, and its channel count.
+    pub channels: (u64, u64),
+}
 
 /// Lowers a linear layer with `m` tokens (`m ≤ matrix.rows`), weights `n × k` in `class`'s
 /// compression, to a program ending in `halt`.
@@ -80,12 +118,56 @@ pub fn lower_linear(
     class: OpClass,
     (m, k, n): (u64, u64, u64),
 ) -> Result<Program, LowerError> {
+    let roles = BufferRoles::by_name(accel, name)?;
+    let s = linear_stream(accel, comp, name, class, (m, k, n), roles)?;
+    let mut channel_addr = vec![0u64; accel_channels(accel) as usize];
+    let mut instructions = lower_streamed(accel, &s, &mut channel_addr)?;
+    instructions.push(Instruction::Sys(SysInstr {
+        sync: Sync::default(),
+        op: SysOp::Halt,
+    }));
+    Ok(Program { instructions })
+}
+
+/// Channels of every memory, numbered as DMA instructions number them.
+pub(crate) fn accel_channels(accel: &Accelerator) -> u64 {
+    accel.memories().iter().map(|m| m.channels()).sum()
+}
+
+/// `(first global channel, channels)` of the memory holding `holds`.
+pub(crate) fn memory_channels(
+    accel: &Accelerator,
+    holds: Holds,
+    op: &str,
+) -> Result<(u64, u64), LowerError> {
+    let memory = accel.memory_for(holds).ok_or_else(|| LowerError {
+        op: op.to_string(),
+        reason: format!("no memory holds {}", holds.name()),
+        key: "memories".into(),
+    })?;
+    let first: u64 = accel
+        .memories()
+        .iter()
+        .take_while(|mm| mm.name() != memory.name())
+        .map(|mm| mm.channels())
+        .sum();
+    Ok((first, memory.channels()))
+}
+
+/// The streamed-operand description of a linear layer.
+pub(crate) fn linear_stream<'a>(
+    accel: &Accelerator,
+    comp: &Compression,
+    name: &'a str,
+    class: OpClass,
+    (m, k, n): (u64, u64, u64),
+    roles: BufferRoles,
+) -> Result<Streamed<'a>, LowerError> {
     let err = |reason: String, key: &str| LowerError {
         op: name.to_string(),
         reason,
         key: key.to_string(),
     };
-    let roles = BufferRoles::by_name(accel, name)?;
     let wc = comp.weight(class);
     let weight = WeightCode::from_bits(wc.format.bits).ok_or_else(|| {
         err(
@@ -93,7 +175,7 @@ pub fn lower_linear(
             "weights.bits",
         )
     })?;
-    let (sparse, nm_n) = match wc.sparsity {
+    let sparse = match wc.sparsity {
         Sparsity::Dense => (SparseCode::Dense, 0),
         Sparsity::NM { n, m: 16 } => (SparseCode::Nm, n as u8),
         other => {
@@ -103,6 +185,37 @@ pub fn lower_linear(
             ))
         }
     };
+    Ok(Streamed {
+        name,
+        m,
+        k,
+        n,
+        row_bytes: wc.encoded_bytes(1, k).total(),
+        values_per_row: wc.encoded_bytes(1, k).values,
+        weight,
+        act_int8: comp.activations == tessera_spec::compression::ActivationFormat::Int8,
+        sparse,
+        group: wc.format.group_size as u16,
+        buffer: roles.weights,
+        activations: roles.activations,
+        results: roles.results,
+        channels: memory_channels(accel, Holds::Weights, name)?,
+    })
+}
+
+/// The instructions of a streamed matrix product (no `halt`), placing its rows at
+/// `channel_addr[channel]` and advancing those cursors.
+pub(crate) fn lower_streamed(
+    accel: &Accelerator,
+    s: &Streamed,
+    channel_addr: &mut [u64],
+) -> Result<Vec<Instruction>, LowerError> {
+    let err = |reason: String, key: &str| LowerError {
+        op: s.name.to_string(),
+        reason,
+        key: key.to_string(),
+    };
+    let (m, k, n) = (s.m, s.k, s.n);
     if m > accel.matrix().rows() {
         return Err(err(
             format!(
@@ -112,23 +225,15 @@ pub fn lower_linear(
             "matrix.rows",
         ));
     }
-    let memory = accel
-        .memory_for(Holds::Weights)
-        .ok_or_else(|| err("no memory holds weights".into(), "memories"))?;
-    let first_channel: u64 = accel
-        .memories()
-        .iter()
-        .take_while(|mm| mm.name() != memory.name())
-        .map(|mm| mm.channels())
-        .sum();
-    let channels = memory.channels();
-    let row_bytes = wc.encoded_bytes(1, k).total();
-    let half = accel.buffers()[roles.weights as usize].bytes().0 / 2;
+    let (first_channel, channels) = s.channels;
+    let row_bytes = s.row_bytes.max(1);
+    let half = accel.buffers()[s.buffer as usize].bytes().0 / 2;
     let max_rows = (half / channels / row_bytes).min(u16::MAX as u64);
     if max_rows == 0 {
         return Err(err(
             format!(
-                "one output row of weights ({row_bytes} bytes) does not fit a {channels}-channel wave in half the weight buffer ({half} bytes)"
+                "one row of the streamed operand ({row_bytes} bytes) does not fit a {channels}-channel wave in half of buffer `{}` ({half} bytes)",
+                accel.buffers()[s.buffer as usize].name()
             ),
             "buffers.bytes",
         ));
@@ -142,79 +247,108 @@ pub fn lower_linear(
     let chunk_bytes = rows_per_chunk * row_bytes;
     let chunks = n.div_ceil(rows_per_chunk);
     let wave = channels; // chunks per buffer half
+    if wave * rows_per_chunk > u16::MAX as u64 {
+        return Err(err(
+            format!(
+                "a wave of {} rows exceeds one instruction's 65,535",
+                wave * rows_per_chunk
+            ),
+            "model",
+        ));
+    }
     if k > u16::MAX as u64 {
         return Err(err(
             format!("a reduction of {k} exceeds one instruction's 65,535"),
             "model",
         ));
     }
-    let act_int8 = comp.activations == tessera_spec::compression::ActivationFormat::Int8;
     // One token uses the matrix-vector unit; a few use the matrix-matrix unit.
     let compute_unit = if m == 1 { Unit::Vector } else { Unit::Matrix };
-    let values_per_row = wc.encoded_bytes(1, k).values;
     let mut instructions = Vec::new();
-    let mut channel_addr = vec![0u64; channels as usize];
-    for j in 0..chunks {
-        let rows = rows_per_chunk.min(n - j * rows_per_chunk);
-        let bytes = rows * row_bytes;
-        let ch = j % channels;
-        let slot = j % (2 * wave);
-        let buf_addr = (slot / wave) * half + (slot % wave) * chunk_bytes;
-        let load_wait = if j >= 2 * wave {
-            UnitMask::of(&[compute_unit])
-        } else {
-            UnitMask::NONE
-        };
-        instructions.push(Instruction::Load(Dma {
-            sync: Sync {
-                wait: load_wait,
-                release: UnitMask::of(&[compute_unit]),
-            },
-            buf: BufRef {
-                buffer: roles.weights,
-                addr: buf_addr as u32,
-            },
-            channel: (first_channel + ch) as u8,
-            dram_addr: channel_addr[ch as usize],
-            bytes: bytes as u32,
-            loops: [Loop::default(); 3],
-        }));
-        channel_addr[ch as usize] += bytes;
-        let release = if j + 2 * wave < chunks {
+    let waves_total = chunks.div_ceil(wave);
+    for w in 0..waves_total {
+        let first = w * wave;
+        let last = (first + wave).min(chunks);
+        let half_addr = (w % 2) * half;
+        // The wave's loads, one per channel, side by side in its buffer half. The first waits
+        // until the compute two waves back has released the half; the load queue is in order, so
+        // the others wait behind it.
+        for j in first..last {
+            let rows = rows_per_chunk.min(n - j * rows_per_chunk);
+            let bytes = rows * row_bytes;
+            let ch = (first_channel + j % channels) as usize;
+            let load_wait = if w >= 2 && j == first {
+                UnitMask::of(&[compute_unit])
+            } else {
+                UnitMask::NONE
+            };
+            instructions.push(Instruction::Load(Dma {
+                sync: Sync {
+                    wait: load_wait,
+                    release: UnitMask::of(&[Unit::System]),
+                },
+                buf: BufRef {
+                    buffer: s.buffer,
+                    addr: (half_addr + (j - first) * chunk_bytes) as u32,
+                },
+                channel: ch as u8,
+                dram_addr: channel_addr[ch],
+                bytes: bytes as u32,
+                loops: [Loop::default(); 3],
+            }));
+            channel_addr[ch] = (channel_addr[ch] + bytes).next_multiple_of(DRAM_ALIGN);
+        }
+        // The system unit counts the wave's loads in, then lets one matrix instruction consume
+        // the whole wave (one pipeline fill per wave, not per chunk).
+        for j in first..last {
+            instructions.push(Instruction::Sys(SysInstr {
+                sync: Sync {
+                    wait: UnitMask::of(&[Unit::Load]),
+                    release: if j + 1 == last {
+                        UnitMask::of(&[compute_unit])
+                    } else {
+                        UnitMask::NONE
+                    },
+                },
+                op: SysOp::Nop,
+            }));
+        }
+        let rows = (last * rows_per_chunk).min(n) - first * rows_per_chunk;
+        let release = if w + 2 < waves_total {
             UnitMask::of(&[Unit::Load])
         } else {
             UnitMask::NONE
         };
         let op = MatrixOp {
             sync: Sync {
-                wait: UnitMask::of(&[Unit::Load]),
+                wait: UnitMask::of(&[Unit::System]),
                 release,
             },
             a: BufRef {
-                buffer: roles.activations,
+                buffer: s.activations,
                 addr: 0,
             },
             b: BufRef {
-                buffer: roles.weights,
-                addr: buf_addr as u32,
+                buffer: s.buffer,
+                addr: half_addr as u32,
             },
             c: BufRef {
-                buffer: roles.results,
-                addr: (j * rows_per_chunk * m * 4) as u32,
+                buffer: s.results,
+                addr: (first * rows_per_chunk * m * 4) as u32,
             },
             m: m as u16,
             n: rows as u16,
             k: k as u16,
-            weight,
-            act_int8,
-            sparse,
-            nm_n,
-            // N:M indices follow the chunk's kept values in the buffer.
+            weight: s.weight,
+            act_int8: s.act_int8,
+            sparse: s.sparse.0,
+            nm_n: s.sparse.1,
+            // N:M indices follow the wave's kept values in the buffer.
             meta: BufRef {
-                buffer: roles.weights,
-                addr: (buf_addr + rows * values_per_row) as u32,
+                buffer: s.buffer,
+                addr: (half_addr + rows * s.values_per_row) as u32,
             },
-            group: wc.format.group_size as u16,
+            group: s.group,
             accumulate: false,
         };
         instructions.push(if m == 1 {
@@ -223,9 +357,5 @@ pub fn lower_linear(
             Instruction::Matmul(op)
         });
     }
-    instructions.push(Instruction::Sys(SysInstr {
-        sync: Sync::default(),
-        op: SysOp::Halt,
-    }));
-    Ok(Program { instructions })
+    Ok(instructions)
 }

@@ -545,6 +545,16 @@ impl Instruction {
         }
     }
 
+    /// Replaces the dependency tokens.
+    pub fn set_sync(&mut self, sync: Sync) {
+        match self {
+            Instruction::Load(d) | Instruction::Store(d) => d.sync = sync,
+            Instruction::Matmul(m) | Instruction::Matvec(m) => m.sync = sync,
+            Instruction::Sfu(s) => s.sync = sync,
+            Instruction::Sys(s) => s.sync = sync,
+        }
+    }
+
     /// Field values after the header, in [`layout`] order.
     pub fn fields(&self) -> Vec<u64> {
         match self {

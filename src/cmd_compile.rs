@@ -1,0 +1,102 @@
+//! `tessera compile`: compiles a model's decode steps to ISA programs, one per context-length
+//! bucket, and writes each as a binary program and its disassembly.
+
+use crate::{inputs, Verbosity};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tessera_compiler::frontend::build_graph;
+use tessera_compiler::program::{compile_decode_step, decode_bucket};
+use tessera_spec::graph::Phase;
+use tessera_spec::isa::{disassemble, encode_program};
+
+/// Arguments of `tessera compile`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model preset name or Hugging Face config.json path.
+    #[arg(long, default_value = "llama2-7b")]
+    pub model: String,
+    /// Accelerator preset name or TOML path.
+    #[arg(long, default_value = "u280")]
+    pub accel: String,
+    /// Compression preset name or TOML path.
+    #[arg(long, default_value = "w4a8-g128")]
+    pub compression: String,
+    /// Compile the bucket holding this context length.
+    #[arg(long, default_value_t = 512, conflicts_with = "max_context")]
+    pub context: u64,
+    /// Compile every bucket up to this context length instead.
+    #[arg(long)]
+    pub max_context: Option<u64>,
+    /// Decode contexts round up to a multiple of this.
+    #[arg(long, default_value_t = 16)]
+    pub bucket: u64,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
+    /// Output directory.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// One compiled program, as listed in `programs.json`.
+#[derive(Debug, Serialize)]
+pub struct Compiled {
+    /// Context length the program is compiled for (the bucket's upper end).
+    pub context: u64,
+    /// Binary file name.
+    pub file: String,
+    /// Instructions.
+    pub instructions: usize,
+    /// Bytes in instruction memory.
+    pub instruction_bytes: u64,
+}
+
+/// Runs the command.
+pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
+    if args.bucket == 0 {
+        bail!("--bucket must be at least 1");
+    }
+    let accel = inputs::accelerator(&args.accel)?;
+    let model = inputs::model(&args.model)?;
+    let comp = inputs::compression(&args.compression)?;
+    let contexts: Vec<u64> = match args.max_context {
+        Some(max) => (1..=decode_bucket(max, args.bucket) / args.bucket)
+            .map(|i| i * args.bucket)
+            .collect(),
+        None => vec![decode_bucket(args.context, args.bucket)],
+    };
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create `{}`", args.output.display()))?;
+    let mut listed = Vec::new();
+    for context in contexts {
+        let graph = build_graph(&model, &comp, Phase::Decode { context }, args.batch)?;
+        let program = compile_decode_step(&accel, &comp, &model, &graph)?;
+        let name = format!("decode-ctx{context}");
+        let bin = args.output.join(format!("{name}.bin"));
+        let bytes = encode_program(&program).context("cannot encode the program")?;
+        std::fs::write(&bin, bytes).with_context(|| format!("cannot write `{}`", bin.display()))?;
+        let text = args.output.join(format!("{name}.tasm"));
+        std::fs::write(&text, disassemble(&program))
+            .with_context(|| format!("cannot write `{}`", text.display()))?;
+        if verbosity != Verbosity::Quiet {
+            println!(
+                "{}: {} instructions, {} bytes",
+                bin.display(),
+                program.instructions.len(),
+                program.storage_bytes()
+            );
+        }
+        listed.push(Compiled {
+            context,
+            file: format!("{name}.bin"),
+            instructions: program.instructions.len(),
+            instruction_bytes: program.storage_bytes(),
+        });
+    }
+    let manifest = args.output.join("programs.json");
+    std::fs::write(&manifest, serde_json::to_string_pretty(&listed)? + "\n")
+        .with_context(|| format!("cannot write `{}`", manifest.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
