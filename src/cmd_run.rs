@@ -1,6 +1,6 @@
 //! `tessera run`: the main job on a model, compression, accelerator and scenario.
 
-use crate::pipeline::{run, ClassShare, RunInputs, RunReport};
+use crate::pipeline::{run, ClassShare, Fidelity, RunInputs, RunReport};
 use crate::{inputs, Verbosity};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -39,6 +39,23 @@ pub struct Args {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Decode figures from the analytical model (`roofline`) or from compiled programs in the
+    /// cycle-accurate simulator (`sim`; prefill stays analytical until it is compiled).
+    #[arg(long, value_enum, default_value = "roofline")]
+    pub fidelity: FidelityArg,
+    /// With `--fidelity sim`: decode contexts share one program per bucket of this many tokens
+    /// (1 simulates every step's own program).
+    #[arg(long, default_value_t = 16)]
+    pub bucket: u64,
+}
+
+/// `--fidelity` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FidelityArg {
+    /// The analytical model.
+    Roofline,
+    /// Compiled programs in the simulator.
+    Sim,
 }
 
 /// Runs the command.
@@ -59,6 +76,12 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         },
         gpus,
         stack: ServingStack::by_name(&args.gpu_stack)?,
+        fidelity: match args.fidelity {
+            FidelityArg::Roofline => Fidelity::Roofline,
+            FidelityArg::Sim => Fidelity::Simulation {
+                bucket: args.bucket,
+            },
+        },
     };
     let report = run(&inputs)?;
     if args.json {

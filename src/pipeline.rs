@@ -2,9 +2,13 @@
 //! pass (prefill, then every decode step), beside GPU baselines. Later fidelities (simulation) plug
 //! in behind the same [`RunReport`].
 
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tessera_compiler::frontend::{build_graph, FrontendError};
+use tessera_compiler::lower::LowerError;
+use tessera_compiler::program::{compile_decode_step, decode_bucket};
+use tessera_sim::{simulate, ProgramError, SimReport};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{dominant_bound, AccelModel, Bound, Energy, GpuModel, PassEstimate};
 use tessera_spec::compression::validate_for_model;
@@ -31,6 +35,38 @@ pub struct RunInputs {
     pub gpus: Vec<Gpu>,
     /// The serving stack the GPU figures stand for.
     pub stack: ServingStack,
+    /// Which model produces the accelerator's decode figures.
+    pub fidelity: Fidelity,
+}
+
+/// Which model produces the accelerator's decode figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fidelity {
+    /// The analytical model, every step.
+    #[default]
+    Roofline,
+    /// Compiled programs in the cycle-accurate simulator: one program per context bucket of
+    /// `bucket` tokens, simulated once from an idle accelerator and reused for every step in
+    /// its bucket (`bucket = 1` simulates every step's own program).
+    Simulation {
+        /// Decode contexts round up to a multiple of this.
+        bucket: u64,
+    },
+}
+
+/// How the simulated decode figures were produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeSimulation {
+    /// Context bucket (tokens); 1 means every step ran its own program.
+    pub bucket: u64,
+    /// `bucket-reuse` (a bucket's result serves all its steps) or `every-step`.
+    pub mode: &'static str,
+    /// Programs compiled and simulated.
+    pub programs: u64,
+    /// Instructions simulated.
+    pub instructions: u64,
+    /// Instruction-memory bytes of the bucketed program set.
+    pub instruction_bytes: u64,
 }
 
 /// Why a run failed.
@@ -42,11 +78,19 @@ pub enum RunError {
     /// The graph cannot be built.
     #[error(transparent)]
     Frontend(#[from] FrontendError),
+    /// A decode step cannot be compiled (simulation fidelity).
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    /// A compiled program cannot be simulated.
+    #[error("cannot simulate a compiled decode step")]
+    Program(#[from] ProgramError),
 }
 
 /// Prefill results.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrefillReport {
+    /// Which model produced these figures (prefill is not compiled yet: always `roofline`).
+    pub fidelity: &'static str,
     /// Prompt tokens per sequence (patches + class token for vision models).
     pub tokens: u64,
     /// Seconds for the whole batch's prompt.
@@ -70,6 +114,12 @@ pub struct PrefillReport {
 /// Decode results over all generated tokens.
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeReport {
+    /// Which model produced these figures: `roofline` or `simulation`. Breakdowns by operator
+    /// class and the bound come from the analytical model in both.
+    pub fidelity: &'static str,
+    /// With simulation fidelity, how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<DecodeSimulation>,
     /// Tokens generated per sequence.
     pub tokens: u64,
     /// Generated tokens per second, over the batch.
@@ -135,7 +185,7 @@ fn by_class<'a>(
 }
 
 /// Energy split in joules.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct EnergyBreakdown {
     /// Matrix-engine MACs.
     pub mac: f64,
@@ -277,8 +327,11 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
             }
         }
     }
-    let decode =
+    let mut decode =
         (!decode_passes.is_empty()).then(|| decode_report(&decode_passes, batch, accel.clock()));
+    if let (Fidelity::Simulation { bucket }, Some(d)) = (inputs.fidelity, decode.as_mut()) {
+        simulate_decode(inputs, bucket, d)?;
+    }
     let generated = (batch * scenario.decode) as f64;
     let gpu_baselines = gpu_models
         .iter()
@@ -301,13 +354,17 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
         model: model.name.clone(),
         accelerator: accel.name().to_string(),
         compression: compression.name.clone(),
-        fidelity: "roofline",
+        fidelity: match inputs.fidelity {
+            Fidelity::Roofline => "roofline",
+            Fidelity::Simulation { .. } => "simulation",
+        },
         scenario: *scenario,
         params: prefill_graph.params(),
         weight_bytes: prefill_graph.weight_bytes(),
         peak_bandwidth_gbps,
         streaming_bandwidth_gbps,
         prefill: PrefillReport {
+            fidelity: "roofline",
             tokens: prefill_tokens,
             latency_s: prefill.seconds,
             cycles: prefill.cycles.0,
@@ -340,6 +397,8 @@ fn decode_report(passes: &[PassEstimate], batch: u64, clock: Hertz) -> DecodeRep
     let generated = steps * batch as f64;
     let joules = energy.total().joules();
     DecodeReport {
+        fidelity: "roofline",
+        simulation: None,
         tokens: passes.len() as u64,
         tokens_per_s: generated / seconds,
         latency_per_token_s: seconds / steps,
@@ -352,4 +411,75 @@ fn decode_report(passes: &[PassEstimate], batch: u64, clock: Hertz) -> DecodeRep
         energy_breakdown_j: energy.into(),
         by_class: by_class(passes, clock),
     }
+}
+
+/// Replaces `d`'s time, traffic and energy with simulations of compiled decode programs, one per
+/// context bucket, simulated in parallel and reused for every step of the bucket.
+fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Result<(), RunError> {
+    let RunInputs {
+        model,
+        compression,
+        accel,
+        scenario,
+        ..
+    } = inputs;
+    let bucket = bucket.max(1);
+    let contexts: Vec<u64> = (0..scenario.decode)
+        .map(|step| decode_bucket(scenario.prefill + step, bucket))
+        .collect();
+    let mut distinct = contexts.clone();
+    distinct.dedup();
+    let runs: Vec<(u64, SimReport)> = distinct
+        .par_iter()
+        .map(|&context| {
+            let g = build_graph(
+                model,
+                compression,
+                Phase::Decode { context },
+                scenario.batch,
+            )?;
+            let program = compile_decode_step(accel, compression, model, &g)?;
+            let report = simulate(accel, &program)?;
+            Ok((context, report))
+        })
+        .collect::<Result<_, RunError>>()?;
+    let by_context: BTreeMap<u64, &SimReport> = runs.iter().map(|(c, r)| (*c, r)).collect();
+    let (mut seconds, mut bytes, mut cycles) = (0.0, 0u64, 0u64);
+    let mut energy = EnergyBreakdown::default();
+    for c in &contexts {
+        let r = by_context[c];
+        seconds += r.seconds;
+        bytes += r.dram_bytes;
+        cycles += r.cycles;
+        let e = &r.energy_j;
+        energy.mac += e.mac;
+        energy.vector += e.vector;
+        energy.buffer += e.buffer;
+        energy.dram += e.dram;
+        energy.r#static += e.r#static;
+    }
+    let steps = contexts.len() as f64;
+    let generated = steps * scenario.batch as f64;
+    let joules = energy.mac + energy.vector + energy.buffer + energy.dram + energy.r#static;
+    d.fidelity = "simulation";
+    d.simulation = Some(DecodeSimulation {
+        bucket,
+        mode: if bucket == 1 {
+            "every-step"
+        } else {
+            "bucket-reuse"
+        },
+        programs: runs.len() as u64,
+        instructions: runs.iter().map(|(_, r)| r.instructions).sum(),
+        instruction_bytes: runs.iter().map(|(_, r)| r.instruction_bytes).sum(),
+    });
+    d.tokens_per_s = generated / seconds;
+    d.latency_per_token_s = seconds / steps;
+    d.energy_per_token_j = joules / generated;
+    d.tokens_per_j = generated / joules;
+    d.dram_bytes_per_token = bytes as f64 / generated;
+    d.bandwidth_gbps = gbps(bytes as f64, seconds);
+    d.cycles = cycles;
+    d.energy_breakdown_j = energy;
+    Ok(())
 }

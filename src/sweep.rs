@@ -361,6 +361,7 @@ pub fn point_inputs(spec: &SweepSpec, point: &Point) -> Result<RunInputs> {
         scenario,
         gpus: Vec::new(),
         stack: ServingStack::by_name("roofline")?,
+        fidelity: crate::pipeline::Fidelity::Roofline,
     })
 }
 

@@ -453,3 +453,31 @@ fn compile_writes_bucketed_programs_that_simulate() {
     assert!(e.contains("--bucket"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn run_simulates_decode_with_bucket_reuse() {
+    let base = [
+        "run",
+        "--model",
+        "tiny-llama",
+        "--prefill",
+        "20",
+        "--decode",
+        "30",
+        "--json",
+    ];
+    let roof = ok_json(&base);
+    let sim = ok_json(&[&base[..], &["--fidelity", "sim"]].concat());
+    assert_eq!(sim["fidelity"], "simulation");
+    assert_eq!(sim["prefill"]["fidelity"], "roofline");
+    assert_eq!(sim["decode"]["fidelity"], "simulation");
+    // Contexts 20..=49 fall in the buckets of 32, 48 and 64.
+    assert_eq!(sim["decode"]["simulation"]["programs"], 3);
+    assert_eq!(sim["decode"]["simulation"]["mode"], "bucket-reuse");
+    // The simulator never beats the roofline, and moves at least the same bytes.
+    assert!(f(&sim, "decode.tokens_per_s") <= f(&roof, "decode.tokens_per_s"));
+    assert!(f(&sim, "decode.dram_bytes_per_token") >= f(&roof, "decode.dram_bytes_per_token"));
+    let every = ok_json(&[&base[..], &["--fidelity", "sim", "--bucket", "1"]].concat());
+    assert_eq!(every["decode"]["simulation"]["programs"], 30);
+    assert_eq!(every["decode"]["simulation"]["mode"], "every-step");
+}

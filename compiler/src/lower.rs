@@ -12,7 +12,7 @@
 //!   gives the load unit a token back when the half will be reused).
 
 use tessera_spec::accel::{Accelerator, Holds};
-use tessera_spec::compression::{Compression, OpClass, Sparsity};
+use tessera_spec::compression::{ActivationFormat, Compression, OpClass, Sparsity};
 use tessera_spec::isa::{
     BufRef, Dma, Instruction, Loop, MatrixOp, Program, SparseCode, Sync, SysInstr, SysOp, Unit,
     UnitMask, WeightCode,
@@ -42,28 +42,40 @@ pub struct BufferRoles {
 }
 
 impl BufferRoles {
-    /// Buffers named `weights`, `activations` and `accumulators` (falling back to `activations`
-    /// for results), as the example accelerators name them.
+    /// Buffers named `weights`, `activations` and `accumulators` (results fall back to
+    /// `activations`), as the example accelerators name them; an accelerator without such names
+    /// (say, one `scratch` buffer) uses its largest buffer for every role.
     pub fn by_name(accel: &Accelerator, op: &str) -> Result<BufferRoles, LowerError> {
-        let find = |name: &str| {
-            accel
-                .buffers()
-                .iter()
-                .position(|b| b.name() == name)
-                .map(|i| i as u8)
-        };
-        let missing = |name: &str| LowerError {
+        let largest = largest_buffer(accel).ok_or_else(|| LowerError {
             op: op.to_string(),
-            reason: format!("the accelerator has no buffer named `{name}`"),
+            reason: "the accelerator has no on-chip buffer".into(),
             key: "buffers".into(),
-        };
-        let activations = find("activations").ok_or_else(|| missing("activations"))?;
+        })?;
+        let find = |name: &str| buffer_named(accel, name);
+        let activations = find("activations").unwrap_or(largest);
         Ok(BufferRoles {
-            weights: find("weights").ok_or_else(|| missing("weights"))?,
+            weights: find("weights").unwrap_or(largest),
             activations,
             results: find("accumulators").unwrap_or(activations),
         })
     }
+}
+
+/// Index of the buffer called `name`.
+pub(crate) fn buffer_named(accel: &Accelerator, name: &str) -> Option<u8> {
+    accel
+        .buffers()
+        .iter()
+        .position(|b| b.name() == name)
+        .map(|i| i as u8)
+}
+
+/// Index of the largest buffer (the first of equals).
+pub(crate) fn largest_buffer(accel: &Accelerator) -> Option<u8> {
+    let buffers = accel.buffers();
+    (0..buffers.len())
+        .max_by_key(|&i| (buffers[i].bytes().0, std::cmp::Reverse(i)))
+        .map(|i| i as u8)
 }
 
 /// Every off-chip allocation starts on this boundary (a multiple of every preset's DRAM row), so
@@ -223,6 +235,24 @@ pub(crate) fn lower_streamed(
                 accel.matrix().rows()
             ),
             "matrix.rows",
+        ));
+    }
+    let act = if s.act_int8 {
+        ActivationFormat::Int8
+    } else {
+        ActivationFormat::Fp16
+    };
+    if accel
+        .matrix()
+        .peak_macs_per_cycle(s.weight.bits(), act)
+        .is_none()
+    {
+        return Err(err(
+            format!(
+                "{}-bit × {act:?} products are not in the matrix engine's precisions",
+                s.weight.bits()
+            ),
+            "matrix.precisions",
         ));
     }
     let (first_channel, channels) = s.channels;

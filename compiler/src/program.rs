@@ -15,8 +15,8 @@
 //! - Off-chip bytes equal the graph's: weights, KV cache read and written, embedding rows.
 
 use crate::lower::{
-    accel_channels, linear_stream, lower_streamed, memory_channels, BufferRoles, LowerError,
-    Streamed, DRAM_ALIGN,
+    accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, BufferRoles,
+    LowerError, Streamed, DRAM_ALIGN,
 };
 use std::collections::BTreeSet;
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
@@ -290,17 +290,12 @@ fn op_batch(op: &Op) -> u64 {
     }
 }
 
+/// The buffer the KV cache streams through: `kv`, else the weight buffer.
 fn roles_kv(accel: &Accelerator, op: &str) -> Result<u8, LowerError> {
-    accel
-        .buffers()
-        .iter()
-        .position(|b| b.name() == "kv")
-        .map(|i| i as u8)
-        .ok_or_else(|| LowerError {
-            op: op.to_string(),
-            reason: "the accelerator has no buffer named `kv`".into(),
-            key: "buffers".into(),
-        })
+    match buffer_named(accel, "kv") {
+        Some(b) => Ok(b),
+        None => Ok(BufferRoles::by_name(accel, op)?.weights),
+    }
 }
 
 /// `rows × cols` fp16 elements through the special-function unit, split so that no instruction
