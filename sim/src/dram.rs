@@ -224,8 +224,12 @@ impl Stream {
 
     /// When the burst after `issued` bytes reaches the controller (ps).
     fn issue_ps(&self, issued: u64) -> u64 {
-        let cycles = issued / self.bytes_per_cycle.max(1);
-        // Rounded to the nearest picosecond (times are never negative).
+        self.issue_at_cycle(issued / self.bytes_per_cycle.max(1))
+    }
+
+    /// The time (ps) of the engine's `cycles`-th issue cycle, rounded to the nearest picosecond
+    /// (times are never negative).
+    fn issue_at_cycle(&self, cycles: u64) -> u64 {
         (self.start_ps + cycles as f64 * self.period_ps + 0.5) as u64
     }
 
@@ -475,24 +479,43 @@ impl DramChannel {
         let (mut bank_index, mut row) = t.locate(first.addr);
         let mut seg_len = per_row - first.addr % t.row_bytes / burst;
         let mut head = first;
-        let mut head_issued = at.issued;
+        // Issue times advance in whole cycles: (cycles, leftover bytes) of the segment's head,
+        // stepped without dividing in the loop.
+        let bpc = s.bytes_per_cycle.max(1);
+        let mut head_cycles = (at.issued / bpc, at.issued % bpc);
+        let step = |(q, r): (u64, u64), bytes: (u64, u64)| {
+            let r = r + bytes.1;
+            if r >= bpc {
+                (q + bytes.0 + 1, r - bpc)
+            } else {
+                (q + bytes.0, r)
+            }
+        };
+        let burst_step = (burst / bpc, burst % bpc);
+        let row_step = (t.row_bytes / bpc, t.row_bytes % bpc);
         let mut start = start;
         let mut outcome = outcome;
         let mut column_at = column_at;
         let mut checked = 0;
         let mut advanced = 0;
         loop {
-            let n = seg_len
-                .min(left)
-                .min(self.next_refresh.saturating_sub(start) / t.t_burst);
+            let room = self.next_refresh.saturating_sub(start);
+            let want = seg_len.min(left);
+            let n = if want * t.t_burst <= room {
+                want
+            } else {
+                room / t.t_burst
+            };
             if n == 0 {
                 break;
             }
             // Exact arrival check on the first segment and the first whole row; later rows
             // follow from `rows_keep_margin`.
             if checked < 2 || !rows_keep_margin {
+                let mut c = head_cycles;
                 for m in 1..n {
-                    if s.issue_ps(head_issued + m * burst) + t.t_cl > start + m * t.t_burst {
+                    c = step(c, burst_step);
+                    if s.issue_at_cycle(c.0) + t.t_cl > start + m * t.t_burst {
                         return self.finish_advance(s, at, advanced);
                     }
                 }
@@ -525,10 +548,15 @@ impl DramChannel {
                 bank_index = 0;
                 row += 1;
             }
-            head_issued += n * burst;
+            let seg_bytes = n * burst;
+            head_cycles = if seg_bytes == t.row_bytes {
+                step(head_cycles, row_step)
+            } else {
+                step(head_cycles, (seg_bytes / bpc, seg_bytes % bpc))
+            };
             head = Request {
                 tag: 0,
-                arrival: s.issue_ps(head_issued),
+                arrival: s.issue_at_cycle(head_cycles.0),
                 addr: head.addr - head.addr % t.row_bytes + t.row_bytes,
             };
             (outcome, column_at) = self.plan_at(bank_index, row, head.arrival);
@@ -553,6 +581,27 @@ impl DramChannel {
         let t = self.timing;
         let now = self.bus_free.max(first.arrival);
         let head_row = t.locate(first.addr);
+        let window = self.queue_depth as u64 * t.burst_bytes;
+        if s.contiguous_bytes(at, t.burst_bytes, window) >= window {
+            // A contiguous window: only the first request of each later row can go first (the
+            // others of its row arrive later and wait for the same bank).
+            let mut offset = t.row_bytes - first.addr % t.row_bytes;
+            while offset < window {
+                let r = Request {
+                    tag: 0,
+                    arrival: s.issue_ps(at.issued + offset),
+                    addr: first.addr + offset,
+                };
+                if r.arrival > now {
+                    break;
+                }
+                if (self.plan(&r).1 + t.t_cl).max(self.bus_free) < start {
+                    return false;
+                }
+                offset += t.row_bytes;
+            }
+            return true;
+        }
         let mut c = at;
         for _ in 0..self.queue_depth {
             let Some((r, next)) = s.request(c, t.burst_bytes) else {

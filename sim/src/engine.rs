@@ -105,20 +105,50 @@ enum EnergyKind {
     Dram,
 }
 
-/// One instruction's energy at one place, in picojoules.
-#[derive(Debug, Clone, Default)]
-struct Charge {
-    kind: EnergyKind,
-    place: String,
-    pj: f64,
-}
-
-/// Dynamic energy so far, in picojoules.
+/// Dynamic energy so far, in picojoules. Places are indexed: the matrix engine, the vector
+/// unit, then each buffer, then each memory ([`Ledger::names`]).
 #[derive(Debug, Clone, Default)]
 struct Ledger {
     by_kind: [f64; 4],
     by_unit: [f64; 6],
-    by_place: BTreeMap<String, f64>,
+    names: Vec<String>,
+    /// Picojoules per place, and whether anything was charged there.
+    by_place: Vec<(f64, bool)>,
+}
+
+const MATRIX_ENGINE: usize = 0;
+const VECTOR_UNIT: usize = 1;
+const FIRST_BUFFER: usize = 2;
+
+impl Ledger {
+    fn new(accel: &Accelerator) -> Self {
+        let mut names = vec!["matrix_engine".to_string(), "vector_unit".to_string()];
+        names.extend(
+            accel
+                .buffers()
+                .iter()
+                .map(|b| format!("buffer:{}", b.name())),
+        );
+        names.extend(
+            accel
+                .memories()
+                .iter()
+                .map(|m| format!("dram:{}", m.name())),
+        );
+        Ledger {
+            by_place: vec![(0.0, false); names.len()],
+            names,
+            ..Ledger::default()
+        }
+    }
+
+    fn charge(&mut self, kind: EnergyKind, unit: Unit, place: usize, pj: f64) {
+        self.by_kind[kind as usize] += pj;
+        self.by_unit[unit as usize] += pj;
+        let p = &mut self.by_place[place];
+        p.0 += pj;
+        p.1 = true;
+    }
 }
 
 /// One executed instruction, for traces and timing checks.
@@ -199,6 +229,8 @@ struct Engine<'a> {
     pe_array_busy: bool,
     channels: Vec<(DramChannel, u64)>,
     channel_names: Vec<(String, u64)>,
+    /// Index of each channel's memory.
+    channel_memory: Vec<usize>,
     stats: [UnitStats; 6],
     timeline: Vec<Executed>,
     ledger: Ledger,
@@ -268,10 +300,12 @@ impl<'a> Engine<'a> {
         let queue_depth = accel.dma().max_outstanding() as usize;
         let mut channels = Vec::new();
         let mut channel_names = Vec::new();
-        for m in accel.memories() {
+        let mut channel_memory = Vec::new();
+        for (index, m) in accel.memories().iter().enumerate() {
             for c in 0..m.channels() {
                 channels.push((DramChannel::new(ChannelTiming::of(m), queue_depth), 0));
                 channel_names.push((m.name().to_string(), c));
+                channel_memory.push(index);
             }
         }
         debug_assert_eq!(channels.len() as u64, channel_count(accel));
@@ -292,9 +326,10 @@ impl<'a> Engine<'a> {
             pe_array_busy: false,
             channels,
             channel_names,
+            channel_memory,
             stats: [UnitStats::default(); 6],
             timeline: Vec::new(),
-            ledger: Ledger::default(),
+            ledger: Ledger::new(accel),
             period_ps: 1e12 / accel.clock().0,
             options,
             data,
@@ -510,10 +545,10 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Energy of `bytes` of accesses to buffer `buffer`, with the place it is charged to.
-    fn buffer_energy(&self, buffer: u8, bytes: u64) -> Charge {
+    /// Charges `bytes` of accesses to buffer `buffer` to `unit`.
+    fn charge_buffer(&mut self, unit: Unit, buffer: u8, bytes: u64) {
         let Some(b) = self.accel.buffers().get(buffer as usize) else {
-            return Charge::default();
+            return;
         };
         let words = bytes.div_ceil((b.word_bits() / 8).max(1));
         let pj = self
@@ -521,17 +556,14 @@ impl<'a> Engine<'a> {
             .energy()
             .buffer_access(b.name())
             .map_or(0.0, |e| e.0);
-        Charge {
-            kind: EnergyKind::Buffer,
-            place: format!("buffer:{}", b.name()),
-            pj: words as f64 * pj,
-        }
+        let place = FIRST_BUFFER + buffer as usize;
+        self.ledger
+            .charge(EnergyKind::Buffer, unit, place, words as f64 * pj);
     }
 
     /// Cycles `ins` takes from now, recording its energy and traffic.
     fn execute(&mut self, unit: Unit, ins: &Instruction) -> u64 {
-        let mut charges: Vec<Charge> = Vec::new();
-        let cycles = match ins {
+        match ins {
             Instruction::Matmul(m) | Instruction::Matvec(m) => {
                 let work = matrix_instr_work(m);
                 // `check_program` verified the precision pair.
@@ -541,29 +573,24 @@ impl<'a> Engine<'a> {
                     .energy()
                     .mac(work.weight_bits, work.act)
                     .map_or(0.0, |e| e.0);
-                charges.push(Charge {
-                    kind: EnergyKind::Mac,
-                    place: "matrix_engine".into(),
-                    pj: eff as f64 * per_mac,
-                });
+                self.ledger
+                    .charge(EnergyKind::Mac, unit, MATRIX_ENGINE, eff as f64 * per_mac);
                 let o = matrix_operand_bytes(m);
-                charges.push(self.buffer_energy(m.a.buffer, o.a));
-                charges.push(self.buffer_energy(m.b.buffer, o.b));
-                charges.push(self.buffer_energy(m.c.buffer, o.c));
-                charges.push(self.buffer_energy(m.meta.buffer, o.meta));
+                self.charge_buffer(unit, m.a.buffer, o.a);
+                self.charge_buffer(unit, m.b.buffer, o.b);
+                self.charge_buffer(unit, m.c.buffer, o.c);
+                self.charge_buffer(unit, m.meta.buffer, o.meta);
                 compute_instruction_cycles(self.accel, ins).unwrap_or(0)
             }
             Instruction::Sfu(s) => {
                 let elements = s.rows as u64 * s.cols as u64;
-                charges.push(Charge {
-                    kind: EnergyKind::Vector,
-                    place: "vector_unit".into(),
-                    pj: elements as f64 * self.accel.energy().vector_per_element().0,
-                });
+                let pj = elements as f64 * self.accel.energy().vector_per_element().0;
+                self.ledger
+                    .charge(EnergyKind::Vector, unit, VECTOR_UNIT, pj);
                 let (src, aux, dst) = sfu_operand_bytes(s);
-                charges.push(self.buffer_energy(s.src.buffer, src));
-                charges.push(self.buffer_energy(s.aux.buffer, aux));
-                charges.push(self.buffer_energy(s.dst.buffer, dst));
+                self.charge_buffer(unit, s.src.buffer, src);
+                self.charge_buffer(unit, s.aux.buffer, aux);
+                self.charge_buffer(unit, s.dst.buffer, dst);
                 compute_instruction_cycles(self.accel, ins).unwrap_or(0)
             }
             Instruction::Sys(s) => match s.op {
@@ -571,31 +598,20 @@ impl<'a> Engine<'a> {
             },
             Instruction::Load(d) | Instruction::Store(d) => {
                 let (bytes, _) = dma_extent(d);
-                charges.push(self.buffer_energy(d.buf.buffer, bytes));
+                self.charge_buffer(unit, d.buf.buffer, bytes);
                 let ch = d.channel as usize;
-                let (memory_name, _) = &self.channel_names[ch];
-                let memory = self
+                let memory = self.channel_memory[ch];
+                let pj_bit = self
                     .accel
-                    .memories()
-                    .iter()
-                    .find(|m| m.name() == memory_name);
-                let pj_bit = memory
-                    .and_then(|m| self.accel.energy().memory_pj_per_bit(m.kind()))
+                    .energy()
+                    .memory_pj_per_bit(self.accel.memories()[memory].kind())
                     .unwrap_or(0.0);
-                charges.push(Charge {
-                    kind: EnergyKind::Dram,
-                    place: format!("dram:{memory_name}"),
-                    pj: bytes as f64 * 8.0 * pj_bit,
-                });
+                let place = FIRST_BUFFER + self.accel.buffers().len() + memory;
+                self.ledger
+                    .charge(EnergyKind::Dram, unit, place, bytes as f64 * 8.0 * pj_bit);
                 self.dma(d, ch)
             }
-        };
-        for c in charges {
-            self.ledger.by_kind[c.kind as usize] += c.pj;
-            self.ledger.by_unit[unit as usize] += c.pj;
-            *self.ledger.by_place.entry(c.place).or_default() += c.pj;
         }
-        cycles
     }
 
     /// Issues a DMA's bursts to its channel and returns the cycles until the last completes and
@@ -618,7 +634,7 @@ impl<'a> Engine<'a> {
         end_cycle.saturating_sub(self.now).max(buffer_side).max(1)
     }
 
-    fn report(mut self) -> SimReport {
+    fn report(self) -> SimReport {
         let cycles = self.timeline.iter().map(|e| e.end).max().unwrap_or(0);
         let seconds = cycles as f64 * self.period_ps * 1e-12;
         let [mac, vector, buffer, dram] = self.ledger.by_kind.map(|p| p * 1e-12);
@@ -627,9 +643,13 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|u| (u.name(), self.ledger.by_unit[*u as usize] * 1e-12))
             .collect();
-        let mut by_place: BTreeMap<String, f64> = std::mem::take(&mut self.ledger.by_place)
-            .into_iter()
-            .map(|(k, v)| (k, v * 1e-12))
+        let mut by_place: BTreeMap<String, f64> = self
+            .ledger
+            .names
+            .iter()
+            .zip(&self.ledger.by_place)
+            .filter(|(_, (_, charged))| *charged)
+            .map(|(name, (pj, _))| (name.clone(), pj * 1e-12))
             .collect();
         by_place.insert("static".into(), stat);
         let mut timeline = self.timeline;
