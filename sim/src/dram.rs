@@ -430,6 +430,14 @@ impl DramChannel {
                 }
             }
             let Some(first) = waiting.front() else { break };
+            // A ready oldest request wins whatever else has arrived: no need to look.
+            if self.plan(&first.req).1 + self.timing.t_cl <= self.bus_free {
+                if let Some(w) = waiting.pop_front() {
+                    done(self.issue(w.req));
+                    served += 1;
+                }
+                continue;
+            }
             let now = self.bus_free.max(first.req.arrival);
             while waiting.len() < self.queue_depth
                 && peek_arrival(source, burst).is_some_and(|a| a <= now)
