@@ -115,10 +115,32 @@ pub struct Base {
     pub prefill: u64,
     /// Generated tokens.
     pub decode: u64,
+    /// Which model produces each point's decode figures.
+    #[serde(default)]
+    pub fidelity: SweepFidelity,
+    /// With simulation fidelity: decode contexts share one program per bucket of this many
+    /// tokens.
+    #[serde(default = "sixteen")]
+    pub bucket: u64,
+}
+
+/// `base.fidelity`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepFidelity {
+    /// The analytical model.
+    #[default]
+    Roofline,
+    /// Compiled decode programs in the cycle-accurate simulator.
+    Simulation,
 }
 
 fn one() -> u64 {
     1
+}
+
+fn sixteen() -> u64 {
+    16
 }
 
 /// How points are drawn.
@@ -361,7 +383,12 @@ pub fn point_inputs(spec: &SweepSpec, point: &Point) -> Result<RunInputs> {
         scenario,
         gpus: Vec::new(),
         stack: ServingStack::by_name("roofline")?,
-        fidelity: crate::pipeline::Fidelity::Roofline,
+        fidelity: match spec.base.fidelity {
+            SweepFidelity::Roofline => crate::pipeline::Fidelity::Roofline,
+            SweepFidelity::Simulation => crate::pipeline::Fidelity::Simulation {
+                bucket: spec.base.bucket.max(1),
+            },
+        },
     })
 }
 

@@ -251,3 +251,40 @@ fn constraints_exclude_points() {
         }
     }
 }
+
+#[test]
+fn simulation_fidelity_runs_compiled_decode_steps() {
+    let d = dir("simulation");
+    let spec = write(
+        &d,
+        "sim.toml",
+        &SPEC
+            .replace("decode = 4\n", "decode = 4\nfidelity = \"simulation\"\n")
+            .replace("[4, 8, 16]", "[4, 8]"),
+    );
+    let out = d.join("r.jsonl").display().to_string();
+    ok(&["sweep", &spec, "-o", &out, "-q"]);
+    let r = records(&out);
+    assert_eq!(r.len(), 8);
+    for rec in &r {
+        assert_eq!(rec["summary"]["fidelity"], "simulation", "{rec}");
+    }
+    // An unknown fidelity names the key and the allowed values.
+    let bad = write(
+        &d,
+        "bad.toml",
+        &SPEC.replace("decode = 4\n", "decode = 4\nfidelity = \"rtl\"\n"),
+    );
+    let e = tessera(&[
+        "sweep",
+        &bad,
+        "-o",
+        &d.join("x.jsonl").display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success());
+    assert!(
+        stderr.contains("base.fidelity") && stderr.contains("simulation"),
+        "{stderr}"
+    );
+}
