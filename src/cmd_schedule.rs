@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
+use tessera_scheduler::ilp::{fixed_order, IlpStatus};
 use tessera_scheduler::{baseline, validate, Eviction, Problem};
 use tessera_spec::graph::Phase;
 
@@ -27,6 +28,43 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// ILP mode (fixed-order: the graph's operator order; joint order and minimum-peak modes
+    /// come next).
+    #[arg(long, value_enum, default_value = "fixed-order")]
+    pub mode: Mode,
+    /// Seconds the ILP may search before it returns its best plan.
+    #[arg(long, default_value_t = 10.0)]
+    pub time_limit: f64,
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Mode {
+    /// Operators in the graph's order; the ILP decides residency, spills and reloads.
+    FixedOrder,
+}
+
+/// The ILP's result.
+#[derive(Debug, Serialize)]
+pub struct IlpResult {
+    /// `fixed-order`.
+    pub mode: &'static str,
+    /// `optimal` or `time_limit`.
+    pub status: IlpStatus,
+    /// Off-chip bytes no schedule avoids.
+    pub compulsory_bytes: u64,
+    /// Spill writes and reloads.
+    pub non_compulsory_bytes: u64,
+    /// Largest scratchpad occupancy.
+    pub peak_bytes: u64,
+    /// Bytes moved inside the scratchpad by compaction.
+    pub moved_bytes: u64,
+    /// Seconds in the solver.
+    pub solve_seconds: f64,
+    /// Binary variables.
+    pub binaries: usize,
+    /// Constraints.
+    pub constraints: usize,
 }
 
 /// One planner's result.
@@ -59,6 +97,8 @@ pub struct ScheduleReport {
     pub min_budget: u64,
     /// Operators.
     pub ops: usize,
+    /// The ILP.
+    pub ilp: IlpResult,
     /// Baseline planners.
     pub baselines: Vec<PlannerResult>,
 }
@@ -88,12 +128,28 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
             solve_seconds,
         });
     }
+    let outcome = fixed_order(&problem, budget, args.time_limit)?;
+    let r = validate(&problem, budget, &outcome.plan).context("the ILP plan failed validation")?;
+    let ilp = IlpResult {
+        mode: match args.mode {
+            Mode::FixedOrder => "fixed-order",
+        },
+        status: outcome.status,
+        compulsory_bytes: r.compulsory_bytes,
+        non_compulsory_bytes: r.non_compulsory_bytes,
+        peak_bytes: r.peak_bytes,
+        moved_bytes: r.moved_bytes,
+        solve_seconds: outcome.solve_seconds,
+        binaries: outcome.binaries,
+        constraints: outcome.constraints,
+    };
     let report = ScheduleReport {
         model: graph.model.clone(),
         phase: graph.phase,
         budget,
         min_budget: problem.min_budget(),
         ops: problem.ops.len(),
+        ilp,
         baselines,
     };
     if args.json {
@@ -119,6 +175,18 @@ fn render(r: &ScheduleReport) -> String {
         s,
         "{:<24}{:>16}{:>18}{:>14}{:>14}{:>10}",
         "planner", "compulsory B", "non-compulsory B", "peak B", "moved B", "time s"
+    );
+    let i = &r.ilp;
+    let _ = writeln!(
+        s,
+        "{:<24}{:>16}{:>18}{:>14}{:>14}{:>10.3}  {:?}",
+        format!("ilp ({})", i.mode),
+        i.compulsory_bytes,
+        i.non_compulsory_bytes,
+        i.peak_bytes,
+        i.moved_bytes,
+        i.solve_seconds,
+        i.status
     );
     for b in &r.baselines {
         let _ = writeln!(

@@ -170,6 +170,28 @@ impl State<'_> {
 
 /// The baseline schedule of `problem` under `budget` bytes with `policy`.
 pub fn baseline(problem: &Problem, budget: u64, policy: Eviction) -> Result<Plan, ScheduleError> {
+    schedule(problem, budget, policy, None)
+}
+
+/// Realises a residency decision (`resident[t][s]`: tensor `t` stays in the scratchpad during
+/// step `s`, as an ILP decides it) as a plan in the graph's order: tensors the decision drops
+/// are evicted before the step, the rest are placed first-fit with compaction. Space never runs
+/// out when every step's resident bytes fit the budget; should it, Belady eviction takes over and
+/// the plan's traffic says so.
+pub fn realise(
+    problem: &Problem,
+    budget: u64,
+    resident: &[Vec<bool>],
+) -> Result<Plan, ScheduleError> {
+    schedule(problem, budget, Eviction::Belady, Some(resident))
+}
+
+fn schedule(
+    problem: &Problem,
+    budget: u64,
+    policy: Eviction,
+    planned: Option<&[Vec<bool>]>,
+) -> Result<Plan, ScheduleError> {
     problem.check_budget(budget)?;
     let n = problem.ops.len();
     let order: Vec<usize> = (0..n).collect();
@@ -194,6 +216,18 @@ pub fn baseline(problem: &Problem, budget: u64, policy: Eviction) -> Result<Plan
         let op = &problem.ops[o];
         let keep: Vec<usize> = op.inputs.iter().chain(&op.outputs).copied().collect();
         let mut sp = StepPlan::default();
+        if let Some(planned) = planned {
+            for (t, stays) in planned.iter().enumerate() {
+                if st.resident[t].is_some() && !stays[s] && !keep.contains(&t) {
+                    st.resident[t] = None;
+                    if !st.in_dram[t] {
+                        st.in_dram[t] = true;
+                        st.non_compulsory += problem.tensors[t].bytes;
+                    }
+                    sp.evict.push(t);
+                }
+            }
+        }
         for &t in &op.inputs {
             if st.resident[t].is_none() {
                 let addr = st.allocate(t, false, &keep, policy, &position, s, &op.name, &mut sp)?;

@@ -2,10 +2,11 @@
 //! Depends on `tessera-spec` only.
 //!
 //! Landed so far: the problem extracted from a graph ([`problem`]), the plan format and its
-//! independent validator ([`plan`]), and the baselines the ILP (in the manner of COSMA, to come)
-//! will be measured against ([`mod@baseline`]).
+//! independent validator ([`plan`]), the baselines ([`mod@baseline`]) and the ILP in the manner of
+//! COSMA in fixed-order mode ([`ilp`]).
 
 pub mod baseline;
+pub mod ilp;
 pub mod plan;
 pub mod problem;
 
