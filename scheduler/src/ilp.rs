@@ -9,27 +9,60 @@
 //! - a tensor becomes resident only where it is read (no prefetch): `r[t,s] ≤ r[t,s−1]` elsewhere;
 //! - `reload[t,s] ≥ r[t,s] − r[t,s−1]`, and for produced tensors `spill[t] ≥ r[t,s−1] − r[t,s]`
 //!   (written to DRAM once, however often evicted);
-//! - capacity: `Σ_t bytes(t)·r[t,s] ≤ budget` at every step;
+//! - capacity: `Σ_t bytes(t)·r[t,s] ≤ budget` at every step (in units of the budget);
 //! - objective: `Σ_t bytes(t)·(spill[t] + Σ_s reload[t,s])`.
 //!
 //! Addresses come from realising the residency with first-fit and compaction
 //! ([`crate::baseline::realise`]): compaction makes any residency that fits the budget placeable,
-//! so the plan never pays more than the ILP's objective; the validator replays it. The solver
-//! starts from the Belady baseline's residency, so a time limit always returns a plan at least as
-//! good. Joint order + allocation, the address ILP and minimum-peak mode come next.
+//! so the plan never pays more than the ILP's objective; the validator replays it. microlp
+//! starts from the Belady baseline's residency; whatever the solver, a time-limited search that
+//! ends worse returns the Belady plan, and a solution whose residency does not cost what the solver
+//! claims is an error. Joint order + allocation, the address ILP and minimum-peak mode come next.
 
 use crate::baseline::{baseline, realise, Eviction};
 use crate::plan::{validate, Plan, PlanError};
 use crate::problem::{Problem, ScheduleError};
+use good_lp::solvers::Solver as LpSolver;
 use good_lp::{
-    constraint, microlp, variable, Expression, ProblemVariables, ResolutionError, Solution,
-    SolutionStatus, SolverModel, Variable, WithInitialSolution, WithTimeLimit,
+    constraint, microlp, variable, Constraint, Expression, ProblemVariables, ResolutionError,
+    Solution, SolutionStatus, SolverModel, Variable, WithInitialSolution, WithTimeLimit,
 };
 use serde::Serialize;
 use std::time::Instant;
 
 /// Largest number of residency variables solved whole.
 pub const MAX_BINARIES: usize = 200_000;
+
+/// The MILP solver behind good_lp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Solver {
+    /// microlp: pure Rust, always built.
+    Microlp,
+    /// COIN-OR CBC (Debian's `coinor-libcbc-dev`); built with the `cbc` feature.
+    Cbc,
+}
+
+impl Solver {
+    /// Every solver, by name.
+    pub const ALL: [Solver; 2] = [Solver::Microlp, Solver::Cbc];
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Solver::Microlp => "microlp",
+            Solver::Cbc => "cbc",
+        }
+    }
+
+    /// Whether this build includes it.
+    pub fn available(self) -> bool {
+        match self {
+            Solver::Microlp => true,
+            Solver::Cbc => cfg!(feature = "cbc"),
+        }
+    }
+}
 
 /// Why the ILP stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,6 +112,9 @@ pub enum IlpError {
     /// The solver failed.
     #[error("the solver failed: {0}")]
     Solver(String),
+    /// The solver is not in this build.
+    #[error("this build has no {0} solver: build with `--features cbc` (needs Debian's coinor-libcbc-dev)")]
+    Unavailable(&'static str),
     /// The realised plan failed validation (a bug: reported, never hidden).
     #[error("the ILP's plan does not validate: {0}")]
     Invalid(#[from] PlanError),
@@ -109,12 +145,17 @@ struct Vars {
     binaries: usize,
 }
 
-/// Plans `problem` in the graph's order under `budget` bytes, within `time_limit_s` seconds.
+/// Plans `problem` in the graph's order under `budget` bytes, within `time_limit_s` seconds, with
+/// `solver`.
 pub fn fixed_order(
     problem: &Problem,
     budget: u64,
     time_limit_s: f64,
+    solver: Solver,
 ) -> Result<IlpOutcome, IlpError> {
+    if !solver.available() {
+        return Err(IlpError::Unavailable(solver.name()));
+    }
     if !(time_limit_s > 0.0 && time_limit_s <= 86_400.0) {
         return Err(IlpError::TimeLimit(time_limit_s));
     }
@@ -128,20 +169,81 @@ pub fn fixed_order(
     }
     let warm = baseline(problem, budget, Eviction::Belady)?;
     let start = warm_start(problem, &vars, &warm);
-    let mut model = pv
-        .minimise(objective(problem, &vars))
-        .using(microlp)
-        .with_time_limit(time_limit_s)
-        .with_initial_solution(start);
-    let mut constraints = 0;
-    for c in constraints_of(problem, budget, &vars) {
-        model.add_constraint(c);
-        constraints += 1;
-    }
+    let constraints = constraints_of(problem, budget, &vars);
+    let constraint_count = constraints.len();
+    let goal = objective(problem, &vars);
     let began = Instant::now();
-    let solution = model.solve();
+    let (status, found) = match solver {
+        Solver::Microlp => solve(
+            microlp,
+            problem,
+            &vars,
+            pv,
+            goal,
+            constraints,
+            Some(start),
+            time_limit_s,
+        )?,
+        Solver::Cbc => solve_cbc(problem, &vars, pv, goal, constraints, time_limit_s)?,
+    };
     let solve_seconds = began.elapsed().as_secs_f64();
-    let solution = solution.map_err(|e| match e {
+    // The best incumbent: a time-limited search that ends worse than the Belady plan returns
+    // that plan.
+    let start_resident = residency_of(problem, &warm);
+    let found_bytes = objective_value(problem, &found);
+    let start_bytes = objective_value(problem, &start_resident);
+    let (resident, objective_bytes) = if found_bytes <= start_bytes {
+        (found, found_bytes)
+    } else if status == IlpStatus::TimeLimit {
+        (start_resident, start_bytes)
+    } else {
+        return Err(IlpError::Solver(format!(
+            "claimed optimal at {found_bytes} bytes, above the {start_bytes} bytes of the Belady \
+             plan"
+        )));
+    };
+    let plan = realise(problem, budget, &resident)?;
+    validate(problem, budget, &plan)?;
+    Ok(IlpOutcome {
+        plan,
+        status,
+        solve_seconds,
+        binaries: vars.binaries,
+        constraints: constraint_count,
+        objective_bytes,
+    })
+}
+
+/// Solves the model with `solver` (from `start` if given) and rounds the residency, checking
+/// that it costs what the solver claims.
+#[allow(clippy::too_many_arguments)]
+fn solve<S>(
+    solver: S,
+    problem: &Problem,
+    vars: &Vars,
+    pv: ProblemVariables,
+    goal: Expression,
+    constraints: Vec<Constraint>,
+    start: Option<Vec<(Variable, f64)>>,
+    time_limit_s: f64,
+) -> Result<(IlpStatus, Vec<Vec<bool>>), IlpError>
+where
+    S: LpSolver,
+    S::Model: WithTimeLimit + WithInitialSolution,
+    <S::Model as SolverModel>::Error: Into<ResolutionError>,
+{
+    let check = goal.clone();
+    let mut model = pv
+        .minimise(goal)
+        .using(solver)
+        .with_time_limit(time_limit_s);
+    if let Some(start) = start {
+        model = model.with_initial_solution(start);
+    }
+    for c in constraints {
+        model.add_constraint(c);
+    }
+    let solution = model.solve().map_err(|e| match e.into() {
         ResolutionError::Infeasible => IlpError::Solver(
             "infeasible, although every operator's working set fits the budget".into(),
         ),
@@ -151,18 +253,58 @@ pub fn fixed_order(
         SolutionStatus::Optimal => IlpStatus::Optimal,
         SolutionStatus::TimeLimit | SolutionStatus::GapLimit => IlpStatus::TimeLimit,
     };
-    let resident = extract(problem, &vars, &solution);
-    let objective_bytes = objective_value(problem, &resident);
-    let plan = realise(problem, budget, &resident)?;
-    validate(problem, budget, &plan)?;
-    Ok(IlpOutcome {
-        plan,
-        status,
-        solve_seconds,
-        binaries: vars.binaries,
+    // Never trust solver output: the rounded residency must cost what the solver claims.
+    let resident = extract(problem, vars, &solution);
+    let claimed = solution.eval(&check);
+    let actual = objective_value(problem, &resident) as f64 / MIB;
+    if (claimed - actual).abs() > 1e-6 * actual.max(1.0) {
+        return Err(IlpError::Solver(format!(
+            "returned an inconsistent solution (objective {claimed:.3} MiB; its residency costs \
+             {actual:.3} MiB)"
+        )));
+    }
+    Ok((status, resident))
+}
+
+/// CBC, quiet and single-threaded. It starts cold: after a MIP start it returned columns
+/// inconsistent with its own objective on some of our models (LLaMA2-7B prefill at M_P).
+#[cfg(feature = "cbc")]
+fn solve_cbc(
+    problem: &Problem,
+    vars: &Vars,
+    pv: ProblemVariables,
+    goal: Expression,
+    constraints: Vec<Constraint>,
+    time_limit_s: f64,
+) -> Result<(IlpStatus, Vec<Vec<bool>>), IlpError> {
+    let quiet = |p: good_lp::variable::UnsolvedProblem| {
+        let mut m = good_lp::coin_cbc(p);
+        m.set_parameter("log", "0");
+        m.set_parameter("threads", "1");
+        m
+    };
+    solve(
+        quiet,
+        problem,
+        vars,
+        pv,
+        goal,
         constraints,
-        objective_bytes,
-    })
+        None,
+        time_limit_s,
+    )
+}
+
+#[cfg(not(feature = "cbc"))]
+fn solve_cbc(
+    _: &Problem,
+    _: &Vars,
+    _: ProblemVariables,
+    _: Expression,
+    _: Vec<Constraint>,
+    _: f64,
+) -> Result<(IlpStatus, Vec<Vec<bool>>), IlpError> {
+    Err(IlpError::Unavailable(Solver::Cbc.name()))
 }
 
 /// Steps `[first, last]` a tensor lives through in the graph's order.
@@ -219,7 +361,8 @@ fn constraints_of(problem: &Problem, budget: u64, v: &Vars) -> Vec<good_lp::Cons
     let steps = problem.ops.len();
     let mut capacity: Vec<Expression> = vec![Expression::from(0.0); steps];
     for (t, (first, r)) in v.residency.iter().enumerate() {
-        let bytes = problem.tensors[t].bytes as f64;
+        // Capacity rows in units of the budget keep coefficients near 1 for the solver.
+        let bytes = problem.tensors[t].bytes as f64 / budget as f64;
         for (i, &cur) in r.iter().enumerate() {
             let s = first + i;
             capacity[s] += bytes * cur.expr();
@@ -239,15 +382,18 @@ fn constraints_of(problem: &Problem, budget: u64, v: &Vars) -> Vec<good_lp::Cons
         }
     }
     for c in capacity {
-        out.push(constraint!(c <= budget as f64));
+        out.push(constraint!(c <= 1.0));
     }
     out
 }
 
+/// Bytes per objective unit (MiB keeps coefficients near 1).
+const MIB: f64 = (1u64 << 20) as f64;
+
 fn objective(problem: &Problem, v: &Vars) -> Expression {
     let mut e = Expression::from(0.0);
     for (t, tensor) in problem.tensors.iter().enumerate() {
-        let mib = tensor.bytes as f64 / (1u64 << 20) as f64;
+        let mib = tensor.bytes as f64 / MIB;
         if let Some(spill) = v.spill[t] {
             e += mib * spill;
         }

@@ -2,7 +2,7 @@
 //! exceeds the better baseline, with typed errors for unusable input.
 
 use tessera_compiler::frontend::build_graph;
-use tessera_scheduler::ilp::{fixed_order, IlpError, IlpStatus};
+use tessera_scheduler::ilp::{fixed_order, IlpError, IlpStatus, Solver};
 use tessera_scheduler::{baseline, validate, Eviction, Problem};
 use tessera_spec::compression;
 use tessera_spec::graph::Phase;
@@ -14,48 +14,55 @@ fn problem(name: &str, phase: Phase) -> Problem {
     Problem::from_graph(&build_graph(&m, &c, phase, 1).unwrap()).unwrap()
 }
 
+/// The solvers in this build (CBC with the `cbc` feature).
+fn solvers() -> Vec<Solver> {
+    Solver::ALL.into_iter().filter(|s| s.available()).collect()
+}
+
 #[test]
 fn ilp_plans_validate_and_beat_the_baselines() {
-    for (name, phase) in [
-        ("tiny-llama", Phase::Prefill { seq: 64 }),
-        ("gpt2", Phase::Prefill { seq: 128 }),
-    ] {
-        let p = problem(name, phase);
-        let peak = validate(
-            &p,
-            u64::MAX / 4,
-            &baseline(&p, u64::MAX / 4, Eviction::Belady).unwrap(),
-        )
-        .unwrap()
-        .peak_bytes;
-        let m_r = p.min_budget();
-        for budget in [m_r, (m_r + peak) / 2, peak] {
-            let outcome = fixed_order(&p, budget, 20.0).unwrap();
-            let replay = validate(&p, budget, &outcome.plan).unwrap();
-            assert_eq!(
-                replay.non_compulsory_bytes, outcome.objective_bytes,
-                "{name} {budget}"
-            );
-            assert_eq!(replay.compulsory_bytes, p.compulsory_bytes());
-            let best_baseline = [Eviction::Lru, Eviction::Belady]
-                .map(|e| {
-                    validate(&p, budget, &baseline(&p, budget, e).unwrap())
-                        .unwrap()
-                        .non_compulsory_bytes
-                })
-                .into_iter()
-                .min()
-                .unwrap();
-            assert!(
-                replay.non_compulsory_bytes <= best_baseline,
-                "{name} at {budget}: ILP {} vs baseline {best_baseline}",
-                replay.non_compulsory_bytes
-            );
-            if budget == peak {
-                assert_eq!(replay.non_compulsory_bytes, 0);
-            }
-            if name == "tiny-llama" {
-                assert_eq!(outcome.status, IlpStatus::Optimal, "{name} at {budget}");
+    for solver in solvers() {
+        for (name, phase) in [
+            ("tiny-llama", Phase::Prefill { seq: 64 }),
+            ("gpt2", Phase::Prefill { seq: 128 }),
+        ] {
+            let p = problem(name, phase);
+            let peak = validate(
+                &p,
+                u64::MAX / 4,
+                &baseline(&p, u64::MAX / 4, Eviction::Belady).unwrap(),
+            )
+            .unwrap()
+            .peak_bytes;
+            let m_r = p.min_budget();
+            for budget in [m_r, (m_r + peak) / 2, peak] {
+                let outcome = fixed_order(&p, budget, 20.0, solver).unwrap();
+                let replay = validate(&p, budget, &outcome.plan).unwrap();
+                assert_eq!(
+                    replay.non_compulsory_bytes, outcome.objective_bytes,
+                    "{name} {budget}"
+                );
+                assert_eq!(replay.compulsory_bytes, p.compulsory_bytes());
+                let best_baseline = [Eviction::Lru, Eviction::Belady]
+                    .map(|e| {
+                        validate(&p, budget, &baseline(&p, budget, e).unwrap())
+                            .unwrap()
+                            .non_compulsory_bytes
+                    })
+                    .into_iter()
+                    .min()
+                    .unwrap();
+                assert!(
+                    replay.non_compulsory_bytes <= best_baseline,
+                    "{name} at {budget}: ILP {} vs baseline {best_baseline}",
+                    replay.non_compulsory_bytes
+                );
+                if budget == peak {
+                    assert_eq!(replay.non_compulsory_bytes, 0);
+                }
+                if name == "tiny-llama" {
+                    assert_eq!(outcome.status, IlpStatus::Optimal, "{name} at {budget}");
+                }
             }
         }
     }
@@ -64,11 +71,15 @@ fn ilp_plans_validate_and_beat_the_baselines() {
 #[test]
 fn bad_input_is_refused_with_a_reason() {
     let p = problem("tiny-llama", Phase::Prefill { seq: 16 });
-    let e = fixed_order(&p, p.min_budget() - 1, 10.0).unwrap_err();
+    let e = fixed_order(&p, p.min_budget() - 1, 10.0, Solver::Microlp).unwrap_err();
     assert!(matches!(e, IlpError::Problem(_)), "{e}");
     assert!(e.to_string().contains("smallest feasible budget"), "{e}");
     for bad in [0.0, -1.0, f64::NAN, 1e9] {
-        let e = fixed_order(&p, p.min_budget(), bad).unwrap_err();
+        let e = fixed_order(&p, p.min_budget(), bad, Solver::Microlp).unwrap_err();
         assert!(e.to_string().contains("positive number of seconds"), "{e}");
+    }
+    if !Solver::Cbc.available() {
+        let e = fixed_order(&p, p.min_budget(), 10.0, Solver::Cbc).unwrap_err();
+        assert!(e.to_string().contains("--features cbc"), "{e}");
     }
 }
