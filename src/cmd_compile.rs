@@ -14,15 +14,9 @@ use tessera_spec::isa::{disassemble, encode_program};
 /// Arguments of `tessera compile`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model preset name or Hugging Face config.json path.
-    #[arg(long, default_value = "llama2-7b")]
-    pub model: String,
-    /// Accelerator preset name or TOML path.
-    #[arg(long, default_value = "u280")]
-    pub accel: String,
-    /// Compression preset name or TOML path.
-    #[arg(long, default_value = "w4a8-g128")]
-    pub compression: String,
+    /// Model, accelerator and compression.
+    #[command(flatten)]
+    pub target: inputs::TargetArgs,
     /// Compile the bucket holding this context length.
     #[arg(long, default_value_t = 512, conflicts_with = "max_context")]
     pub context: u64,
@@ -58,9 +52,9 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     if args.bucket == 0 {
         bail!("--bucket must be at least 1");
     }
-    let accel = inputs::accelerator(&args.accel)?;
-    let model = inputs::model(&args.model)?;
-    let comp = inputs::compression(&args.compression)?;
+    let accel = inputs::accelerator(&args.target.accel)?;
+    let model = inputs::model(&args.target.model)?;
+    let comp = inputs::compression(&args.target.compression)?;
     let contexts: Vec<u64> = match args.max_context {
         Some(max) => (1..=decode_bucket(max, args.bucket) / args.bucket)
             .map(|i| i * args.bucket)

@@ -12,15 +12,9 @@ use tessera_spec::scenario::Scenario;
 /// Arguments of `tessera run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model preset name or Hugging Face config.json path.
-    #[arg(long, default_value = "llama2-7b")]
-    pub model: String,
-    /// Accelerator preset name or TOML path.
-    #[arg(long, default_value = "u280")]
-    pub accel: String,
-    /// Compression preset name or TOML path.
-    #[arg(long, default_value = "w4a8-g128")]
-    pub compression: String,
+    /// Model, accelerator and compression.
+    #[command(flatten)]
+    pub target: inputs::TargetArgs,
     /// Sequences per batch.
     #[arg(long, default_value_t = 1)]
     pub batch: u64,
@@ -66,9 +60,9 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         .map(|g| Gpu::by_name(g))
         .collect::<Result<Vec<_>, _>>()?;
     let inputs = RunInputs {
-        model: inputs::model(&args.model)?,
-        compression: inputs::compression(&args.compression)?,
-        accel: inputs::accelerator(&args.accel)?,
+        model: inputs::model(&args.target.model)?,
+        compression: inputs::compression(&args.target.compression)?,
+        accel: inputs::accelerator(&args.target.accel)?,
         scenario: Scenario {
             batch: args.batch,
             prefill: args.prefill,

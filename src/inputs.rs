@@ -48,3 +48,17 @@ pub fn compression(arg: &str) -> Result<Compression> {
         Ok(compression::preset(arg)?)
     }
 }
+
+/// The `--model`, `--accel` and `--compression` flags shared by the commands that need all three.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    /// Model preset name or Hugging Face config.json path.
+    #[arg(long, default_value = "llama2-7b")]
+    pub model: String,
+    /// Accelerator preset name or TOML path.
+    #[arg(long, default_value = "u280")]
+    pub accel: String,
+    /// Compression preset name or TOML path.
+    #[arg(long, default_value = "w4a8-g128")]
+    pub compression: String,
+}
