@@ -13,7 +13,14 @@ pub const VERSION: u32 = 1;
 
 /// Where each field sits: `(word, lowest bit, field)`, header first. A field that does not fit in
 /// the rest of the current word starts the next one.
-pub fn placements(op: Opcode) -> Vec<(usize, u32, Field)> {
+pub fn placements(op: Opcode) -> &'static [(usize, u32, Field)] {
+    static TABLE: std::sync::OnceLock<Vec<Vec<(usize, u32, Field)>>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| Opcode::ALL.iter().map(|o| place(*o)).collect());
+    let index = Opcode::ALL.iter().position(|o| *o == op).unwrap_or(0);
+    &table[index]
+}
+
+fn place(op: Opcode) -> Vec<(usize, u32, Field)> {
     let mut out = Vec::new();
     let (mut word, mut bit) = (0usize, 0u32);
     for f in header().iter().chain(layout(op)) {
@@ -111,7 +118,7 @@ fn encode_one(index: usize, ins: &Instruction, out: &mut Vec<u32>) -> Result<(),
     values.extend(ins.fields());
     let start = out.len();
     out.resize(start + words_of(op), 0);
-    for ((word, lo, f), v) in placements(op).into_iter().zip(values) {
+    for (&(word, lo, f), v) in placements(op).iter().zip(values) {
         let max = if f.bits == 32 {
             u32::MAX as u64
         } else {
@@ -152,8 +159,8 @@ fn decode_one(
         });
     }
     let values: Vec<u64> = placements(op)
-        .into_iter()
-        .map(|(word, lo, f)| {
+        .iter()
+        .map(|&(word, lo, f)| {
             let mask = if f.bits == 32 {
                 u32::MAX
             } else {

@@ -515,7 +515,7 @@ pub fn layout_doc() -> String {
             op.unit().name(),
             words
         );
-        for (word, lo, f) in encoding::placements(op) {
+        for &(word, lo, f) in encoding::placements(op) {
             let _ = writeln!(s, "| {word} | {}..{} | `{}` |", lo, lo + f.bits - 1, f.name);
         }
     }
