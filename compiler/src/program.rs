@@ -226,8 +226,9 @@ fn lower_op(
             attention(accel, comp, model, op, roles, kv, values, cursors)?
         }
         OpKind::Softmax { elements } => {
-            let rows = model.heads as u64 * op_batch(op);
-            sfu(SfuOp::Softmax, rows, elements / rows.max(1))
+            // One row per query head, a batch's sequences side by side.
+            let rows = model.heads as u64;
+            sfu(SfuOp::Softmax, rows, elements.div_ceil(rows.max(1)))
         }
         OpKind::Norm { kind, rows, width } => {
             let code = match kind {
@@ -280,14 +281,6 @@ fn lower_op(
                 .collect()
         }
     })
-}
-
-/// Sequences in the step: decode graphs have one token per sequence.
-fn op_batch(op: &Op) -> u64 {
-    match op.kind {
-        OpKind::Linear { m, .. } => m,
-        _ => 1,
-    }
 }
 
 /// The buffer the KV cache streams through: `kv`, else the weight buffer.
