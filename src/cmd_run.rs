@@ -2,7 +2,7 @@
 
 use crate::pipeline::{run, ClassShare, Fidelity, RunInputs, RunReport};
 use crate::{inputs, Verbosity};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -54,6 +54,9 @@ pub enum FidelityArg {
 
 /// Runs the command.
 pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
+    if args.bucket == 0 {
+        bail!("--bucket must be at least 1 (1 simulates every decode step's own program)");
+    }
     let gpus = args
         .gpu
         .iter()

@@ -480,4 +480,6 @@ fn run_simulates_decode_with_bucket_reuse() {
     let every = ok_json(&[&base[..], &["--fidelity", "sim", "--bucket", "1"]].concat());
     assert_eq!(every["decode"]["simulation"]["programs"], 30);
     assert_eq!(every["decode"]["simulation"]["mode"], "every-step");
+    let e = fails(&[&base[..], &["--fidelity", "sim", "--bucket", "0"]].concat());
+    assert!(e.contains("--bucket must be at least 1"), "{e}");
 }
