@@ -393,23 +393,52 @@ fn decode_report(passes: &[PassEstimate], batch: u64, clock: Hertz) -> DecodeRep
             *by_bound.entry(*b).or_insert(0u64) += c;
         }
     }
-    let bound = dominant_bound(&by_bound);
-    let generated = steps * batch as f64;
-    let joules = energy.total().joules();
-    DecodeReport {
+    let mut report = DecodeReport {
         fidelity: "roofline",
         simulation: None,
         tokens: passes.len() as u64,
-        tokens_per_s: generated / seconds,
-        latency_per_token_s: seconds / steps,
-        energy_per_token_j: joules / generated,
-        tokens_per_j: generated / joules,
-        dram_bytes_per_token: bytes as f64 / generated,
-        bandwidth_gbps: gbps(bytes as f64, seconds),
-        cycles,
-        bound,
+        tokens_per_s: 0.0,
+        latency_per_token_s: 0.0,
+        energy_per_token_j: 0.0,
+        tokens_per_j: 0.0,
+        dram_bytes_per_token: 0.0,
+        bandwidth_gbps: 0.0,
+        cycles: 0,
+        bound: dominant_bound(&by_bound),
         energy_breakdown_j: energy.into(),
         by_class: by_class(passes, clock),
+    };
+    let joules = energy.total().joules();
+    report.set_totals(
+        steps,
+        batch,
+        (seconds, bytes, cycles),
+        energy.into(),
+        joules,
+    );
+    report
+}
+
+impl DecodeReport {
+    /// Sets the figures derived from totals over `steps` decode steps of `batch` sequences:
+    /// time, off-chip bytes and cycles, and energy by part with its total.
+    fn set_totals(
+        &mut self,
+        steps: f64,
+        batch: u64,
+        (seconds, bytes, cycles): (f64, u64, u64),
+        energy: EnergyBreakdown,
+        joules: f64,
+    ) {
+        let generated = steps * batch as f64;
+        self.tokens_per_s = generated / seconds;
+        self.latency_per_token_s = seconds / steps;
+        self.energy_per_token_j = joules / generated;
+        self.tokens_per_j = generated / joules;
+        self.dram_bytes_per_token = bytes as f64 / generated;
+        self.bandwidth_gbps = gbps(bytes as f64, seconds);
+        self.cycles = cycles;
+        self.energy_breakdown_j = energy;
     }
 }
 
@@ -458,9 +487,6 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
         energy.dram += e.dram;
         energy.r#static += e.r#static;
     }
-    let steps = contexts.len() as f64;
-    let generated = steps * scenario.batch as f64;
-    let joules = energy.mac + energy.vector + energy.buffer + energy.dram + energy.r#static;
     d.fidelity = "simulation";
     d.simulation = Some(DecodeSimulation {
         bucket,
@@ -473,13 +499,14 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
         instructions: runs.iter().map(|(_, r)| r.instructions).sum(),
         instruction_bytes: runs.iter().map(|(_, r)| r.instruction_bytes).sum(),
     });
-    d.tokens_per_s = generated / seconds;
-    d.latency_per_token_s = seconds / steps;
-    d.energy_per_token_j = joules / generated;
-    d.tokens_per_j = generated / joules;
-    d.dram_bytes_per_token = bytes as f64 / generated;
-    d.bandwidth_gbps = gbps(bytes as f64, seconds);
-    d.cycles = cycles;
-    d.energy_breakdown_j = energy;
+    let steps = contexts.len() as f64;
+    let joules = energy.mac + energy.vector + energy.buffer + energy.dram + energy.r#static;
+    d.set_totals(
+        steps,
+        scenario.batch,
+        (seconds, bytes, cycles),
+        energy,
+        joules,
+    );
     Ok(())
 }

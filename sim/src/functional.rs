@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use tessera_spec::accel::{Accelerator, SfuOp};
+use tessera_spec::analytical::{matrix_operand_bytes, sfu_operand_bytes};
 use tessera_spec::isa::data::{
     f16_bytes, f16_values, f32_values, groups_per_column, sfu_row, unpack_ints,
     weight_scales_offset,
@@ -128,23 +129,18 @@ impl DataState {
         }
         let kept = if nm { k / 16 * m.nm_n as u64 } else { k };
         // Activations, as integers (int8) or fp32 (fp16).
-        let act_bytes = if m.act_int8 { 1 } else { 2 };
-        let a_raw = self.buf(m.a.buffer, m.a.addr, rows * k * act_bytes);
+        // Operand extents come from the one place that sizes them (timing uses it too).
+        let bytes = matrix_operand_bytes(m);
+        let a_raw = self.buf(m.a.buffer, m.a.addr, bytes.a);
         let act_int: Vec<i32> = a_raw.iter().map(|b| *b as i8 as i32).collect();
         let act_f32 = f16_values(a_raw);
         // Weights (and scales), one column at a time.
         let bits = m.weight.bits();
         let scales_at = weight_scales_offset(kept * n, bits);
         let groups = groups_per_column(k, group);
-        let b_len = if m.weight == WeightCode::Fp16 {
-            2 * kept * n
-        } else {
-            scales_at + 2 * n * groups
-        };
-        let b_raw = self.buf(m.b.buffer, m.b.addr, b_len).to_vec();
+        let b_raw = self.buf(m.b.buffer, m.b.addr, bytes.b).to_vec();
         let meta = if nm {
-            self.buf(m.meta.buffer, m.meta.addr, (kept * n * 4).div_ceil(8))
-                .to_vec()
+            self.buf(m.meta.buffer, m.meta.addr, bytes.meta).to_vec()
         } else {
             Vec::new()
         };
@@ -214,12 +210,7 @@ impl DataState {
     fn sfu(&mut self, s: &SfuInstr) {
         let (rows, cols) = (s.rows as u64, s.cols as u64);
         let src = f16_values(self.buf(s.src.buffer, s.src.addr, 2 * rows * cols));
-        let aux_len = match s.op {
-            SfuOp::Add | SfuOp::Mul | SfuOp::Rotary => 2 * rows * cols,
-            SfuOp::LayerNorm => 4 * cols,
-            SfuOp::RmsNorm => 2 * cols,
-            _ => 0,
-        };
+        let (_, aux_len, _) = sfu_operand_bytes(s);
         let aux = f16_values(self.buf(s.aux.buffer, s.aux.addr, aux_len));
         let per_row = matches!(s.op, SfuOp::Add | SfuOp::Mul | SfuOp::Rotary);
         let mut out = Vec::with_capacity(src.len());
