@@ -1,3 +1,11 @@
-//! Hardware: will describe the matrix engine (mixed-precision PEs, sparse DSP chains, PE array,
-//! scratchpad banks, controller) in rust-hdl from the same accelerator spec the simulator uses, and
-//! emit synthesizable Verilog with a resource report.
+//! Hardware: the accelerator's matrix engine described in rust-hdl from the same accelerator spec
+//! the simulator uses (mixed-precision PEs on sparse DSP chains), emitted as synthesizable
+//! Verilog, with golden models the testbenches check it against.
+
+pub mod golden;
+pub mod params;
+pub mod pe;
+pub mod verilog;
+
+pub use params::EngineParams;
+pub use pe::Pe;

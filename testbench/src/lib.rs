@@ -1,2 +1,7 @@
-//! Testbenches: will verify the generated hardware against golden Rust models (rust-hdl simulation,
-//! Icarus and Verilator on the emitted Verilog) and check cycle agreement with the simulator.
+//! Testbenches for the generated hardware: rust-hdl simulation and Icarus/Verilator runs of the
+//! emitted Verilog, checked against the golden models in `tessera_hdl::golden`.
+
+pub mod rusthdl;
+pub mod tools;
+pub mod verilog_tb;
+pub mod vectors;

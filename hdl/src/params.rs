@@ -1,0 +1,172 @@
+//! The generator's parameters: what the accelerator spec asks of the matrix engine, checked
+//! against what the generated hardware can build. Every refusal names the spec key.
+
+use tessera_spec::accel::{Accelerator, WeightType};
+use tessera_spec::compression::ActivationFormat;
+use tessera_spec::error::{Problem, SpecError};
+
+/// Width of one N:M block along the reduction: the sparse multiplexer picks among 16 activations.
+pub const BLOCK: usize = 16;
+
+/// The matrix engine the generator builds, derived from one [`Accelerator`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineParams {
+    /// PE rows.
+    pub rows: usize,
+    /// PE columns.
+    pub cols: usize,
+    /// Lanes (DSPs) per PE chain; a power of two up to [`BLOCK`].
+    pub lanes: usize,
+    /// log2 of the shortest chain segment the reduction nodes cut: `log2(min(N, lanes))` over
+    /// the supported N of N:16 (dense is N = 16).
+    pub min_segment_log2: u32,
+    /// Whether some precision multiplies int8 weights in the DSP multiplier.
+    pub has_multiplier: bool,
+    /// Whether some precision uses the shift-and-add datapath for 4-bit-or-narrower weights.
+    pub has_shift_add: bool,
+    /// Cycles of the pipelined per-group dequantiser (`matrix.dequant_cycles_per_group`).
+    pub dequant_latency: usize,
+    /// The spec's `matrix.pipeline_depth`, which the generated engine meets exactly.
+    pub pipeline_depth: usize,
+}
+
+/// Fixed pipeline stages of a PE besides the reduction tree and the dequantiser: input
+/// registers, product registers, group accumulator, output accumulator.
+const PE_FIXED_STAGES: usize = 4;
+/// Stages the engine adds around the PEs: the operand-bank read.
+const ENGINE_FIXED_STAGES: usize = 1;
+
+impl EngineParams {
+    /// Checks that the hardware generator can build `accel`'s matrix engine.
+    pub fn from_accel(accel: &Accelerator) -> Result<EngineParams, SpecError> {
+        let m = accel.matrix();
+        let mut problems = Vec::new();
+        let lanes = m.chain();
+        if !(lanes.is_power_of_two() && lanes as usize <= BLOCK) {
+            problems.push(Problem::new(
+                "matrix.chain",
+                format!("the hardware generator cannot build a chain of {lanes} DSPs"),
+                "the sparse DSP chain reads one 16-wide activation block per step: use 1, 2, 4, 8 or 16",
+            ));
+        }
+        let mut has_multiplier = false;
+        let mut has_shift_add = false;
+        for (i, p) in m.precisions().iter().enumerate() {
+            let key = format!("matrix.precisions[{i}]");
+            let help = "the generated PE supports int8 activations × int8/int4/int3/int2 weights at macs_per_dsp = 1 (shift_add only for 4-bit or narrower weights)";
+            if p.activation() != ActivationFormat::Int8 || p.weight() == WeightType::Fp16 {
+                problems.push(Problem::new(
+                    &key,
+                    format!("the hardware generator has no {p} datapath"),
+                    help,
+                ));
+                continue;
+            }
+            if p.macs_per_dsp() != 1.0 {
+                problems.push(Problem::new(
+                    &key,
+                    format!(
+                        "{p} packs {} MACs per DSP; the generated PE performs one",
+                        p.macs_per_dsp()
+                    ),
+                    help,
+                ));
+                continue;
+            }
+            if p.shift_add() {
+                if p.weight().bits() > 4 {
+                    problems.push(Problem::new(
+                        &key,
+                        format!("shift-and-add for {} weights", p.weight().name()),
+                        help,
+                    ));
+                }
+                has_shift_add = true;
+            } else {
+                has_multiplier = true;
+            }
+        }
+        let mut min_n = BLOCK as u64;
+        for (i, &n) in m.sparse().nm().iter().enumerate() {
+            if !n.is_power_of_two() {
+                problems.push(Problem::new(
+                    format!("matrix.sparse.nm[{i}]"),
+                    format!("N = {n} does not split the chain into equal segments"),
+                    "the reduction nodes cut the chain at powers of two: use 1, 2, 4, 8 or 16",
+                ));
+            }
+            min_n = min_n.min(n as u64);
+        }
+        let dequant_latency = m.dequant_cycles_per_group() as usize;
+        if dequant_latency == 0 {
+            problems.push(Problem::new(
+                "matrix.dequant_cycles_per_group",
+                "the generated dequantiser needs at least one pipeline stage",
+                "use 1 or more",
+            ));
+        }
+        let params = EngineParams {
+            rows: m.rows() as usize,
+            cols: m.cols() as usize,
+            lanes: lanes as usize,
+            min_segment_log2: min_n.min(lanes).max(1).ilog2(),
+            has_multiplier,
+            has_shift_add,
+            dequant_latency,
+            pipeline_depth: m.pipeline_depth() as usize,
+        };
+        if problems.is_empty() && params.pipeline_depth < params.structural_depth() {
+            problems.push(Problem::new(
+                "matrix.pipeline_depth",
+                format!(
+                    "the generated engine needs at least {} pipeline stages, the spec gives {}",
+                    params.structural_depth(),
+                    params.pipeline_depth
+                ),
+                format!(
+                    "operand read 1 + PE {} (input, product, {} reduction levels, group accumulator, {} dequantiser, output accumulator): set matrix.pipeline_depth ≥ {}",
+                    params.pe_structural_depth(),
+                    params.tree_levels(),
+                    params.dequant_latency,
+                    params.structural_depth()
+                ),
+            ));
+        }
+        SpecError::check(accel.source(), problems)?;
+        Ok(params)
+    }
+
+    /// Levels of the reduction tree: `log2(lanes)`.
+    pub fn tree_levels(&self) -> usize {
+        self.lanes.ilog2() as usize
+    }
+
+    /// Output segments a PE can emit at once: `lanes / 2^min_segment_log2`.
+    pub fn max_segments(&self) -> usize {
+        self.lanes >> self.min_segment_log2
+    }
+
+    /// Cycles from a step entering a PE to its result leaving, without padding.
+    pub fn pe_structural_depth(&self) -> usize {
+        PE_FIXED_STAGES + self.tree_levels() + self.dequant_latency
+    }
+
+    /// The shortest pipeline the generated engine can have.
+    pub fn structural_depth(&self) -> usize {
+        ENGINE_FIXED_STAGES + self.pe_structural_depth()
+    }
+
+    /// Delay registers a PE adds after its output accumulator so that the engine's depth equals
+    /// `matrix.pipeline_depth`.
+    pub fn pe_padding(&self) -> usize {
+        self.pipeline_depth - self.structural_depth()
+    }
+
+    /// Whether the spec's weight type runs on the shift-and-add datapath.
+    pub fn uses_shift_add(accel: &Accelerator, weight: WeightType) -> bool {
+        accel
+            .matrix()
+            .precision(weight.bits(), ActivationFormat::Int8)
+            .is_some_and(|p| p.shift_add())
+    }
+}

@@ -1,0 +1,77 @@
+//! Test vectors for a PE: seeded random items plus edge cases, laid out as a controller would
+//! drive them (groups of steps, segment size from N of N:16).
+
+use tessera_hdl::golden::PeStep;
+use tessera_hdl::params::BLOCK;
+use tessera_sim::golden::Rng;
+
+/// How one item's steps are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemShape {
+    /// Kept weights per 16-wide block (N of N:16; 16 is dense).
+    pub n: u32,
+    /// Quantisation groups in the item.
+    pub groups: usize,
+    /// Steps per group.
+    pub steps_per_group: usize,
+    /// Weight bits (8, 4, 3 or 2).
+    pub weight_bits: u32,
+    /// Whether the weights run on the shift-and-add datapath.
+    pub shift_add: bool,
+}
+
+/// Operand values an item is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Uniform over the full ranges.
+    Random,
+    /// Only the extreme values (−128/127 activations, the weight type's min/max, ±32767 scales).
+    Extremes,
+    /// Zero weights in every group.
+    ZeroGroups,
+}
+
+/// The steps of one item for a PE with `lanes` lanes and `segments` outputs.
+pub fn item(rng: &mut Rng, shape: ItemShape, fill: Fill, lanes: usize, segments: usize) -> Vec<PeStep> {
+    let seg_log2 = shape.n.min(lanes as u32).ilog2();
+    let (wlo, whi) = (-(1i32 << (shape.weight_bits - 1)), (1i32 << (shape.weight_bits - 1)) - 1);
+    let steps = shape.groups * shape.steps_per_group;
+    let mut out = Vec::with_capacity(steps);
+    for s in 0..steps {
+        let pick = |rng: &mut Rng, lo: i32, hi: i32| match fill {
+            Fill::Random | Fill::ZeroGroups => rng.int(lo, hi),
+            Fill::Extremes => {
+                if rng.int(0, 1) == 0 {
+                    lo
+                } else {
+                    hi
+                }
+            }
+        };
+        let act = (0..BLOCK).map(|_| pick(rng, -128, 127) as i8).collect();
+        let weight = (0..lanes)
+            .map(|_| match fill {
+                Fill::ZeroGroups => 0,
+                _ => pick(rng, wlo, whi) as i8,
+            })
+            .collect();
+        // N:M positions: each segment of N lanes picks distinct positions in the block.
+        let index = (0..lanes)
+            .map(|_| rng.int(0, BLOCK as i32 - 1) as u8)
+            .collect();
+        let scale = (0..segments).map(|_| pick(rng, -32767, 32767) as i16).collect();
+        out.push(PeStep {
+            first: s == 0,
+            last: s + 1 == steps,
+            group_first: s % shape.steps_per_group == 0,
+            group_last: (s + 1) % shape.steps_per_group == 0,
+            shift_add: shape.shift_add,
+            segment_log2: seg_log2,
+            act,
+            weight,
+            index,
+            scale,
+        });
+    }
+    out
+}
