@@ -1,11 +1,7 @@
-use rust_hdl::prelude::*;
-use tessera_hdl::{EngineParams, Pe};
+use tessera_hdl::{EngineOptions, EngineParams, MatrixEngine};
 fn main() {
     let a = tessera_spec::accel::Accelerator::preset("tiny").unwrap();
-    let p = EngineParams::from_accel(&a);
-    println!("// {:?}", p);
-    let mut pe = Pe::new(&p.unwrap());
-    pe.connect_all();
-    println!("// check {:?}", check_all(&pe));
-    println!("{}", generate_verilog(&pe));
+    let p = EngineParams::from_accel(&a).unwrap();
+    let mut e = MatrixEngine::new(&p, EngineOptions::default());
+    println!("{}", tessera_hdl::verilog::emit(&mut e).unwrap());
 }

@@ -46,9 +46,7 @@ pub fn pe_results(steps: &[PeStep], lanes: usize, segments: usize) -> Vec<Vec<i6
         for (j, g) in group.iter_mut().enumerate() {
             let sum: i64 = if (j + 1) * seg_len <= lanes {
                 (j * seg_len..(j + 1) * seg_len)
-                    .map(|lane| {
-                        st.act[st.index[lane] as usize] as i64 * st.weight[lane] as i64
-                    })
+                    .map(|lane| st.act[st.index[lane] as usize] as i64 * st.weight[lane] as i64)
                     .sum()
             } else {
                 0

@@ -302,7 +302,11 @@ impl Pe {
         let emit = self.d_valid[last_d].val() && self.d_last[last_d].val();
         if self.d_valid[last_d].val() {
             for j in 0..s {
-                let base = if self.d_first[last_d].val() { 0 } else { get(&self.acc[j]) };
+                let base = if self.d_first[last_d].val() {
+                    0
+                } else {
+                    get(&self.acc[j])
+                };
                 let sum = base.wrapping_add(get(&self.d_prod[last_d * s + j]));
                 self.acc[j].next = bits(sum);
                 if emit {
@@ -333,7 +337,11 @@ impl Pe {
             let first = self.sb_first[top].val() || self.g_pending_first.val();
             let close = self.sb_glast[top].val();
             for j in 0..s {
-                let base = if self.sb_gfirst[top].val() { 0 } else { get(&self.g_acc[j]) };
+                let base = if self.sb_gfirst[top].val() {
+                    0
+                } else {
+                    get(&self.g_acc[j])
+                };
                 let sum = base.wrapping_add(get(&self.seg[j]));
                 self.g_acc[j].next = bits(sum);
                 if close {
@@ -496,7 +504,10 @@ impl Pe {
                 p = (l.dequant - 1) * s + j
             );
         }
-        let _ = writeln!(w, "wire group_first_item = sb_first${top} | g_pending_first;");
+        let _ = writeln!(
+            w,
+            "wire group_first_item = sb_first${top} | g_pending_first;"
+        );
         // Segment multiplexer and outputs.
         let _ = writeln!(w, "always @(*) begin");
         let _ = writeln!(w, "    case (sb_seg${top})");
@@ -572,7 +583,10 @@ impl Pe {
         let _ = writeln!(w, "    d_valid$0 <= g_valid & ~reset;");
         let _ = writeln!(w, "    d_first$0 <= g_first;");
         let _ = writeln!(w, "    d_last$0 <= g_last;");
-        let _ = writeln!(w, "    g_valid <= sb_valid${top} & sb_glast${top} & ~reset;");
+        let _ = writeln!(
+            w,
+            "    g_valid <= sb_valid${top} & sb_glast${top} & ~reset;"
+        );
         let _ = writeln!(w, "    if (sb_valid${top}) begin");
         for j in 0..s {
             let _ = writeln!(w, "        g_acc${j} <= group_sum_{j};");
@@ -618,7 +632,12 @@ impl Pe {
                 let _ = writeln!(w, "    sb_{f}${level} <= sb_{f}${p};");
             }
             for j in 0..s {
-                let _ = writeln!(w, "    sb_scale${} <= sb_scale${};", level * s + j, p * s + j);
+                let _ = writeln!(
+                    w,
+                    "    sb_scale${} <= sb_scale${};",
+                    level * s + j,
+                    p * s + j
+                );
             }
         }
         for j in 0..l.lanes {

@@ -3,9 +3,10 @@
 //! weighs spills with it, and the simulator's per-instruction latencies must agree with it.
 //!
 //! Per operator on the accelerator:
-//! - matrix work: [`matrix_work_cycles`], where N:M and block-skip sparsity multiply only kept
-//!   weights (compressed-load sparsity loads sparse and computes dense) and per-group
-//!   dequantisation (MixPE) is pipelined beside the MACs;
+//! - matrix work: [`matrix_work_cycles`], the engine's tile loop ([`matrix_tiling`], the loop the
+//!   generated hardware runs), where N:M and block-skip sparsity multiply only kept weights
+//!   (compressed-load sparsity loads sparse and computes dense) and per-group dequantisation
+//!   (MixPE) is pipelined beside the MACs;
 //! - vector work: the vector unit's own formula ([`crate::accel::VectorUnit::cycles`]);
 //! - memory: weights, KV cache and (when an operator's activations exceed the on-chip buffers)
 //!   activations stream from the memories that hold them at the bandwidth their DRAM timing allows
@@ -181,48 +182,106 @@ pub fn row_conflict_latency_ns(memory: &Memory, bytes: u64) -> f64 {
 pub struct MatrixWork {
     /// Dense multiply-accumulates.
     pub macs: u64,
-    /// Output rows (tokens) for dequantisation counting.
+    /// Output rows (tokens); 0 with `n` and `k` when the work has no single shape (attention over
+    /// varying context), which is then costed at the engine's full rate.
     pub m: u64,
     /// Output columns.
     pub n: u64,
-    /// Reduction length.
+    /// Reduction length as computed (block-skipped blocks already removed).
     pub k: u64,
     /// Weight bits (16 = fp16).
     pub weight_bits: u32,
     /// Activation format.
     pub act: ActivationFormat,
-    /// Fraction of MACs performed (N:M and block skipping multiply only kept weights).
+    /// Kept weights per 16-wide block along the reduction (N of N:16; 16 when dense).
+    pub nm: u32,
+    /// Fraction of the dense MACs performed (`nm / 16`, or the kept-block fraction).
     pub density: f64,
     /// Quantisation group size when the weights are quantised (0: one scale per row).
     pub group: Option<u32>,
 }
 
-/// Cycles of matrix work on the engine, and the MACs actually performed:
-/// `max(ceil(MACs × density / peak) + pipeline depth, dequantisation)`, where each group's
-/// partial sum is dequantised once (MixPE) by a pipelined dequantiser per PE,
-/// `ceil(m · n · groups per row / PEs) × matrix.dequant_cycles_per_group` cycles. `None` when the
-/// engine lacks the precision pair. Zero MACs cost nothing.
+/// How the matrix engine runs a matrix of work: the tile loop the hardware controller executes
+/// (`tessera_hdl::engine`), one step per cycle.
+///
+/// Each PE's chain has `lanes = ⌊chain × macs_per_dsp⌋` kept weights per step and reads one
+/// 16-wide block of activations. With N kept per block and `N < lanes`, reduction nodes cut the
+/// chain into `segments = lanes / N` parts, one output column each; otherwise a block takes
+/// `⌈N / lanes⌉` steps. An *item* is one output row and `segments` columns; items go to the
+/// `rows × cols` PEs in passes, and every pass steps through all `⌈k / 16⌉` blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatrixTiling {
+    /// Kept weights a PE multiplies per step.
+    pub lanes: u64,
+    /// Output columns a PE computes at once.
+    pub segments: u64,
+    /// Steps per 16-wide block.
+    pub steps_per_block: u64,
+    /// 16-wide blocks along the reduction.
+    pub blocks: u64,
+    /// Items: output rows × column groups of `segments`.
+    pub items: u64,
+    /// Passes of `rows × cols` items.
+    pub passes: u64,
+    /// Steps (cycles of issue): `passes × blocks × steps_per_block`.
+    pub steps: u64,
+}
+
+/// The tile loop of an `m × n × k` matrix with N = `nm` kept per block on `matrix` at a precision
+/// of `macs_per_dsp` MACs per DSP.
+pub fn matrix_tiling(
+    matrix: &MatrixEngine,
+    macs_per_dsp: f64,
+    m: u64,
+    n: u64,
+    k: u64,
+    nm: u32,
+) -> MatrixTiling {
+    let lanes = ((matrix.chain() as f64 * macs_per_dsp).floor() as u64).max(1);
+    let nm = (nm as u64).clamp(1, 16);
+    let segments = (lanes / nm).max(1);
+    let steps_per_block = nm.div_ceil(lanes);
+    let blocks = k.div_ceil(16);
+    let items = m * n.div_ceil(segments);
+    let passes = items.div_ceil(matrix.rows() * matrix.cols());
+    MatrixTiling {
+        lanes,
+        segments,
+        steps_per_block,
+        blocks,
+        items,
+        passes,
+        steps: passes * blocks * steps_per_block,
+    }
+}
+
+/// Cycles of matrix work on the engine, and the MACs actually performed: the tile loop's steps
+/// ([`matrix_tiling`]) plus the pipeline depth, which includes the per-group dequantiser
+/// (pipelined beside the MACs, MixPE). Work without a single shape runs at the full rate:
+/// `⌈MACs × density / peak⌉ + pipeline depth`. `None` when the engine lacks the precision pair.
+/// Zero MACs cost nothing.
 pub fn matrix_work_cycles(matrix: &MatrixEngine, w: &MatrixWork) -> Option<(u64, u64)> {
-    let peak = matrix.peak_macs_per_cycle(w.weight_bits, w.act)?;
+    let precision = matrix.precision(w.weight_bits, w.act)?;
     if w.macs == 0 {
         return Some((0, 0));
     }
     let eff = (w.macs as f64 * w.density).ceil() as u64;
-    let dequant = match w.group {
-        Some(g) => {
-            let groups_per_row = if g == 0 { 1 } else { w.k.div_ceil(g as u64) };
-            (w.m * w.n * groups_per_row).div_ceil(matrix.rows() * matrix.cols())
-                * matrix.dequant_cycles_per_group()
-        }
-        None => 0,
+    let steps = if w.m == 0 || w.n == 0 || w.k == 0 {
+        let peak = matrix.dsps() as f64 * precision.macs_per_dsp();
+        (eff as f64 / peak).ceil() as u64
+    } else {
+        matrix_tiling(matrix, precision.macs_per_dsp(), w.m, w.n, w.k, w.nm).steps
     };
-    let mac_cycles = (eff as f64 / peak).ceil() as u64 + matrix.pipeline_depth();
-    Some((eff, mac_cycles.max(dequant)))
+    Some((eff, steps + matrix.pipeline_depth()))
 }
 
 /// The matrix work of one matrix instruction.
 pub fn matrix_instr_work(m: &MatrixOp) -> MatrixWork {
     let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
+    let nm = match m.sparse {
+        SparseCode::Nm => m.nm_n as u32,
+        _ => 16,
+    };
     MatrixWork {
         macs: mm * n * k,
         m: mm,
@@ -234,10 +293,8 @@ pub fn matrix_instr_work(m: &MatrixOp) -> MatrixWork {
         } else {
             ActivationFormat::Fp16
         },
-        density: match m.sparse {
-            SparseCode::Nm => m.nm_n as f64 / 16.0,
-            _ => 1.0,
-        },
+        nm,
+        density: nm as f64 / 16.0,
         group: (m.weight.bits() < 16).then_some(m.group as u32),
     }
 }
@@ -591,13 +648,23 @@ impl<'a> AccelModel<'a> {
             .map(|(weight_bits, act)| match op.kind {
                 OpKind::Linear { class, m, k, n, .. } => {
                     let wc = self.comp.weight(class);
+                    // N:M keeps N of every 16-wide block; block skipping removes whole blocks
+                    // from the reduction; unstructured weights load compressed and compute dense.
+                    let (nm, k_computed) = match wc.sparsity {
+                        Sparsity::NM { n, .. } => (n, k),
+                        Sparsity::Block { .. } => {
+                            (16, (k as f64 * wc.sparsity.density()).ceil() as u64)
+                        }
+                        Sparsity::Dense | Sparsity::Unstructured { .. } => (16, k),
+                    };
                     MatrixWork {
                         macs: op.cost.macs,
                         m,
                         n,
-                        k,
+                        k: k_computed,
                         weight_bits,
                         act,
+                        nm,
                         density: match wc.sparsity {
                             Sparsity::NM { .. } | Sparsity::Block { .. } => wc.sparsity.density(),
                             Sparsity::Dense | Sparsity::Unstructured { .. } => 1.0,
@@ -612,6 +679,7 @@ impl<'a> AccelModel<'a> {
                     k: 0,
                     weight_bits,
                     act,
+                    nm: 16,
                     density: 1.0,
                     group: None,
                 },

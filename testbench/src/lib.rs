@@ -1,7 +1,8 @@
 //! Testbenches for the generated hardware: rust-hdl simulation and Icarus/Verilator runs of the
 //! emitted Verilog, checked against the golden models in `tessera_hdl::golden`.
 
+pub mod matrix;
 pub mod rusthdl;
 pub mod tools;
-pub mod verilog_tb;
 pub mod vectors;
+pub mod verilog_tb;

@@ -82,3 +82,90 @@ pub fn run_pe(pe: Pe, slots: Vec<Slot>, vcd: Option<&std::path::Path>) -> PeRun 
     outcome.expect("rust-hdl simulation of the PE failed");
     Arc::try_unwrap(run).unwrap().into_inner().unwrap()
 }
+
+/// Executes a host-command script on a [`tessera_hdl::MatrixEngine`] in rust-hdl's simulator.
+pub fn run_engine_script(
+    engine: tessera_hdl::MatrixEngine,
+    script: Vec<crate::matrix::Command>,
+) -> crate::matrix::Record {
+    use crate::matrix::{Command, Record};
+    use tessera_hdl::MatrixEngine;
+    let record = Arc::new(Mutex::new(Record::default()));
+    let shared = record.clone();
+    let script = Arc::new(script);
+    let mut sim = Simulation::new();
+    sim.add_clock(5, |x: &mut Box<MatrixEngine>| x.clock.next = !x.clock.val());
+    sim.add_testbench(move |mut sim: Sim<MatrixEngine>| {
+        let mut x = sim.init()?;
+        x.reset.next = true;
+        wait_clock_cycle!(sim, clock, x);
+        x.reset.next = false;
+        for cmd in script.iter() {
+            match cmd {
+                Command::WriteAct(a, lanes) => {
+                    x.host_act_write.next = true;
+                    x.host_act_address.next = (*a).into();
+                    for (p, &v) in x.host_act_data.iter_mut().zip(lanes) {
+                        p.next = v.into();
+                    }
+                    wait_clock_cycle!(sim, clock, x);
+                    x.host_act_write.next = false;
+                }
+                Command::WriteWeight(a, lanes) => {
+                    x.host_weight_write.next = true;
+                    x.host_weight_address.next = (*a).into();
+                    for (p, &v) in x.host_weight_data.iter_mut().zip(lanes) {
+                        p.next = v.into();
+                    }
+                    wait_clock_cycle!(sim, clock, x);
+                    x.host_weight_write.next = false;
+                }
+                Command::WriteScale(a, lanes) => {
+                    x.host_scale_write.next = true;
+                    x.host_scale_address.next = (*a).into();
+                    for (p, &v) in x.host_scale_data.iter_mut().zip(lanes) {
+                        p.next = v.into();
+                    }
+                    wait_clock_cycle!(sim, clock, x);
+                    x.host_scale_write.next = false;
+                }
+                Command::Run([m, n, k, nm_log2, group, shift]) => {
+                    x.instr_m.next = (*m).into();
+                    x.instr_n.next = (*n).into();
+                    x.instr_k.next = (*k).into();
+                    x.instr_nm_log2.next = (*nm_log2).into();
+                    x.instr_group.next = (*group).into();
+                    x.instr_shift_add.next = *shift == 1;
+                    x.start.next = true;
+                    while !x.ready.val() {
+                        wait_clock_cycle!(sim, clock, x);
+                    }
+                    wait_clock_cycle!(sim, clock, x);
+                    x.start.next = false;
+                    let mut cycles = 1;
+                    while !x.done.val() {
+                        wait_clock_cycle!(sim, clock, x);
+                        cycles += 1;
+                    }
+                    wait_clock_cycle!(sim, clock, x);
+                    shared.lock().unwrap().cycles.push(cycles);
+                }
+                Command::Read(pe, a) => {
+                    x.host_result_pe.next = (*pe).into();
+                    x.host_result_address.next = (*a).into();
+                    wait_clock_cycle!(sim, clock, x);
+                    let lanes = x
+                        .host_result_data
+                        .iter()
+                        .map(|r| tessera_hdl::golden::sign_extend(bits_value(r.val()), 48))
+                        .collect();
+                    shared.lock().unwrap().reads.push(lanes);
+                }
+            }
+        }
+        sim.done(x)
+    });
+    sim.run(Box::new(engine), u64::MAX / 2)
+        .expect("rust-hdl simulation of the matrix engine failed");
+    Arc::try_unwrap(record).unwrap().into_inner().unwrap()
+}

@@ -32,9 +32,18 @@ pub enum Fill {
 }
 
 /// The steps of one item for a PE with `lanes` lanes and `segments` outputs.
-pub fn item(rng: &mut Rng, shape: ItemShape, fill: Fill, lanes: usize, segments: usize) -> Vec<PeStep> {
+pub fn item(
+    rng: &mut Rng,
+    shape: ItemShape,
+    fill: Fill,
+    lanes: usize,
+    segments: usize,
+) -> Vec<PeStep> {
     let seg_log2 = shape.n.min(lanes as u32).ilog2();
-    let (wlo, whi) = (-(1i32 << (shape.weight_bits - 1)), (1i32 << (shape.weight_bits - 1)) - 1);
+    let (wlo, whi) = (
+        -(1i32 << (shape.weight_bits - 1)),
+        (1i32 << (shape.weight_bits - 1)) - 1,
+    );
     let steps = shape.groups * shape.steps_per_group;
     let mut out = Vec::with_capacity(steps);
     for s in 0..steps {
@@ -59,7 +68,9 @@ pub fn item(rng: &mut Rng, shape: ItemShape, fill: Fill, lanes: usize, segments:
         let index = (0..lanes)
             .map(|_| rng.int(0, BLOCK as i32 - 1) as u8)
             .collect();
-        let scale = (0..segments).map(|_| pick(rng, -32767, 32767) as i16).collect();
+        let scale = (0..segments)
+            .map(|_| pick(rng, -32767, 32767) as i16)
+            .collect();
         out.push(PeStep {
             first: s == 0,
             last: s + 1 == steps,

@@ -44,7 +44,18 @@ fn slot_values(slot: &Slot, lanes: usize, segments: usize) -> Vec<u64> {
     let Some(st) = slot else {
         return vec![0; input_ports(lanes, segments).len()];
     };
-    let PeStep { first, last, group_first, group_last, shift_add, segment_log2, act, weight, index, scale } = st;
+    let PeStep {
+        first,
+        last,
+        group_first,
+        group_last,
+        shift_add,
+        segment_log2,
+        act,
+        weight,
+        index,
+        scale,
+    } = st;
     let mut v: Vec<u64> = [true, *first, *last, *group_first, *group_last, *shift_add]
         .iter()
         .map(|&b| b as u64)
@@ -93,11 +104,22 @@ pub fn pe_testbench(pe: &Pe, slots: &[Slot]) -> (String, String) {
     let _ = writeln!(w, "reg clock = 1'b0;");
     let _ = writeln!(w, "reg reset = 1'b1;");
     let _ = writeln!(w, "always #5 clock = ~clock;");
-    let _ = writeln!(w, "reg [{}:0] vectors [0:{}];", width - 1, slots.len().max(1) - 1);
+    let _ = writeln!(
+        w,
+        "reg [{}:0] vectors [0:{}];",
+        width - 1,
+        slots.len().max(1) - 1
+    );
     let _ = writeln!(w, "reg [{}:0] stimulus = {width}'d0;", width - 1);
     let mut hi = width;
     for (name, pw) in &ports {
-        let _ = writeln!(w, "wire [{}:0] \\{name} = stimulus[{}:{}];", pw - 1, hi - 1, hi - pw);
+        let _ = writeln!(
+            w,
+            "wire [{}:0] \\{name} = stimulus[{}:{}];",
+            pw - 1,
+            hi - 1,
+            hi - pw
+        );
         hi -= pw;
     }
     let _ = writeln!(w, "wire out_valid;");
@@ -126,7 +148,10 @@ pub fn pe_testbench(pe: &Pe, slots: &[Slot]) -> (String, String) {
     let _ = writeln!(w, "    results = $fopen(\"results.txt\", \"w\");");
     let _ = writeln!(w, "    @(negedge clock);");
     let _ = writeln!(w, "    reset = 1'b0;");
-    let _ = writeln!(w, "    for (cycle = 0; cycle < {cycles}; cycle = cycle + 1) begin");
+    let _ = writeln!(
+        w,
+        "    for (cycle = 0; cycle < {cycles}; cycle = cycle + 1) begin"
+    );
     let _ = writeln!(
         w,
         "        stimulus = (cycle < {}) ? vectors[cycle] : {width}'d0;",
@@ -186,15 +211,30 @@ pub fn run_pe_verilog(
     let plusargs: &[&str] = if vcd { &["+vcd"] } else { &[] };
     match simulator {
         Simulator::Icarus => {
-            run(dir, "iverilog", &["-g2012", "-o", "tb.vvp", "tb.v", "top.v"])?;
+            run(
+                dir,
+                "iverilog",
+                &["-g2012", "-o", "tb.vvp", "tb.v", "top.v"],
+            )?;
             let mut args = vec!["-n", "tb.vvp"];
             args.extend(plusargs);
             run(dir, "vvp", &args)?;
         }
         Simulator::Verilator => {
             let mut args = vec![
-                "--binary", "--timing", "-j", "2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                "--top-module", "tb", "-Mdir", "obj", "-o", "tb",
+                "--binary",
+                "--timing",
+                "-j",
+                "2",
+                "-Wno-fatal",
+                "-Wno-lint",
+                "-Wno-style",
+                "--top-module",
+                "tb",
+                "-Mdir",
+                "obj",
+                "-o",
+                "tb",
             ];
             if vcd {
                 args.push("--trace");
@@ -211,5 +251,8 @@ pub fn run_pe_verilog(
         .filter(|(_, s)| s.as_ref().is_some_and(|s| s.last))
         .map(|(i, _)| i as u64)
         .collect();
-    Ok(PeRun { results: parse_results(&text), last_steps })
+    Ok(PeRun {
+        results: parse_results(&text),
+        last_steps,
+    })
 }

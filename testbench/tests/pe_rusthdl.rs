@@ -23,7 +23,13 @@ fn pe_matches_golden_for_every_n_precision_and_fill() {
     for n in [2, 4, 8, 16] {
         for (bits, shift) in [(8, false), (4, true), (2, true)] {
             for fill in [Fill::Random, Fill::Extremes, Fill::ZeroGroups] {
-                let shape = ItemShape { n, groups: 2, steps_per_group: 3, weight_bits: bits, shift_add: shift };
+                let shape = ItemShape {
+                    n,
+                    groups: 2,
+                    steps_per_group: 3,
+                    weight_bits: bits,
+                    shift_add: shift,
+                };
                 for st in item(&mut rng, shape, fill, lanes, segs) {
                     steps.push(st.clone());
                     slots.push(Some(st));
@@ -38,7 +44,10 @@ fn pe_matches_golden_for_every_n_precision_and_fill() {
     let want = pe_results(&steps, lanes, segs);
     let got: Vec<Vec<i64>> = run.results.iter().map(|(_, v)| v.clone()).collect();
     assert_eq!(want.len(), 36);
-    assert!(want.iter().flatten().any(|&v| v.abs() > 1 << 30), "extreme values reach wide results");
+    assert!(
+        want.iter().flatten().any(|&v| v.abs() > 1 << 30),
+        "extreme values reach wide results"
+    );
     assert_eq!(got, want);
     for (last, (cycle, _)) in run.last_steps.iter().zip(&run.results) {
         assert_eq!(cycle - last + 1, latency, "result latency");

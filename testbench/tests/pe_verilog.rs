@@ -15,7 +15,13 @@ fn stream(lanes: usize, segs: usize) -> (Vec<tessera_hdl::golden::PeStep>, Vec<S
     for n in [2, 4, 8, 16] {
         for (bits, shift) in [(8, false), (4, true), (2, true)] {
             for fill in [Fill::Random, Fill::Extremes, Fill::ZeroGroups] {
-                let shape = ItemShape { n, groups: 3, steps_per_group: 2, weight_bits: bits, shift_add: shift };
+                let shape = ItemShape {
+                    n,
+                    groups: 3,
+                    steps_per_group: 2,
+                    weight_bits: bits,
+                    shift_add: shift,
+                };
                 for st in item(&mut rng, shape, fill, lanes, segs) {
                     steps.push(st.clone());
                     slots.push(Some(st));
@@ -37,7 +43,14 @@ fn icarus_and_verilator_match_golden_and_rust_hdl_cycle_for_cycle() {
     let (steps, slots) = stream(lanes, segs);
     let want = pe_results(&steps, lanes, segs);
     let reference = run_pe(Pe::new(&p), slots.clone(), None);
-    assert_eq!(reference.results.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), want);
+    assert_eq!(
+        reference
+            .results
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>(),
+        want
+    );
     let root = std::env::temp_dir().join(format!("tessera-pe-tb-{}", std::process::id()));
     for sim in [Simulator::Icarus, Simulator::Verilator] {
         let dir = root.join(format!("{sim:?}"));

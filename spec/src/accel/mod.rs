@@ -352,7 +352,8 @@ impl MatrixEngine {
     pub fn supports_group_size(&self, g: u32) -> bool {
         g == 0 || self.group_sizes.contains(&g)
     }
-    /// Cycles to dequantise one group's partial sum.
+    /// Latency of the pipelined per-group dequantiser (one group sum accepted per cycle); part of
+    /// `pipeline_depth`, which the generated hardware meets exactly.
     pub fn dequant_cycles_per_group(&self) -> u64 {
         self.dequant_cycles_per_group
     }

@@ -1,0 +1,649 @@
+//! The matrix engine's controller: accepts an instruction, walks its tile loop one step per
+//! cycle (items to PEs in passes, blocks, sub-steps, quantisation groups), generates every PE's
+//! operand-bank addresses and step flags, and counts result writes to signal completion. The
+//! arithmetic is the same as [`tessera_spec::analytical::matrix_tiling`], computed with shifts and
+//! additions only.
+
+use crate::bank::ADDRESS_BITS;
+use crate::pe::{bits_value, SEGMENT_BITS};
+use rust_hdl::prelude::*;
+use std::fmt::Write as _;
+
+type Word = Bits<ADDRESS_BITS>;
+const MASK: u64 = (1 << ADDRESS_BITS) - 1;
+
+/// The controller of an array of `pes` PEs with `2^levels` lanes each.
+#[derive(LogicBlock)]
+pub struct Controller {
+    /// Clock.
+    pub clock: Signal<In, Clock>,
+    /// Synchronous reset.
+    pub reset: Signal<In, Bit>,
+    /// An instruction is offered.
+    pub start: Signal<In, Bit>,
+    /// Activation rows `m`.
+    pub instr_m: Signal<In, Word>,
+    /// Output columns `n`.
+    pub instr_n: Signal<In, Word>,
+    /// Reduction length `k`.
+    pub instr_k: Signal<In, Word>,
+    /// `log2` of N.
+    pub instr_nm_log2: Signal<In, Bits<SEGMENT_BITS>>,
+    /// Quantisation group (elements; 0: one per row).
+    pub instr_group: Signal<In, Word>,
+    /// Shift-and-add datapath.
+    pub instr_shift_add: Signal<In, Bit>,
+    /// Each PE presents a result this cycle.
+    pub pe_out_valid: Vec<Signal<In, Bit>>,
+    /// PE whose result bank the host reads.
+    pub host_result_pe: Signal<In, Word>,
+    /// An instruction is accepted this cycle.
+    pub ready: Signal<Out, Bit>,
+    /// The last result is written at the coming edge.
+    pub done: Signal<Out, Bit>,
+    /// Each PE's activation-bank read address.
+    pub act_address: Vec<Signal<Out, Word>>,
+    /// Each PE's weight-bank read address.
+    pub weight_address: Vec<Signal<Out, Word>>,
+    /// Each PE's scale-bank read address.
+    pub scale_address: Vec<Signal<Out, Word>>,
+    /// Each PE's result-bank write address.
+    pub result_address: Vec<Signal<Out, Word>>,
+    /// Each PE's step is valid (aligned with the bank read data).
+    pub step_valid: Vec<Signal<Out, Bit>>,
+    /// First step of an item.
+    pub step_first: Signal<Out, Bit>,
+    /// Last step of an item.
+    pub step_last: Signal<Out, Bit>,
+    /// First step of a group.
+    pub step_group_first: Signal<Out, Bit>,
+    /// Last step of a group.
+    pub step_group_last: Signal<Out, Bit>,
+    /// Shift-and-add datapath.
+    pub step_shift_add: Signal<Out, Bit>,
+    /// Segment size field.
+    pub step_segment_log2: Signal<Out, Bits<SEGMENT_BITS>>,
+    /// The registered host result-bank selection.
+    pub result_pe: Signal<Out, Word>,
+
+    c_m: Signal<Local, Word>,
+    c_groups: Signal<Local, Word>,
+    c_kblocks: Signal<Local, Word>,
+    c_spb_last: Signal<Local, Word>,
+    c_spi_last: Signal<Local, Word>,
+    c_spg_last: Signal<Local, Word>,
+    c_seg: Signal<Local, Bits<SEGMENT_BITS>>,
+    c_shift: Signal<Local, Bit>,
+    running: Signal<Local, Bit>,
+    step: Signal<Local, Word>,
+    block: Signal<Local, Word>,
+    sub: Signal<Local, Word>,
+    gstep: Signal<Local, Word>,
+    step_g: Signal<Local, Word>,
+    group_g: Signal<Local, Word>,
+    issued: Signal<Local, Word>,
+    written: Signal<Local, Word>,
+    row: Vec<Signal<Local, Word>>,
+    colgroup: Vec<Signal<Local, Word>>,
+    act_base: Vec<Signal<Local, Word>>,
+    waddr: Vec<Signal<Local, Word>>,
+    r_valid: Vec<Signal<Local, Bit>>,
+    r_first: Signal<Local, Bit>,
+    r_last: Signal<Local, Bit>,
+    r_gfirst: Signal<Local, Bit>,
+    r_glast: Signal<Local, Bit>,
+    r_seg: Signal<Local, Bits<SEGMENT_BITS>>,
+    r_shift: Signal<Local, Bit>,
+
+    shape: Shape,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    pes: usize,
+    levels: usize,
+}
+
+impl Logic for Shape {
+    fn update(&mut self) {}
+}
+
+impl Block for Shape {
+    fn connect_all(&mut self) {}
+    fn update_all(&mut self) {}
+    fn has_changed(&self) -> bool {
+        false
+    }
+    fn accept(&self, _name: &str, _probe: &mut dyn Probe) {}
+}
+
+/// The controller's configuration for one instruction (all counts 16-bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Config {
+    m: u64,
+    groups: u64,
+    kblocks: u64,
+    spb_last: u64,
+    spi_last: u64,
+    spg_last: u64,
+    seg: u64,
+    empty: bool,
+}
+
+impl Config {
+    fn new(levels: u64, m: u64, n: u64, k: u64, nm_log2: u64, group: u64) -> Config {
+        let seg = nm_log2.min(levels);
+        let s_log2 = levels - seg;
+        let groups = (n + (1 << s_log2) - 1) >> s_log2;
+        let kblocks = (k + 15) >> 4;
+        let spb_log2 = nm_log2.saturating_sub(levels);
+        let gblocks = if group == 0 { kblocks } else { group >> 4 };
+        Config {
+            m,
+            groups: groups & MASK,
+            kblocks,
+            spb_last: ((1 << spb_log2) - 1) & MASK,
+            spi_last: ((kblocks << spb_log2).wrapping_sub(1)) & MASK,
+            spg_last: ((gblocks << spb_log2).wrapping_sub(1)) & MASK,
+            seg,
+            empty: m == 0 || n == 0 || k == 0,
+        }
+    }
+}
+
+fn w(v: u64) -> Word {
+    Bits::from(v & MASK)
+}
+
+fn vec_of<T: Default>(n: usize) -> Vec<T> {
+    (0..n).map(|_| T::default()).collect()
+}
+
+impl Controller {
+    /// A controller for `pes` PEs whose chains have `2^levels` lanes.
+    pub fn new(pes: usize, levels: usize) -> Controller {
+        Controller {
+            clock: Default::default(),
+            reset: Default::default(),
+            start: Default::default(),
+            instr_m: Default::default(),
+            instr_n: Default::default(),
+            instr_k: Default::default(),
+            instr_nm_log2: Default::default(),
+            instr_group: Default::default(),
+            instr_shift_add: Default::default(),
+            pe_out_valid: vec_of(pes),
+            host_result_pe: Default::default(),
+            ready: Default::default(),
+            done: Default::default(),
+            act_address: vec_of(pes),
+            weight_address: vec_of(pes),
+            scale_address: vec_of(pes),
+            result_address: vec_of(pes),
+            step_valid: vec_of(pes),
+            step_first: Default::default(),
+            step_last: Default::default(),
+            step_group_first: Default::default(),
+            step_group_last: Default::default(),
+            step_shift_add: Default::default(),
+            step_segment_log2: Default::default(),
+            result_pe: Default::default(),
+            c_m: Default::default(),
+            c_groups: Default::default(),
+            c_kblocks: Default::default(),
+            c_spb_last: Default::default(),
+            c_spi_last: Default::default(),
+            c_spg_last: Default::default(),
+            c_seg: Default::default(),
+            c_shift: Default::default(),
+            running: Default::default(),
+            step: Default::default(),
+            block: Default::default(),
+            sub: Default::default(),
+            gstep: Default::default(),
+            step_g: Default::default(),
+            group_g: Default::default(),
+            issued: Default::default(),
+            written: Default::default(),
+            row: vec_of(pes),
+            colgroup: vec_of(pes),
+            act_base: vec_of(pes),
+            waddr: vec_of(pes),
+            r_valid: vec_of(pes),
+            r_first: Default::default(),
+            r_last: Default::default(),
+            r_gfirst: Default::default(),
+            r_glast: Default::default(),
+            r_seg: Default::default(),
+            r_shift: Default::default(),
+            shape: Shape { pes, levels },
+        }
+    }
+
+    fn ready_now(&self) -> bool {
+        !self.running.val() && self.written.val() == self.issued.val()
+    }
+
+    /// `(row, column group, activation base)` one item after the given one.
+    fn next_item(c_groups: u64, c_kblocks: u64, (r, g, a): (u64, u64, u64)) -> (u64, u64, u64) {
+        if (g + 1) & MASK == c_groups {
+            ((r + 1) & MASK, 0, (a + c_kblocks) & MASK)
+        } else {
+            (r, (g + 1) & MASK, a)
+        }
+    }
+
+    fn clock_edge(&mut self) {
+        let sh = self.shape;
+        let _ = sh.pes;
+        let v = |s: &Signal<Local, Word>| bits_value(s.val());
+        let reset = self.reset.val();
+        // Result writes and completion.
+        if self.pe_out_valid[0].val() {
+            self.written.next = w(v(&self.written) + 1);
+        }
+        for q in 0..sh.pes {
+            if self.pe_out_valid[q].val() {
+                self.waddr[q].next = w(v(&self.waddr[q]) + 1);
+            }
+        }
+        self.result_pe.next = self.host_result_pe.val();
+        // Operand-read stage side band.
+        let c_spi_last = v(&self.c_spi_last);
+        let step = v(&self.step);
+        let gstep = v(&self.gstep);
+        let last = step == c_spi_last;
+        let glast = gstep == v(&self.c_spg_last) || last;
+        let running = self.running.val();
+        for q in 0..sh.pes {
+            self.r_valid[q].next = running && v(&self.row[q]) < v(&self.c_m) && !reset;
+        }
+        self.r_first.next = step == 0;
+        self.r_last.next = last;
+        self.r_gfirst.next = gstep == 0;
+        self.r_glast.next = glast;
+        self.r_seg.next = self.c_seg.val();
+        self.r_shift.next = self.c_shift.val();
+        // Accept or advance.
+        if self.start.val() && self.ready_now() && !reset {
+            let c = Config::new(
+                sh.levels as u64,
+                bits_value(self.instr_m.val()),
+                bits_value(self.instr_n.val()),
+                bits_value(self.instr_k.val()),
+                bits_value(self.instr_nm_log2.val()),
+                bits_value(self.instr_group.val()),
+            );
+            self.c_m.next = w(c.m);
+            self.c_groups.next = w(c.groups);
+            self.c_kblocks.next = w(c.kblocks);
+            self.c_spb_last.next = w(c.spb_last);
+            self.c_spi_last.next = w(c.spi_last);
+            self.c_spg_last.next = w(c.spg_last);
+            self.c_seg.next = Bits::from(c.seg);
+            self.c_shift.next = self.instr_shift_add.val();
+            self.running.next = !c.empty;
+            self.issued.next = w(0);
+            self.written.next = w(0);
+            self.reset_step();
+            let mut item = (0, 0, 0);
+            for q in 0..sh.pes {
+                if q > 0 {
+                    item = Self::next_item(c.groups, c.kblocks, item);
+                }
+                self.set_item(q, item);
+                self.waddr[q].next = w(0);
+            }
+        } else if running {
+            if last {
+                self.issued.next = w(v(&self.issued) + 1);
+                self.reset_step();
+                let (cg, kb) = (v(&self.c_groups), v(&self.c_kblocks));
+                let q_last = sh.pes - 1;
+                let mut item = (
+                    v(&self.row[q_last]),
+                    v(&self.colgroup[q_last]),
+                    v(&self.act_base[q_last]),
+                );
+                for q in 0..sh.pes {
+                    item = Self::next_item(cg, kb, item);
+                    self.set_item(q, item);
+                    if q == 0 && item.0 >= v(&self.c_m) {
+                        self.running.next = false;
+                    }
+                }
+            } else {
+                let cg = v(&self.c_groups);
+                self.step.next = w(step + 1);
+                self.step_g.next = w(v(&self.step_g) + cg);
+                let sub = v(&self.sub);
+                if sub == v(&self.c_spb_last) {
+                    self.sub.next = w(0);
+                    self.block.next = w(v(&self.block) + 1);
+                } else {
+                    self.sub.next = w(sub + 1);
+                }
+                if glast {
+                    self.gstep.next = w(0);
+                    self.group_g.next = w(v(&self.group_g) + cg);
+                } else {
+                    self.gstep.next = w(gstep + 1);
+                }
+            }
+        }
+        if reset {
+            self.running.next = false;
+            self.issued.next = w(0);
+            self.written.next = w(0);
+        }
+    }
+
+    fn reset_step(&mut self) {
+        for s in [
+            &mut self.step,
+            &mut self.block,
+            &mut self.sub,
+            &mut self.gstep,
+            &mut self.step_g,
+            &mut self.group_g,
+        ] {
+            s.next = w(0);
+        }
+    }
+
+    fn set_item(&mut self, q: usize, (r, g, a): (u64, u64, u64)) {
+        self.row[q].next = w(r);
+        self.colgroup[q].next = w(g);
+        self.act_base[q].next = w(a);
+    }
+
+    fn combinational(&mut self) {
+        let v = |s: &Signal<Local, Word>| bits_value(s.val());
+        let ready = self.ready_now();
+        self.ready.next = ready;
+        let last_write = self.pe_out_valid[0].val()
+            && !self.running.val()
+            && v(&self.written) + 1 == v(&self.issued);
+        let empty_accept = self.start.val()
+            && ready
+            && (bits_value(self.instr_m.val()) == 0
+                || bits_value(self.instr_n.val()) == 0
+                || bits_value(self.instr_k.val()) == 0);
+        self.done.next = last_write || empty_accept;
+        let (block, step_g, group_g) = (v(&self.block), v(&self.step_g), v(&self.group_g));
+        for q in 0..self.shape.pes {
+            let g = v(&self.colgroup[q]);
+            self.act_address[q].next = w(v(&self.act_base[q]) + block);
+            self.weight_address[q].next = w(step_g + g);
+            self.scale_address[q].next = w(group_g + g);
+            self.result_address[q].next = self.waddr[q].val();
+            self.step_valid[q].next = self.r_valid[q].val();
+        }
+        self.step_first.next = self.r_first.val();
+        self.step_last.next = self.r_last.val();
+        self.step_group_first.next = self.r_gfirst.val();
+        self.step_group_last.next = self.r_glast.val();
+        self.step_shift_add.next = self.r_shift.val();
+        self.step_segment_log2.next = self.r_seg.val();
+    }
+
+    fn verilog(&self) -> String {
+        let sh = self.shape;
+        let mut text = String::new();
+        let o = &mut text;
+        let levels = sh.levels;
+        // Instruction decode (the same arithmetic as `Config::new`).
+        let _ = writeln!(
+            o,
+            "wire [2:0] cfg_seg = (instr_nm_log2 < 3'd{levels}) ? instr_nm_log2 : 3'd{levels};"
+        );
+        let _ = writeln!(o, "wire [2:0] cfg_s_log2 = 3'd{levels} - cfg_seg;");
+        let _ = writeln!(o, "wire [2:0] cfg_spb_log2 = (instr_nm_log2 > 3'd{levels}) ? instr_nm_log2 - 3'd{levels} : 3'd0;");
+        let _ = writeln!(
+            o,
+            "wire [15:0] cfg_s_mask = ({{15'd0, 1'b1}} << cfg_s_log2) - 16'd1;"
+        );
+        let _ = writeln!(o, "wire [15:0] cfg_groups = (instr_n >> cfg_s_log2) + {{15'd0, |(instr_n & cfg_s_mask)}};");
+        let _ = writeln!(
+            o,
+            "wire [15:0] cfg_kblocks = {{4'd0, instr_k[15:4]}} + {{15'd0, |instr_k[3:0]}};"
+        );
+        let _ = writeln!(o, "wire [15:0] cfg_gblocks = (instr_group == 16'd0) ? cfg_kblocks : {{4'd0, instr_group[15:4]}};");
+        let _ = writeln!(
+            o,
+            "wire [15:0] cfg_spb_last = ({{15'd0, 1'b1}} << cfg_spb_log2) - 16'd1;"
+        );
+        let _ = writeln!(
+            o,
+            "wire [15:0] cfg_spi_last = (cfg_kblocks << cfg_spb_log2) - 16'd1;"
+        );
+        let _ = writeln!(
+            o,
+            "wire [15:0] cfg_spg_last = (cfg_gblocks << cfg_spb_log2) - 16'd1;"
+        );
+        let _ = writeln!(
+            o,
+            "wire cfg_empty = (instr_m == 16'd0) | (instr_n == 16'd0) | (instr_k == 16'd0);"
+        );
+        let _ = writeln!(o, "wire is_ready = ~running & (written == issued);");
+        let _ = writeln!(o, "wire accept = start & is_ready & ~reset;");
+        let _ = writeln!(o, "wire step_last = step == c_spi_last;");
+        let _ = writeln!(o, "wire step_glast = (gstep == c_spg_last) | step_last;");
+        // Item chains: at acceptance from zero, at a pass end from the last PE's item.
+        for (prefix, groups, kblocks) in [
+            ("init", "cfg_groups", "cfg_kblocks"),
+            ("next", "c_groups", "c_kblocks"),
+        ] {
+            for q in 0..sh.pes {
+                let (pr, pg, pa) = if prefix == "init" && q == 0 {
+                    let _ = writeln!(o, "wire [15:0] {prefix}_row_0 = 16'd0;");
+                    let _ = writeln!(o, "wire [15:0] {prefix}_group_0 = 16'd0;");
+                    let _ = writeln!(o, "wire [15:0] {prefix}_act_0 = 16'd0;");
+                    continue;
+                } else if q == 0 {
+                    let l = sh.pes - 1;
+                    (
+                        format!("row${l}"),
+                        format!("colgroup${l}"),
+                        format!("act_base${l}"),
+                    )
+                } else {
+                    (
+                        format!("{prefix}_row_{}", q - 1),
+                        format!("{prefix}_group_{}", q - 1),
+                        format!("{prefix}_act_{}", q - 1),
+                    )
+                };
+                let _ = writeln!(o, "wire {prefix}_wrap_{q} = ({pg} + 16'd1) == {groups};");
+                let _ = writeln!(
+                    o,
+                    "wire [15:0] {prefix}_row_{q} = {prefix}_wrap_{q} ? {pr} + 16'd1 : {pr};"
+                );
+                let _ = writeln!(
+                    o,
+                    "wire [15:0] {prefix}_group_{q} = {prefix}_wrap_{q} ? 16'd0 : {pg} + 16'd1;"
+                );
+                let _ = writeln!(
+                    o,
+                    "wire [15:0] {prefix}_act_{q} = {prefix}_wrap_{q} ? {pa} + {kblocks} : {pa};"
+                );
+            }
+        }
+        let _ = writeln!(o, "always @(*) begin");
+        let _ = writeln!(o, "    ready = is_ready;");
+        let _ = writeln!(o, "    done = (pe_out_valid$0 & ~running & ((written + 16'd1) == issued)) | (accept & cfg_empty);");
+        for q in 0..sh.pes {
+            let _ = writeln!(o, "    act_address${q} = act_base${q} + block;");
+            let _ = writeln!(o, "    weight_address${q} = step_g + colgroup${q};");
+            let _ = writeln!(o, "    scale_address${q} = group_g + colgroup${q};");
+            let _ = writeln!(o, "    result_address${q} = waddr${q};");
+            let _ = writeln!(o, "    step_valid${q} = r_valid${q};");
+        }
+        for (port, reg) in [
+            ("step_first", "r_first"),
+            ("step_last", "r_last"),
+            ("step_group_first", "r_gfirst"),
+            ("step_group_last", "r_glast"),
+            ("step_shift_add", "r_shift"),
+            ("step_segment_log2", "r_seg"),
+        ] {
+            let _ = writeln!(o, "    {port} = {reg};");
+        }
+        let _ = writeln!(o, "end");
+        // Registers.
+        let _ = writeln!(o, "always @(posedge clock) begin");
+        let _ = writeln!(o, "    if (pe_out_valid$0) written <= written + 16'd1;");
+        for q in 0..sh.pes {
+            let _ = writeln!(
+                o,
+                "    if (pe_out_valid${q}) waddr${q} <= waddr${q} + 16'd1;"
+            );
+        }
+        let _ = writeln!(o, "    result_pe <= host_result_pe;");
+        for q in 0..sh.pes {
+            let _ = writeln!(o, "    r_valid${q} <= running & (row${q} < c_m) & ~reset;");
+        }
+        let _ = writeln!(o, "    r_first <= step == 16'd0;");
+        let _ = writeln!(o, "    r_last <= step_last;");
+        let _ = writeln!(o, "    r_gfirst <= gstep == 16'd0;");
+        let _ = writeln!(o, "    r_glast <= step_glast;");
+        let _ = writeln!(o, "    r_seg <= c_seg;");
+        let _ = writeln!(o, "    r_shift <= c_shift;");
+        let zero_steps = "        step <= 16'd0;\n        block <= 16'd0;\n        sub <= 16'd0;\n        gstep <= 16'd0;\n        step_g <= 16'd0;\n        group_g <= 16'd0;\n";
+        let _ = writeln!(o, "    if (accept) begin");
+        for (c, cfg) in [
+            ("c_m", "instr_m"),
+            ("c_groups", "cfg_groups"),
+            ("c_kblocks", "cfg_kblocks"),
+            ("c_spb_last", "cfg_spb_last"),
+            ("c_spi_last", "cfg_spi_last"),
+            ("c_spg_last", "cfg_spg_last"),
+            ("c_seg", "cfg_seg"),
+            ("c_shift", "instr_shift_add"),
+        ] {
+            let _ = writeln!(o, "        {c} <= {cfg};");
+        }
+        let _ = writeln!(o, "        running <= ~cfg_empty;");
+        let _ = writeln!(o, "        issued <= 16'd0;");
+        let _ = writeln!(o, "        written <= 16'd0;");
+        o.push_str(zero_steps);
+        for q in 0..sh.pes {
+            let _ = writeln!(o, "        row${q} <= init_row_{q};");
+            let _ = writeln!(o, "        colgroup${q} <= init_group_{q};");
+            let _ = writeln!(o, "        act_base${q} <= init_act_{q};");
+            let _ = writeln!(o, "        waddr${q} <= 16'd0;");
+        }
+        let _ = writeln!(o, "    end else if (running) begin");
+        let _ = writeln!(o, "        if (step_last) begin");
+        let _ = writeln!(o, "            issued <= issued + 16'd1;");
+        o.push_str(&zero_steps.replace("        ", "            "));
+        for q in 0..sh.pes {
+            let _ = writeln!(o, "            row${q} <= next_row_{q};");
+            let _ = writeln!(o, "            colgroup${q} <= next_group_{q};");
+            let _ = writeln!(o, "            act_base${q} <= next_act_{q};");
+        }
+        let _ = writeln!(o, "            if (next_row_0 >= c_m) running <= 1'b0;");
+        let _ = writeln!(o, "        end else begin");
+        let _ = writeln!(o, "            step <= step + 16'd1;");
+        let _ = writeln!(o, "            step_g <= step_g + c_groups;");
+        let _ = writeln!(o, "            if (sub == c_spb_last) begin");
+        let _ = writeln!(o, "                sub <= 16'd0;");
+        let _ = writeln!(o, "                block <= block + 16'd1;");
+        let _ = writeln!(o, "            end else begin");
+        let _ = writeln!(o, "                sub <= sub + 16'd1;");
+        let _ = writeln!(o, "            end");
+        let _ = writeln!(o, "            if (step_glast) begin");
+        let _ = writeln!(o, "                gstep <= 16'd0;");
+        let _ = writeln!(o, "                group_g <= group_g + c_groups;");
+        let _ = writeln!(o, "            end else begin");
+        let _ = writeln!(o, "                gstep <= gstep + 16'd1;");
+        let _ = writeln!(o, "            end");
+        let _ = writeln!(o, "        end");
+        let _ = writeln!(o, "    end");
+        let _ = writeln!(o, "    if (reset) begin");
+        let _ = writeln!(o, "        running <= 1'b0;");
+        let _ = writeln!(o, "        issued <= 16'd0;");
+        let _ = writeln!(o, "        written <= 16'd0;");
+        let _ = writeln!(o, "    end");
+        let _ = writeln!(o, "end");
+        text
+    }
+}
+
+impl Logic for Controller {
+    fn update(&mut self) {
+        if self.clock.pos_edge() {
+            self.clock_edge();
+        }
+        self.combinational();
+    }
+
+    fn connect(&mut self) {
+        for s in [
+            &mut self.ready,
+            &mut self.done,
+            &mut self.step_first,
+            &mut self.step_last,
+            &mut self.step_group_first,
+            &mut self.step_group_last,
+            &mut self.step_shift_add,
+        ] {
+            s.connect();
+        }
+        self.step_segment_log2.connect();
+        self.result_pe.connect();
+        for v in [
+            &mut self.act_address,
+            &mut self.weight_address,
+            &mut self.scale_address,
+            &mut self.result_address,
+        ] {
+            v.iter_mut().for_each(|x| x.connect());
+        }
+        self.step_valid.iter_mut().for_each(|x| x.connect());
+        for s in [
+            &mut self.c_m,
+            &mut self.c_groups,
+            &mut self.c_kblocks,
+            &mut self.c_spb_last,
+            &mut self.c_spi_last,
+            &mut self.c_spg_last,
+            &mut self.step,
+            &mut self.block,
+            &mut self.sub,
+            &mut self.gstep,
+            &mut self.step_g,
+            &mut self.group_g,
+            &mut self.issued,
+            &mut self.written,
+        ] {
+            s.connect();
+        }
+        for v in [
+            &mut self.row,
+            &mut self.colgroup,
+            &mut self.act_base,
+            &mut self.waddr,
+        ] {
+            v.iter_mut().for_each(|x| x.connect());
+        }
+        for s in [
+            &mut self.c_shift,
+            &mut self.running,
+            &mut self.r_first,
+            &mut self.r_last,
+            &mut self.r_gfirst,
+            &mut self.r_glast,
+            &mut self.r_shift,
+        ] {
+            s.connect();
+        }
+        self.r_valid.iter_mut().for_each(|x| x.connect());
+        self.c_seg.connect();
+        self.r_seg.connect();
+    }
+
+    fn hdl(&self) -> Verilog {
+        Verilog::Custom(self.verilog())
+    }
+}
