@@ -427,8 +427,8 @@ impl Controller {
         );
         let _ = writeln!(o, "wire is_ready = ~running & (written == issued);");
         let _ = writeln!(o, "wire accept = start & is_ready & ~reset;");
-        let _ = writeln!(o, "wire step_last = step == c_spi_last;");
-        let _ = writeln!(o, "wire step_glast = (gstep == c_spg_last) | step_last;");
+        let _ = writeln!(o, "wire at_step_last = step == c_spi_last;");
+        let _ = writeln!(o, "wire at_step_glast = (gstep == c_spg_last) | at_step_last;");
         // Item chains: at acceptance from zero, at a pass end from the last PE's item.
         for (prefix, groups, kblocks) in [
             ("init", "cfg_groups", "cfg_kblocks"),
@@ -504,9 +504,9 @@ impl Controller {
             let _ = writeln!(o, "    r_valid${q} <= running & (row${q} < c_m) & ~reset;");
         }
         let _ = writeln!(o, "    r_first <= step == 16'd0;");
-        let _ = writeln!(o, "    r_last <= step_last;");
+        let _ = writeln!(o, "    r_last <= at_step_last;");
         let _ = writeln!(o, "    r_gfirst <= gstep == 16'd0;");
-        let _ = writeln!(o, "    r_glast <= step_glast;");
+        let _ = writeln!(o, "    r_glast <= at_step_glast;");
         let _ = writeln!(o, "    r_seg <= c_seg;");
         let _ = writeln!(o, "    r_shift <= c_shift;");
         let zero_steps = "        step <= 16'd0;\n        block <= 16'd0;\n        sub <= 16'd0;\n        gstep <= 16'd0;\n        step_g <= 16'd0;\n        group_g <= 16'd0;\n";
@@ -534,7 +534,7 @@ impl Controller {
             let _ = writeln!(o, "        waddr${q} <= 16'd0;");
         }
         let _ = writeln!(o, "    end else if (running) begin");
-        let _ = writeln!(o, "        if (step_last) begin");
+        let _ = writeln!(o, "        if (at_step_last) begin");
         let _ = writeln!(o, "            issued <= issued + 16'd1;");
         o.push_str(&zero_steps.replace("        ", "            "));
         for q in 0..sh.pes {
@@ -552,7 +552,7 @@ impl Controller {
         let _ = writeln!(o, "            end else begin");
         let _ = writeln!(o, "                sub <= sub + 16'd1;");
         let _ = writeln!(o, "            end");
-        let _ = writeln!(o, "            if (step_glast) begin");
+        let _ = writeln!(o, "            if (at_step_glast) begin");
         let _ = writeln!(o, "                gstep <= 16'd0;");
         let _ = writeln!(o, "                group_g <= group_g + c_groups;");
         let _ = writeln!(o, "            end else begin");

@@ -346,8 +346,9 @@ fn latency(a: &Accelerator, p: &tessera_spec::isa::Program, index: usize) -> u64
 fn operands_stream_through_one_compute_port_each() {
     // u280's weight buffer: 512 banks x 8 bytes = 4 KiB per port; port 0 is the DMA port, port 1
     // serves compute. A 256 x 4096 int4 matrix-vector tile reads 512 KiB of weights and 16 KiB of
-    // group-128 fp16 scales: 132 cycles, under its 1 Mi MACs at 8,192 per cycle plus the 24-cycle
-    // pipeline. With 128 banks the port moves 1 KiB per cycle and the tile takes 528 cycles.
+    // group-128 fp16 scales: 132 cycles, under its tile loop (32 lanes per PE take 2 columns, so
+    // 128 items fill one pass of 256 blocks) plus the 24-cycle pipeline. With 128 banks the port
+    // moves 1 KiB per cycle and the tile takes 528 cycles.
     let a = accel("u280");
     let w = &a.buffers()[0];
     assert_eq!((port_bytes_per_cycle(w), compute_ports(w)), (4096, 1));
@@ -362,7 +363,7 @@ fn operands_stream_through_one_compute_port_each() {
     let compute = matrix_work_cycles(a.matrix(), &matrix_instr_work(&m))
         .unwrap()
         .1;
-    assert_eq!(compute, 128 + 24);
+    assert_eq!(compute, 256 + 24);
     assert_eq!(latency(&a, &p, 0), compute);
     assert_eq!(latency(&u280_weight_banks(128), &p, 0), 528);
 }
@@ -372,11 +373,12 @@ fn n_m_metadata_is_read_from_its_buffer() {
     // 8:16 int4: 2,048 kept weights per 4,096-long column, a 4-bit index each: 256 KiB of
     // weights (+16 KiB of scales) and 256 KiB of indices. With a 1 KiB/cycle weight port, indices
     // in the weight buffer share its one compute port with the weights (528 cycles); in the
-    // accumulator buffer (2 KiB/cycle per port) they hide behind the weights (272 cycles).
+    // accumulator buffer (2 KiB/cycle per port) they hide behind the weights' 272 cycles, which
+    // hide behind the compute (one pass of 256 blocks + 24).
     let a = u280_weight_banks(128);
     let apart = assemble("matvec a_buffer=1 b_buffer=0 c_buffer=3 meta_buffer=3 meta_addr=0x10000 m=1 n=256 k=4096 weight=int4 act_int8=1 sparse=nm nm_n=8 group=128").unwrap();
     let shared = assemble("matvec a_buffer=1 b_buffer=0 c_buffer=3 meta_buffer=0 meta_addr=0x80000 m=1 n=256 k=4096 weight=int4 act_int8=1 sparse=nm nm_n=8 group=128").unwrap();
-    assert_eq!(latency(&a, &apart, 0), 272);
+    assert_eq!(latency(&a, &apart, 0), 256 + 24);
     assert_eq!(latency(&a, &shared, 0), 528);
     let e = simulate(&a, &shared).unwrap().energy_j;
     assert!(

@@ -208,42 +208,7 @@ pub fn run_pe_verilog(
     for (name, text) in [("top.v", &verilog), ("tb.v", &tb), ("vectors.hex", &hex)] {
         std::fs::write(dir.join(name), text).expect("write testbench file");
     }
-    let plusargs: &[&str] = if vcd { &["+vcd"] } else { &[] };
-    match simulator {
-        Simulator::Icarus => {
-            run(
-                dir,
-                "iverilog",
-                &["-g2012", "-o", "tb.vvp", "tb.v", "top.v"],
-            )?;
-            let mut args = vec!["-n", "tb.vvp"];
-            args.extend(plusargs);
-            run(dir, "vvp", &args)?;
-        }
-        Simulator::Verilator => {
-            let mut args = vec![
-                "--binary",
-                "--timing",
-                "-j",
-                "2",
-                "-Wno-fatal",
-                "-Wno-lint",
-                "-Wno-style",
-                "--top-module",
-                "tb",
-                "-Mdir",
-                "obj",
-                "-o",
-                "tb",
-            ];
-            if vcd {
-                args.push("--trace");
-            }
-            args.extend(["tb.v", "top.v"]);
-            run(dir, "verilator", &args)?;
-            run(dir, "obj/tb", plusargs)?;
-        }
-    }
+    simulate(dir, simulator, vcd)?;
     let text = std::fs::read_to_string(dir.join("results.txt")).unwrap_or_default();
     let last_steps = slots
         .iter()
@@ -255,4 +220,200 @@ pub fn run_pe_verilog(
         results: parse_results(&text),
         last_steps,
     })
+}
+
+/// The script file and the testbench module that executes it on the emitted matrix engine.
+pub fn engine_testbench(g: crate::matrix::Geometry, script: &[crate::matrix::Command]) -> (String, String) {
+    use crate::matrix::Command;
+    let data_bits = [BLOCK * 8, g.lanes * 12, g.segments * 16, 68].into_iter().max().unwrap();
+    let width = 4 + 16 + data_bits;
+    let mut hex = String::new();
+    for cmd in script {
+        let (op, addr, lanes, lane_bits): (u64, u64, Vec<u64>, usize) = match cmd {
+            Command::WriteAct(a, l) => (1, *a, l.clone(), 8),
+            Command::WriteWeight(a, l) => (2, *a, l.clone(), 12),
+            Command::WriteScale(a, l) => (3, *a, l.clone(), 16),
+            Command::Run([m, n, k, nm, group, shift]) => {
+                // {m, n, k, nm_log2, group, shift} packed into the low 68 bits, shift lowest.
+                let fields = [(*shift, 1), (*group, 16), (*nm, 3), (*k, 16), (*n, 16), (*m, 16)];
+                let mut bits = vec![false; data_bits];
+                let mut at = 0;
+                for (v, w) in fields {
+                    for b in 0..w {
+                        bits[at + b] = v >> b & 1 == 1;
+                    }
+                    at += w;
+                }
+                let _ = writeln!(hex, "{}", hex_line(4, 0, &bits));
+                continue;
+            }
+            Command::Read(pe, a) => (5, *a, vec![*pe], 16),
+        };
+        let mut bits = vec![false; data_bits];
+        for (i, v) in lanes.iter().enumerate() {
+            for b in 0..lane_bits {
+                bits[i * lane_bits + b] = v >> b & 1 == 1;
+            }
+        }
+        let _ = writeln!(hex, "{}", hex_line(op, addr, &bits));
+    }
+    let mut tb = String::new();
+    let o = &mut tb;
+    let _ = writeln!(o, "`timescale 1ns/1ps");
+    let _ = writeln!(o, "module tb;");
+    let _ = writeln!(o, "reg clock = 1'b0;");
+    let _ = writeln!(o, "always #5 clock = ~clock;");
+    let _ = writeln!(o, "reg reset = 1'b1;");
+    let _ = writeln!(o, "reg start = 1'b0;");
+    let _ = writeln!(o, "reg [15:0] instr_m = 16'd0, instr_n = 16'd0, instr_k = 16'd0, instr_group = 16'd0;");
+    let _ = writeln!(o, "reg [2:0] instr_nm_log2 = 3'd0;");
+    let _ = writeln!(o, "reg instr_shift_add = 1'b0;");
+    let _ = writeln!(o, "reg host_act_write = 1'b0, host_weight_write = 1'b0, host_scale_write = 1'b0;");
+    let _ = writeln!(o, "reg [15:0] host_act_address = 16'd0, host_weight_address = 16'd0, host_scale_address = 16'd0;");
+    let _ = writeln!(o, "reg [15:0] host_result_pe = 16'd0, host_result_address = 16'd0;");
+    let _ = writeln!(o, "reg [{}:0] host_act_bus = 0;", BLOCK * 8 - 1);
+    let _ = writeln!(o, "reg [{}:0] host_weight_bus = 0;", g.lanes * 12 - 1);
+    let _ = writeln!(o, "reg [{}:0] host_scale_bus = 0;", g.segments * 16 - 1);
+    let _ = writeln!(o, "wire ready, done;");
+    for j in 0..g.segments {
+        let _ = writeln!(o, "wire [47:0] host_result_data${j};");
+    }
+    let _ = write!(o, "top dut(.clock(clock), .reset(reset), .start(start), .ready(ready), .done(done)");
+    for p in ["instr_m", "instr_n", "instr_k", "instr_nm_log2", "instr_group", "instr_shift_add", "host_act_write", "host_act_address", "host_weight_write", "host_weight_address", "host_scale_write", "host_scale_address", "host_result_pe", "host_result_address"] {
+        let _ = write!(o, ", .{p}({p})");
+    }
+    for k in 0..BLOCK {
+        let _ = write!(o, ", .host_act_data${k}(host_act_bus[{}:{}])", k * 8 + 7, k * 8);
+    }
+    for j in 0..g.lanes {
+        let _ = write!(o, ", .host_weight_data${j}(host_weight_bus[{}:{}])", j * 12 + 11, j * 12);
+    }
+    for j in 0..g.segments {
+        let _ = write!(o, ", .host_scale_data${j}(host_scale_bus[{}:{}])", j * 16 + 15, j * 16);
+    }
+    for j in 0..g.segments {
+        let _ = write!(o, ", .host_result_data${j}(host_result_data${j})");
+    }
+    let _ = writeln!(o, ");");
+    let _ = writeln!(o, "reg [{}:0] script [0:{}];", width - 1, script.len().max(1) - 1);
+    let _ = writeln!(o, "reg [{}:0] line;", width - 1);
+    let _ = writeln!(o, "integer i, cycles, results;");
+    let _ = writeln!(o, "initial begin");
+    let _ = writeln!(o, "    if ($test$plusargs(\"vcd\")) begin $dumpfile(\"waves.vcd\"); $dumpvars(0, tb); end");
+    let _ = writeln!(o, "    $readmemh(\"script.hex\", script);");
+    let _ = writeln!(o, "    results = $fopen(\"results.txt\", \"w\");");
+    let _ = writeln!(o, "    @(negedge clock);");
+    let _ = writeln!(o, "    reset = 1'b0;");
+    let _ = writeln!(o, "    for (i = 0; i < {}; i = i + 1) begin", script.len());
+    let _ = writeln!(o, "        line = script[i];");
+    let _ = writeln!(o, "        case (line[{}:{}])", width - 1, width - 4);
+    let addr = format!("line[{}:{}]", width - 5, width - 20);
+    let _ = writeln!(o, "        4'd1: begin host_act_write = 1'b1; host_act_address = {addr}; host_act_bus = line[{}:0]; @(negedge clock); host_act_write = 1'b0; end", BLOCK * 8 - 1);
+    let _ = writeln!(o, "        4'd2: begin host_weight_write = 1'b1; host_weight_address = {addr}; host_weight_bus = line[{}:0]; @(negedge clock); host_weight_write = 1'b0; end", g.lanes * 12 - 1);
+    let _ = writeln!(o, "        4'd3: begin host_scale_write = 1'b1; host_scale_address = {addr}; host_scale_bus = line[{}:0]; @(negedge clock); host_scale_write = 1'b0; end", g.segments * 16 - 1);
+    let _ = writeln!(o, "        4'd4: begin");
+    let _ = writeln!(o, "            {{instr_m, instr_n, instr_k, instr_nm_log2, instr_group, instr_shift_add}} = line[67:0];");
+    let _ = writeln!(o, "            start = 1'b1;");
+    let _ = writeln!(o, "            while (!ready) @(negedge clock);");
+    let _ = writeln!(o, "            @(negedge clock);");
+    let _ = writeln!(o, "            start = 1'b0;");
+    let _ = writeln!(o, "            cycles = 1;");
+    let _ = writeln!(o, "            while (!done) begin @(negedge clock); cycles = cycles + 1; end");
+    let _ = writeln!(o, "            @(negedge clock);");
+    let _ = writeln!(o, "            $fwrite(results, \"C %0d\\n\", cycles);");
+    let _ = writeln!(o, "        end");
+    let _ = write!(o, "        4'd5: begin host_result_pe = line[15:0]; host_result_address = {addr}; @(negedge clock); $fwrite(results, \"R");
+    for _ in 0..g.segments {
+        let _ = write!(o, " %h");
+    }
+    let _ = write!(o, "\\n\"");
+    for j in 0..g.segments {
+        let _ = write!(o, ", host_result_data${j}");
+    }
+    let _ = writeln!(o, "); end");
+    let _ = writeln!(o, "        default: ;");
+    let _ = writeln!(o, "        endcase");
+    let _ = writeln!(o, "    end");
+    let _ = writeln!(o, "    $fclose(results);");
+    let _ = writeln!(o, "    $finish;");
+    let _ = writeln!(o, "end");
+    let _ = writeln!(o, "endmodule");
+    (hex, tb)
+}
+
+fn hex_line(op: u64, addr: u64, data: &[bool]) -> String {
+    let mut bits: Vec<bool> = (0..4).rev().map(|b| op >> b & 1 == 1).collect();
+    bits.extend((0..16).rev().map(|b| addr >> b & 1 == 1));
+    bits.extend(data.iter().rev());
+    while bits.len() % 4 != 0 {
+        bits.insert(0, false);
+    }
+    bits.chunks(4)
+        .map(|c| char::from_digit(c.iter().fold(0u32, |a, &b| a << 1 | b as u32), 16).unwrap())
+        .collect()
+}
+
+/// Writes the engine's Verilog, the script testbench and its script into `dir`, runs it under
+/// `simulator` and reads back what it recorded.
+pub fn run_engine_verilog(
+    engine: &mut tessera_hdl::MatrixEngine,
+    script: &[crate::matrix::Command],
+    simulator: Simulator,
+    dir: &Path,
+    vcd: bool,
+) -> Result<crate::matrix::Record, ToolError> {
+    let g = crate::matrix::Geometry {
+        pes: engine.pes(),
+        lanes: engine.lanes(),
+        segments: engine.segments(),
+    };
+    let verilog = tessera_hdl::verilog::emit(engine).map_err(|e| ToolError::Failed {
+        program: "rust-hdl".into(),
+        output: e.to_string(),
+    })?;
+    let (hex, tb) = engine_testbench(g, script);
+    std::fs::create_dir_all(dir).expect("testbench directory");
+    for (name, text) in [("top.v", &verilog), ("tb.v", &tb), ("script.hex", &hex)] {
+        std::fs::write(dir.join(name), text).expect("write testbench file");
+    }
+    simulate(dir, simulator, vcd)?;
+    let text = std::fs::read_to_string(dir.join("results.txt")).unwrap_or_default();
+    let mut record = crate::matrix::Record::default();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        match f.next() {
+            Some("C") => record.cycles.push(f.next().unwrap().parse().unwrap()),
+            Some("R") => record
+                .reads
+                .push(f.map(|h| sign_extend(u64::from_str_radix(h, 16).unwrap(), 48)).collect()),
+            _ => {}
+        }
+    }
+    Ok(record)
+}
+
+/// Compiles and runs `tb.v` with `top.v` in `dir`.
+fn simulate(dir: &Path, simulator: Simulator, vcd: bool) -> Result<(), ToolError> {
+    let plusargs: &[&str] = if vcd { &["+vcd"] } else { &[] };
+    match simulator {
+        Simulator::Icarus => {
+            run(dir, "iverilog", &["-g2012", "-o", "tb.vvp", "tb.v", "top.v"])?;
+            let mut args = vec!["-n", "tb.vvp"];
+            args.extend(plusargs);
+            run(dir, "vvp", &args)?;
+        }
+        Simulator::Verilator => {
+            let mut args = vec![
+                "--binary", "--timing", "-j", "2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                "--top-module", "tb", "-Mdir", "obj", "-o", "tb",
+            ];
+            if vcd {
+                args.push("--trace");
+            }
+            args.extend(["tb.v", "top.v"]);
+            run(dir, "verilator", &args)?;
+            run(dir, "obj/tb", plusargs)?;
+        }
+    }
+    Ok(())
 }
