@@ -428,7 +428,10 @@ impl Controller {
         let _ = writeln!(o, "wire is_ready = ~running & (written == issued);");
         let _ = writeln!(o, "wire accept = start & is_ready & ~reset;");
         let _ = writeln!(o, "wire at_step_last = step == c_spi_last;");
-        let _ = writeln!(o, "wire at_step_glast = (gstep == c_spg_last) | at_step_last;");
+        let _ = writeln!(
+            o,
+            "wire at_step_glast = (gstep == c_spg_last) | at_step_last;"
+        );
         // Item chains: at acceptance from zero, at a pass end from the last PE's item.
         for (prefix, groups, kblocks) in [
             ("init", "cfg_groups", "cfg_kblocks"),

@@ -17,13 +17,14 @@
 //! - weights: word `step × G + column group` (G column groups), `lanes` lanes of
 //!   `index << 8 | weight` (4-bit position, int8 weight; segment `j` of a step holds column
 //!   `S × group + j`);
-//! - scales: word `group × G + column group`, `S` lanes of 16-bit signed scales;
+//! - scales: word `group × G + column group`, `S` lanes of `zero point << 16 | scale` (8-bit and
+//!   16-bit signed);
 //! - results: PE `q`'s bank word `p` holds item `p × rows × cols + q`, `S` lanes of 48 bits.
 
 use crate::bank::{Bank, ADDRESS_BITS};
 use crate::controller::Controller;
 use crate::params::{EngineParams, BLOCK};
-use crate::pe::{bits_value, Pe, SEGMENT_BITS};
+use crate::pe::{bits_value, Pe, SCALE_BITS, SEGMENT_BITS};
 use rust_hdl::prelude::*;
 use std::fmt::Write as _;
 
@@ -83,8 +84,8 @@ pub struct MatrixEngine {
     pub host_scale_write: Signal<In, Bit>,
     /// Scale word address.
     pub host_scale_address: Signal<In, Word>,
-    /// Scale word lanes.
-    pub host_scale_data: Vec<Signal<In, Bits<16>>>,
+    /// Scale word lanes (`zero point << 16 | scale`).
+    pub host_scale_data: Vec<Signal<In, Bits<SCALE_BITS>>>,
     /// PE whose result bank the host reads.
     pub host_result_pe: Signal<In, Word>,
     /// Result word address (data on `host_result_data` after the clock edge).
@@ -95,7 +96,7 @@ pub struct MatrixEngine {
     pes: Vec<Pe>,
     act_banks: Vec<Bank<8>>,
     weight_banks: Vec<Bank<12>>,
-    scale_banks: Vec<Bank<16>>,
+    scale_banks: Vec<Bank<SCALE_BITS>>,
     result_banks: Vec<Bank<48>>,
     controller: Controller,
     shape: Shape,

@@ -23,6 +23,8 @@ pub struct PeStep {
     pub index: Vec<u8>,
     /// Each segment's scale (used on a group's last step).
     pub scale: Vec<i16>,
+    /// Each segment's zero point (used on a group's last step).
+    pub zero: Vec<i8>,
 }
 
 const GROUP_MASK: u64 = u32::MAX as u64;
@@ -38,25 +40,34 @@ pub fn sign_extend(v: u64, width: u32) -> i64 {
 pub fn pe_results(steps: &[PeStep], lanes: usize, segments: usize) -> Vec<Vec<i64>> {
     let mut out = Vec::new();
     let mut group = vec![0u64; segments];
+    let mut act_sum = vec![0u64; segments];
     let mut acc = vec![0u64; segments];
     let mut item_first = false;
     for st in steps {
         let seg_len = 1usize << st.segment_log2.min(lanes.ilog2());
         item_first |= st.first;
-        for (j, g) in group.iter_mut().enumerate() {
-            let sum: i64 = if (j + 1) * seg_len <= lanes {
-                (j * seg_len..(j + 1) * seg_len)
-                    .map(|lane| st.act[st.index[lane] as usize] as i64 * st.weight[lane] as i64)
-                    .sum()
+        for j in 0..segments {
+            let lanes_of = if (j + 1) * seg_len <= lanes {
+                j * seg_len..(j + 1) * seg_len
             } else {
-                0
+                0..0
             };
-            let base = if st.group_first { 0 } else { *g };
-            *g = base.wrapping_add(sum as u64) & GROUP_MASK;
+            let act = |lane: usize| st.act[st.index[lane] as usize] as i64;
+            let sum: i64 = lanes_of.clone().map(|l| act(l) * st.weight[l] as i64).sum();
+            let asum: i64 = lanes_of.map(act).sum();
+            let (base, abase) = if st.group_first {
+                (0, 0)
+            } else {
+                (group[j], act_sum[j])
+            };
+            group[j] = base.wrapping_add(sum as u64) & GROUP_MASK;
+            act_sum[j] = abase.wrapping_add(asum as u64) & GROUP_MASK;
         }
         if st.group_last {
             for j in 0..segments {
-                let scaled = sign_extend(group[j], 32) * st.scale[j] as i64;
+                let zero = st.zero[j] as i64 as u64;
+                let corrected = group[j].wrapping_sub(zero.wrapping_mul(act_sum[j]));
+                let scaled = sign_extend(corrected & GROUP_MASK, 32) * st.scale[j] as i64;
                 let base = if item_first { 0 } else { acc[j] };
                 acc[j] = base.wrapping_add(scaled as u64) & RESULT_MASK;
             }

@@ -7,12 +7,16 @@
 //! shift-and-add datapath for 4-bit-or-narrower weights. A binary tree of pipelined adders
 //! reduces the lanes; its nodes at level `s` are the partial sums of segments of `2^s` lanes, so
 //! with N:16 sparsity and `N < lanes` the chain splits into `lanes / N` segments, one output
-//! column each. Each segment accumulates its partial sums over a quantisation group, multiplies
-//! the group sum by the group's scale once (a pipelined dequantiser of
-//! `matrix.dequant_cycles_per_group` stages), and accumulates the scaled sums into its output.
+//! column each. Each segment accumulates its partial sums over a quantisation group, and beside
+//! them (in a second tree of the same shape) the sum of the activations its lanes selected; once
+//! per group a pipelined dequantiser of `matrix.dequant_cycles_per_group` stages removes the
+//! zero point and applies the scale, `(Σ a·w − zp · Σ a) × scale`, and the scaled sums accumulate
+//! into the segment's output. Symmetric weights have `zp = 0`; asymmetric `q` with zero point
+//! `z` are stored as `q − 8` with `zp = z − 8`, which keeps 4-bit weights signed.
 //!
-//! Arithmetic is integer and exact: products 16 bits, group sums 32 bits (wrapping), scales
-//! 16-bit signed fixed point, results 48 bits (wrapping). [`crate::golden`] computes the same.
+//! Arithmetic is integer and exact: products 16 bits, group and activation sums 32 bits
+//! (wrapping), zero points 8-bit and scales 16-bit signed fixed point, results 48 bits (wrapping).
+//! [`crate::golden`] computes the same.
 //!
 //! The block's behaviour is written twice, as the Rust `update` that rust-hdl simulates and as the
 //! Verilog that [`Logic::hdl`] emits, both generated from the same stage layout below; the
@@ -24,6 +28,8 @@ use std::fmt::Write as _;
 
 /// Bits of a step's segment-size field (`log2` of the segment length, 0..=4).
 pub const SEGMENT_BITS: usize = 3;
+/// Bits of a segment's scale word: zero point (8) above scale (16).
+pub const SCALE_BITS: usize = 24;
 
 /// One processing element. Port vectors are sized from [`EngineParams`].
 #[derive(LogicBlock)]
@@ -52,8 +58,9 @@ pub struct Pe {
     pub in_weight: Vec<Signal<In, Bits<8>>>,
     /// Each lane's activation position in the block.
     pub in_index: Vec<Signal<In, Bits<4>>>,
-    /// Each segment's group scale (16-bit signed), read with the group's last step.
-    pub in_scale: Vec<Signal<In, Bits<16>>>,
+    /// Each segment's group scale (low 16 bits, signed) and zero point (high 8 bits, signed),
+    /// read with the group's last step.
+    pub in_scale: Vec<Signal<In, Bits<SCALE_BITS>>>,
     /// A result is presented this cycle.
     pub out_valid: Signal<Out, Bit>,
     /// Each segment's result (48-bit two's complement).
@@ -69,22 +76,29 @@ pub struct Pe {
     i_act: Vec<Signal<Local, Bits<8>>>,
     i_weight: Vec<Signal<Local, Bits<8>>>,
     i_index: Vec<Signal<Local, Bits<4>>>,
-    i_scale: Vec<Signal<Local, Bits<16>>>,
+    i_scale: Vec<Signal<Local, Bits<SCALE_BITS>>>,
     /// Products (level 0) and reduction-tree levels, flattened.
     node: Vec<Signal<Local, Bits<32>>>,
     /// Delayed copies of the cut levels, flattened.
     tap: Vec<Signal<Local, Bits<32>>>,
+    /// The selected activations (level 0) and their sums, shaped as `node`.
+    anode: Vec<Signal<Local, Bits<32>>>,
+    /// Delayed copies of `anode`'s cut levels, shaped as `tap`.
+    atap: Vec<Signal<Local, Bits<32>>>,
     sb_valid: Vec<Signal<Local, Bit>>,
     sb_first: Vec<Signal<Local, Bit>>,
     sb_last: Vec<Signal<Local, Bit>>,
     sb_gfirst: Vec<Signal<Local, Bit>>,
     sb_glast: Vec<Signal<Local, Bit>>,
     sb_seg: Vec<Signal<Local, Bits<SEGMENT_BITS>>>,
-    sb_scale: Vec<Signal<Local, Bits<16>>>,
+    sb_scale: Vec<Signal<Local, Bits<SCALE_BITS>>>,
     seg: Vec<Signal<Local, Bits<32>>>,
+    aseg: Vec<Signal<Local, Bits<32>>>,
     g_acc: Vec<Signal<Local, Bits<32>>>,
     g_val: Vec<Signal<Local, Bits<32>>>,
-    g_scale: Vec<Signal<Local, Bits<16>>>,
+    g_aacc: Vec<Signal<Local, Bits<32>>>,
+    g_asum: Vec<Signal<Local, Bits<32>>>,
+    g_scale: Vec<Signal<Local, Bits<SCALE_BITS>>>,
     g_valid: Signal<Local, Bit>,
     g_first: Signal<Local, Bit>,
     g_last: Signal<Local, Bit>,
@@ -236,6 +250,8 @@ impl Pe {
             i_scale: vec_of(l.segments),
             node: vec_of(l.node_count()),
             tap: vec_of(l.tap_count()),
+            anode: vec_of(l.node_count()),
+            atap: vec_of(l.tap_count()),
             sb_valid: vec_of(stages),
             sb_first: vec_of(stages),
             sb_last: vec_of(stages),
@@ -244,8 +260,11 @@ impl Pe {
             sb_seg: vec_of(stages),
             sb_scale: vec_of(stages * l.segments),
             seg: vec_of(l.segments),
+            aseg: vec_of(l.segments),
             g_acc: vec_of(l.segments),
             g_val: vec_of(l.segments),
+            g_aacc: vec_of(l.segments),
+            g_asum: vec_of(l.segments),
             g_scale: vec_of(l.segments),
             g_valid: Default::default(),
             g_first: Default::default(),
@@ -325,7 +344,11 @@ impl Pe {
             }
         }
         for j in 0..s {
-            let prod = sext(get(&self.g_val[j]), 32) * sext(get(&self.g_scale[j]), 16);
+            let word = get(&self.g_scale[j]);
+            let zero = sext(word >> 16, 8) as u64;
+            let corrected =
+                get(&self.g_val[j]).wrapping_sub(zero.wrapping_mul(get(&self.g_asum[j])));
+            let prod = sext(corrected & 0xffff_ffff, 32) * sext(word & 0xffff, 16);
             self.d_prod[j].next = bits(prod as u64);
         }
         self.d_valid[0].next = self.g_valid.val() && !reset;
@@ -344,8 +367,16 @@ impl Pe {
                 };
                 let sum = base.wrapping_add(get(&self.seg[j]));
                 self.g_acc[j].next = bits(sum);
+                let abase = if self.sb_gfirst[top].val() {
+                    0
+                } else {
+                    get(&self.g_aacc[j])
+                };
+                let asum = abase.wrapping_add(get(&self.aseg[j]));
+                self.g_aacc[j].next = bits(asum);
                 if close {
                     self.g_val[j].next = bits(sum);
+                    self.g_asum[j].next = bits(asum);
                     self.g_scale[j].next = self.sb_scale[top * s + j].val();
                 }
             }
@@ -366,12 +397,19 @@ impl Pe {
         for level in l.min_seg..top {
             for d in (1..=top - level).rev() {
                 for i in 0..l.lanes >> level {
-                    let from = if d == 1 {
-                        self.node[l.node(level, i)].val()
+                    let (from, afrom) = if d == 1 {
+                        (
+                            self.node[l.node(level, i)].val(),
+                            self.anode[l.node(level, i)].val(),
+                        )
                     } else {
-                        self.tap[l.tap(level, d - 1, i)].val()
+                        (
+                            self.tap[l.tap(level, d - 1, i)].val(),
+                            self.atap[l.tap(level, d - 1, i)].val(),
+                        )
                     };
                     self.tap[l.tap(level, d, i)].next = from;
+                    self.atap[l.tap(level, d, i)].next = afrom;
                 }
             }
         }
@@ -381,6 +419,9 @@ impl Pe {
                 let a = get(&self.node[l.node(level - 1, 2 * i)]);
                 let b = get(&self.node[l.node(level - 1, 2 * i + 1)]);
                 self.node[l.node(level, i)].next = bits(a.wrapping_add(b));
+                let a = get(&self.anode[l.node(level - 1, 2 * i)]);
+                let b = get(&self.anode[l.node(level - 1, 2 * i + 1)]);
+                self.anode[l.node(level, i)].next = bits(a.wrapping_add(b));
             }
             self.sb_valid[level].next = self.sb_valid[level - 1].val() && !reset;
             self.sb_first[level].next = self.sb_first[level - 1].val();
@@ -399,6 +440,7 @@ impl Pe {
             let weight = sext(get(&self.i_weight[j]), 8);
             let p = l.product(act, weight, self.i_shift.val());
             self.node[j].next = bits(p as u64);
+            self.anode[j].next = bits(act as u64);
         }
         self.sb_valid[0].next = self.i_valid.val() && !reset;
         self.sb_first[0].next = self.i_first.val();
@@ -435,13 +477,19 @@ impl Pe {
         let top = l.levels;
         let level = self.cut_level(get(&self.sb_seg[top]));
         for j in 0..l.segments {
-            self.seg[j].next = if j >= l.lanes >> level {
-                Bits::default()
+            let (v, a) = if j >= l.lanes >> level {
+                (Bits::default(), Bits::default())
             } else if level == top {
-                self.node[l.node(top, j)].val()
+                (
+                    self.node[l.node(top, j)].val(),
+                    self.anode[l.node(top, j)].val(),
+                )
             } else {
-                self.tap[l.tap(level, top - level, j)].val()
+                let t = l.tap(level, top - level, j);
+                (self.tap[t].val(), self.atap[t].val())
             };
+            self.seg[j].next = v;
+            self.aseg[j].next = a;
         }
         self.out_valid.next = self.o_valid[l.pad].val();
         for j in 0..l.segments {
@@ -495,7 +543,19 @@ impl Pe {
             );
             let _ = writeln!(
                 w,
-                "wire signed [47:0] dequant_{j} = $signed(g_val${j}) * $signed(g_scale${j});"
+                "wire [31:0] group_asum_{j} = (sb_gfirst${top} ? 32'd0 : g_aacc${j}) + aseg${j};"
+            );
+            let _ = writeln!(
+                w,
+                "wire [31:0] zero_ext_{j} = {{{{24{{g_scale${j}[23]}}}}, g_scale${j}[23:16]}};"
+            );
+            let _ = writeln!(
+                w,
+                "wire [31:0] corrected_{j} = g_val${j} - zero_ext_{j} * g_asum${j};"
+            );
+            let _ = writeln!(
+                w,
+                "wire signed [47:0] dequant_{j} = $signed(corrected_{j}) * $signed(g_scale${j}[15:0]);"
             );
             let _ = writeln!(
                 w,
@@ -524,14 +584,16 @@ impl Pe {
                 }
             }
             for j in 0..s {
-                let src = if j >= l.lanes >> level {
-                    "32'd0".to_string()
-                } else if level == top {
-                    format!("node${}", l.node(top, j))
-                } else {
-                    format!("tap${}", l.tap(level, top - level, j))
-                };
-                let _ = writeln!(w, "            seg${j} = {src};");
+                for (out, node, tap) in [("seg", "node", "tap"), ("aseg", "anode", "atap")] {
+                    let src = if j >= l.lanes >> level {
+                        "32'd0".to_string()
+                    } else if level == top {
+                        format!("{node}${}", l.node(top, j))
+                    } else {
+                        format!("{tap}${}", l.tap(level, top - level, j))
+                    };
+                    let _ = writeln!(w, "            {out}${j} = {src};");
+                }
             }
             let _ = writeln!(w, "        end");
         }
@@ -590,10 +652,12 @@ impl Pe {
         let _ = writeln!(w, "    if (sb_valid${top}) begin");
         for j in 0..s {
             let _ = writeln!(w, "        g_acc${j} <= group_sum_{j};");
+            let _ = writeln!(w, "        g_aacc${j} <= group_asum_{j};");
         }
         let _ = writeln!(w, "        if (sb_glast${top}) begin");
         for j in 0..s {
             let _ = writeln!(w, "            g_val${j} <= group_sum_{j};");
+            let _ = writeln!(w, "            g_asum${j} <= group_asum_{j};");
             let _ = writeln!(w, "            g_scale${j} <= sb_scale${};", top * s + j);
         }
         let _ = writeln!(w, "            g_first <= group_first_item;");
@@ -607,24 +671,28 @@ impl Pe {
         for level in l.min_seg..top {
             for d in 1..=top - level {
                 for i in 0..l.lanes >> level {
-                    let from = if d == 1 {
-                        format!("node${}", l.node(level, i))
-                    } else {
-                        format!("tap${}", l.tap(level, d - 1, i))
-                    };
-                    let _ = writeln!(w, "    tap${} <= {from};", l.tap(level, d, i));
+                    for (node, tap) in [("node", "tap"), ("anode", "atap")] {
+                        let from = if d == 1 {
+                            format!("{node}${}", l.node(level, i))
+                        } else {
+                            format!("{tap}${}", l.tap(level, d - 1, i))
+                        };
+                        let _ = writeln!(w, "    {tap}${} <= {from};", l.tap(level, d, i));
+                    }
                 }
             }
         }
         for level in 1..=top {
             for i in 0..l.lanes >> level {
-                let _ = writeln!(
-                    w,
-                    "    node${} <= node${} + node${};",
-                    l.node(level, i),
-                    l.node(level - 1, 2 * i),
-                    l.node(level - 1, 2 * i + 1)
-                );
+                for node in ["node", "anode"] {
+                    let _ = writeln!(
+                        w,
+                        "    {node}${} <= {node}${} + {node}${};",
+                        l.node(level, i),
+                        l.node(level - 1, 2 * i),
+                        l.node(level - 1, 2 * i + 1)
+                    );
+                }
             }
             let p = level - 1;
             let _ = writeln!(w, "    sb_valid${level} <= sb_valid${p} & ~reset;");
@@ -644,6 +712,10 @@ impl Pe {
             let _ = writeln!(
                 w,
                 "    node${j} <= {{{{16{{lane_prod_{j}[15]}}}}, lane_prod_{j}}};"
+            );
+            let _ = writeln!(
+                w,
+                "    anode${j} <= {{{{16{{lane_ext_{j}[15]}}}}, lane_ext_{j}}};"
             );
         }
         let _ = writeln!(w, "    sb_valid$0 <= i_valid & ~reset;");
@@ -737,9 +809,14 @@ impl Logic for Pe {
         for v in [
             &mut self.node,
             &mut self.tap,
+            &mut self.anode,
+            &mut self.atap,
             &mut self.seg,
+            &mut self.aseg,
             &mut self.g_acc,
             &mut self.g_val,
+            &mut self.g_aacc,
+            &mut self.g_asum,
         ] {
             v.iter_mut().for_each(|x| x.connect());
         }

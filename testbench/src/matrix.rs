@@ -23,6 +23,8 @@ pub struct MatrixCase {
     pub weight_bits: u32,
     /// Whether the weights run on the shift-and-add datapath.
     pub shift_add: bool,
+    /// Whether the weights carry a zero point per group (asymmetric quantisation).
+    pub asymmetric: bool,
 }
 
 impl MatrixCase {
@@ -51,6 +53,8 @@ pub struct MatrixData {
     pub kept: Vec<Vec<Vec<(i8, u8)>>>,
     /// `[column][group]` scales.
     pub scales: Vec<Vec<i16>>,
+    /// `[column][group]` zero points (all zero when symmetric).
+    pub zeros: Vec<Vec<i8>>,
 }
 
 /// Seeded operands for `case`.
@@ -98,11 +102,30 @@ pub fn matrix_data(case: &MatrixCase, seed: u64) -> MatrixData {
                 .collect()
         })
         .collect();
-    MatrixData { act, kept, scales }
+    let zeros = (0..case.n)
+        .map(|_| {
+            (0..case.groups())
+                .map(|_| {
+                    if case.asymmetric {
+                        rng.int(-8, 7) as i8
+                    } else {
+                        0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    MatrixData {
+        act,
+        kept,
+        scales,
+        zeros,
+    }
 }
 
 /// The golden result: `m × n` values (48-bit two's complement, sign-extended), each the sum over
-/// groups of the group's scale times its 32-bit integer partial sum.
+/// groups of the group's scale times its 32-bit integer partial sum less the zero point times the
+/// sum of the activations its kept weights meet.
 pub fn matrix_golden(case: &MatrixCase, d: &MatrixData) -> Vec<Vec<i64>> {
     let gb = case.group_blocks();
     (0..case.m)
@@ -111,13 +134,17 @@ pub fn matrix_golden(case: &MatrixCase, d: &MatrixData) -> Vec<Vec<i64>> {
                 .map(|c| {
                     let mut acc = 0u64;
                     for (grp, scale) in d.scales[c].iter().enumerate() {
-                        let mut sum = 0i64;
+                        let (mut sum, mut act_sum) = (0i64, 0i64);
                         for b in grp * gb..((grp + 1) * gb).min(case.blocks()) {
                             for &(w, p) in &d.kept[c][b] {
-                                sum += d.act[r][b * BLOCK + p as usize] as i64 * w as i64;
+                                let a = d.act[r][b * BLOCK + p as usize] as i64;
+                                sum += a * w as i64;
+                                act_sum += a;
                             }
                         }
-                        let scaled = sign_extend(sum as u64 & 0xffff_ffff, 32) * *scale as i64;
+                        let corrected = sum - d.zeros[c][grp] as i64 * act_sum;
+                        let scaled =
+                            sign_extend(corrected as u64 & 0xffff_ffff, 32) * *scale as i64;
                         acc = acc.wrapping_add(scaled as u64) & ((1 << 48) - 1);
                     }
                     sign_extend(acc, 48)
@@ -134,7 +161,7 @@ pub enum Command {
     WriteAct(u64, Vec<u64>),
     /// Write a weight word (`lanes` lanes of `index << 8 | weight`).
     WriteWeight(u64, Vec<u64>),
-    /// Write a scale word (`segments` lanes).
+    /// Write a scale word (`segments` lanes of `zero point << 16 | scale`).
     WriteScale(u64, Vec<u64>),
     /// Run an instruction and record its cycles: `m, n, k, log2 N, group, shift-and-add`.
     Run([u64; 6]),
@@ -211,7 +238,7 @@ pub fn script_case(
                 .map(|s| {
                     let c = segments * cg + s;
                     if s < segments && c < case.n {
-                        d.scales[c][grp] as u16 as u64
+                        (d.zeros[c][grp] as u8 as u64) << 16 | d.scales[c][grp] as u16 as u64
                     } else {
                         0
                     }

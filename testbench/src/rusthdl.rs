@@ -37,8 +37,8 @@ fn drive(x: &mut Pe, slot: &Slot) {
     for (p, &i) in x.in_index.iter_mut().zip(&st.index) {
         p.next = (i as u64).into();
     }
-    for (p, &s) in x.in_scale.iter_mut().zip(&st.scale) {
-        p.next = (s as u16 as u64).into();
+    for ((p, &s), &z) in x.in_scale.iter_mut().zip(&st.scale).zip(&st.zero) {
+        p.next = ((z as u8 as u64) << 16 | s as u16 as u64).into();
     }
 }
 

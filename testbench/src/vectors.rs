@@ -18,6 +18,8 @@ pub struct ItemShape {
     pub weight_bits: u32,
     /// Whether the weights run on the shift-and-add datapath.
     pub shift_add: bool,
+    /// Whether the weights carry zero points (asymmetric quantisation).
+    pub asymmetric: bool,
 }
 
 /// Operand values an item is drawn from.
@@ -71,6 +73,15 @@ pub fn item(
         let scale = (0..segments)
             .map(|_| pick(rng, -32767, 32767) as i16)
             .collect();
+        let zero = (0..segments)
+            .map(|_| {
+                if shape.asymmetric {
+                    pick(rng, -8, 7) as i8
+                } else {
+                    0
+                }
+            })
+            .collect();
         out.push(PeStep {
             first: s == 0,
             last: s + 1 == steps,
@@ -82,6 +93,7 @@ pub fn item(
             weight,
             index,
             scale,
+            zero,
         });
     }
     out

@@ -36,7 +36,7 @@ fn input_ports(lanes: usize, segments: usize) -> Vec<(String, usize)> {
     ports.extend((0..BLOCK).map(|k| (format!("in_act${k}"), 8)));
     ports.extend((0..lanes).map(|j| (format!("in_weight${j}"), 8)));
     ports.extend((0..lanes).map(|j| (format!("in_index${j}"), 4)));
-    ports.extend((0..segments).map(|j| (format!("in_scale${j}"), 16)));
+    ports.extend((0..segments).map(|j| (format!("in_scale${j}"), tessera_hdl::pe::SCALE_BITS)));
     ports
 }
 
@@ -55,6 +55,7 @@ fn slot_values(slot: &Slot, lanes: usize, segments: usize) -> Vec<u64> {
         weight,
         index,
         scale,
+        zero,
     } = st;
     let mut v: Vec<u64> = [true, *first, *last, *group_first, *group_last, *shift_add]
         .iter()
@@ -64,7 +65,12 @@ fn slot_values(slot: &Slot, lanes: usize, segments: usize) -> Vec<u64> {
     v.extend(act.iter().map(|&a| a as u8 as u64));
     v.extend(weight.iter().map(|&w| w as u8 as u64));
     v.extend(index.iter().map(|&i| i as u64));
-    v.extend(scale.iter().map(|&s| s as u16 as u64));
+    v.extend(
+        scale
+            .iter()
+            .zip(zero)
+            .map(|(&s, &z)| (z as u8 as u64) << 16 | s as u16 as u64),
+    );
     v
 }
 
@@ -223,19 +229,32 @@ pub fn run_pe_verilog(
 }
 
 /// The script file and the testbench module that executes it on the emitted matrix engine.
-pub fn engine_testbench(g: crate::matrix::Geometry, script: &[crate::matrix::Command]) -> (String, String) {
+pub fn engine_testbench(
+    g: crate::matrix::Geometry,
+    script: &[crate::matrix::Command],
+) -> (String, String) {
     use crate::matrix::Command;
-    let data_bits = [BLOCK * 8, g.lanes * 12, g.segments * 16, 68].into_iter().max().unwrap();
+    let data_bits = [BLOCK * 8, g.lanes * 12, g.segments * 24, 68]
+        .into_iter()
+        .max()
+        .unwrap();
     let width = 4 + 16 + data_bits;
     let mut hex = String::new();
     for cmd in script {
         let (op, addr, lanes, lane_bits): (u64, u64, Vec<u64>, usize) = match cmd {
             Command::WriteAct(a, l) => (1, *a, l.clone(), 8),
             Command::WriteWeight(a, l) => (2, *a, l.clone(), 12),
-            Command::WriteScale(a, l) => (3, *a, l.clone(), 16),
+            Command::WriteScale(a, l) => (3, *a, l.clone(), 24),
             Command::Run([m, n, k, nm, group, shift]) => {
                 // {m, n, k, nm_log2, group, shift} packed into the low 68 bits, shift lowest.
-                let fields = [(*shift, 1), (*group, 16), (*nm, 3), (*k, 16), (*n, 16), (*m, 16)];
+                let fields = [
+                    (*shift, 1),
+                    (*group, 16),
+                    (*nm, 3),
+                    (*k, 16),
+                    (*n, 16),
+                    (*m, 16),
+                ];
                 let mut bits = vec![false; data_bits];
                 let mut at = 0;
                 for (v, w) in fields {
@@ -265,41 +284,91 @@ pub fn engine_testbench(g: crate::matrix::Geometry, script: &[crate::matrix::Com
     let _ = writeln!(o, "always #5 clock = ~clock;");
     let _ = writeln!(o, "reg reset = 1'b1;");
     let _ = writeln!(o, "reg start = 1'b0;");
-    let _ = writeln!(o, "reg [15:0] instr_m = 16'd0, instr_n = 16'd0, instr_k = 16'd0, instr_group = 16'd0;");
+    let _ = writeln!(
+        o,
+        "reg [15:0] instr_m = 16'd0, instr_n = 16'd0, instr_k = 16'd0, instr_group = 16'd0;"
+    );
     let _ = writeln!(o, "reg [2:0] instr_nm_log2 = 3'd0;");
     let _ = writeln!(o, "reg instr_shift_add = 1'b0;");
-    let _ = writeln!(o, "reg host_act_write = 1'b0, host_weight_write = 1'b0, host_scale_write = 1'b0;");
+    let _ = writeln!(
+        o,
+        "reg host_act_write = 1'b0, host_weight_write = 1'b0, host_scale_write = 1'b0;"
+    );
     let _ = writeln!(o, "reg [15:0] host_act_address = 16'd0, host_weight_address = 16'd0, host_scale_address = 16'd0;");
-    let _ = writeln!(o, "reg [15:0] host_result_pe = 16'd0, host_result_address = 16'd0;");
+    let _ = writeln!(
+        o,
+        "reg [15:0] host_result_pe = 16'd0, host_result_address = 16'd0;"
+    );
     let _ = writeln!(o, "reg [{}:0] host_act_bus = 0;", BLOCK * 8 - 1);
     let _ = writeln!(o, "reg [{}:0] host_weight_bus = 0;", g.lanes * 12 - 1);
-    let _ = writeln!(o, "reg [{}:0] host_scale_bus = 0;", g.segments * 16 - 1);
+    let _ = writeln!(o, "reg [{}:0] host_scale_bus = 0;", g.segments * 24 - 1);
     let _ = writeln!(o, "wire ready, done;");
     for j in 0..g.segments {
         let _ = writeln!(o, "wire [47:0] host_result_data${j};");
     }
-    let _ = write!(o, "top dut(.clock(clock), .reset(reset), .start(start), .ready(ready), .done(done)");
-    for p in ["instr_m", "instr_n", "instr_k", "instr_nm_log2", "instr_group", "instr_shift_add", "host_act_write", "host_act_address", "host_weight_write", "host_weight_address", "host_scale_write", "host_scale_address", "host_result_pe", "host_result_address"] {
+    let _ = write!(
+        o,
+        "top dut(.clock(clock), .reset(reset), .start(start), .ready(ready), .done(done)"
+    );
+    for p in [
+        "instr_m",
+        "instr_n",
+        "instr_k",
+        "instr_nm_log2",
+        "instr_group",
+        "instr_shift_add",
+        "host_act_write",
+        "host_act_address",
+        "host_weight_write",
+        "host_weight_address",
+        "host_scale_write",
+        "host_scale_address",
+        "host_result_pe",
+        "host_result_address",
+    ] {
         let _ = write!(o, ", .{p}({p})");
     }
     for k in 0..BLOCK {
-        let _ = write!(o, ", .host_act_data${k}(host_act_bus[{}:{}])", k * 8 + 7, k * 8);
+        let _ = write!(
+            o,
+            ", .host_act_data${k}(host_act_bus[{}:{}])",
+            k * 8 + 7,
+            k * 8
+        );
     }
     for j in 0..g.lanes {
-        let _ = write!(o, ", .host_weight_data${j}(host_weight_bus[{}:{}])", j * 12 + 11, j * 12);
+        let _ = write!(
+            o,
+            ", .host_weight_data${j}(host_weight_bus[{}:{}])",
+            j * 12 + 11,
+            j * 12
+        );
     }
     for j in 0..g.segments {
-        let _ = write!(o, ", .host_scale_data${j}(host_scale_bus[{}:{}])", j * 16 + 15, j * 16);
+        let _ = write!(
+            o,
+            ", .host_scale_data${j}(host_scale_bus[{}:{}])",
+            j * 24 + 23,
+            j * 24
+        );
     }
     for j in 0..g.segments {
         let _ = write!(o, ", .host_result_data${j}(host_result_data${j})");
     }
     let _ = writeln!(o, ");");
-    let _ = writeln!(o, "reg [{}:0] script [0:{}];", width - 1, script.len().max(1) - 1);
+    let _ = writeln!(
+        o,
+        "reg [{}:0] script [0:{}];",
+        width - 1,
+        script.len().max(1) - 1
+    );
     let _ = writeln!(o, "reg [{}:0] line;", width - 1);
     let _ = writeln!(o, "integer i, cycles, results;");
     let _ = writeln!(o, "initial begin");
-    let _ = writeln!(o, "    if ($test$plusargs(\"vcd\")) begin $dumpfile(\"waves.vcd\"); $dumpvars(0, tb); end");
+    let _ = writeln!(
+        o,
+        "    if ($test$plusargs(\"vcd\")) begin $dumpfile(\"waves.vcd\"); $dumpvars(0, tb); end"
+    );
     let _ = writeln!(o, "    $readmemh(\"script.hex\", script);");
     let _ = writeln!(o, "    results = $fopen(\"results.txt\", \"w\");");
     let _ = writeln!(o, "    @(negedge clock);");
@@ -310,7 +379,7 @@ pub fn engine_testbench(g: crate::matrix::Geometry, script: &[crate::matrix::Com
     let addr = format!("line[{}:{}]", width - 5, width - 20);
     let _ = writeln!(o, "        4'd1: begin host_act_write = 1'b1; host_act_address = {addr}; host_act_bus = line[{}:0]; @(negedge clock); host_act_write = 1'b0; end", BLOCK * 8 - 1);
     let _ = writeln!(o, "        4'd2: begin host_weight_write = 1'b1; host_weight_address = {addr}; host_weight_bus = line[{}:0]; @(negedge clock); host_weight_write = 1'b0; end", g.lanes * 12 - 1);
-    let _ = writeln!(o, "        4'd3: begin host_scale_write = 1'b1; host_scale_address = {addr}; host_scale_bus = line[{}:0]; @(negedge clock); host_scale_write = 1'b0; end", g.segments * 16 - 1);
+    let _ = writeln!(o, "        4'd3: begin host_scale_write = 1'b1; host_scale_address = {addr}; host_scale_bus = line[{}:0]; @(negedge clock); host_scale_write = 1'b0; end", g.segments * 24 - 1);
     let _ = writeln!(o, "        4'd4: begin");
     let _ = writeln!(o, "            {{instr_m, instr_n, instr_k, instr_nm_log2, instr_group, instr_shift_add}} = line[67:0];");
     let _ = writeln!(o, "            start = 1'b1;");
@@ -318,7 +387,10 @@ pub fn engine_testbench(g: crate::matrix::Geometry, script: &[crate::matrix::Com
     let _ = writeln!(o, "            @(negedge clock);");
     let _ = writeln!(o, "            start = 1'b0;");
     let _ = writeln!(o, "            cycles = 1;");
-    let _ = writeln!(o, "            while (!done) begin @(negedge clock); cycles = cycles + 1; end");
+    let _ = writeln!(
+        o,
+        "            while (!done) begin @(negedge clock); cycles = cycles + 1; end"
+    );
     let _ = writeln!(o, "            @(negedge clock);");
     let _ = writeln!(o, "            $fwrite(results, \"C %0d\\n\", cycles);");
     let _ = writeln!(o, "        end");
@@ -383,9 +455,10 @@ pub fn run_engine_verilog(
         let mut f = line.split_whitespace();
         match f.next() {
             Some("C") => record.cycles.push(f.next().unwrap().parse().unwrap()),
-            Some("R") => record
-                .reads
-                .push(f.map(|h| sign_extend(u64::from_str_radix(h, 16).unwrap(), 48)).collect()),
+            Some("R") => record.reads.push(
+                f.map(|h| sign_extend(u64::from_str_radix(h, 16).unwrap(), 48))
+                    .collect(),
+            ),
             _ => {}
         }
     }
@@ -397,15 +470,30 @@ fn simulate(dir: &Path, simulator: Simulator, vcd: bool) -> Result<(), ToolError
     let plusargs: &[&str] = if vcd { &["+vcd"] } else { &[] };
     match simulator {
         Simulator::Icarus => {
-            run(dir, "iverilog", &["-g2012", "-o", "tb.vvp", "tb.v", "top.v"])?;
+            run(
+                dir,
+                "iverilog",
+                &["-g2012", "-o", "tb.vvp", "tb.v", "top.v"],
+            )?;
             let mut args = vec!["-n", "tb.vvp"];
             args.extend(plusargs);
             run(dir, "vvp", &args)?;
         }
         Simulator::Verilator => {
             let mut args = vec![
-                "--binary", "--timing", "-j", "2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                "--top-module", "tb", "-Mdir", "obj", "-o", "tb",
+                "--binary",
+                "--timing",
+                "-j",
+                "2",
+                "-Wno-fatal",
+                "-Wno-lint",
+                "-Wno-style",
+                "--top-module",
+                "tb",
+                "-Mdir",
+                "obj",
+                "-o",
+                "tb",
             ];
             if vcd {
                 args.push("--trace");

@@ -28,6 +28,7 @@ fn engine_matches_golden_and_the_cycle_model() {
             group: 32,
             weight_bits: 8,
             shift_add: false,
+            asymmetric: false,
         },
         MatrixCase {
             m: 3,
@@ -37,6 +38,7 @@ fn engine_matches_golden_and_the_cycle_model() {
             group: 0,
             weight_bits: 4,
             shift_add: true,
+            asymmetric: true,
         },
         MatrixCase {
             m: 2,
@@ -46,6 +48,7 @@ fn engine_matches_golden_and_the_cycle_model() {
             group: 32,
             weight_bits: 2,
             shift_add: true,
+            asymmetric: false,
         },
     ];
     let mut script = Vec::new();

@@ -29,6 +29,7 @@ fn pe_matches_golden_for_every_n_precision_and_fill() {
                     steps_per_group: 3,
                     weight_bits: bits,
                     shift_add: shift,
+                    asymmetric: bits < 8,
                 };
                 for st in item(&mut rng, shape, fill, lanes, segs) {
                     steps.push(st.clone());

@@ -21,6 +21,7 @@ fn stream(lanes: usize, segs: usize) -> (Vec<tessera_hdl::golden::PeStep>, Vec<S
                     steps_per_group: 2,
                     weight_bits: bits,
                     shift_add: shift,
+                    asymmetric: bits < 8,
                 };
                 for st in item(&mut rng, shape, fill, lanes, segs) {
                     steps.push(st.clone());
