@@ -9,6 +9,7 @@ pub mod cmd_run;
 pub mod cmd_schedule;
 pub mod cmd_sim;
 pub mod cmd_sweep;
+pub mod cmd_verilog;
 pub mod inputs;
 pub mod pipeline;
 pub mod sweep;

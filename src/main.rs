@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use tessera::{
     cmd_asm, cmd_check, cmd_compile, cmd_graph, cmd_run, cmd_schedule, cmd_sim, cmd_sweep,
+    cmd_verilog,
 };
 
 /// Design transformer inference accelerators: estimate, simulate, generate hardware, sweep.
@@ -44,6 +45,8 @@ enum Command {
     Merge(cmd_sweep::MergeArgs),
     /// Render a sweep results file as Markdown (with the Pareto front) and CSV.
     Report(cmd_sweep::ReportArgs),
+    /// Generate the matrix engine as Verilog, lint and synthesise it, report its resources.
+    Verilog(cmd_verilog::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => cmd_sweep::sweep(&a, verbosity),
         Command::Merge(a) => cmd_sweep::merge_cmd(&a, verbosity),
         Command::Report(a) => cmd_sweep::report(&a, verbosity),
+        Command::Verilog(a) => cmd_verilog::main(&a, verbosity),
     };
     match result {
         Ok(code) => code,

@@ -189,6 +189,9 @@ pub struct Geometry {
     pub segments: usize,
 }
 
+/// Where each lane of each result read lands: `(row, column)`, or `None` past `n`.
+pub type ReadMap = Vec<Vec<Option<(usize, usize)>>>;
+
 /// Appends the commands that load `case`'s operands, run it and read every result back; returns
 /// the `(row, column)` of each read lane (None for lanes past `n`) in read order.
 pub fn script_case(
@@ -196,7 +199,7 @@ pub fn script_case(
     case: &MatrixCase,
     d: &MatrixData,
     script: &mut Vec<Command>,
-) -> Vec<Vec<Option<(usize, usize)>>> {
+) -> ReadMap {
     let nm = case.nm as usize;
     let lanes_per_col = nm.min(g.lanes);
     let segments = (g.lanes / nm).max(1);

@@ -348,6 +348,10 @@ impl MatrixEngine {
             Sparsity::Unstructured { .. } => self.sparse.compressed_load,
         }
     }
+    /// Supported quantisation group sizes (besides 0, one scale per row).
+    pub fn group_sizes(&self) -> &[u32] {
+        &self.group_sizes
+    }
     /// Whether per-group dequantisation supports group size `g` (0, one scale per row, always).
     pub fn supports_group_size(&self, g: u32) -> bool {
         g == 0 || self.group_sizes.contains(&g)

@@ -1,0 +1,167 @@
+//! Cycle agreement: a grid of matrix instructions run on the emitted engine, compared with the
+//! golden results and with the cycles the simulator charges
+//! ([`tessera_spec::analytical::matrix_work_cycles`] through the shared tile loop).
+
+use crate::matrix::{
+    assemble, matrix_data, matrix_golden, script_case, Command, Geometry, MatrixCase, ReadMap,
+    Record,
+};
+use crate::tools::ToolError;
+use crate::verilog_tb::{run_engine_verilog, Simulator};
+use serde::Serialize;
+use std::path::Path;
+use tessera_hdl::{EngineOptions, EngineParams, MatrixEngine};
+use tessera_spec::accel::Accelerator;
+use tessera_spec::analytical::matrix_tiling;
+use tessera_spec::compression::ActivationFormat;
+
+/// The instructions checked: shapes with ragged rows, columns and blocks, every supported N of
+/// N:16 and every int8-activation precision of the spec (on its own datapath), symmetric and
+/// asymmetric, with and without quantisation groups.
+pub fn grid(accel: &Accelerator) -> Vec<MatrixCase> {
+    let m = accel.matrix();
+    let mut nms: Vec<u32> = m.sparse().nm().to_vec();
+    if !nms.contains(&16) {
+        nms.push(16);
+    }
+    let precisions: Vec<(u32, bool)> = m
+        .precisions()
+        .iter()
+        .filter(|p| p.activation() == ActivationFormat::Int8 && p.weight().bits() <= 8)
+        .map(|p| (p.weight().bits(), p.shift_add()))
+        .collect();
+    let group = m.group_sizes().iter().copied().min().unwrap_or(0) as usize;
+    let shapes = [(1, 1, 16), (1, 7, 48), (3, 5, 40), (2, 9, 64), (5, 3, 32)];
+    let mut cases = Vec::new();
+    for (i, &(rows, n, k)) in shapes.iter().enumerate() {
+        for &nm in &nms {
+            for &(bits, shift_add) in &precisions {
+                cases.push(MatrixCase {
+                    m: rows,
+                    n,
+                    k,
+                    nm,
+                    group: if (i + nm as usize) % 2 == 0 { 0 } else { group },
+                    weight_bits: bits,
+                    shift_add,
+                    asymmetric: bits < 8 && (nm as usize + i) % 3 == 0,
+                });
+            }
+        }
+    }
+    cases
+}
+
+/// The cycles the simulator charges a case's matrix work.
+pub fn model_cycles(accel: &Accelerator, case: &MatrixCase) -> u64 {
+    let t = matrix_tiling(
+        accel.matrix(),
+        1.0,
+        case.m as u64,
+        case.n as u64,
+        case.k as u64,
+        case.nm,
+    );
+    t.steps + accel.matrix().pipeline_depth()
+}
+
+/// One case that disagreed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mismatch {
+    /// The instruction.
+    pub case: String,
+    /// Cycles the model charges.
+    pub model_cycles: u64,
+    /// Cycles the RTL took.
+    pub rtl_cycles: u64,
+    /// Whether every result equalled the golden model.
+    pub values_equal: bool,
+}
+
+/// The outcome on one simulator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agreement {
+    /// The simulator.
+    pub simulator: String,
+    /// Instructions run.
+    pub instructions: usize,
+    /// Cases whose cycles or values differ.
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// The script of host commands for `cases`, with the read maps and golden results.
+pub struct Plan {
+    /// The cases.
+    pub cases: Vec<MatrixCase>,
+    /// Host commands.
+    pub script: Vec<Command>,
+    maps: Vec<ReadMap>,
+    want: Vec<Vec<Vec<i64>>>,
+}
+
+impl Plan {
+    /// Seeded operands and golden results for `cases` on `engine`.
+    pub fn new(engine: &MatrixEngine, cases: Vec<MatrixCase>) -> Plan {
+        let g = Geometry {
+            pes: engine.pes(),
+            lanes: engine.lanes(),
+            segments: engine.segments(),
+        };
+        let mut script = Vec::new();
+        let (mut maps, mut want) = (Vec::new(), Vec::new());
+        for (i, case) in cases.iter().enumerate() {
+            let d = matrix_data(case, 1000 + i as u64);
+            maps.push(script_case(g, case, &d, &mut script));
+            want.push(matrix_golden(case, &d));
+        }
+        Plan {
+            cases,
+            script,
+            maps,
+            want,
+        }
+    }
+
+    /// Compares what a run recorded with the golden results and the model's cycles.
+    pub fn compare(&self, accel: &Accelerator, simulator: &str, record: &Record) -> Agreement {
+        let mut mismatches = Vec::new();
+        let mut reads = record.reads.as_slice();
+        for (i, case) in self.cases.iter().enumerate() {
+            let take = self.maps[i].len().min(reads.len());
+            let (mine, rest) = reads.split_at(take);
+            reads = rest;
+            let values_equal =
+                take == self.maps[i].len() && assemble(case, mine, &self.maps[i]) == self.want[i];
+            let model = model_cycles(accel, case);
+            let rtl = record.cycles.get(i).copied().unwrap_or(0);
+            if !values_equal || rtl != model {
+                mismatches.push(Mismatch {
+                    case: format!("{case:?}"),
+                    model_cycles: model,
+                    rtl_cycles: rtl,
+                    values_equal,
+                });
+            }
+        }
+        Agreement {
+            simulator: simulator.into(),
+            instructions: self.cases.len(),
+            mismatches,
+        }
+    }
+}
+
+/// Runs the grid on the emitted engine under `simulator` in `dir` (waveforms with `vcd`).
+pub fn run_grid(
+    accel: &Accelerator,
+    params: &EngineParams,
+    options: EngineOptions,
+    simulator: Simulator,
+    dir: &Path,
+    vcd: bool,
+) -> Result<Agreement, ToolError> {
+    let mut engine = MatrixEngine::new(params, options);
+    let plan = Plan::new(&engine, grid(accel));
+    let record = run_engine_verilog(&mut engine, &plan.script, simulator, dir, vcd)?;
+    Ok(plan.compare(accel, &format!("{simulator:?}").to_lowercase(), &record))
+}
