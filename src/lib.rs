@@ -2,6 +2,7 @@
 //! module per subcommand. `main.rs` only parses arguments and reports errors.
 
 pub mod cmd_asm;
+pub mod cmd_calibrate;
 pub mod cmd_check;
 pub mod cmd_compile;
 pub mod cmd_graph;

@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use tessera::{
-    cmd_asm, cmd_check, cmd_compile, cmd_graph, cmd_run, cmd_schedule, cmd_sim, cmd_sweep,
-    cmd_verilog,
+    cmd_asm, cmd_calibrate, cmd_check, cmd_compile, cmd_graph, cmd_run, cmd_schedule, cmd_sim,
+    cmd_sweep, cmd_verilog,
 };
 
 /// Design transformer inference accelerators: estimate, simulate, generate hardware, sweep.
@@ -47,6 +47,8 @@ enum Command {
     Report(cmd_sweep::ReportArgs),
     /// Generate the matrix engine as Verilog, lint and synthesise it, report its resources.
     Verilog(cmd_verilog::Args),
+    /// Synthesise the generated engine over a grid and write the resource calibration.
+    Calibrate(cmd_calibrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Merge(a) => cmd_sweep::merge_cmd(&a, verbosity),
         Command::Report(a) => cmd_sweep::report(&a, verbosity),
         Command::Verilog(a) => cmd_verilog::main(&a, verbosity),
+        Command::Calibrate(a) => cmd_calibrate::main(&a, verbosity),
     };
     match result {
         Ok(code) => code,

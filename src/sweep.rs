@@ -76,7 +76,7 @@ pub struct Constraints {
 impl Constraints {
     /// Why `accel` breaks a limit, if it does.
     pub fn violation(&self, accel: &Accelerator) -> Option<String> {
-        let dsps = accel.matrix().dsps();
+        let dsps = tessera_spec::resource_model::engine_dsps(accel.matrix());
         if let Some(max) = self.max_dsps.filter(|&m| dsps > m) {
             return Some(format!(
                 "excluded: {dsps} DSPs exceed constraints.max_dsps = {max}"
@@ -421,7 +421,7 @@ fn run_point(spec: &SweepSpec, spec_hash: u64, point: &Point) -> Record {
             decode_tokens_per_s: r.decode.as_ref().map_or(0.0, |d| d.tokens_per_s),
             decode_tokens_per_j: r.decode.as_ref().map_or(0.0, |d| d.tokens_per_j),
             weight_bytes: r.weight_bytes,
-            dsps: inputs.accel.matrix().dsps(),
+            dsps: tessera_spec::resource_model::engine_dsps(inputs.accel.matrix()),
             fidelity: r.fidelity.to_string(),
         })
     });

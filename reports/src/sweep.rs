@@ -39,7 +39,8 @@ pub struct Summary {
     pub decode_tokens_per_j: f64,
     /// Stored weight bytes.
     pub weight_bytes: u64,
-    /// Matrix-engine DSPs (FPGA) or MAC units (ASIC).
+    /// Matrix-engine DSPs (FPGA) or MAC units (ASIC): measured for engines the hardware generator
+    /// builds (`spec::resource_model`), otherwise one per lane.
     pub dsps: u64,
     /// How the figures were produced.
     pub fidelity: String,

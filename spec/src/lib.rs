@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod graph;
 pub mod isa;
 pub mod model;
+pub mod resource_model;
 pub mod scenario;
 pub mod units;
 

@@ -2,6 +2,7 @@
 //! emitted Verilog, checked against the golden models in `tessera_hdl::golden`.
 
 pub mod agreement;
+pub mod calibrate;
 pub mod matrix;
 pub mod rusthdl;
 pub mod synth;

@@ -353,12 +353,25 @@ pub(super) fn validate(a: &Accelerator, file: &str) -> Result<(), SpecError> {
     match (a.kind, &a.resources.fpga, &a.resources.asic) {
         (TargetKind::Fpga, Some(f), None) => {
             source(&mut c, "resources.fpga.source", &f.source);
-            if m.dsps() > f.dsp {
+            let dsps = crate::resource_model::engine_dsps(m);
+            if dsps > f.dsp {
+                let how = if crate::resource_model::Calibration::builtin()
+                    .estimate(m)
+                    .is_some()
+                {
+                    "as measured for the generated engine (spec/data/resources-yosys-xcup.json)"
+                        .to_string()
+                } else {
+                    format!(
+                        "rows × cols × chain = {} × {} × {}",
+                        m.rows, m.cols, m.chain
+                    )
+                };
                 c.push(
                     "matrix.rows",
                     format!(
-                        "the matrix engine needs rows × cols × chain = {} × {} × {} = {} DSPs, but the board has {} (resources.fpga.dsp)",
-                        m.rows, m.cols, m.chain, m.dsps(), f.dsp
+                        "the matrix engine needs {dsps} DSPs ({how}), but the board has {} (resources.fpga.dsp)",
+                        f.dsp
                     ),
                     "shrink matrix.rows, matrix.cols or matrix.chain",
                 );
