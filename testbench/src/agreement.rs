@@ -1,6 +1,6 @@
 //! Cycle agreement: a grid of matrix instructions run on the emitted engine, compared with the
-//! golden results and with the cycles the simulator charges
-//! ([`tessera_spec::analytical::matrix_work_cycles`] through the shared tile loop).
+//! golden results and with the cycles the simulator charges the same ISA instruction
+//! ([`tessera_spec::analytical::matrix_work_cycles`], the shared tile loop).
 
 use crate::matrix::{
     assemble, matrix_data, matrix_golden, script_case, Command, Geometry, MatrixCase, ReadMap,
@@ -12,8 +12,9 @@ use serde::Serialize;
 use std::path::Path;
 use tessera_hdl::{EngineOptions, EngineParams, MatrixEngine};
 use tessera_spec::accel::Accelerator;
-use tessera_spec::analytical::matrix_tiling;
+use tessera_spec::analytical::{matrix_instr_work, matrix_work_cycles};
 use tessera_spec::compression::ActivationFormat;
+use tessera_spec::isa::{self, Instruction, MatrixOp};
 
 /// The instructions checked: shapes with ragged rows, columns and blocks, every supported N of
 /// N:16 and every int8-activation precision of the spec (on its own datapath), symmetric and
@@ -52,17 +53,33 @@ pub fn grid(accel: &Accelerator) -> Vec<MatrixCase> {
     cases
 }
 
-/// The cycles the simulator charges a case's matrix work.
-pub fn model_cycles(accel: &Accelerator, case: &MatrixCase) -> u64 {
-    let t = matrix_tiling(
-        accel.matrix(),
-        1.0,
-        case.m as u64,
-        case.n as u64,
-        case.k as u64,
-        case.nm,
+/// The case as the ISA's matrix instruction.
+pub fn instruction(case: &MatrixCase) -> MatrixOp {
+    let sparse = if case.nm < 16 {
+        format!(" sparse=nm nm_n={}", case.nm)
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "matmul a_buffer=0 b_buffer=0 c_buffer=0 m={} n={} k={} weight=int{} act_int8=1 group={}{sparse}",
+        case.m, case.n, case.k, case.weight_bits, case.group
     );
-    t.steps + accel.matrix().pipeline_depth()
+    match isa::assemble(&text)
+        .expect("grid cases are valid instructions")
+        .instructions[0]
+    {
+        Instruction::Matmul(op) => op,
+        _ => unreachable!("a matmul line assembles to a matmul"),
+    }
+}
+
+/// The cycles the simulator charges the case's matrix instruction for its matrix work
+/// (`analytical::matrix_work_cycles`, which `compute_instruction_cycles` bounds below by the
+/// operands' buffer-port time; the generated engine's replicated banks have no port limit).
+pub fn model_cycles(accel: &Accelerator, case: &MatrixCase) -> u64 {
+    matrix_work_cycles(accel.matrix(), &matrix_instr_work(&instruction(case)))
+        .expect("the grid uses the spec's precisions")
+        .1
 }
 
 /// One case that disagreed.
