@@ -103,7 +103,7 @@ impl Calibration {
             .map(|p| features((p.rows * p.cols) as f64, p.chain as f64, p.segments as f64))
             .collect();
         let x = features(
-            (matrix.rows() * matrix.cols()) as f64,
+            matrix.rows() as f64 * matrix.cols() as f64,
             matrix.chain() as f64,
             segments as f64,
         );
