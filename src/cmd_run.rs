@@ -41,6 +41,9 @@ pub struct Args {
     /// (1 simulates every step's own program).
     #[arg(long, default_value_t = 16)]
     pub bucket: u64,
+    /// Also write `report.html` (plots embedded as SVG) and `report.json` into this directory.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// `--fidelity` values.
@@ -81,6 +84,9 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         },
     };
     let report = run(&inputs)?;
+    if let Some(dir) = &args.report {
+        write_report(dir, &inputs, &report)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if verbosity != Verbosity::Quiet {
@@ -90,6 +96,118 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `report.html` and `report.json` for one run into `dir`.
+pub fn write_report(dir: &std::path::Path, inputs: &RunInputs, r: &RunReport) -> Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let html = tessera_reports::run::html(&run_view(inputs, r))?;
+    std::fs::write(dir.join("report.html"), html)
+        .with_context(|| format!("cannot write `{}`", dir.join("report.html").display()))?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(r)? + "\n",
+    )
+    .with_context(|| format!("cannot write `{}`", dir.join("report.json").display()))?;
+    Ok(())
+}
+
+/// What the report page shows, from a run's report and inputs.
+pub fn run_view(inputs: &RunInputs, r: &RunReport) -> tessera_reports::run::RunView {
+    use tessera_reports::plots::Roof;
+    use tessera_reports::run::{ClassView, MachineRow, PhaseView, RunView};
+    use tessera_spec::compression::{ActivationFormat, OpClass};
+    let accel = &inputs.accel;
+    let act = inputs.compression.activations;
+    let bits = inputs.compression.weight(OpClass::Ffn).format.bits;
+    let peak_macs = accel.matrix().peak_macs_per_cycle(bits, act).unwrap_or(0.0);
+    let mut roofs = vec![Roof {
+        name: r.accelerator.clone(),
+        peak_ops: 2.0 * peak_macs * accel.clock().0,
+        bandwidth: r.streaming_bandwidth_gbps * 1e9,
+    }];
+    for g in &inputs.gpus {
+        let tera = match (act, g.int8_tops) {
+            (ActivationFormat::Int8, Some(t)) => t,
+            _ => g.fp16_tflops,
+        };
+        roofs.push(Roof {
+            name: g.name.to_string(),
+            peak_ops: tera * 1e12,
+            bandwidth: g.bandwidth_gbps * 1e9,
+        });
+    }
+    let classes = |m: &BTreeMap<&'static str, ClassShare>| -> Vec<ClassView> {
+        m.iter()
+            .map(|(k, c)| ClassView {
+                class: k.to_string(),
+                seconds: c.seconds,
+                energy_j: c.energy_j,
+                dram_bytes: c.dram_bytes,
+                macs: c.macs,
+            })
+            .collect()
+    };
+    let parts = |e: &crate::pipeline::EnergyBreakdown| -> Vec<(String, f64)> {
+        vec![
+            ("mac".into(), e.mac),
+            ("vector".into(), e.vector),
+            ("buffer".into(), e.buffer),
+            ("dram".into(), e.dram),
+            ("static".into(), e.r#static),
+        ]
+    };
+    let mut phases = vec![PhaseView {
+        name: "prefill".into(),
+        fidelity: r.prefill.fidelity.into(),
+        classes: classes(&r.prefill.by_class),
+        energy_parts: parts(&r.prefill.energy_breakdown_j),
+    }];
+    let mut machines = vec![MachineRow {
+        name: r.accelerator.clone(),
+        prefill_s: r.prefill.latency_s,
+        decode_tokens_per_s: r.decode.as_ref().map_or(0.0, |d| d.tokens_per_s),
+        energy_per_token_j: r.decode.as_ref().map_or(0.0, |d| d.energy_per_token_j),
+        fits: true,
+    }];
+    let mut bandwidth = None;
+    if let Some(d) = &r.decode {
+        phases.push(PhaseView {
+            name: "decode".into(),
+            fidelity: d.fidelity.into(),
+            classes: classes(&d.by_class),
+            energy_parts: parts(&d.energy_breakdown_j),
+        });
+        if let Some(s) = &d.simulation {
+            let t = &s.last_step_bandwidth;
+            bandwidth = Some((
+                t.context,
+                t.slice_s,
+                t.gbps.clone(),
+                r.streaming_bandwidth_gbps,
+            ));
+        }
+    }
+    machines.extend(r.gpu_baselines.iter().map(|g| MachineRow {
+        name: format!("{} ({})", g.name, g.stack),
+        prefill_s: g.prefill_latency_s,
+        decode_tokens_per_s: g.decode_tokens_per_s.unwrap_or(0.0),
+        energy_per_token_j: g.energy_per_token_j.unwrap_or(0.0),
+        fits: g.fits_in_memory,
+    }));
+    let sc = &r.scenario;
+    RunView {
+        title: format!("{} on {} ({})", r.model, r.accelerator, r.compression),
+        scenario: format!(
+            "Batch {}, {} prompt tokens, {} generated tokens; accelerator figures by {} fidelity.",
+            sc.batch, r.prefill.tokens, sc.decode, r.fidelity
+        ),
+        machines,
+        roofs,
+        phases,
+        bandwidth,
+    }
 }
 
 fn si(x: f64, unit: &str) -> String {

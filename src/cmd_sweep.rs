@@ -67,12 +67,13 @@ pub fn merge_cmd(args: &MergeArgs, verbosity: Verbosity) -> Result<ExitCode> {
 pub struct ReportArgs {
     /// Sweep results file.
     pub results: String,
-    /// Directory for `report.md` and `results.csv`.
+    /// Directory for `report.md`, `report.html` (plots embedded as SVG) and `results.csv`.
     #[arg(short, long)]
     pub output: String,
 }
 
-/// Runs `tessera report`: Markdown (with the Pareto front) and CSV of a results file.
+/// Runs `tessera report`: Markdown (with the Pareto front), HTML (with its plot) and CSV of a
+/// results file.
 pub fn report(args: &ReportArgs, verbosity: Verbosity) -> Result<ExitCode> {
     let Some((header, mut records)) = crate::sweep::read_results(&args.results)? else {
         bail!("`{}` is empty or missing", args.results);
@@ -98,8 +99,12 @@ pub fn report(args: &ReportArgs, verbosity: Verbosity) -> Result<ExitCode> {
         dir.join("results.csv"),
         tessera_reports::sweep::csv(&records),
     )?;
+    std::fs::write(
+        dir.join("report.html"),
+        tessera_reports::sweep::html(&title, &records)?,
+    )?;
     if verbosity != Verbosity::Quiet {
-        println!("{}: report.md, results.csv", args.output);
+        println!("{}: report.md, report.html, results.csv", args.output);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ pub mod cmd_sweep;
 pub mod cmd_verilog;
 pub mod inputs;
 pub mod pipeline;
+pub mod progress;
 pub mod sweep;
 
 /// How much a command prints besides what was explicitly requested.

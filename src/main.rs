@@ -43,7 +43,7 @@ enum Command {
     Sweep(cmd_sweep::SweepArgs),
     /// Join sweep shard results into one file.
     Merge(cmd_sweep::MergeArgs),
-    /// Render a sweep results file as Markdown (with the Pareto front) and CSV.
+    /// Render a sweep results file as Markdown, HTML (with plots) and CSV.
     Report(cmd_sweep::ReportArgs),
     /// Generate the matrix engine as Verilog, lint and synthesise it, report its resources.
     Verilog(cmd_verilog::Args),

@@ -67,7 +67,23 @@ pub struct DecodeSimulation {
     pub instructions: u64,
     /// Instruction-memory bytes of the bucketed program set.
     pub instruction_bytes: u64,
+    /// Off-chip bandwidth over the last decode step's program, in equal time slices.
+    pub last_step_bandwidth: BandwidthTimeline,
 }
+
+/// Achieved off-chip bandwidth over one simulated program.
+#[derive(Debug, Clone, Serialize)]
+pub struct BandwidthTimeline {
+    /// Context length of the program.
+    pub context: u64,
+    /// Seconds per slice.
+    pub slice_s: f64,
+    /// GB/s in each slice.
+    pub gbps: Vec<f64>,
+}
+
+/// Slices of [`BandwidthTimeline`].
+const BANDWIDTH_SLICES: usize = 100;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +169,8 @@ pub struct ClassShare {
     pub energy_j: f64,
     /// Off-chip bytes they move.
     pub dram_bytes: u64,
+    /// Multiply-accumulates they perform (kept weights only under sparsity).
+    pub macs: u64,
 }
 
 /// Sums per-operator costs of `passes` by operator class.
@@ -160,24 +178,26 @@ fn by_class<'a>(
     passes: impl IntoIterator<Item = &'a PassEstimate>,
     clock: Hertz,
 ) -> BTreeMap<&'static str, ClassShare> {
-    let mut cycles: BTreeMap<&'static str, (u64, f64, u64)> = BTreeMap::new();
+    let mut cycles: BTreeMap<&'static str, (u64, f64, u64, u64)> = BTreeMap::new();
     for p in passes {
         for op in &p.ops {
             let e = cycles.entry(op.class).or_default();
             e.0 += op.cycles.0;
             e.1 += op.energy.total().joules();
             e.2 += op.dram_bytes;
+            e.3 += op.effective_macs;
         }
     }
     cycles
         .into_iter()
-        .map(|(class, (c, j, b))| {
+        .map(|(class, (c, j, b, m))| {
             (
                 class,
                 ClassShare {
                     seconds: clock.seconds(Cycles(c)).0,
                     energy_j: j,
                     dram_bytes: b,
+                    macs: m,
                 },
             )
         })
@@ -458,7 +478,8 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
         .collect();
     let mut distinct = contexts.clone();
     distinct.dedup();
-    let runs: Vec<(u64, SimReport)> = distinct
+    let last = contexts.last().copied().unwrap_or(0);
+    let runs: Vec<(u64, SimReport, Option<Vec<f64>>)> = distinct
         .par_iter()
         .map(|&context| {
             let g = build_graph(
@@ -469,10 +490,27 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
             )?;
             let program = compile_decode_step(accel, compression, model, &g)?;
             let report = simulate(accel, &program)?;
-            Ok((context, report))
+            let traffic =
+                (context == last).then(|| report.dram_traffic(&program, BANDWIDTH_SLICES));
+            Ok((context, report, traffic))
         })
         .collect::<Result<_, RunError>>()?;
-    let by_context: BTreeMap<u64, &SimReport> = runs.iter().map(|(c, r)| (*c, r)).collect();
+    let by_context: BTreeMap<u64, &SimReport> = runs.iter().map(|(c, r, _)| (*c, r)).collect();
+    let last_step_bandwidth = runs
+        .iter()
+        .find_map(|(c, r, t)| {
+            let slice_s = r.seconds / BANDWIDTH_SLICES as f64;
+            t.as_ref().map(|t| BandwidthTimeline {
+                context: *c,
+                slice_s,
+                gbps: t.iter().map(|&b| gbps(b, slice_s)).collect(),
+            })
+        })
+        .unwrap_or(BandwidthTimeline {
+            context: last,
+            slice_s: 0.0,
+            gbps: Vec::new(),
+        });
     let (mut seconds, mut bytes, mut cycles) = (0.0, 0u64, 0u64);
     let mut energy = EnergyBreakdown::default();
     for c in &contexts {
@@ -496,8 +534,9 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
             "bucket-reuse"
         },
         programs: runs.len() as u64,
-        instructions: runs.iter().map(|(_, r)| r.instructions).sum(),
-        instruction_bytes: runs.iter().map(|(_, r)| r.instruction_bytes).sum(),
+        instructions: runs.iter().map(|(_, r, _)| r.instructions).sum(),
+        instruction_bytes: runs.iter().map(|(_, r, _)| r.instruction_bytes).sum(),
+        last_step_bandwidth,
     });
     let steps = contexts.len() as f64;
     let joules = energy.mac + energy.vector + energy.buffer + energy.dram + energy.r#static;

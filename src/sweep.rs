@@ -508,13 +508,17 @@ pub fn run_sweep(spec: &SweepSpec, out: &str, shard: (u64, u64), progress: bool)
         .append(true)
         .open(out)
         .with_context(|| format!("cannot append to `{out}`"))?;
-    let start = std::time::Instant::now();
+    let bar = crate::progress::Progress::new(todo.len(), done.len(), progress);
     let chunk = (rayon::current_num_threads() * 4).max(1);
     let mut finished = 0;
     for batch in todo.chunks(chunk) {
         let records: Vec<Record> = batch
             .par_iter()
-            .map(|p| run_point(spec, spec_hash, p))
+            .map(|p| {
+                let r = run_point(spec, spec_hash, p);
+                bar.tick();
+                r
+            })
             .collect();
         let mut text = String::new();
         for r in &records {
@@ -524,16 +528,6 @@ pub fn run_sweep(spec: &SweepSpec, out: &str, shard: (u64, u64), progress: bool)
         file.write_all(text.as_bytes())?;
         file.sync_data()?;
         finished += records.len();
-        if progress {
-            let secs = start.elapsed().as_secs_f64();
-            let rate = finished as f64 / secs.max(1e-9);
-            let eta = (todo.len() - finished) as f64 / rate.max(1e-9);
-            eprintln!(
-                "{finished}/{} points ({} done before), {rate:.1} points/s, ETA {eta:.0} s",
-                todo.len(),
-                done.len()
-            );
-        }
     }
     Ok(finished)
 }

@@ -482,4 +482,62 @@ fn run_simulates_decode_with_bucket_reuse() {
     assert_eq!(every["decode"]["simulation"]["mode"], "every-step");
     let e = fails(&[&base[..], &["--fidelity", "sim", "--bucket", "0"]].concat());
     assert!(e.contains("--bucket must be at least 1"), "{e}");
+    // The last step's bandwidth over time: 100 slices whose bytes add up to the step's.
+    let t = &sim["decode"]["simulation"]["last_step_bandwidth"];
+    assert_eq!(t["context"], 64);
+    let gbps: Vec<f64> = t["gbps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(gbps.len(), 100);
+    assert!(gbps.iter().all(|&g| g >= 0.0) && gbps.iter().any(|&g| g > 0.0));
+}
+
+#[test]
+fn run_report_writes_a_self_contained_page() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run-report");
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = [
+        "run",
+        "--model",
+        "tiny-llama",
+        "--prefill",
+        "20",
+        "--decode",
+        "8",
+        "--fidelity",
+        "sim",
+        "-q",
+        "--report",
+        dir.to_str().unwrap(),
+    ];
+    let out = tessera(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for id in ["roofline", "prefill-classes", "decode-classes", "bandwidth"] {
+        assert!(page.contains(&format!("<figure id=\"{id}\"><svg")), "{id}");
+    }
+    for gpu in ["v100s-pcie", "a100-80gb-sxm4", "h100-sxm5"] {
+        assert!(page.contains(gpu), "{gpu}");
+    }
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["decode"]["fidelity"], "simulation");
+    // Same inputs, same page.
+    let again = dir.join("again");
+    let mut args2 = args.to_vec();
+    let last = args2.len() - 1;
+    let again_s = again.to_str().unwrap().to_string();
+    args2[last] = &again_s;
+    assert!(tessera(&args2).status.success());
+    assert_eq!(
+        page,
+        std::fs::read_to_string(again.join("report.html")).unwrap()
+    );
 }

@@ -222,6 +222,9 @@ fn report_renders_the_pareto_front() {
     assert_eq!(md, std::fs::read_to_string(&golden).unwrap());
     let csv = std::fs::read_to_string(d.join("rep/results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 13);
+    let html = std::fs::read_to_string(d.join("rep/report.html")).unwrap();
+    assert!(html.contains("<figure id=\"pareto\"><svg"));
+    assert!(html.contains("Pareto front") && html.contains("Every point"));
     assert!(
         csv.starts_with("index,accel.matrix.rows,compression.weights.bits,scenario.batch,model")
     );

@@ -217,6 +217,93 @@ pub fn markdown(title: &str, records: &[Record]) -> String {
     s
 }
 
+/// The sweep as a self-contained HTML page: the design points and their Pareto front plotted
+/// (decode tokens/s against tokens/J), the front's table, every point's table and the points that
+/// could not run.
+pub fn html(title: &str, records: &[Record]) -> Result<String, crate::plots::PlotError> {
+    use crate::html::{sig, Page};
+    let axes = axes(records);
+    let front = pareto_front(records);
+    let ran: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].summary.is_some())
+        .collect();
+    let points: Vec<(f64, f64)> = ran
+        .iter()
+        .map(|&i| {
+            let m = records[i].summary.as_ref().expect("ran");
+            (m.decode_tokens_per_s, m.decode_tokens_per_j)
+        })
+        .collect();
+    let front_in_points: Vec<usize> = front
+        .iter()
+        .filter_map(|f| ran.iter().position(|r| r == f))
+        .collect();
+    let mut page = Page::new();
+    page.paragraph(&format!(
+        "{} points: {} ran, {} could not run. Pareto front on decode tokens/s (higher), tokens/J (higher) and DSPs (fewer): {} points.",
+        records.len(),
+        ran.len(),
+        records.len() - ran.len(),
+        front.len()
+    ));
+    page.figure(
+        "pareto",
+        &crate::plots::pareto(
+            "decode tokens/s",
+            "decode tokens/J",
+            &points,
+            &front_in_points,
+        )?,
+    );
+    let mut header: Vec<&str> = vec!["index"];
+    header.extend(axes.iter().map(String::as_str));
+    header.extend(["decode tok/s", "tokens/J", "prefill s", "DSPs", "fidelity"]);
+    let row = |r: &Record| -> Vec<String> {
+        let m = r.summary.as_ref().expect("ran");
+        let mut row = vec![r.index.to_string()];
+        row.extend(
+            axes.iter()
+                .map(|a| r.params.get(a).map(param_text).unwrap_or_default()),
+        );
+        row.extend([
+            sig(m.decode_tokens_per_s, 4),
+            sig(m.decode_tokens_per_j, 4),
+            sig(m.prefill_latency_s, 4),
+            m.dsps.to_string(),
+            m.fidelity.clone(),
+        ]);
+        row
+    };
+    page.heading("Pareto front");
+    page.table(
+        &header,
+        &front.iter().map(|&i| row(&records[i])).collect::<Vec<_>>(),
+    );
+    page.heading("Every point");
+    page.table(
+        &header,
+        &ran.iter().map(|&i| row(&records[i])).collect::<Vec<_>>(),
+    );
+    let failed: Vec<Vec<String>> = records
+        .iter()
+        .filter_map(|r| {
+            r.error.as_ref().map(|e| {
+                let params: Vec<String> = r
+                    .params
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", param_text(v)))
+                    .collect();
+                vec![r.index.to_string(), params.join(", "), e.clone()]
+            })
+        })
+        .collect();
+    if !failed.is_empty() {
+        page.heading("Points that could not run");
+        page.table(&["index", "parameters", "error"], &failed);
+    }
+    Ok(page.finish(title))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -708,6 +708,33 @@ impl<'a> Engine<'a> {
 }
 
 impl SimReport {
+    /// Off-chip bytes moved in each of `bins` equal slices of the run: every load and store
+    /// spread evenly over the cycles it was in flight. The slices sum to `dram_bytes`.
+    pub fn dram_traffic(&self, program: &Program, bins: usize) -> Vec<f64> {
+        let mut out = vec![0.0; bins.max(1)];
+        let span = self.cycles.max(1) as f64;
+        let width = span / out.len() as f64;
+        for e in &self.timeline {
+            let (Instruction::Load(d) | Instruction::Store(d)) = &program.instructions[e.index]
+            else {
+                continue;
+            };
+            let bytes = crate::check::dma_extent(d).0 as f64;
+            let (start, end) = (e.start as f64, (e.end.max(e.start + 1)) as f64);
+            let rate = bytes / (end - start);
+            let first = ((start / width) as usize).min(out.len() - 1);
+            let last = (((end / width).ceil() as usize).max(first + 1)).min(out.len());
+            for (b, slot) in out.iter_mut().enumerate().take(last).skip(first) {
+                let lo = start.max(b as f64 * width);
+                let hi = end.min((b + 1) as f64 * width);
+                if hi > lo {
+                    *slot += rate * (hi - lo);
+                }
+            }
+        }
+        out
+    }
+
     /// Chrome trace-event JSON (one track per unit, times in microseconds) that Perfetto opens.
     pub fn chrome_trace(&self, program: &Program, clock_hz: f64) -> serde_json::Value {
         let us = |c: u64| c as f64 / clock_hz * 1e6;

@@ -446,3 +446,33 @@ fn dma_engines_share_the_dma_port() {
     assert_eq!(dma_bytes_per_cycle(&a, &a.buffers()[0]), 64);
     assert!(latency(&a, &p, 0) < 2 * 1024);
 }
+
+#[test]
+fn dram_traffic_over_time_adds_up_to_the_bytes_moved() {
+    let a = accel("u280");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/programs/llama2-7b-layer-decode.tasm"
+    ))
+    .unwrap();
+    let p = assemble(&text).unwrap();
+    let r = simulate(&a, &p).unwrap();
+    for bins in [1, 7, 100] {
+        let t = r.dram_traffic(&p, bins);
+        assert_eq!(t.len(), bins);
+        let total: f64 = t.iter().sum();
+        assert!(
+            (total - r.dram_bytes as f64).abs() <= 1e-6 * r.dram_bytes as f64,
+            "{bins}: {total} vs {}",
+            r.dram_bytes
+        );
+        // No slice moves more than every channel at its peak for the slice's time.
+        let slice_s = r.seconds / bins as f64;
+        let peak: f64 = a
+            .memories()
+            .iter()
+            .map(|m| m.channel_bandwidth().0 * m.channels() as f64)
+            .sum();
+        assert!(t.iter().all(|&b| b <= peak * slice_s * 1.0001), "{bins}");
+    }
+}
