@@ -44,6 +44,10 @@ pub struct Args {
     /// Also write `report.html` (plots embedded as SVG) and `report.json` into this directory.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Write a Chrome trace (one track per unit; open it in Perfetto) of the last decode step's
+    /// compiled program in the simulator.
+    #[arg(long)]
+    pub trace: Option<std::path::PathBuf>,
 }
 
 /// `--fidelity` values.
@@ -84,6 +88,16 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         },
     };
     let report = run(&inputs)?;
+    if let Some(path) = &args.trace {
+        use anyhow::Context as _;
+        let context = crate::pipeline::last_decode_context(&inputs, args.bucket);
+        let program = crate::pipeline::decode_step_program(&inputs, context)?;
+        let sim = tessera_sim::simulate(&inputs.accel, &program)
+            .with_context(|| format!("cannot simulate the decode step at context {context}"))?;
+        let trace = sim.chrome_trace(&program, inputs.accel.clock().0);
+        std::fs::write(path, serde_json::to_string(&trace)?)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
     if let Some(dir) = &args.report {
         write_report(dir, &inputs, &report)?;
     }
@@ -172,6 +186,7 @@ pub fn run_view(inputs: &RunInputs, r: &RunReport) -> tessera_reports::run::RunV
         fits: true,
     }];
     let mut bandwidth = None;
+    let mut units = None;
     if let Some(d) = &r.decode {
         phases.push(PhaseView {
             name: "decode".into(),
@@ -187,6 +202,19 @@ pub fn run_view(inputs: &RunInputs, r: &RunReport) -> tessera_reports::run::RunV
                 t.gbps.clone(),
                 r.streaming_bandwidth_gbps,
             ));
+            let rows = s
+                .units
+                .iter()
+                .map(|(name, u)| tessera_reports::run::UnitRow {
+                    unit: name.to_string(),
+                    instructions: u.instructions,
+                    busy_cycles: u.busy_cycles,
+                    stall_token_cycles: u.stall_token_cycles,
+                    stall_resource_cycles: u.stall_resource_cycles,
+                    stall_port_cycles: u.stall_port_cycles,
+                })
+                .collect();
+            units = Some((d.cycles, rows));
         }
     }
     machines.extend(r.gpu_baselines.iter().map(|g| MachineRow {
@@ -207,6 +235,7 @@ pub fn run_view(inputs: &RunInputs, r: &RunReport) -> tessera_reports::run::RunV
         roofs,
         phases,
         bandwidth,
+        units,
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use tessera_compiler::frontend::{build_graph, FrontendError};
 use tessera_compiler::lower::LowerError;
 use tessera_compiler::program::{compile_decode_step, decode_bucket};
-use tessera_sim::{simulate, ProgramError, SimReport};
+use tessera_sim::{simulate, ProgramError, SimReport, UnitStats};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{dominant_bound, AccelModel, Bound, Energy, GpuModel, PassEstimate};
 use tessera_spec::compression::validate_for_model;
@@ -69,6 +69,29 @@ pub struct DecodeSimulation {
     pub instruction_bytes: u64,
     /// Off-chip bandwidth over the last decode step's program, in equal time slices.
     pub last_step_bandwidth: BandwidthTimeline,
+    /// What each unit spent its cycles on, over every decode step.
+    pub units: BTreeMap<&'static str, UnitStats>,
+    /// Each off-chip channel's traffic over every decode step.
+    pub channels: Vec<ChannelTotals>,
+}
+
+/// One off-chip channel over every simulated decode step.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelTotals {
+    /// Memory name.
+    pub memory: String,
+    /// Channel index within the memory.
+    pub channel: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Achieved bandwidth over the decode time, GB/s.
+    pub achieved_gbps: f64,
+    /// Row hits, misses and conflicts.
+    pub row_hits: u64,
+    /// Row misses.
+    pub row_misses: u64,
+    /// Row conflicts.
+    pub row_conflicts: u64,
 }
 
 /// Achieved off-chip bandwidth over one simulated program.
@@ -462,15 +485,36 @@ impl DecodeReport {
     }
 }
 
+/// The compiled program of one decode step at `context` tokens.
+pub fn decode_step_program(
+    inputs: &RunInputs,
+    context: u64,
+) -> Result<tessera_spec::isa::Program, RunError> {
+    let g = build_graph(
+        &inputs.model,
+        &inputs.compression,
+        Phase::Decode { context },
+        inputs.scenario.batch,
+    )?;
+    Ok(compile_decode_step(
+        &inputs.accel,
+        &inputs.compression,
+        &inputs.model,
+        &g,
+    )?)
+}
+
+/// The context the last decode step's program is compiled for (its bucket).
+pub fn last_decode_context(inputs: &RunInputs, bucket: u64) -> u64 {
+    let s = &inputs.scenario;
+    decode_bucket(s.prefill + s.decode.max(1) - 1, bucket.max(1))
+}
+
 /// Replaces `d`'s time, traffic and energy with simulations of compiled decode programs, one per
 /// context bucket, simulated in parallel and reused for every step of the bucket.
 fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Result<(), RunError> {
     let RunInputs {
-        model,
-        compression,
-        accel,
-        scenario,
-        ..
+        accel, scenario, ..
     } = inputs;
     let bucket = bucket.max(1);
     let contexts: Vec<u64> = (0..scenario.decode)
@@ -482,13 +526,7 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
     let runs: Vec<(u64, SimReport, Option<Vec<f64>>)> = distinct
         .par_iter()
         .map(|&context| {
-            let g = build_graph(
-                model,
-                compression,
-                Phase::Decode { context },
-                scenario.batch,
-            )?;
-            let program = compile_decode_step(accel, compression, model, &g)?;
+            let program = decode_step_program(inputs, context)?;
             let report = simulate(accel, &program)?;
             let traffic =
                 (context == last).then(|| report.dram_traffic(&program, BANDWIDTH_SLICES));
@@ -513,8 +551,34 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
         });
     let (mut seconds, mut bytes, mut cycles) = (0.0, 0u64, 0u64);
     let mut energy = EnergyBreakdown::default();
+    let mut units: BTreeMap<&'static str, UnitStats> = BTreeMap::new();
+    let mut channels: Vec<ChannelTotals> = Vec::new();
     for c in &contexts {
         let r = by_context[c];
+        for (name, u) in &r.units {
+            *units.entry(name).or_default() += *u;
+        }
+        if channels.is_empty() {
+            channels = r
+                .channels
+                .iter()
+                .map(|ch| ChannelTotals {
+                    memory: ch.memory.clone(),
+                    channel: ch.channel,
+                    bytes: 0,
+                    achieved_gbps: 0.0,
+                    row_hits: 0,
+                    row_misses: 0,
+                    row_conflicts: 0,
+                })
+                .collect();
+        }
+        for (t, ch) in channels.iter_mut().zip(&r.channels) {
+            t.bytes += ch.bytes;
+            t.row_hits += ch.row_hits;
+            t.row_misses += ch.row_misses;
+            t.row_conflicts += ch.row_conflicts;
+        }
         seconds += r.seconds;
         bytes += r.dram_bytes;
         cycles += r.cycles;
@@ -524,6 +588,9 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
         energy.buffer += e.buffer;
         energy.dram += e.dram;
         energy.r#static += e.r#static;
+    }
+    for ch in &mut channels {
+        ch.achieved_gbps = gbps(ch.bytes as f64, seconds);
     }
     d.fidelity = "simulation";
     d.simulation = Some(DecodeSimulation {
@@ -537,6 +604,8 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
         instructions: runs.iter().map(|(_, r, _)| r.instructions).sum(),
         instruction_bytes: runs.iter().map(|(_, r, _)| r.instruction_bytes).sum(),
         last_step_bandwidth,
+        units,
+        channels,
     });
     let steps = contexts.len() as f64;
     let joules = energy.mac + energy.vector + energy.buffer + energy.dram + energy.r#static;

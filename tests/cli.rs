@@ -493,6 +493,43 @@ fn run_simulates_decode_with_bucket_reuse() {
         .collect();
     assert_eq!(gbps.len(), 100);
     assert!(gbps.iter().all(|&g| g >= 0.0) && gbps.iter().any(|&g| g > 0.0));
+    // Per-unit cycles and per-channel traffic over the 30 steps.
+    let units = sim["decode"]["simulation"]["units"].as_object().unwrap();
+    assert!(units["mv"]["busy_cycles"].as_u64().unwrap() > 0);
+    let channels = sim["decode"]["simulation"]["channels"].as_array().unwrap();
+    let bytes: u64 = channels.iter().map(|c| c["bytes"].as_u64().unwrap()).sum();
+    let per_token = f(&sim, "decode.dram_bytes_per_token");
+    assert!(
+        (bytes as f64 - per_token * 30.0).abs() < 1.0,
+        "{bytes} vs {per_token} × 30"
+    );
+}
+
+#[test]
+fn run_trace_writes_the_last_decode_step() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run-trace.json");
+    let out = tessera(&[
+        "run",
+        "--model",
+        "tiny-llama",
+        "--prefill",
+        "20",
+        "--decode",
+        "8",
+        "-q",
+        "--trace",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["name"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("matmul") || n.starts_with("matvec"))));
 }
 
 #[test]
@@ -526,6 +563,7 @@ fn run_report_writes_a_self_contained_page() {
     for gpu in ["v100s-pcie", "a100-80gb-sxm4", "h100-sxm5"] {
         assert!(page.contains(gpu), "{gpu}");
     }
+    assert!(page.contains("Decode by unit (simulation)"));
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["decode"]["fidelity"], "simulation");

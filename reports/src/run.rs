@@ -47,6 +47,23 @@ pub struct MachineRow {
     pub fits: bool,
 }
 
+/// One unit's cycles over the simulated decode steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitRow {
+    /// Unit name.
+    pub unit: String,
+    /// Instructions executed.
+    pub instructions: u64,
+    /// Cycles busy.
+    pub busy_cycles: u64,
+    /// Cycles waiting for a dependency token.
+    pub stall_token_cycles: u64,
+    /// Cycles waiting for the shared PE array.
+    pub stall_resource_cycles: u64,
+    /// Cycles waiting for a buffer port.
+    pub stall_port_cycles: u64,
+}
+
 /// Everything the page shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunView {
@@ -63,6 +80,8 @@ pub struct RunView {
     /// Off-chip bandwidth over one simulated decode step: `(context, slice seconds, GB/s per
     /// slice, streaming GB/s)`.
     pub bandwidth: Option<(u64, f64, Vec<f64>, f64)>,
+    /// Per-unit cycles over the simulated decode steps, with the steps' total cycles.
+    pub units: Option<(u64, Vec<UnitRow>)>,
 }
 
 /// The operator classes as roofline points (`phase: class`).
@@ -160,6 +179,34 @@ pub fn html(v: &RunView) -> Result<String, PlotError> {
             .map(|(k, j)| vec![k.clone(), sig(*j, 4)])
             .collect();
         page.table(&["energy part", "joules"], &parts);
+    }
+    if let Some((total, units)) = &v.units {
+        page.heading("Decode by unit (simulation)");
+        let pct = |c: u64| format!("{}%", sig(100.0 * c as f64 / (*total).max(1) as f64, 3));
+        let rows: Vec<Vec<String>> = units
+            .iter()
+            .map(|u| {
+                vec![
+                    u.unit.clone(),
+                    u.instructions.to_string(),
+                    pct(u.busy_cycles),
+                    pct(u.stall_token_cycles),
+                    pct(u.stall_resource_cycles),
+                    pct(u.stall_port_cycles),
+                ]
+            })
+            .collect();
+        page.table(
+            &[
+                "unit",
+                "instructions",
+                "busy",
+                "waiting for a token",
+                "waiting for the PE array",
+                "waiting for a port",
+            ],
+            &rows,
+        );
     }
     if let Some((context, slice_s, gbps, streaming)) = &v.bandwidth {
         page.heading("Off-chip bandwidth over a decode step");

@@ -156,6 +156,17 @@ fn run_page_embeds_every_plot_and_the_comparison() {
             energy_parts: vec![("dram".into(), 1.0)],
         }],
         bandwidth: Some((512, 1e-4, vec![300.0, 350.0], 400.0)),
+        units: Some((
+            1000,
+            vec![tessera_reports::run::UnitRow {
+                unit: "load".into(),
+                instructions: 10,
+                busy_cycles: 900,
+                stall_token_cycles: 50,
+                stall_resource_cycles: 0,
+                stall_port_cycles: 5,
+            }],
+        )),
     };
     let page = html(&v).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
@@ -166,4 +177,8 @@ fn run_page_embeds_every_plot_and_the_comparison() {
     assert!(page.contains("<td class=\"n\">2.00×</td>"), "speedup");
     assert!(page.contains("gpu &lt;x&gt;"));
     assert!(!page.contains("<script"));
+    assert!(
+        page.contains("<td class=\"n\">90.0%</td>"),
+        "unit busy share"
+    );
 }

@@ -53,6 +53,16 @@ pub struct UnitStats {
     pub stall_port_cycles: u64,
 }
 
+impl std::ops::AddAssign for UnitStats {
+    fn add_assign(&mut self, o: UnitStats) {
+        self.instructions += o.instructions;
+        self.busy_cycles += o.busy_cycles;
+        self.stall_token_cycles += o.stall_token_cycles;
+        self.stall_resource_cycles += o.stall_resource_cycles;
+        self.stall_port_cycles += o.stall_port_cycles;
+    }
+}
+
 /// Traffic and row-buffer behaviour of one DRAM channel.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChannelReport {

@@ -14,5 +14,5 @@ pub mod golden;
 
 pub use check::ProgramError;
 pub use dram::DramMode;
-pub use engine::{simulate, simulate_functional, simulate_with, SimOptions, SimReport};
+pub use engine::{simulate, simulate_functional, simulate_with, SimOptions, SimReport, UnitStats};
 pub use functional::DataState;
