@@ -2,6 +2,7 @@
 //! write port and one synchronous read port (a dual-port RAM; reads return the old word when
 //! both ports hit the same address). Addresses beyond the depth read zero and ignore writes.
 
+use crate::hidden::Hidden;
 use rust_hdl::prelude::*;
 use std::fmt::Write as _;
 
@@ -23,7 +24,7 @@ pub struct Bank<const W: usize> {
     pub read_address: Signal<In, Bits<ADDRESS_BITS>>,
     /// Lanes read.
     pub read_data: Vec<Signal<Out, Bits<W>>>,
-    memory: Memory,
+    memory: Hidden<Memory>,
 }
 
 /// The bank's contents; not a signal, so invisible to rust-hdl's Verilog generator.
@@ -31,19 +32,6 @@ pub struct Bank<const W: usize> {
 struct Memory {
     words: usize,
     cells: Vec<u64>,
-}
-
-impl Logic for Memory {
-    fn update(&mut self) {}
-}
-
-impl Block for Memory {
-    fn connect_all(&mut self) {}
-    fn update_all(&mut self) {}
-    fn has_changed(&self) -> bool {
-        false
-    }
-    fn accept(&self, _name: &str, _probe: &mut dyn Probe) {}
 }
 
 impl<const W: usize> Bank<W> {
@@ -57,10 +45,10 @@ impl<const W: usize> Bank<W> {
             write_data: (0..lanes).map(|_| Default::default()).collect(),
             read_address: Default::default(),
             read_data: (0..lanes).map(|_| Default::default()).collect(),
-            memory: Memory {
+            memory: Hidden(Memory {
                 words,
                 cells: vec![0; words * lanes],
-            },
+            }),
         }
     }
 

@@ -5,6 +5,7 @@
 //! additions only.
 
 use crate::bank::ADDRESS_BITS;
+use crate::hidden::Hidden;
 use crate::pe::{bits_value, SEGMENT_BITS};
 use rust_hdl::prelude::*;
 use std::fmt::Write as _;
@@ -95,26 +96,13 @@ pub struct Controller {
     r_seg: Signal<Local, Bits<SEGMENT_BITS>>,
     r_shift: Signal<Local, Bit>,
 
-    shape: Shape,
+    shape: Hidden<Shape>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
     pes: usize,
     levels: usize,
-}
-
-impl Logic for Shape {
-    fn update(&mut self) {}
-}
-
-impl Block for Shape {
-    fn connect_all(&mut self) {}
-    fn update_all(&mut self) {}
-    fn has_changed(&self) -> bool {
-        false
-    }
-    fn accept(&self, _name: &str, _probe: &mut dyn Probe) {}
 }
 
 /// The controller's configuration for one instruction (all counts 16-bit).
@@ -216,7 +204,7 @@ impl Controller {
             r_glast: Default::default(),
             r_seg: Default::default(),
             r_shift: Default::default(),
-            shape: Shape { pes, levels },
+            shape: Hidden(Shape { pes, levels }),
         }
     }
 
@@ -234,7 +222,7 @@ impl Controller {
     }
 
     fn clock_edge(&mut self) {
-        let sh = self.shape;
+        let sh = *self.shape;
         let _ = sh.pes;
         let v = |s: &Signal<Local, Word>| bits_value(s.val());
         let reset = self.reset.val();
@@ -388,7 +376,7 @@ impl Controller {
     }
 
     fn verilog(&self) -> String {
-        let sh = self.shape;
+        let sh = *self.shape;
         let mut text = String::new();
         let o = &mut text;
         let levels = sh.levels;

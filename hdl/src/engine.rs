@@ -23,6 +23,7 @@
 
 use crate::bank::{Bank, ADDRESS_BITS};
 use crate::controller::Controller;
+use crate::hidden::Hidden;
 use crate::params::{EngineParams, BLOCK};
 use crate::pe::{bits_value, Pe, SCALE_BITS, SEGMENT_BITS};
 use rust_hdl::prelude::*;
@@ -99,7 +100,7 @@ pub struct MatrixEngine {
     scale_banks: Vec<Bank<SCALE_BITS>>,
     result_banks: Vec<Bank<48>>,
     controller: Controller,
-    shape: Shape,
+    shape: Hidden<Shape>,
 }
 
 /// Sizes shared by the Rust model and the Verilog text.
@@ -108,19 +109,6 @@ struct Shape {
     pes: usize,
     lanes: usize,
     segments: usize,
-}
-
-impl Logic for Shape {
-    fn update(&mut self) {}
-}
-
-impl Block for Shape {
-    fn connect_all(&mut self) {}
-    fn update_all(&mut self) {}
-    fn has_changed(&self) -> bool {
-        false
-    }
-    fn accept(&self, _name: &str, _probe: &mut dyn Probe) {}
 }
 
 fn vec_of<T: Default>(n: usize) -> Vec<T> {
@@ -163,11 +151,11 @@ impl MatrixEngine {
             scale_banks: (0..pes).map(|_| Bank::new(words, segments)).collect(),
             result_banks: (0..pes).map(|_| Bank::new(words, segments)).collect(),
             controller: Controller::new(pes, p.tree_levels()),
-            shape: Shape {
+            shape: Hidden(Shape {
                 pes,
                 lanes: p.lanes,
                 segments,
-            },
+            }),
         }
     }
 
@@ -187,7 +175,7 @@ impl MatrixEngine {
     /// Wiring only: every register lives in a child block, so all registers sit at one depth of
     /// the hierarchy and rust-hdl clocks them in the same delta cycle.
     fn wire(&mut self) {
-        let sh = self.shape;
+        let sh = *self.shape;
         let clock = self.clock.val();
         let c = &mut self.controller;
         c.clock.next = clock;
@@ -272,7 +260,7 @@ impl MatrixEngine {
     }
 
     fn verilog(&self) -> String {
-        let sh = self.shape;
+        let sh = *self.shape;
         let mut text = String::new();
         let o = &mut text;
         let _ = writeln!(o, "always @(*) begin");

@@ -6,6 +6,7 @@ pub mod bank;
 pub mod controller;
 pub mod engine;
 pub mod golden;
+pub mod hidden;
 pub mod params;
 pub mod pe;
 pub mod verilog;

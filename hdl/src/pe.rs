@@ -22,6 +22,7 @@
 //! Verilog that [`Logic::hdl`] emits, both generated from the same stage layout below; the
 //! testbenches run both against [`crate::golden`] on the same vectors.
 
+use crate::hidden::Hidden;
 use crate::params::{EngineParams, BLOCK};
 use rust_hdl::prelude::*;
 use std::fmt::Write as _;
@@ -111,7 +112,7 @@ pub struct Pe {
     o_valid: Vec<Signal<Local, Bit>>,
     o_result: Vec<Signal<Local, Bits<48>>>,
 
-    layout: Layout,
+    layout: Hidden<Layout>,
 }
 
 /// Sizes of the PE's stages, shared by the Rust model and the Verilog text.
@@ -166,20 +167,6 @@ impl Layout {
             act * weight
         }
     }
-}
-
-// The layout holds no signals: it is invisible to rust-hdl's simulator and Verilog generator.
-impl Logic for Layout {
-    fn update(&mut self) {}
-}
-
-impl Block for Layout {
-    fn connect_all(&mut self) {}
-    fn update_all(&mut self) {}
-    fn has_changed(&self) -> bool {
-        false
-    }
-    fn accept(&self, _name: &str, _probe: &mut dyn Probe) {}
 }
 
 fn vec_of<T: Default>(n: usize) -> Vec<T> {
@@ -277,7 +264,7 @@ impl Pe {
             acc: vec_of(l.segments),
             o_valid: vec_of(l.pad + 1),
             o_result: vec_of((l.pad + 1) * l.segments),
-            layout: l,
+            layout: Hidden(l),
         }
     }
 
@@ -306,7 +293,7 @@ impl Pe {
 
     /// Registers, from the last stage back to the first so each reads its predecessor's old value.
     fn clock_edge(&mut self) {
-        let l = self.layout;
+        let l = *self.layout;
         let (s, top) = (l.segments, l.levels);
         let reset = self.reset.val();
         // Output padding.
@@ -473,7 +460,7 @@ impl Pe {
 
     /// The segment multiplexer and the outputs.
     fn combinational(&mut self) {
-        let l = self.layout;
+        let l = *self.layout;
         let top = l.levels;
         let level = self.cut_level(get(&self.sb_seg[top]));
         for j in 0..l.segments {
@@ -498,7 +485,7 @@ impl Pe {
     }
 
     fn verilog(&self) -> String {
-        let l = self.layout;
+        let l = *self.layout;
         let (s, top) = (l.segments, l.levels);
         let mut v = String::new();
         let w = &mut v;

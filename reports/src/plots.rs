@@ -61,6 +61,23 @@ pub struct RooflinePoint {
     pub ops: f64,
 }
 
+/// Draws the legend at `position` and writes the document out.
+type DrawError = DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>;
+
+fn finish<'a, 'b: 'a, X: Ranged, Y: Ranged>(
+    root: &DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> Result<(), DrawError> {
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .position(position)
+        .draw()?;
+    root.present()
+}
+
 fn log_range(values: impl Iterator<Item = f64>, pad: f64) -> std::ops::Range<f64> {
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
     for v in values.filter(|v| v.is_finite() && *v > 0.0) {
@@ -137,14 +154,7 @@ pub fn roofline(roofs: &[Roof], points: &[RooflinePoint]) -> Result<String, Plot
                     + Text::new(p.label.clone(), (6, -4), (FONT, 11))
             }))
             .map_err(&e)?;
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(&e)?;
-        root.present().map_err(&e)?;
+        finish(&root, &mut chart, SeriesLabelPosition::UpperLeft).map_err(&e)?;
     }
     Ok(svg)
 }
@@ -247,13 +257,7 @@ pub fn shares(
                 .label(name.clone())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(&e)?;
-        root.present().map_err(&e)?;
+        finish(&root, &mut chart, SeriesLabelPosition::UpperRight).map_err(&e)?;
     }
     Ok(svg)
 }
@@ -315,14 +319,7 @@ pub fn timeline(
                 .label(name.to_string())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
         }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(&e)?;
-        root.present().map_err(&e)?;
+        finish(&root, &mut chart, SeriesLabelPosition::LowerRight).map_err(&e)?;
     }
     Ok(svg)
 }
@@ -385,13 +382,7 @@ pub fn pareto(
         chart
             .draw_series(f.iter().map(|&p| Circle::new(p, 5, red.filled())))
             .map_err(&e)?;
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(&e)?;
-        root.present().map_err(&e)?;
+        finish(&root, &mut chart, SeriesLabelPosition::UpperRight).map_err(&e)?;
     }
     Ok(svg)
 }

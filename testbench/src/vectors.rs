@@ -98,3 +98,39 @@ pub fn item(
     }
     out
 }
+
+/// A stream covering every N of N:16, the int8 / int4 / int2 datapaths (4- and 2-bit weights
+/// asymmetric) and every [`Fill`], each item `groups × steps_per_group` steps, with idle cycles
+/// between some steps. Returns the steps and the per-cycle slots.
+pub fn mixed_stream(
+    seed: u64,
+    lanes: usize,
+    segments: usize,
+    groups: usize,
+    steps_per_group: usize,
+) -> (Vec<PeStep>, Vec<crate::rusthdl::Slot>) {
+    let mut rng = Rng::new(seed);
+    let (mut steps, mut slots) = (Vec::new(), Vec::new());
+    for n in [2, 4, 8, 16] {
+        for (bits, shift) in [(8, false), (4, true), (2, true)] {
+            for fill in [Fill::Random, Fill::Extremes, Fill::ZeroGroups] {
+                let shape = ItemShape {
+                    n,
+                    groups,
+                    steps_per_group,
+                    weight_bits: bits,
+                    shift_add: shift,
+                    asymmetric: bits < 8,
+                };
+                for st in item(&mut rng, shape, fill, lanes, segments) {
+                    steps.push(st.clone());
+                    slots.push(Some(st));
+                    if rng.int(0, 3) == 0 {
+                        slots.push(None);
+                    }
+                }
+            }
+        }
+    }
+    (steps, slots)
+}
