@@ -7,8 +7,9 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
+use tessera_reports::plots::{memory_map, MapBlock};
 use tessera_scheduler::ilp::{fixed_order, IlpStatus, Solver};
-use tessera_scheduler::{baseline, validate, Eviction, Problem};
+use tessera_scheduler::{baseline, replay, validate, Arrival, Eviction, Problem};
 use tessera_spec::graph::Phase;
 
 use crate::cmd_graph::PassArgs;
@@ -39,6 +40,10 @@ pub struct Args {
     /// `microlp` (pure Rust, always built).
     #[arg(long, value_enum, default_value = DEFAULT_SOLVER)]
     pub solver: SolverArg,
+    /// Write the ILP plan's scratchpad memory map (address against step, one rectangle per
+    /// tensor's stay, coloured by how it arrived) as an SVG file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// The default `--solver`: CBC proved every benchmark budget optimal in under 0.2 s, where
@@ -156,7 +161,32 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         SolverArg::Cbc => Solver::Cbc,
     };
     let outcome = fixed_order(&problem, budget, args.time_limit, solver)?;
-    let r = validate(&problem, budget, &outcome.plan).context("the ILP plan failed validation")?;
+    let (r, map) =
+        replay(&problem, budget, &outcome.plan).context("the ILP plan failed validation")?;
+    if let Some(path) = &args.plot {
+        let blocks: Vec<MapBlock> = map
+            .iter()
+            .map(|x| MapBlock {
+                from: x.from,
+                to: x.to,
+                addr: x.addr,
+                bytes: x.bytes,
+                kind: match x.arrival {
+                    Arrival::Produced => "produced",
+                    Arrival::Loaded => "loaded from DRAM",
+                    Arrival::Relocated => "relocated",
+                }
+                .into(),
+            })
+            .collect();
+        let title = format!(
+            "{} {}: scratchpad of {budget} bytes (ILP plan)",
+            graph.model,
+            graph.phase.name()
+        );
+        let svg = memory_map(&title, &blocks, outcome.plan.order.len(), budget)?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
     let ilp = IlpResult {
         mode: match args.mode {
             Mode::FixedOrder => "fixed-order",

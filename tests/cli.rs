@@ -381,6 +381,30 @@ fn sim_explains_bad_programs() {
 }
 
 #[test]
+fn schedule_plots_the_memory_map() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("memory-map.svg");
+    let _ = ok_json(&[
+        "schedule",
+        "--model",
+        "gpt2",
+        "--seq",
+        "128",
+        "--budget",
+        "800000",
+        "--json",
+        "--plot",
+        path.to_str().unwrap(),
+    ]);
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    // A budget just above M_R spills: both stay kinds and the budget line are in the legend.
+    for label in ["produced", "loaded from DRAM", "budget", "schedule step"] {
+        assert!(svg.contains(label), "{label}");
+    }
+    assert!(svg.matches("<rect").count() > 100, "one rectangle per stay");
+}
+
+#[test]
 fn schedule_reports_validated_baselines() {
     let v = ok_json(&[
         "schedule", "--model", "gpt2", "--seq", "128", "--budget", "800000", "--json",

@@ -386,3 +386,97 @@ pub fn pareto(
     }
     Ok(svg)
 }
+
+/// One block of a memory map: a tensor resident at `[addr, addr + bytes)` from step `from` to
+/// step `to` (exclusive), coloured by `kind`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapBlock {
+    /// First step.
+    pub from: usize,
+    /// Step it has left by.
+    pub to: usize,
+    /// First byte.
+    pub addr: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Legend entry (`produced`, `loaded`, `relocated`).
+    pub kind: String,
+}
+
+/// A scratchpad memory map: address against schedule step, one rectangle per stay, with the
+/// budget as a dashed line.
+pub fn memory_map(
+    title: &str,
+    blocks: &[MapBlock],
+    steps: usize,
+    budget: u64,
+) -> Result<String, PlotError> {
+    let e = err("memory_map");
+    let top = blocks
+        .iter()
+        .map(|b| b.addr + b.bytes)
+        .max()
+        .unwrap_or(0)
+        .max(budget.min(u64::MAX / 4))
+        .max(1) as f64
+        * 1.05
+        / 1024.0;
+    let mut kinds: Vec<&str> = blocks.iter().map(|b| b.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(&e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 20))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..steps.max(1) as f64, 0.0..top)
+            .map_err(&e)?;
+        chart
+            .configure_mesh()
+            .x_desc("schedule step")
+            .y_desc("scratchpad address (KiB)")
+            .draw()
+            .map_err(&e)?;
+        for (i, kind) in kinds.iter().enumerate() {
+            let c = color(i);
+            chart
+                .draw_series(
+                    blocks
+                        .iter()
+                        .filter(|b| b.kind == *kind && b.bytes > 0)
+                        .map(|b| {
+                            Rectangle::new(
+                                [
+                                    (b.from as f64, b.addr as f64 / 1024.0),
+                                    (b.to as f64, (b.addr + b.bytes) as f64 / 1024.0),
+                                ],
+                                c.mix(0.7).filled(),
+                            )
+                        }),
+                )
+                .map_err(&e)?
+                .label(kind.to_string())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+        }
+        let budget_kib = budget as f64 / 1024.0;
+        if budget_kib < top {
+            let c = color(7);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.0, budget_kib), (steps as f64, budget_kib)],
+                    6,
+                    4,
+                    c.stroke_width(1),
+                ))
+                .map_err(&e)?
+                .label("budget")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
+        }
+        finish(&root, &mut chart, SeriesLabelPosition::UpperRight).map_err(&e)?;
+    }
+    Ok(svg)
+}

@@ -11,5 +11,5 @@ pub mod plan;
 pub mod problem;
 
 pub use baseline::{baseline, Eviction};
-pub use plan::{validate, Plan, Replay};
+pub use plan::{replay, validate, Arrival, Plan, Replay, Residency};
 pub use problem::{Problem, ScheduleError};

@@ -56,6 +56,36 @@ pub struct Replay {
     pub moved_bytes: u64,
 }
 
+/// How a tensor came to occupy its scratchpad range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrival {
+    /// Written there by its producer.
+    Produced,
+    /// Read from DRAM.
+    Loaded,
+    /// Moved there by a relocation.
+    Relocated,
+}
+
+/// One tensor's stay at one scratchpad address: resident from step `from` to step `to`
+/// (exclusive: it is gone before step `to`'s operator runs, or `to` is the plan's length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Residency {
+    /// Problem tensor index.
+    pub tensor: usize,
+    /// First byte.
+    pub addr: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// First step it is resident at (loads and relocations happen before the step's operator).
+    pub from: usize,
+    /// Step it has left by.
+    pub to: usize,
+    /// How it arrived.
+    pub arrival: Arrival,
+}
+
 /// Why a plan is not realisable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("step {step}: {reason}")]
@@ -69,6 +99,16 @@ pub struct PlanError {
 /// Replays `plan` on `problem` under `budget` bytes and recomputes its traffic, which must equal
 /// what the plan claims.
 pub fn validate(problem: &Problem, budget: u64, plan: &Plan) -> Result<Replay, PlanError> {
+    replay(problem, budget, plan).map(|(r, _)| r)
+}
+
+/// [`validate`], also returning every tensor's stays in the scratchpad (the memory map), in the
+/// order they ended.
+pub fn replay(
+    problem: &Problem,
+    budget: u64,
+    plan: &Plan,
+) -> Result<(Replay, Vec<Residency>), PlanError> {
     let n = problem.ops.len();
     let fail = |step: usize, reason: String| PlanError { step, reason };
     if plan.order.len() != n || plan.steps.len() != n {
@@ -97,6 +137,22 @@ pub fn validate(problem: &Problem, budget: u64, plan: &Plan) -> Result<Replay, P
         .map(|t| t.producer.is_none())
         .collect();
     let mut read_once: Vec<bool> = vec![false; t_count];
+    let mut since: Vec<(usize, Arrival)> = vec![(0, Arrival::Produced); t_count];
+    let mut map: Vec<Residency> = Vec::new();
+    let leave = |map: &mut Vec<Residency>,
+                 t: usize,
+                 addr: u64,
+                 (from, arrival): (usize, Arrival),
+                 to: usize| {
+        map.push(Residency {
+            tensor: t,
+            addr,
+            bytes: problem.tensors[t].bytes,
+            from,
+            to,
+            arrival,
+        })
+    };
     let mut produced: Vec<bool> = vec![false; t_count];
     let (mut non_compulsory, mut peak, mut moved) = (0u64, 0u64, 0u64);
     let name = |t: usize| problem.tensors[t].name.as_str();
@@ -136,9 +192,10 @@ pub fn validate(problem: &Problem, budget: u64, plan: &Plan) -> Result<Replay, P
     for (s, (&o, sp)) in plan.order.iter().zip(&plan.steps).enumerate() {
         let op = &problem.ops[o];
         for &t in &sp.evict {
-            if t >= t_count || resident[t].is_none() {
+            let Some(addr) = resident.get(t).copied().flatten() else {
                 return Err(fail(s, format!("evicts tensor {t}, which is not resident")));
-            }
+            };
+            leave(&mut map, t, addr, since[t], s);
             resident[t] = None;
             if !in_dram[t] {
                 non_compulsory += problem.tensors[t].bytes;
@@ -146,17 +203,19 @@ pub fn validate(problem: &Problem, budget: u64, plan: &Plan) -> Result<Replay, P
             }
         }
         for &(t, _) in &sp.relocate {
-            if t >= t_count || resident[t].is_none() {
+            let Some(old) = resident.get(t).copied().flatten() else {
                 return Err(fail(
                     s,
                     format!("relocates tensor {t}, which is not resident"),
                 ));
-            }
+            };
+            leave(&mut map, t, old, since[t], s);
             resident[t] = None;
         }
         for &(t, addr) in &sp.relocate {
             place(&resident, t, addr, s)?;
             resident[t] = Some(addr);
+            since[t] = (s, Arrival::Relocated);
             moved += problem.tensors[t].bytes;
         }
         for &(t, addr) in &sp.load {
@@ -168,6 +227,7 @@ pub fn validate(problem: &Problem, budget: u64, plan: &Plan) -> Result<Replay, P
             }
             place(&resident, t, addr, s)?;
             resident[t] = Some(addr);
+            since[t] = (s, Arrival::Loaded);
             if problem.tensors[t].producer.is_none() && !read_once[t] {
                 read_once[t] = true; // the compulsory first read of a graph input
             } else {
@@ -211,6 +271,7 @@ pub fn validate(problem: &Problem, budget: u64, plan: &Plan) -> Result<Replay, P
         for &(t, addr) in &sp.outputs {
             place(&resident, t, addr, s)?;
             resident[t] = Some(addr);
+            since[t] = (s, Arrival::Produced);
             produced[t] = true;
         }
         let occupied: u64 = resident
@@ -225,8 +286,15 @@ pub fn validate(problem: &Problem, budget: u64, plan: &Plan) -> Result<Replay, P
         }
         for t in op.inputs.iter().chain(&op.outputs) {
             if readers_left[*t] == 0 {
-                resident[*t] = None;
+                if let Some(addr) = resident[*t].take() {
+                    leave(&mut map, *t, addr, since[*t], s + 1);
+                }
             }
+        }
+    }
+    for (t, a) in resident.iter().enumerate() {
+        if let Some(addr) = *a {
+            leave(&mut map, t, addr, since[t], n);
         }
     }
     debug_assert!(produced
@@ -242,10 +310,11 @@ pub fn validate(problem: &Problem, budget: u64, plan: &Plan) -> Result<Replay, P
             ),
         ));
     }
-    Ok(Replay {
+    let replay = Replay {
         compulsory_bytes: problem.compulsory_bytes(),
         non_compulsory_bytes: non_compulsory,
         peak_bytes: peak,
         moved_bytes: moved,
-    })
+    };
+    Ok((replay, map))
 }

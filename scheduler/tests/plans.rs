@@ -155,3 +155,50 @@ fn fragmentation_is_resolved_by_compaction() {
     assert!(r.moved_bytes > 0);
     assert!(plan.steps.iter().any(|s| !s.relocate.is_empty()));
 }
+
+#[test]
+fn the_memory_map_accounts_for_every_byte_resident() {
+    use tessera_scheduler::{replay, Arrival};
+    let p = problem("gpt2", Phase::Prefill { seq: 128 });
+    let unlimited = validate(
+        &p,
+        u64::MAX / 4,
+        &baseline(&p, u64::MAX / 4, Eviction::Lru).unwrap(),
+    )
+    .unwrap()
+    .peak_bytes;
+    let budget = (p.min_budget() + unlimited) / 2;
+    let plan = baseline(&p, budget, Eviction::Belady).unwrap();
+    let (r, map) = replay(&p, budget, &plan).unwrap();
+    let steps = plan.order.len();
+    // Stays never overlap in address while both are resident, and stay below the budget.
+    for (i, a) in map.iter().enumerate() {
+        assert!(
+            a.from < a.to && a.to <= steps && a.addr + a.bytes <= budget,
+            "{a:?}"
+        );
+        for b in &map[i + 1..] {
+            let time = a.from < b.to && b.from < a.to;
+            let space = a.addr < b.addr + b.bytes && b.addr < a.addr + a.bytes;
+            assert!(
+                !(time && space && a.bytes > 0 && b.bytes > 0),
+                "{a:?} overlaps {b:?}"
+            );
+        }
+    }
+    // The busiest step's resident bytes are the replay's peak.
+    let peak = (0..steps)
+        .map(|s| {
+            map.iter()
+                .filter(|x| x.from <= s && s < x.to)
+                .map(|x| x.bytes)
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(peak, r.peak_bytes);
+    // At this budget something is spilled and read back.
+    assert!(map
+        .iter()
+        .any(|x| x.arrival == Arrival::Loaded && p.tensors[x.tensor].producer.is_some()));
+}
