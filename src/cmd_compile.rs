@@ -32,6 +32,34 @@ pub struct Args {
     /// Output directory.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// With `--max-context`: also compile every exact context length up to it and write
+    /// `storage.json`, the instruction storage of the bucketed set against one program per length.
+    #[arg(long, requires = "max_context")]
+    pub exact: bool,
+}
+
+/// Instruction storage of a program set.
+#[derive(Debug, Serialize)]
+pub struct Storage {
+    /// Programs.
+    pub programs: u64,
+    /// Bytes in instruction memory, all programs together.
+    pub bytes: u64,
+}
+
+/// `storage.json`: the bucketed program set against compiling every exact length.
+#[derive(Debug, Serialize)]
+pub struct StorageReport {
+    /// Decode contexts round up to a multiple of this.
+    pub bucket: u64,
+    /// Longest context covered.
+    pub max_context: u64,
+    /// One program per bucket.
+    pub bucketed: Storage,
+    /// One program per context length 1..=max_context.
+    pub exact: Storage,
+    /// `exact.bytes / bucketed.bytes`.
+    pub exact_over_bucketed: f64,
 }
 
 /// One compiled program, as listed in `programs.json`.
@@ -92,5 +120,43 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     let manifest = args.output.join("programs.json");
     std::fs::write(&manifest, serde_json::to_string_pretty(&listed)? + "\n")
         .with_context(|| format!("cannot write `{}`", manifest.display()))?;
+    if let (true, Some(max)) = (args.exact, args.max_context) {
+        use rayon::prelude::*;
+        let exact: Vec<u64> = (1..=max)
+            .into_par_iter()
+            .map(|context| -> Result<u64> {
+                let graph = build_graph(&model, &comp, Phase::Decode { context }, args.batch)?;
+                Ok(compile_decode_step(&accel, &comp, &model, &graph)?.storage_bytes())
+            })
+            .collect::<Result<_>>()?;
+        let bucketed = Storage {
+            programs: listed.len() as u64,
+            bytes: listed.iter().map(|c| c.instruction_bytes).sum(),
+        };
+        let exact = Storage {
+            programs: max,
+            bytes: exact.iter().sum(),
+        };
+        let report = StorageReport {
+            bucket: args.bucket,
+            max_context: max,
+            exact_over_bucketed: exact.bytes as f64 / bucketed.bytes.max(1) as f64,
+            bucketed,
+            exact,
+        };
+        let path = args.output.join("storage.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        if verbosity != Verbosity::Quiet {
+            println!(
+                "instruction storage: {} bucketed programs {} bytes, {} exact-length programs {} bytes ({:.1}×)",
+                report.bucketed.programs,
+                report.bucketed.bytes,
+                report.exact.programs,
+                report.exact.bytes,
+                report.exact_over_bucketed
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

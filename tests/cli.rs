@@ -454,6 +454,7 @@ fn compile_writes_bucketed_programs_that_simulate() {
         "-o",
         d,
         "-q",
+        "--exact",
     ]);
     assert!(
         out.status.success(),
@@ -469,6 +470,22 @@ fn compile_writes_bucketed_programs_that_simulate() {
         .map(|p| p["context"].as_u64().unwrap())
         .collect();
     assert_eq!(contexts, [16, 32, 48]);
+    // 40 exact-length programs against 3 bucketed ones.
+    let storage: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("storage.json")).unwrap()).unwrap();
+    assert_eq!(storage["bucketed"]["programs"], 3);
+    assert_eq!(storage["exact"]["programs"], 40);
+    let bucketed_bytes: u64 = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["instruction_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        storage["bucketed"]["bytes"].as_u64().unwrap(),
+        bucketed_bytes
+    );
+    assert!(f(&storage, "exact_over_bucketed") > 10.0);
     let bin = dir.join("decode-ctx48.bin");
     let r = ok_json(&["sim", bin.to_str().unwrap(), "--json"]);
     assert!(r["dram_bytes"].as_u64().unwrap() > 0);
