@@ -3,7 +3,11 @@
 //!
 //! Semantics (the contract the compiler and the RTL controller share):
 //! - Instructions are fetched in program order from instruction memory at
-//!   `instruction_memory.fetch_bytes_per_cycle`, and queued per unit.
+//!   `instruction_memory.fetch_bytes_per_cycle`, and queued per unit. A program larger than the
+//!   instruction memory streams from the memory holding instructions
+//!   ([`tessera_spec::analytical::instruction_fetch`]: at most that memory's streaming bandwidth;
+//!   its bytes are charged as that memory's DRAM energy; the stream does not queue on the
+//!   memory's channels).
 //! - Each unit starts its queue in order. The head starts once it is fetched, the unit has room
 //!   (compute units run one instruction at a time; the load and store units share `dma.engines`
 //!   engines, one DMA instruction each), and one token is available from every unit in its `wait`
@@ -33,8 +37,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{
-    compute_instruction_cycles, compute_ports, dma_bytes_per_cycle, matrix_instr_work,
-    matrix_operand_bytes, matrix_work_cycles, operand_accesses, ports_held, sfu_operand_bytes,
+    compute_instruction_cycles, compute_ports, dma_bytes_per_cycle, instruction_fetch,
+    matrix_instr_work, matrix_operand_bytes, matrix_work_cycles, operand_accesses, ports_held,
+    sfu_operand_bytes,
 };
 use tessera_spec::isa::{words_of, Dma, Instruction, Program, SysOp, Unit};
 
@@ -191,6 +196,10 @@ pub struct SimReport {
     pub instructions: u64,
     /// Bytes the program occupies in instruction memory.
     pub instruction_bytes: u64,
+    /// The memory the program streamed from because it exceeds the on-chip instruction memory
+    /// (its bytes are charged there as DRAM energy); absent when it fits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions_streamed_from: Option<String>,
     /// Per unit (by short name).
     pub units: BTreeMap<&'static str, UnitStats>,
     /// Off-chip bytes moved.
@@ -250,6 +259,7 @@ struct Engine<'a> {
     data: Option<&'a mut DataState>,
     /// The first instruction the functional model rejected.
     failed: Option<ProgramError>,
+    instructions_streamed_from: Option<String>,
 }
 
 /// How to simulate.
@@ -298,12 +308,19 @@ impl<'a> Engine<'a> {
         options: SimOptions,
         data: Option<&'a mut DataState>,
     ) -> Self {
+        let fetch = instruction_fetch(accel, program.storage_bytes());
         let fetch_bpc = accel.instruction_memory().fetch_bytes_per_cycle().max(1);
         let mut fetched_at = Vec::with_capacity(program.instructions.len());
-        let mut t = 0;
+        let (mut t, mut streamed) = (0, 0.0f64);
         let mut queues: [VecDeque<usize>; 6] = Default::default();
         for (i, ins) in program.instructions.iter().enumerate() {
-            t += (4 * words_of(ins.opcode()) as u64).div_ceil(fetch_bpc);
+            let bytes = 4 * words_of(ins.opcode()) as u64;
+            if fetch.streamed_from.is_some() {
+                streamed += bytes as f64 / fetch.bytes_per_cycle;
+                t = streamed.ceil() as u64;
+            } else {
+                t += bytes.div_ceil(fetch_bpc);
+            }
             fetched_at.push(t);
             queues[ins.opcode().unit() as usize].push_back(i);
         }
@@ -344,7 +361,21 @@ impl<'a> Engine<'a> {
             options,
             data,
             failed: None,
+            instructions_streamed_from: None,
         };
+        if let Some(memory) = fetch.streamed_from {
+            let pj_bit = accel
+                .energy()
+                .memory_pj_per_bit(accel.memories()[memory].kind())
+                .unwrap_or(0.0);
+            let place = FIRST_BUFFER + accel.buffers().len() + memory;
+            let bytes = program.storage_bytes() as f64;
+            e.ledger
+                .charge(EnergyKind::Dram, Unit::System, place, bytes * 8.0 * pj_bit);
+        }
+        e.instructions_streamed_from = fetch
+            .streamed_from
+            .map(|m| accel.memories()[m].name().to_string());
         let times: Vec<u64> = e.fetched_at.clone();
         for t in times {
             e.push(t, Event::Fetched);
@@ -696,6 +727,7 @@ impl<'a> Engine<'a> {
             seconds,
             instructions: self.program.instructions.len() as u64,
             instruction_bytes: self.program.storage_bytes(),
+            instructions_streamed_from: self.instructions_streamed_from,
             units: Unit::ALL
                 .iter()
                 .map(|u| (u.name(), self.stats[*u as usize]))

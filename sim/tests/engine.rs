@@ -476,3 +476,48 @@ fn dram_traffic_over_time_adds_up_to_the_bytes_moved() {
         assert!(t.iter().all(|&b| b <= peak * slice_s * 1.0001), "{bins}");
     }
 }
+
+#[test]
+fn programs_larger_than_instruction_memory_stream_from_dram() {
+    use tessera_spec::analytical::instruction_fetch;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/programs/llama2-7b-layer-decode.tasm"
+    ))
+    .unwrap();
+    let p = assemble(&text).unwrap();
+    let fits = accel("u280");
+    assert!(p.storage_bytes() <= fits.instruction_memory().bytes().0);
+    let r = simulate(&fits, &p).unwrap();
+    assert_eq!(r.instructions_streamed_from, None);
+    // The same board with a 1 KiB instruction memory and a slow DDR: fetch runs at the DDR's
+    // streaming rate and its energy is charged to the DDR.
+    let small = Accelerator::from_toml_str(
+        &Accelerator::preset_text("u280")
+            .unwrap()
+            .replace(
+                "bytes = 1048576\nfetch_bytes_per_cycle = 16",
+                "bytes = 1024\nfetch_bytes_per_cycle = 16",
+            )
+            .replace(
+                "channels = 2\nchannel_gbps = 19.25",
+                "channels = 1\nchannel_gbps = 0.5",
+            ),
+        "small-imem.toml",
+    )
+    .unwrap();
+    let f = instruction_fetch(&small, p.storage_bytes());
+    assert!(
+        f.streamed_from.is_some() && f.bytes_per_cycle < 16.0,
+        "{f:?}"
+    );
+    let s = simulate(&small, &p).unwrap();
+    assert_eq!(
+        s.instructions_streamed_from.as_deref(),
+        Some(small.memories()[f.streamed_from.unwrap()].name())
+    );
+    assert!(s.cycles as f64 >= p.storage_bytes() as f64 / f.bytes_per_cycle);
+    assert!(s.cycles > r.cycles);
+    let ddr = format!("dram:{}", small.memories()[f.streamed_from.unwrap()].name());
+    assert!(s.energy_j.by_place[&ddr] > 0.0);
+}

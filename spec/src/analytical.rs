@@ -354,6 +354,47 @@ pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
     (bytes, aux, bytes)
 }
 
+/// How a program's instructions reach the units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstructionFetch {
+    /// Instruction bytes delivered per cycle.
+    pub bytes_per_cycle: f64,
+    /// Index (in `accel.memories()`) of the memory the program streams from when it does not fit
+    /// the on-chip instruction memory; `None` when it fits.
+    pub streamed_from: Option<usize>,
+}
+
+/// Instruction fetch for a program of `program_bytes`: from the on-chip instruction memory at
+/// `instruction_memory.fetch_bytes_per_cycle` when the program fits it; otherwise streamed from
+/// the memory that holds instructions, at the lower of that rate and the memory's streaming
+/// bandwidth (as FlightLLM keeps its instructions in DDR).
+pub fn instruction_fetch(accel: &Accelerator, program_bytes: u64) -> InstructionFetch {
+    let fetch = accel.instruction_memory().fetch_bytes_per_cycle().max(1) as f64;
+    if program_bytes <= accel.instruction_memory().bytes().0 {
+        return InstructionFetch {
+            bytes_per_cycle: fetch,
+            streamed_from: None,
+        };
+    }
+    match accel
+        .memories()
+        .iter()
+        .position(|m| m.holds(Holds::Instructions))
+    {
+        Some(i) => {
+            let dram = streaming_bandwidth(&accel.memories()[i]).0 / accel.clock().0;
+            InstructionFetch {
+                bytes_per_cycle: fetch.min(dram),
+                streamed_from: Some(i),
+            }
+        }
+        None => InstructionFetch {
+            bytes_per_cycle: fetch,
+            streamed_from: None,
+        },
+    }
+}
+
 /// Bytes one port of a buffer moves per cycle, reaching every bank at once: `banks × word`.
 ///
 /// Port model (shared with the simulator): port 0 of every buffer is its DMA port, which the DMA
