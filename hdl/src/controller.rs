@@ -5,7 +5,7 @@
 //! additions only.
 
 use crate::bank::ADDRESS_BITS;
-use crate::hidden::Hidden;
+use crate::hidden::{vec_of, Hidden};
 use crate::pe::{bits_value, SEGMENT_BITS};
 use rust_hdl::prelude::*;
 use std::fmt::Write as _;
@@ -141,10 +141,6 @@ impl Config {
 
 fn w(v: u64) -> Word {
     Bits::from(v & MASK)
-}
-
-fn vec_of<T: Default>(n: usize) -> Vec<T> {
-    (0..n).map(|_| T::default()).collect()
 }
 
 impl Controller {

@@ -23,7 +23,7 @@
 
 use crate::bank::{Bank, ADDRESS_BITS};
 use crate::controller::Controller;
-use crate::hidden::Hidden;
+use crate::hidden::{vec_of, Hidden};
 use crate::params::{EngineParams, BLOCK};
 use crate::pe::{bits_value, Pe, SCALE_BITS, SEGMENT_BITS};
 use rust_hdl::prelude::*;
@@ -109,10 +109,6 @@ struct Shape {
     pes: usize,
     lanes: usize,
     segments: usize,
-}
-
-fn vec_of<T: Default>(n: usize) -> Vec<T> {
-    (0..n).map(|_| T::default()).collect()
 }
 
 impl MatrixEngine {

@@ -33,3 +33,8 @@ impl<T> Block for Hidden<T> {
     }
     fn accept(&self, _name: &str, _probe: &mut dyn Probe) {}
 }
+
+/// `n` default values: the signal vectors of a block sized at run time.
+pub(crate) fn vec_of<T: Default>(n: usize) -> Vec<T> {
+    (0..n).map(|_| T::default()).collect()
+}

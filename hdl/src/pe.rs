@@ -22,7 +22,7 @@
 //! Verilog that [`Logic::hdl`] emits, both generated from the same stage layout below; the
 //! testbenches run both against [`crate::golden`] on the same vectors.
 
-use crate::hidden::Hidden;
+use crate::hidden::{vec_of, Hidden};
 use crate::params::{EngineParams, BLOCK};
 use rust_hdl::prelude::*;
 use std::fmt::Write as _;
@@ -167,10 +167,6 @@ impl Layout {
             act * weight
         }
     }
-}
-
-fn vec_of<T: Default>(n: usize) -> Vec<T> {
-    (0..n).map(|_| T::default()).collect()
 }
 
 fn get<const N: usize>(s: &Signal<Local, Bits<N>>) -> u64 {
