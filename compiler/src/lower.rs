@@ -7,9 +7,12 @@
 //!   the `C` channels), so every channel streams the same bytes and `C` loads run in parallel on
 //!   `C` DMA engines;
 //! - the weight buffer is split in two halves; each half holds `C` chunks (one wave);
-//! - chunk `j`: `load` (waits for the compute unit once its half is being reused, gives the compute
-//!   unit a token) then `matvec` (one token) or `matmul` over that chunk (takes the load's token,
-//!   gives the load unit a token back when the half will be reused).
+//! - wave `g`: `C` loads (each gives the system unit a token), `C` system `nop`s that count them
+//!   in, then one `matvec` or `matmul` over the wave (released by the last `nop`). Tokens count per
+//!   unit pair, not per instruction, so the next wave's first load waits for that last `nop` too
+//!   (otherwise a later load could finish into this wave's count); from the third wave on it also
+//!   waits for the compute two waves back, which gave the half back. MoE experts hit stream as
+//!   one sequence of waves through the same halves.
 
 use tessera_spec::accel::{Accelerator, Holds};
 use tessera_spec::compression::{ActivationFormat, Compression, OpClass, Sparsity};
@@ -119,6 +122,8 @@ pub(crate) struct Streamed<'a> {
     pub results: u8,
     /// Global index of the first channel of the memory the rows live in, and its channel count.
     pub channels: (u64, u64),
+    /// Independent copies streamed one after another (MoE experts hit), each `n` rows.
+    pub copies: u64,
 }
 
 /// Lowers a linear layer with `m` tokens (`m ≤ matrix.rows`), weights `n × k` in `class`'s
@@ -212,6 +217,7 @@ pub(crate) fn linear_stream<'a>(
         activations: roles.activations,
         results: roles.results,
         channels: memory_channels(accel, Holds::Weights, name)?,
+        copies: 1,
     })
 }
 
@@ -227,7 +233,7 @@ pub(crate) fn lower_streamed(
         reason,
         key: key.to_string(),
     };
-    let (m, k, n) = (s.m, s.k, s.n);
+    let (m, k, n, copies) = (s.m, s.k, s.n, s.copies.max(1));
     if m > accel.matrix().rows() {
         return Err(err(
             format!(
@@ -295,22 +301,28 @@ pub(crate) fn lower_streamed(
     // One token uses the matrix-vector unit; a few use the matrix-matrix unit.
     let compute_unit = if m == 1 { Unit::Vector } else { Unit::Matrix };
     let mut instructions = Vec::new();
-    let waves_total = chunks.div_ceil(wave);
-    for w in 0..waves_total {
+    let waves_per_copy = chunks.div_ceil(wave);
+    // Copies (MoE experts hit) stream one after another as one sequence of waves, so buffer
+    // halves alternate and are handed over by tokens across copies too.
+    let total = waves_per_copy * copies;
+    for g in 0..total {
+        let w = g % waves_per_copy;
         let first = w * wave;
         let last = (first + wave).min(chunks);
-        let half_addr = (w % 2) * half;
+        let half_addr = (g % 2) * half;
         // The wave's loads, one per channel, side by side in its buffer half. The first waits
-        // until the compute two waves back has released the half; the load queue is in order, so
-        // the others wait behind it.
+        // until the previous wave's loads are all counted in (tokens count per unit pair, so a
+        // later wave's load must not finish into an earlier wave's count) and, from the third
+        // wave on, until the compute two waves back has released the half; the load queue is in
+        // order, so the others wait behind it.
         for j in first..last {
             let rows = rows_per_chunk.min(n - j * rows_per_chunk);
             let bytes = rows * row_bytes;
             let ch = (first_channel + j % channels) as usize;
-            let load_wait = if w >= 2 && j == first {
-                UnitMask::of(&[compute_unit])
-            } else {
-                UnitMask::NONE
+            let load_wait = match (j == first, g) {
+                (false, _) | (true, 0) => UnitMask::NONE,
+                (true, 1) => UnitMask::of(&[Unit::System]),
+                (true, _) => UnitMask::of(&[Unit::System, compute_unit]),
             };
             instructions.push(Instruction::Load(Dma {
                 sync: Sync {
@@ -329,22 +341,22 @@ pub(crate) fn lower_streamed(
             channel_addr[ch] = (channel_addr[ch] + bytes).next_multiple_of(DRAM_ALIGN);
         }
         // The system unit counts the wave's loads in, then lets one matrix instruction consume
-        // the whole wave (one pipeline fill per wave, not per chunk).
+        // the whole wave (one pipeline fill per wave, not per chunk) and the next wave's loads go.
         for j in first..last {
             instructions.push(Instruction::Sys(SysInstr {
                 sync: Sync {
                     wait: UnitMask::of(&[Unit::Load]),
-                    release: if j + 1 == last {
-                        UnitMask::of(&[compute_unit])
-                    } else {
-                        UnitMask::NONE
+                    release: match (j + 1 == last, g + 1 < total) {
+                        (true, true) => UnitMask::of(&[compute_unit, Unit::Load]),
+                        (true, false) => UnitMask::of(&[compute_unit]),
+                        (false, _) => UnitMask::NONE,
                     },
                 },
                 op: SysOp::Nop,
             }));
         }
         let rows = (last * rows_per_chunk).min(n) - first * rows_per_chunk;
-        let release = if w + 2 < waves_total {
+        let release = if g + 2 < total {
             UnitMask::of(&[Unit::Load])
         } else {
             UnitMask::NONE

@@ -98,7 +98,23 @@ impl Chain {
             return;
         }
         if let Some(waits) = self.pending.take() {
-            let next_units: BTreeSet<Unit> = body.iter().map(|i| i.opcode().unit()).collect();
+            // A unit whose first instruction already waits on the system unit (a wave's compute,
+            // released by the nops that count its loads) follows the barrier through the system
+            // unit's order; giving it the barrier's token as well would let it take that token
+            // in place of its own and start before its operands are in.
+            let mut next_units = BTreeSet::new();
+            for ins in body.iter() {
+                let unit = ins.opcode().unit();
+                if !next_units.contains(&unit)
+                    && body
+                        .iter()
+                        .find(|i| i.opcode().unit() == unit)
+                        .map(|i| i.sync().wait.units().any(|u| u == Unit::System))
+                        == Some(false)
+                {
+                    next_units.insert(unit);
+                }
+            }
             self.instructions.extend(barrier(&waits, &next_units));
             for unit in next_units {
                 if let Some(first) = body.iter_mut().find(|i| i.opcode().unit() == unit) {
@@ -208,12 +224,11 @@ fn lower_op(
         } => {
             let copies = weight_copies.max(1);
             let rows = m.div_ceil(copies).max(1);
-            let s = linear_stream(accel, comp, &op.name, class, (rows, k, n), roles)?;
-            let mut out = Vec::new();
-            for _ in 0..copies {
-                out.extend(lower_streamed(accel, &s, cursors)?);
-            }
-            out
+            let s = Streamed {
+                copies,
+                ..linear_stream(accel, comp, &op.name, class, (rows, k, n), roles)?
+            };
+            lower_streamed(accel, &s, cursors)?
         }
         OpKind::AttentionScores {
             heads, head_dim, ..
@@ -423,6 +438,7 @@ fn attention(
         activations: roles.activations,
         results: roles.results,
         channels: memory_channels(accel, Holds::Kv, &op.name)?,
+        copies: 1,
     };
     // Every KV head's rows stream as one operand, so that the chunks are as large as for a
     // linear layer; a chunk's rows may belong to several heads, whose query groups have the same

@@ -61,3 +61,41 @@ fn decode_steps_move_the_graphs_bytes() {
         }
     }
 }
+
+#[test]
+fn a_wave_loads_only_after_the_previous_wave_is_counted_in() {
+    // Tokens count per unit pair, so a wave's loads must not run while the system unit is still
+    // counting the previous wave's: the first load after a compute on the same buffer waits on
+    // the system unit (whose last counting nop releases it).
+    use std::collections::BTreeMap;
+    use tessera_spec::isa::{Instruction, Unit};
+    for (name, accel) in [("tiny-llama", "u280"), ("mixtral-8x7b", "u280")] {
+        let m = model::preset(name).unwrap();
+        let c = compression::preset("w4a8-g128").unwrap();
+        let a = Accelerator::preset(accel).unwrap();
+        let g = build_graph(&m, &c, Phase::Decode { context: 48 }, 1).unwrap();
+        let p = compile_decode_step(&a, &c, &m, &g).unwrap();
+        let mut computed_since_load: BTreeMap<u8, bool> = BTreeMap::new();
+        let mut checked = 0;
+        for (i, ins) in p.instructions.iter().enumerate() {
+            match ins {
+                Instruction::Matvec(op) | Instruction::Matmul(op) => {
+                    computed_since_load.insert(op.b.buffer, true);
+                }
+                Instruction::Load(d) => {
+                    let after_compute =
+                        computed_since_load.insert(d.buf.buffer, false) == Some(true);
+                    if after_compute {
+                        assert!(
+                            d.sync.wait.units().any(|u| u == Unit::System),
+                            "{name}: load {i} overtakes the previous wave's count"
+                        );
+                        checked += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(checked > 10, "{name}: {checked} wave boundaries");
+    }
+}

@@ -11,6 +11,7 @@ pub mod dram;
 pub mod engine;
 pub mod functional;
 pub mod golden;
+pub mod hazard;
 
 pub use check::ProgramError;
 pub use dram::DramMode;

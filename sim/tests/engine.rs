@@ -521,3 +521,23 @@ fn programs_larger_than_instruction_memory_stream_from_dram() {
     let ddr = format!("dram:{}", small.memories()[f.streamed_from.unwrap()].name());
     assert!(s.energy_j.by_place[&ddr] > 0.0);
 }
+
+#[test]
+fn hazards_are_found_when_tokens_do_not_order_a_write_after_a_read() {
+    use tessera_sim::hazard::buffer_hazards;
+    let a = accel("u280");
+    // A load into the weight buffer while a matrix-vector product reads the same bytes, with no
+    // token between them; then the same pair ordered by a token.
+    let racy = "load buffer=0 buf_addr=0 channel=0 dram_addr_lo=0 bytes=65536\n\
+                matvec a_buffer=1 b_buffer=0 c_buffer=3 m=1 n=256 k=256 weight=int8 act_int8=1\n\
+                sys op=halt\n";
+    let p = assemble(racy).unwrap();
+    let h = buffer_hazards(&p, &simulate(&a, &p).unwrap());
+    assert_eq!(h.len(), 1);
+    assert_eq!((h[0].first, h[0].second, h[0].buffer), (0, 1, 0));
+    let ordered = "load buffer=0 buf_addr=0 channel=0 dram_addr_lo=0 bytes=65536 release=mv\n\
+                   matvec a_buffer=1 b_buffer=0 c_buffer=3 m=1 n=256 k=256 weight=int8 act_int8=1 wait=ld\n\
+                   sys op=halt\n";
+    let p = assemble(ordered).unwrap();
+    assert!(buffer_hazards(&p, &simulate(&a, &p).unwrap()).is_empty());
+}
