@@ -59,7 +59,14 @@ struct Use {
     resource: &'static str,
     used: f64,
     budget: u64,
-    fraction: f64,
+    /// `used / budget`; absent when the budget is 0 (then any use does not fit).
+    fraction: Option<f64>,
+}
+
+impl Use {
+    fn fits(&self) -> bool {
+        self.fraction.map_or(self.used == 0.0, |f| f <= 1.0)
+    }
 }
 
 /// What `tessera verilog` reports (also `resources.json`).
@@ -101,15 +108,7 @@ fn budget_use(accel: &Accelerator, r: &Resources) -> Vec<Use> {
         resource,
         used,
         budget,
-        fraction: if budget == 0 {
-            if used > 0.0 {
-                f64::INFINITY
-            } else {
-                0.0
-            }
-        } else {
-            used / budget as f64
-        },
+        fraction: (budget > 0).then(|| used / budget as f64),
     })
     .collect()
 }
@@ -124,7 +123,7 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     let options = check_options(args)?;
     let params = EngineParams::from_accel(&accel)?;
     let mut engine = MatrixEngine::new(&params, options);
-    let (pes, lanes, segments) = (engine.pes(), engine.lanes(), engine.segments());
+    let (lanes, segments) = (engine.lanes(), engine.segments());
     let verilog = tessera_hdl::verilog::emit(&mut engine)?;
     let rtl = args.out.join("rtl");
     std::fs::create_dir_all(&rtl).with_context(|| format!("cannot create `{}`", rtl.display()))?;
@@ -156,7 +155,6 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         fits: None,
         agreement: Vec::new(),
     };
-    let _ = pes;
     if !args.no_tools {
         lint(&rtl, &files).context("Verilator lint of the generated Verilog")?;
         report.lint = Some("verilator --lint-only -Wall: no warnings".into());
@@ -174,7 +172,7 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
             .resources()
             .fpga
             .as_ref()
-            .map(|_| report.budget.iter().all(|u| u.fraction <= 1.0));
+            .map(|_| report.budget.iter().all(Use::fits));
         report.target = Some(target);
         report.yosys = Some(yosys_version()?);
         report.resources = Some(resources);
@@ -235,11 +233,12 @@ fn render(r: &Report, out: &Path) -> String {
         for u in &r.budget {
             let _ = writeln!(
                 s,
-                "  {:<7} {:>10} of {:>10} ({:.1}%)",
+                "  {:<7} {:>10} of {:>10} ({})",
                 u.resource,
                 u.used,
                 u.budget,
-                100.0 * u.fraction
+                u.fraction
+                    .map_or("no budget".to_string(), |f| format!("{:.1}%", 100.0 * f))
             );
         }
     }

@@ -32,7 +32,7 @@ pub struct EngineParams {
 
 /// Fixed pipeline stages of a PE besides the reduction tree and the dequantiser: input
 /// registers, product registers, group accumulator, output accumulator.
-const PE_FIXED_STAGES: usize = 4;
+pub(crate) const PE_FIXED_STAGES: usize = 4;
 /// Stages the engine adds around the PEs: the operand-bank read.
 const ENGINE_FIXED_STAGES: usize = 1;
 

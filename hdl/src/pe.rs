@@ -23,7 +23,7 @@
 //! testbenches run both against [`crate::golden`] on the same vectors.
 
 use crate::hidden::{vec_of, Hidden};
-use crate::params::{EngineParams, BLOCK};
+use crate::params::{EngineParams, BLOCK, PE_FIXED_STAGES};
 use rust_hdl::prelude::*;
 use std::fmt::Write as _;
 
@@ -274,7 +274,7 @@ impl Pe {
     }
     /// Cycles from a step's inputs to its result on the outputs.
     pub fn latency(&self) -> usize {
-        4 + self.layout.levels + self.layout.dequant + self.layout.pad
+        PE_FIXED_STAGES + self.layout.levels + self.layout.dequant + self.layout.pad
     }
 
     /// The level whose nodes are the segments for a step's segment field.

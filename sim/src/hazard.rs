@@ -32,10 +32,11 @@ fn accesses(ins: &Instruction) -> Vec<Access> {
             let mut v = vec![
                 (m.a.buffer, m.a.addr as u64, o.a, false),
                 (m.b.buffer, m.b.addr as u64, o.b, false),
+                // `c` counts its bytes twice when accumulating (read and written).
                 (
                     m.c.buffer,
                     m.c.addr as u64,
-                    m.m as u64 * m.n as u64 * 4,
+                    o.c / if m.accumulate { 2 } else { 1 },
                     true,
                 ),
             ];

@@ -66,7 +66,8 @@ pub fn item(
                 _ => pick(rng, wlo, whi) as i8,
             })
             .collect();
-        // N:M positions: each segment of N lanes picks distinct positions in the block.
+        // Positions in the block, drawn independently per lane: the multiplexer must route any
+        // index, repeated or not (`matrix::matrix_data` draws distinct ascending N:M positions).
         let index = (0..lanes)
             .map(|_| rng.int(0, BLOCK as i32 - 1) as u8)
             .collect();
