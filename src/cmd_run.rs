@@ -33,14 +33,18 @@ pub struct Args {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Decode figures from the analytical model (`roofline`) or from compiled programs in the
-    /// cycle-accurate simulator (`sim`; prefill stays analytical until it is compiled).
+    /// Prefill and decode figures from the analytical model (`roofline`) or from compiled
+    /// programs in the cycle-accurate simulator (`sim`).
     #[arg(long, value_enum, default_value = "roofline")]
     pub fidelity: FidelityArg,
     /// With `--fidelity sim`: decode contexts share one program per bucket of this many tokens
     /// (1 simulates every step's own program).
     #[arg(long, default_value_t = 16)]
     pub bucket: u64,
+    /// With `--fidelity sim`: the prompt rounds up to a multiple of this many tokens for the
+    /// compiled prefill (1: the prompt's own length).
+    #[arg(long, default_value_t = 128)]
+    pub prefill_bucket: u64,
     /// Also write `report.html` (plots embedded as SVG) and `report.json` into this directory.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
@@ -64,6 +68,9 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     if args.bucket == 0 {
         bail!("--bucket must be at least 1 (1 simulates every decode step's own program)");
     }
+    if args.prefill_bucket == 0 {
+        bail!("--prefill-bucket must be at least 1 (1 compiles the prompt's own length)");
+    }
     let gpus = args
         .gpu
         .iter()
@@ -84,6 +91,7 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
             FidelityArg::Roofline => Fidelity::Roofline,
             FidelityArg::Sim => Fidelity::Simulation {
                 bucket: args.bucket,
+                prefill_bucket: args.prefill_bucket,
             },
         },
     };

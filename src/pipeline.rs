@@ -7,8 +7,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tessera_compiler::frontend::{build_graph, FrontendError};
 use tessera_compiler::lower::LowerError;
-use tessera_compiler::program::{compile_decode_step, decode_bucket};
-use tessera_sim::{simulate, ProgramError, SimReport, UnitStats};
+use tessera_compiler::program::{bucket_length, compile_pass};
+use tessera_sim::{simulate, EnergyReport, ProgramError, SimReport, UnitStats};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{dominant_bound, AccelModel, Bound, Energy, GpuModel, PassEstimate};
 use tessera_spec::compression::validate_for_model;
@@ -51,7 +51,25 @@ pub enum Fidelity {
     Simulation {
         /// Decode contexts round up to a multiple of this.
         bucket: u64,
+        /// The prompt rounds up to a multiple of this for the compiled prefill.
+        prefill_bucket: u64,
     },
+}
+
+/// How the simulated prefill figures were produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrefillSimulation {
+    /// Prompt bucket (tokens); 1 means the prompt's own length.
+    pub bucket: u64,
+    /// Prompt length the simulated program was compiled for (the prompt rounded up to the
+    /// bucket; vision models' own sequence).
+    pub compiled_tokens: u64,
+    /// Instructions simulated.
+    pub instructions: u64,
+    /// Instruction-memory bytes of the program.
+    pub instruction_bytes: u64,
+    /// What each unit spent its cycles on.
+    pub units: BTreeMap<&'static str, UnitStats>,
 }
 
 /// How the simulated decode figures were produced.
@@ -128,8 +146,12 @@ pub enum RunError {
 /// Prefill results.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrefillReport {
-    /// Which model produced these figures (prefill is not compiled yet: always `roofline`).
+    /// Which model produced these figures: `roofline` or `simulation`. Breakdowns by operator
+    /// class and the bound come from the analytical model in both.
     pub fidelity: &'static str,
+    /// With simulation fidelity, how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<PrefillSimulation>,
     /// Prompt tokens per sequence (patches + class token for vision models).
     pub tokens: u64,
     /// Seconds for the whole batch's prompt.
@@ -240,6 +262,35 @@ pub struct EnergyBreakdown {
     pub dram: f64,
     /// Static power.
     pub r#static: f64,
+}
+
+impl From<&EnergyReport> for EnergyBreakdown {
+    fn from(e: &EnergyReport) -> Self {
+        EnergyBreakdown {
+            mac: e.mac,
+            vector: e.vector,
+            buffer: e.buffer,
+            dram: e.dram,
+            r#static: e.r#static,
+        }
+    }
+}
+
+impl std::ops::AddAssign for EnergyBreakdown {
+    fn add_assign(&mut self, e: Self) {
+        self.mac += e.mac;
+        self.vector += e.vector;
+        self.buffer += e.buffer;
+        self.dram += e.dram;
+        self.r#static += e.r#static;
+    }
+}
+
+impl EnergyBreakdown {
+    /// Joules over every part.
+    pub fn total(&self) -> f64 {
+        self.mac + self.vector + self.buffer + self.dram + self.r#static
+    }
 }
 
 impl From<Energy> for EnergyBreakdown {
@@ -372,8 +423,34 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
     }
     let mut decode =
         (!decode_passes.is_empty()).then(|| decode_report(&decode_passes, batch, accel.clock()));
-    if let (Fidelity::Simulation { bucket }, Some(d)) = (inputs.fidelity, decode.as_mut()) {
-        simulate_decode(inputs, bucket, d)?;
+    let mut prefill_report = PrefillReport {
+        fidelity: "roofline",
+        simulation: None,
+        tokens: prefill_tokens,
+        latency_s: prefill.seconds,
+        cycles: prefill.cycles.0,
+        energy_j: prefill.energy.total().joules(),
+        dram_bytes: prefill.dram_bytes,
+        bandwidth_gbps: gbps(prefill.dram_bytes as f64, prefill.seconds),
+        bound: prefill.bound(),
+        energy_breakdown_j: prefill.energy.into(),
+        by_class: by_class([&prefill], accel.clock()),
+    };
+    if let Fidelity::Simulation {
+        bucket,
+        prefill_bucket,
+    } = inputs.fidelity
+    {
+        let (p, d) = rayon::join(
+            || simulate_prefill(inputs, prefill_bucket, &mut prefill_report),
+            || {
+                decode
+                    .as_mut()
+                    .map_or(Ok(()), |d| simulate_decode(inputs, bucket, d))
+            },
+        );
+        p?;
+        d?;
     }
     let generated = (batch * scenario.decode) as f64;
     let gpu_baselines = gpu_models
@@ -406,18 +483,7 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
         weight_bytes: prefill_graph.weight_bytes(),
         peak_bandwidth_gbps,
         streaming_bandwidth_gbps,
-        prefill: PrefillReport {
-            fidelity: "roofline",
-            tokens: prefill_tokens,
-            latency_s: prefill.seconds,
-            cycles: prefill.cycles.0,
-            energy_j: prefill.energy.total().joules(),
-            dram_bytes: prefill.dram_bytes,
-            bandwidth_gbps: gbps(prefill.dram_bytes as f64, prefill.seconds),
-            bound: prefill.bound(),
-            energy_breakdown_j: prefill.energy.into(),
-            by_class: by_class([&prefill], accel.clock()),
-        },
+        prefill: prefill_report,
         decode,
         gpu_baselines,
     })
@@ -485,6 +551,58 @@ impl DecodeReport {
     }
 }
 
+/// The compiled prefill of a prompt of `seq` tokens.
+pub fn prefill_program(
+    inputs: &RunInputs,
+    seq: u64,
+) -> Result<tessera_spec::isa::Program, RunError> {
+    let g = build_graph(
+        &inputs.model,
+        &inputs.compression,
+        Phase::Prefill { seq },
+        inputs.scenario.batch,
+    )?;
+    Ok(compile_pass(
+        &inputs.accel,
+        &inputs.compression,
+        &inputs.model,
+        &g,
+    )?)
+}
+
+/// Replaces `p`'s time, traffic and energy with a simulation of the compiled prefill of the
+/// prompt rounded up to `bucket` tokens, from an idle accelerator.
+fn simulate_prefill(
+    inputs: &RunInputs,
+    bucket: u64,
+    p: &mut PrefillReport,
+) -> Result<(), RunError> {
+    let bucket = bucket.max(1);
+    let seq = bucket_length(inputs.scenario.prefill, bucket);
+    let program = prefill_program(inputs, seq)?;
+    let r = simulate(&inputs.accel, &program)?;
+    let energy = EnergyBreakdown::from(&r.energy_j);
+    p.fidelity = "simulation";
+    p.simulation = Some(PrefillSimulation {
+        bucket,
+        compiled_tokens: if inputs.model.vision.is_some() {
+            p.tokens
+        } else {
+            seq
+        },
+        instructions: r.instructions,
+        instruction_bytes: r.instruction_bytes,
+        units: r.units.clone(),
+    });
+    p.latency_s = r.seconds;
+    p.cycles = r.cycles;
+    p.energy_j = energy.total();
+    p.energy_breakdown_j = energy;
+    p.dram_bytes = r.dram_bytes;
+    p.bandwidth_gbps = gbps(r.dram_bytes as f64, r.seconds);
+    Ok(())
+}
+
 /// The compiled program of one decode step at `context` tokens.
 pub fn decode_step_program(
     inputs: &RunInputs,
@@ -496,7 +614,7 @@ pub fn decode_step_program(
         Phase::Decode { context },
         inputs.scenario.batch,
     )?;
-    Ok(compile_decode_step(
+    Ok(compile_pass(
         &inputs.accel,
         &inputs.compression,
         &inputs.model,
@@ -507,7 +625,7 @@ pub fn decode_step_program(
 /// The context the last decode step's program is compiled for (its bucket).
 pub fn last_decode_context(inputs: &RunInputs, bucket: u64) -> u64 {
     let s = &inputs.scenario;
-    decode_bucket(s.prefill + s.decode.max(1) - 1, bucket.max(1))
+    bucket_length(s.prefill + s.decode.max(1) - 1, bucket.max(1))
 }
 
 /// Replaces `d`'s time, traffic and energy with simulations of compiled decode programs, one per
@@ -518,7 +636,7 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
     } = inputs;
     let bucket = bucket.max(1);
     let contexts: Vec<u64> = (0..scenario.decode)
-        .map(|step| decode_bucket(scenario.prefill + step, bucket))
+        .map(|step| bucket_length(scenario.prefill + step, bucket))
         .collect();
     let mut distinct = contexts.clone();
     distinct.dedup();
@@ -582,12 +700,7 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
         seconds += r.seconds;
         bytes += r.dram_bytes;
         cycles += r.cycles;
-        let e = &r.energy_j;
-        energy.mac += e.mac;
-        energy.vector += e.vector;
-        energy.buffer += e.buffer;
-        energy.dram += e.dram;
-        energy.r#static += e.r#static;
+        energy += EnergyBreakdown::from(&r.energy_j);
     }
     for ch in &mut channels {
         ch.achieved_gbps = gbps(ch.bytes as f64, seconds);
@@ -608,7 +721,7 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
         channels,
     });
     let steps = contexts.len() as f64;
-    let joules = energy.mac + energy.vector + energy.buffer + energy.dram + energy.r#static;
+    let joules = energy.total();
     d.set_totals(
         steps,
         scenario.batch,

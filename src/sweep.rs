@@ -115,13 +115,17 @@ pub struct Base {
     pub prefill: u64,
     /// Generated tokens.
     pub decode: u64,
-    /// Which model produces each point's decode figures.
+    /// Which model produces each point's prefill and decode figures.
     #[serde(default)]
     pub fidelity: SweepFidelity,
     /// With simulation fidelity: decode contexts share one program per bucket of this many
     /// tokens.
     #[serde(default = "sixteen")]
     pub bucket: u64,
+    /// With simulation fidelity: the prompt rounds up to a multiple of this many tokens for the
+    /// compiled prefill.
+    #[serde(default = "one_hundred_twenty_eight")]
+    pub prefill_bucket: u64,
 }
 
 /// `base.fidelity`.
@@ -131,7 +135,7 @@ pub enum SweepFidelity {
     /// The analytical model.
     #[default]
     Roofline,
-    /// Compiled decode programs in the cycle-accurate simulator.
+    /// Compiled prefill and decode programs in the cycle-accurate simulator.
     Simulation,
 }
 
@@ -141,6 +145,10 @@ fn one() -> u64 {
 
 fn sixteen() -> u64 {
     16
+}
+
+fn one_hundred_twenty_eight() -> u64 {
+    128
 }
 
 /// How points are drawn.
@@ -387,6 +395,7 @@ pub fn point_inputs(spec: &SweepSpec, point: &Point) -> Result<RunInputs> {
             SweepFidelity::Roofline => crate::pipeline::Fidelity::Roofline,
             SweepFidelity::Simulation => crate::pipeline::Fidelity::Simulation {
                 bucket: spec.base.bucket.max(1),
+                prefill_bucket: spec.base.prefill_bucket.max(1),
             },
         },
     })

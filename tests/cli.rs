@@ -451,6 +451,10 @@ fn compile_writes_bucketed_programs_that_simulate() {
         "tiny-llama",
         "--max-context",
         "40",
+        "--max-prefill",
+        "20",
+        "--prefill-bucket",
+        "8",
         "-o",
         d,
         "-q",
@@ -463,29 +467,42 @@ fn compile_writes_bucketed_programs_that_simulate() {
     );
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("programs.json")).unwrap()).unwrap();
-    let contexts: Vec<u64> = manifest
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["context"].as_u64().unwrap())
-        .collect();
-    assert_eq!(contexts, [16, 32, 48]);
-    // 40 exact-length programs against 3 bucketed ones.
+    let programs = |phase: &str| -> Vec<&Value> {
+        manifest
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["phase"] == phase)
+            .collect()
+    };
+    let lengths = |phase: &str| -> Vec<u64> {
+        programs(phase)
+            .iter()
+            .map(|p| p["tokens"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(lengths("decode"), [16, 32, 48]);
+    assert_eq!(lengths("prefill"), [8, 16, 24]);
+    assert!(dir.join("prefill-seq24.bin").exists());
+    // 40 exact-length decode programs against 3 bucketed ones, 20 prefills against 3.
     let storage: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("storage.json")).unwrap()).unwrap();
-    assert_eq!(storage["bucketed"]["programs"], 3);
-    assert_eq!(storage["exact"]["programs"], 40);
-    let bucketed_bytes: u64 = manifest
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["instruction_bytes"].as_u64().unwrap())
-        .sum();
-    assert_eq!(
-        storage["bucketed"]["bytes"].as_u64().unwrap(),
-        bucketed_bytes
-    );
-    assert!(f(&storage, "exact_over_bucketed") > 10.0);
+    for (phase, bucketed, exact) in [("decode", 3, 40), ("prefill", 3, 20)] {
+        assert_eq!(storage[phase]["bucketed"]["programs"], bucketed);
+        assert_eq!(storage[phase]["exact"]["programs"], exact);
+        let bucketed_bytes: u64 = programs(phase)
+            .iter()
+            .map(|p| p["instruction_bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            storage[phase]["bucketed"]["bytes"].as_u64().unwrap(),
+            bucketed_bytes
+        );
+    }
+    assert!(f(&storage, "decode.exact_over_bucketed") > 10.0);
+    assert!(f(&storage, "prefill.exact_over_bucketed") > 3.0);
+    let r = ok_json(&["sim", dir.join("prefill-seq24.bin").to_str().unwrap(), "--json"]);
+    assert!(r["units"]["mm"]["instructions"].as_u64().unwrap() > 0);
     let bin = dir.join("decode-ctx48.bin");
     let r = ok_json(&["sim", bin.to_str().unwrap(), "--json"]);
     assert!(r["dram_bytes"].as_u64().unwrap() > 0);
@@ -510,8 +527,19 @@ fn run_simulates_decode_with_bucket_reuse() {
     let roof = ok_json(&base);
     let sim = ok_json(&[&base[..], &["--fidelity", "sim"]].concat());
     assert_eq!(sim["fidelity"], "simulation");
-    assert_eq!(sim["prefill"]["fidelity"], "roofline");
+    assert_eq!(sim["prefill"]["fidelity"], "simulation");
     assert_eq!(sim["decode"]["fidelity"], "simulation");
+    // The 20-token prompt compiles as its 128-token bucket (or, with `--prefill-bucket 1`, as
+    // itself, which is faster), and never beats the roofline of the 20 tokens.
+    assert_eq!(sim["prefill"]["simulation"]["compiled_tokens"], 128);
+    assert!(f(&sim, "prefill.latency_s") >= f(&roof, "prefill.latency_s"));
+    assert!(f(&sim, "prefill.dram_bytes") >= f(&roof, "prefill.dram_bytes"));
+    let exact = ok_json(&[&base[..], &["--fidelity", "sim", "--prefill-bucket", "1"]].concat());
+    assert_eq!(exact["prefill"]["simulation"]["compiled_tokens"], 20);
+    assert!(f(&exact, "prefill.latency_s") < f(&sim, "prefill.latency_s"));
+    assert!(f(&exact, "prefill.latency_s") >= f(&roof, "prefill.latency_s"));
+    let e = fails(&[&base[..], &["--fidelity", "sim", "--prefill-bucket", "0"]].concat());
+    assert!(e.contains("--prefill-bucket must be at least 1"), "{e}");
     // Contexts 20..=49 fall in the buckets of 32, 48 and 64.
     assert_eq!(sim["decode"]["simulation"]["programs"], 3);
     assert_eq!(sim["decode"]["simulation"]["mode"], "bucket-reuse");

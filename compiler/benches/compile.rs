@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tessera_compiler::frontend::build_graph;
-use tessera_compiler::program::compile_decode_step;
+use tessera_compiler::program::compile_pass;
 use tessera_spec::accel::Accelerator;
 use tessera_spec::compression;
 use tessera_spec::graph::Phase;
@@ -22,7 +22,7 @@ fn buckets(c: &mut Criterion) {
         b.iter(|| {
             for &context in &contexts {
                 let graph = build_graph(&m, &comp, Phase::Decode { context }, 1).expect("graph");
-                compile_decode_step(&accel, &comp, &m, &graph).expect("compiles");
+                compile_pass(&accel, &comp, &m, &graph).expect("compiles");
             }
         })
     });

@@ -1,7 +1,8 @@
-//! Lowering of operators to ISA programs. Landed so far: a linear layer with few tokens (decode),
-//! streamed from every DRAM channel at once and double-buffered through the weight buffer.
+//! Lowering of streamed matrix products to ISA programs: a linear layer (or attention over a KV
+//! stream) whose weight-like operand streams from every DRAM channel at once, double-buffered
+//! through the weight buffer, while the input rows stay in the activation buffer.
 //!
-//! Plan for `y[m, n] = x[m, k] · Wᵀ` with `m ≤ matrix.rows`:
+//! Plan for `y[m, n] = x[m, k] · Wᵀ`:
 //! - `W`'s rows are cut into equal chunks of output rows, as few waves of `C` chunks as the buffer
 //!   allows, each chunk stored contiguously in one channel of the weight memory (round-robin over
 //!   the `C` channels), so every channel streams the same bytes and `C` loads run in parallel on
@@ -13,6 +14,9 @@
 //!   (otherwise a later load could finish into this wave's count); from the third wave on it also
 //!   waits for the compute two waves back, which gave the half back. MoE experts hit stream as
 //!   one sequence of waves through the same halves.
+//! - A wave's product covers every input row when all results fit the results buffer side by side
+//!   and `m ≤ matrix.rows` (decode); otherwise (prefill) it is cut into row tiles whose results
+//!   fill half of the results buffer, the halves alternating, so the weights still stream once.
 
 use tessera_spec::accel::{Accelerator, Holds};
 use tessera_spec::compression::{ActivationFormat, Compression, OpClass, Sparsity};
@@ -88,7 +92,7 @@ pub(crate) const DRAM_ALIGN: u64 = 4096;
 /// Fewest waves a lowered linear layer is cut into. More waves shorten the last wave's compute,
 /// which no load overlaps, but smaller chunks pay the PE pipeline fill more often; 4 measured best
 /// on LLaMA2-7B's projections on the u280 preset (see `compiler/tests/lower.rs`).
-const MIN_WAVES: u64 = 4;
+pub(crate) const MIN_WAVES: u64 = 4;
 
 /// A matrix product whose weight-like operand streams from off-chip memory in rows: a linear
 /// layer's weights, or a head's keys (scores) or values (attention-weighted sum).
@@ -234,15 +238,6 @@ pub(crate) fn lower_streamed(
         key: key.to_string(),
     };
     let (m, k, n, copies) = (s.m, s.k, s.n, s.copies.max(1));
-    if m > accel.matrix().rows() {
-        return Err(err(
-            format!(
-                "{m} tokens exceed the {} PE rows of a decode tile",
-                accel.matrix().rows()
-            ),
-            "matrix.rows",
-        ));
-    }
     let act = if s.act_int8 {
         ActivationFormat::Int8
     } else {
@@ -298,8 +293,10 @@ pub(crate) fn lower_streamed(
             "model",
         ));
     }
-    // One token uses the matrix-vector unit; a few use the matrix-matrix unit.
+    let tiles = row_tiles(accel, s, wave * rows_per_chunk)?;
+    // One token uses the matrix-vector unit; more use the matrix-matrix unit.
     let compute_unit = if m == 1 { Unit::Vector } else { Unit::Matrix };
+    let mut tile_count = 0u64;
     let mut instructions = Vec::new();
     let waves_per_copy = chunks.div_ceil(wave);
     // Copies (MoE experts hit) stream one after another as one sequence of waves, so buffer
@@ -356,48 +353,147 @@ pub(crate) fn lower_streamed(
             }));
         }
         let rows = (last * rows_per_chunk).min(n) - first * rows_per_chunk;
-        let release = if g + 2 < total {
-            UnitMask::of(&[Unit::Load])
-        } else {
-            UnitMask::NONE
-        };
-        let op = MatrixOp {
-            sync: Sync {
-                wait: UnitMask::of(&[Unit::System]),
-                release,
-            },
-            a: BufRef {
-                buffer: s.activations,
-                addr: 0,
-            },
-            b: BufRef {
-                buffer: s.buffer,
-                addr: half_addr as u32,
-            },
-            c: BufRef {
-                buffer: s.results,
-                addr: (first * rows_per_chunk * m * 4) as u32,
-            },
-            m: m as u16,
-            n: rows as u16,
-            k: k as u16,
-            weight: s.weight,
-            act_int8: s.act_int8,
-            sparse: s.sparse.0,
-            nm_n: s.sparse.1,
-            // N:M indices follow the wave's kept values in the buffer.
-            meta: BufRef {
-                buffer: s.buffer,
-                addr: (half_addr + rows * s.values_per_row) as u32,
-            },
-            group: s.group,
-            accumulate: false,
-        };
-        instructions.push(if m == 1 {
-            Instruction::Matvec(op)
-        } else {
-            Instruction::Matmul(op)
-        });
+        // The wave's products, one per row tile: the first waits for the wave's loads, the last
+        // gives the half back.
+        let tiles_here = tiles.count();
+        for t in 0..tiles_here {
+            let (tile_rows, a_addr) = tiles.tile(t);
+            let c_addr = match tiles.results_half {
+                // All results side by side (decode): the wave's rows at their offset.
+                None => first * rows_per_chunk * m * 4,
+                // Row tiles alternate between the results buffer's halves.
+                Some(half) => (tile_count % 2) * half,
+            };
+            tile_count += 1;
+            let wait = if t == 0 {
+                UnitMask::of(&[Unit::System])
+            } else {
+                UnitMask::NONE
+            };
+            let release = if t + 1 == tiles_here && g + 2 < total {
+                UnitMask::of(&[Unit::Load])
+            } else {
+                UnitMask::NONE
+            };
+            let op = MatrixOp {
+                sync: Sync { wait, release },
+                a: BufRef {
+                    buffer: s.activations,
+                    addr: a_addr as u32,
+                },
+                b: BufRef {
+                    buffer: s.buffer,
+                    addr: half_addr as u32,
+                },
+                c: BufRef {
+                    buffer: s.results,
+                    addr: c_addr as u32,
+                },
+                m: tile_rows as u16,
+                n: rows as u16,
+                k: k as u16,
+                weight: s.weight,
+                act_int8: s.act_int8,
+                sparse: s.sparse.0,
+                nm_n: s.sparse.1,
+                // N:M indices follow the wave's kept values in the buffer.
+                meta: BufRef {
+                    buffer: s.buffer,
+                    addr: (half_addr + rows * s.values_per_row) as u32,
+                },
+                group: s.group,
+                accumulate: false,
+            };
+            instructions.push(if m == 1 {
+                Instruction::Matvec(op)
+            } else {
+                Instruction::Matmul(op)
+            });
+        }
     }
     Ok(instructions)
+}
+
+/// How a streamed product's input rows are cut into the products of one wave.
+#[derive(Debug, Clone, Copy)]
+struct RowTiles {
+    /// Input rows.
+    m: u64,
+    /// Rows per product.
+    rows: u64,
+    /// Bytes of one input row.
+    row_bytes: u64,
+    /// `Some(half)` when the results of a wave do not fit beside every other wave's: each product
+    /// writes into one half of the results buffer, alternately.
+    results_half: Option<u64>,
+}
+
+impl RowTiles {
+    fn count(&self) -> u64 {
+        self.m.div_ceil(self.rows)
+    }
+
+    /// Rows and input address of product `t`.
+    fn tile(&self, t: u64) -> (u64, u64) {
+        let first = t * self.rows;
+        ((self.m - first).min(self.rows), first * self.row_bytes)
+    }
+}
+
+/// The row tiles of `s`, whose waves hold at most `wave_rows` streamed rows. When all results fit
+/// the results buffer side by side (decode), one product per wave covers every input row (at most
+/// the PE rows, the matrix-vector shape); otherwise (prefill GEMM) a product covers as many input
+/// rows as half of the results buffer holds for a wave. The input rows stay in the activations
+/// buffer throughout; an input larger than that buffer is refused.
+fn row_tiles(accel: &Accelerator, s: &Streamed, wave_rows: u64) -> Result<RowTiles, LowerError> {
+    let err = |reason: String, key: &str| LowerError {
+        op: s.name.to_string(),
+        reason,
+        key: key.to_string(),
+    };
+    let m = s.m.max(1);
+    let row_bytes = s.k * if s.act_int8 { 1 } else { 2 };
+    let activations = &accel.buffers()[s.activations as usize];
+    if m * row_bytes > activations.bytes().0 {
+        return Err(err(
+            format!(
+                "its input ({m} × {} = {} bytes) exceeds buffer `{}` ({} bytes); input tiles \
+                 that spill off chip are not lowered",
+                s.k,
+                m * row_bytes,
+                activations.name(),
+                activations.bytes().0
+            ),
+            "buffers.bytes",
+        ));
+    }
+    let results = accel.buffers()[s.results as usize].bytes().0;
+    let all_results = m * s.n * 4;
+    if m <= accel.matrix().rows() && all_results <= results {
+        return Ok(RowTiles {
+            m,
+            rows: m,
+            row_bytes,
+            results_half: None,
+        });
+    }
+    let half = results / 2;
+    let rows = (half / (wave_rows.max(1) * 4)).min(m).min(u16::MAX as u64);
+    if rows == 0 {
+        return Err(err(
+            format!(
+                "one input row's results for a wave of {wave_rows} streamed rows ({} bytes) \
+                 exceed half of buffer `{}` ({half} bytes)",
+                wave_rows * 4,
+                accel.buffers()[s.results as usize].name()
+            ),
+            "buffers.bytes",
+        ));
+    }
+    Ok(RowTiles {
+        m,
+        rows,
+        row_bytes,
+        results_half: Some(half),
+    })
 }

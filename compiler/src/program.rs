@@ -1,25 +1,33 @@
-//! Whole decode steps: every operator of a decode graph lowered in graph order into one program.
+//! Whole passes (a prefill, or one decode step): every operator of the graph lowered in graph
+//! order into one program.
 //!
 //! - Linear layers (MoE experts hit, LM head) stream their encoded weights from every channel of
-//!   the weight memory ([`crate::lower`]); attention scores and values stream each KV head's keys
-//!   and values the same way from the KV memory, all query heads of a KV group sharing them
-//!   (grouped-query attention); norms, softmax, activations, gated multiplies, rotary and residual
-//!   adds run on the special-function unit; the KV append stores the new keys and values; the
-//!   embedding gathers its rows.
-//! - Operators follow each other through a barrier on the system unit: every terminal instruction
-//!   of an operator (the last one of each compute unit, every DMA nobody waits for) gives the
-//!   system unit a token, one `nop` takes each, and the last gives a token to the first
-//!   instruction of every unit the next operator uses. The next operator's weights therefore do not
-//!   prefetch during the previous one's last compute, which keeps the weight buffer's halves
-//!   free of overlap at the cost of one DMA latency per operator.
-//! - Off-chip bytes equal the graph's: weights, KV cache read and written, embedding rows.
+//!   the weight memory ([`crate::lower`]); prefill products are tiled by input rows through the
+//!   results buffer.
+//! - Decode attention scores and values stream each KV head's cached keys and values the same way
+//!   from the KV memory, all query heads of a KV group sharing them (grouped-query attention).
+//!   Prefill attention runs in blocks of query tokens, each streaming back the keys and values
+//!   the KV append stored, up to its last query for causal models; the block size is the one the
+//!   shared cost model finds cheapest ([`query_block`]).
+//! - Norms, softmax, activations, gated multiplies, rotary and residual adds run on the
+//!   special-function unit, in pieces that fit the activation buffer; the KV append stores the
+//!   new keys and values; the embedding gathers its rows.
+//! - Operators (and prefill attention blocks) follow each other through a barrier on the system
+//!   unit: every terminal instruction of an operator (the last one of each compute unit, every
+//!   DMA nobody waits for) gives the system unit a token, one `nop` takes each, and the last gives
+//!   a token to the first instruction of every unit the next operator uses. The next operator's
+//!   weights therefore do not prefetch during the previous one's last compute, which keeps the
+//!   weight buffer's halves free of overlap at the cost of one DMA latency per operator.
+//! - Off-chip bytes equal the graph's (weights, KV cache read and written, embedding rows), plus,
+//!   in prefill, the prompt's keys and values read back by the attention blocks.
 
 use crate::lower::{
     accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, BufferRoles,
-    LowerError, Streamed, DRAM_ALIGN,
+    LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
 };
 use std::collections::BTreeSet;
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
+use tessera_spec::analytical::{self, MatrixWork};
 use tessera_spec::compression::{ActivationFormat, Compression, KvFormat};
 use tessera_spec::graph::{Graph, Op, OpKind, Phase};
 use tessera_spec::isa::{
@@ -28,28 +36,20 @@ use tessera_spec::isa::{
 };
 use tessera_spec::model::{Activation, ModelConfig, NormKind};
 
-/// The context length a decode step is compiled for: `context` rounded up to a multiple of
-/// `bucket` (at least one bucket), so that one program serves every length in its bucket.
-pub fn decode_bucket(context: u64, bucket: u64) -> u64 {
-    context.max(1).div_ceil(bucket.max(1)) * bucket.max(1)
+/// The length a pass is compiled for (a decode step's context, a prefill's prompt): `length`
+/// rounded up to a multiple of `bucket` (at least one bucket), so that one program serves every
+/// length in its bucket.
+pub fn bucket_length(length: u64, bucket: u64) -> u64 {
+    length.max(1).div_ceil(bucket.max(1)) * bucket.max(1)
 }
 
-/// Compiles a decode-step graph of `model` into one program ending in `halt`.
-pub fn compile_decode_step(
+/// Compiles a pass (a prefill or one decode step) of `model` into one program ending in `halt`.
+pub fn compile_pass(
     accel: &Accelerator,
     comp: &Compression,
     model: &ModelConfig,
     graph: &Graph,
 ) -> Result<Program, LowerError> {
-    let Phase::Decode { .. } = graph.phase else {
-        return Err(LowerError {
-            op: "graph".into(),
-            reason: "only decode steps are compiled to programs so far; prefill uses the \
-                     analytical model"
-                .into(),
-            key: "scenario.prefill".into(),
-        });
-    };
     let mut cursors = vec![0u64; accel_channels(accel) as usize];
     let mut chain = Chain::default();
     let mut kv_read_bytes = 0;
@@ -57,23 +57,25 @@ pub fn compile_decode_step(
         if let OpKind::KvRead { .. } = op.kind {
             kv_read_bytes = op.cost.kv_read_bytes;
         }
-        let body = lower_op(accel, comp, model, op, kv_read_bytes, &mut cursors)?;
+        let bodies = lower_op(accel, comp, model, graph, op, kv_read_bytes, &mut cursors)?;
         // Parameters that are not streamed rows (norm weights, biases) load into the activation
         // buffer before the operator runs.
-        let moved: u64 = body.iter().map(dma_bytes).sum();
+        let moved: u64 = bodies.iter().flatten().map(dma_bytes).sum();
         let owed = op.cost.weight_bytes + op.cost.kv_write_bytes;
         if owed > moved {
             let roles = BufferRoles::by_name(accel, &op.name)?;
             let (first, _) = memory_channels(accel, Holds::Weights, &op.name)?;
             chain.push(dma_spread(
                 true,
-                roles.activations,
+                (roles.activations, 0),
                 owed - moved,
                 (first, 1),
                 &mut cursors,
             ));
         }
-        chain.push(body);
+        for body in bodies {
+            chain.push(body);
+        }
     }
     let mut instructions = chain.finish();
     instructions.push(Instruction::Sys(SysInstr {
@@ -202,18 +204,21 @@ fn add_release(ins: &mut Instruction, unit: Unit) {
     ins.set_sync(s);
 }
 
-/// The instructions of one operator (no barrier, no `halt`).
+/// The instructions of one operator (no barrier, no `halt`), as bodies that follow each other
+/// through barriers.
 fn lower_op(
     accel: &Accelerator,
     comp: &Compression,
     model: &ModelConfig,
+    graph: &Graph,
     op: &Op,
     kv_read_bytes: u64,
     cursors: &mut [u64],
-) -> Result<Vec<Instruction>, LowerError> {
+) -> Result<Vec<Vec<Instruction>>, LowerError> {
     let roles = BufferRoles::by_name(accel, &op.name)?;
-    let sfu = |op_code: SfuOp, rows: u64, cols: u64| sfu_rows(roles, op_code, rows, cols);
-    Ok(match op.kind {
+    let capacity = accel.buffers()[roles.activations as usize].bytes().0;
+    let sfu = |op_code: SfuOp, rows: u64, cols: u64| sfu_rows(roles, capacity, op_code, rows, cols);
+    let body = match op.kind {
         OpKind::Linear {
             class,
             m,
@@ -237,12 +242,16 @@ fn lower_op(
             heads, head_dim, ..
         } => {
             let values = matches!(op.kind, OpKind::AttentionValues { .. });
+            if let Phase::Prefill { seq } = graph.phase {
+                let shape = (graph.batch, seq, head_dim, heads);
+                return prefill_attention(accel, comp, model, op, roles, shape, values, cursors);
+            }
             let kv = (kv_read_bytes, head_dim, heads);
             attention(accel, comp, model, op, roles, kv, values, cursors)?
         }
         OpKind::Softmax { elements } => {
-            // One row per query head, a batch's sequences side by side.
-            let rows = model.heads as u64;
+            // One row per query head and token.
+            let rows = model.heads as u64 * graph.tokens();
             sfu(SfuOp::Softmax, rows, elements.div_ceil(rows.max(1)))
         }
         OpKind::Norm { kind, rows, width } => {
@@ -273,7 +282,7 @@ fn lower_op(
             let (first, channels) = memory_channels(accel, Holds::Kv, &op.name)?;
             dma_spread(
                 false,
-                kv,
+                (kv, 0),
                 op.cost.kv_write_bytes,
                 (first, channels),
                 cursors,
@@ -283,11 +292,22 @@ fn lower_op(
         OpKind::Embedding { tokens, .. } => {
             let (first, channels) = memory_channels(accel, Holds::Weights, &op.name)?;
             let per_token = op.cost.weight_bytes / tokens.max(1);
+            // Each token's row lands beside the others.
+            if tokens * per_token > capacity {
+                return Err(LowerError {
+                    op: op.name.clone(),
+                    reason: format!(
+                        "{tokens} embedding rows of {per_token} bytes exceed the activation \
+                         buffer ({capacity} bytes)"
+                    ),
+                    key: "buffers.bytes".into(),
+                });
+            }
             (0..tokens)
                 .flat_map(|t| {
                     dma_spread(
                         true,
-                        roles.activations,
+                        (roles.activations, t * per_token),
                         per_token,
                         (first + t % channels, 1),
                         cursors,
@@ -295,7 +315,8 @@ fn lower_op(
                 })
                 .collect()
         }
-    })
+    };
+    Ok(vec![body])
 }
 
 /// The buffer the KV cache streams through: `kv`, else the weight buffer.
@@ -307,13 +328,21 @@ fn roles_kv(accel: &Accelerator, op: &str) -> Result<u8, LowerError> {
 }
 
 /// `rows × cols` fp16 elements through the special-function unit, split so that no instruction
-/// exceeds 65,535 columns or rows.
-fn sfu_rows(roles: BufferRoles, op: SfuOp, rows: u64, cols: u64) -> Vec<Instruction> {
+/// exceeds 65,535 columns or rows, nor the activation buffer's `capacity` bytes.
+fn sfu_rows(
+    roles: BufferRoles,
+    capacity: u64,
+    op: SfuOp,
+    rows: u64,
+    cols: u64,
+) -> Vec<Instruction> {
     let mut out = Vec::new();
     let (rows, cols) = (rows.max(1), cols.max(1));
-    let col_chunk = cols.min(u16::MAX as u64);
-    for r in (0..rows).step_by(u16::MAX as usize) {
-        let rows_here = (rows - r).min(u16::MAX as u64);
+    let elements = (capacity / 2).max(1);
+    let col_chunk = cols.min(u16::MAX as u64).min(elements);
+    let row_chunk = (elements / col_chunk).clamp(1, u16::MAX as u64);
+    for r in (0..rows).step_by(row_chunk as usize) {
+        let rows_here = (rows - r).min(row_chunk);
         let mut c = 0;
         while c < cols {
             let cols_here = col_chunk.min(cols - c);
@@ -342,11 +371,11 @@ fn sfu_rows(roles: BufferRoles, op: SfuOp, rows: u64, cols: u64) -> Vec<Instruct
     out
 }
 
-/// Moves `bytes` between `buffer` and the channels `(first, count)`, evenly, one DMA per channel
-/// (each at most 16 MiB - 1, the ISA's transfer field).
+/// Moves `bytes` between `buffer` (from byte `start` on) and the channels `(first, count)`,
+/// evenly, one DMA per channel (each at most 16 MiB - 1, the ISA's transfer field).
 fn dma_spread(
     load: bool,
-    buffer: u8,
+    (buffer, start): (u8, u64),
     bytes: u64,
     (first, count): (u64, u64),
     cursors: &mut [u64],
@@ -354,7 +383,7 @@ fn dma_spread(
     let per = bytes.div_ceil(count.max(1));
     let mut out = Vec::new();
     let mut left = bytes;
-    let mut buf_addr = 0u64;
+    let mut buf_addr = start;
     for c in 0..count {
         let mut share = per.min(left);
         left -= share;
@@ -402,17 +431,39 @@ fn attention(
 ) -> Result<Vec<Instruction>, LowerError> {
     let kv_heads = (model.kv_heads as u64).clamp(1, heads.max(1));
     let group = heads / kv_heads;
-    let kv = roles_kv(accel, &op.name)?;
+    let bits = comp.kv.format.bits() as u64;
+    let keys = (kv_read_bytes / 2 / kv_heads * 8) / (head_dim * bits).max(1);
+    if keys == 0 {
+        return Ok(Vec::new());
+    }
+    let s = kv_stream(
+        accel,
+        comp,
+        op,
+        roles,
+        (group, keys, head_dim, kv_heads),
+        values,
+    )?;
+    lower_streamed(accel, &s, cursors)
+}
+
+/// The streamed product of `queries` query rows (a KV group's query heads times tokens) against
+/// `keys` cached keys of every one of `kv_heads` heads: scores (`q · Kᵀ`, the keys streamed as
+/// rows) or values (`p · V`, `Vᵀ` streamed as rows).
+fn kv_stream<'a>(
+    accel: &Accelerator,
+    comp: &Compression,
+    op: &'a Op,
+    roles: BufferRoles,
+    (queries, keys, head_dim, kv_heads): (u64, u64, u64, u64),
+    values: bool,
+) -> Result<Streamed<'a>, LowerError> {
     let bits = comp.kv.format.bits() as u64;
     let (weight, act_int8) = match comp.kv.format {
         KvFormat::Fp16 => (WeightCode::Fp16, false),
         KvFormat::Int8 => (WeightCode::Int8, comp.activations == ActivationFormat::Int8),
         KvFormat::Int4 => (WeightCode::Int4, comp.activations == ActivationFormat::Int8),
     };
-    let keys = (kv_read_bytes / 2 / kv_heads * 8) / (head_dim * bits).max(1);
-    if keys == 0 {
-        return Ok(Vec::new());
-    }
     // Scores: rows are keys (head_dim each); values: rows are a head's dimensions (keys each).
     let (k, n) = if values {
         (keys, head_dim)
@@ -421,31 +472,147 @@ fn attention(
     };
     // Integer KV rows carry their fp16 scale.
     let row_bytes = (k * bits).div_ceil(8) + if weight == WeightCode::Fp16 { 0 } else { 2 };
-    // One scale per row (per key, or per head dimension).
-    let quant_group = 0;
-    let s = Streamed {
+    // Every KV head's rows stream as one operand, so that the chunks are as large as for a
+    // linear layer; a chunk's rows may belong to several heads, whose query groups have the same
+    // size (`m`), so the MACs and bytes are those of the per-head products.
+    Ok(Streamed {
         name: &op.name,
-        m: group,
+        m: queries,
         k,
-        n,
+        n: n * kv_heads,
         row_bytes,
         values_per_row: row_bytes,
         weight,
         act_int8,
         sparse: (SparseCode::Dense, 0),
-        group: quant_group,
-        buffer: kv,
+        // One scale per row (per key, or per head dimension).
+        group: 0,
+        buffer: roles_kv(accel, &op.name)?,
         activations: roles.activations,
         results: roles.results,
         channels: memory_channels(accel, Holds::Kv, &op.name)?,
         copies: 1,
-    };
-    // Every KV head's rows stream as one operand, so that the chunks are as large as for a
-    // linear layer; a chunk's rows may belong to several heads, whose query groups have the same
-    // size (`m`), so the MACs and bytes are those of the per-head products.
-    let all_heads = Streamed {
-        n: n * kv_heads,
-        ..s
-    };
-    lower_streamed(accel, &all_heads, cursors)
+    })
+}
+
+/// Prefill attention scores or values, one body per block of query tokens (per sequence of the
+/// batch). The prompt's keys and values, stored by the KV append before, stream back from the KV
+/// memory for each block: every key up to the block's last query for causal models, every key
+/// otherwise (the blocks on the diagonal compute their masked half too). The block size is the
+/// one [`query_block`] finds cheapest.
+#[allow(clippy::too_many_arguments)]
+fn prefill_attention(
+    accel: &Accelerator,
+    comp: &Compression,
+    model: &ModelConfig,
+    op: &Op,
+    roles: BufferRoles,
+    (batch, seq, head_dim, heads): (u64, u64, u64, u64),
+    values: bool,
+    cursors: &mut [u64],
+) -> Result<Vec<Vec<Instruction>>, LowerError> {
+    let kv_heads = (model.kv_heads as u64).clamp(1, heads.max(1));
+    let group = heads / kv_heads;
+    let shape = (group, head_dim, kv_heads);
+    let block = query_block(accel, comp, model, op, roles, seq, shape)?;
+    let mut bodies = Vec::new();
+    for _ in 0..batch.max(1) {
+        // Every block of a sequence reads the same keys and values from the same addresses.
+        let start = cursors.to_vec();
+        for (queries, keys) in query_blocks(model.causal, seq, block) {
+            let s = kv_stream(
+                accel,
+                comp,
+                op,
+                roles,
+                (group * queries, keys, head_dim, kv_heads),
+                values,
+            )?;
+            let mut read = start.clone();
+            bodies.push(lower_streamed(accel, &s, &mut read)?);
+            for (c, r) in cursors.iter_mut().zip(read) {
+                *c = (*c).max(r);
+            }
+        }
+    }
+    Ok(bodies)
+}
+
+/// `(queries, keys)` of each block of `block` query tokens of a `seq`-token prompt.
+fn query_blocks(causal: bool, seq: u64, block: u64) -> impl Iterator<Item = (u64, u64)> {
+    let block = block.max(1);
+    (0..seq.div_ceil(block)).map(move |b| {
+        let last = ((b + 1) * block).min(seq);
+        (last - b * block, if causal { last } else { seq })
+    })
+}
+
+/// The query block size for prefill attention that the shared cost model finds cheapest: for
+/// every candidate (the PE rows doubled up to the prompt), each block costs the longer of its
+/// matrix work ([`analytical::matrix_work_cycles`]) and its KV stream at the KV memory's streaming
+/// bandwidth, plus a pipeline fill per wave; smaller blocks compute less of the masked diagonal,
+/// larger ones stream the keys fewer times. Ties go to the larger block.
+fn query_block(
+    accel: &Accelerator,
+    comp: &Compression,
+    model: &ModelConfig,
+    op: &Op,
+    roles: BufferRoles,
+    seq: u64,
+    (group, head_dim, kv_heads): (u64, u64, u64),
+) -> Result<u64, LowerError> {
+    let memory_spec = accel.memory_for(Holds::Kv).ok_or_else(|| LowerError {
+        op: op.name.clone(),
+        reason: "no memory holds the KV cache".into(),
+        key: "memories".into(),
+    })?;
+    let channels = memory_spec.channels();
+    let bytes_per_cycle = analytical::streaming_bandwidth(memory_spec).0 / accel.clock().0;
+    let mut candidates = Vec::new();
+    let mut b = accel.matrix().rows().max(1);
+    while b < seq {
+        candidates.push(b);
+        b *= 2;
+    }
+    candidates.push(seq.max(1));
+    let mut best: Option<(u64, u64)> = None;
+    for &block in candidates.iter().rev() {
+        let mut cycles = 0u64;
+        for (queries, keys) in query_blocks(model.causal, seq, block) {
+            for values in [false, true] {
+                let shape = (group * queries, keys, head_dim, kv_heads);
+                let s = kv_stream(accel, comp, op, roles, shape, values)?;
+                let work = MatrixWork {
+                    macs: s.m * s.n * s.k,
+                    m: s.m,
+                    n: s.n,
+                    k: s.k,
+                    weight_bits: s.weight.bits(),
+                    act: if s.act_int8 {
+                        ActivationFormat::Int8
+                    } else {
+                        ActivationFormat::Fp16
+                    },
+                    nm: 16,
+                    density: 1.0,
+                    group: None,
+                };
+                let (_, compute) =
+                    analytical::matrix_work_cycles(accel.matrix(), &work).unwrap_or((0, 0));
+                let bytes = s.n * s.row_bytes;
+                let memory = bytes as f64 / bytes_per_cycle;
+                // The block's first wave arrives before any compute (a barrier separates
+                // blocks), and every wave fills the pipeline.
+                let first_wave = bytes.div_ceil(MIN_WAVES * channels);
+                let first_wave_ns = analytical::row_conflict_latency_ns(memory_spec, first_wave);
+                let first_wave_cycles = first_wave_ns * 1e-9 * accel.clock().0;
+                cycles += ((compute as f64).max(memory) + first_wave_cycles).ceil() as u64
+                    + MIN_WAVES * accel.matrix().pipeline_depth();
+            }
+        }
+        if best.is_none_or(|(c, _)| cycles < c) {
+            best = Some((cycles, block));
+        }
+    }
+    Ok(best.map_or(seq.max(1), |(_, b)| b))
 }
