@@ -3,7 +3,8 @@
 //!
 //! - Linear layers (MoE experts hit, LM head) stream their encoded weights from every channel of
 //!   the weight memory ([`crate::lower`]); prefill products are tiled by input rows through the
-//!   results buffer.
+//!   results buffer. Sibling projections that read the same input (query/key/value, gate/up) are
+//!   fused into one stream ([`fuse_siblings`]).
 //! - Decode attention scores and values stream each KV head's cached keys and values the same way
 //!   from the KV memory, all query heads of a KV group sharing them (grouped-query attention).
 //!   Prefill attention runs in blocks of query tokens, each streaming back the keys and values
@@ -53,7 +54,12 @@ pub fn compile_pass(
     let mut cursors = vec![0u64; accel_channels(accel) as usize];
     let mut chain = Chain::default();
     let mut kv_read_bytes = 0;
-    for op in graph.ops() {
+    let ops: Vec<&Op> = graph.ops().collect();
+    let mut next = 0;
+    while next < ops.len() {
+        let (fused, count) = fuse_siblings(&ops[next..]);
+        next += count;
+        let op = &fused;
         if let OpKind::KvRead { .. } = op.kind {
             kv_read_bytes = op.cost.kv_read_bytes;
         }
@@ -83,6 +89,56 @@ pub fn compile_pass(
         op: SysOp::Halt,
     }));
     Ok(Program { instructions })
+}
+
+/// The first operator of `ops`, fused with the linear layers right after it that read the same
+/// input with the same shape of reduction, compression class and tokens (query, key and value
+/// projections; gate and up projections): one streamed product over all their weight rows, so no
+/// barrier and no extra pipeline fills separate them. Returns the operator to lower and how many
+/// of `ops` it covers.
+fn fuse_siblings(ops: &[&Op]) -> (Op, usize) {
+    let first = ops[0];
+    let OpKind::Linear {
+        class,
+        m,
+        k,
+        weight_copies,
+        ..
+    } = first.kind
+    else {
+        return (first.clone(), 1);
+    };
+    let mut fused = first.clone();
+    let mut count = 1;
+    for op in &ops[1..] {
+        let OpKind::Linear {
+            class: c,
+            m: mm,
+            k: kk,
+            n: nn,
+            weight_copies: w,
+            ..
+        } = op.kind
+        else {
+            break;
+        };
+        if (c, mm, kk, w) != (class, m, k, weight_copies)
+            || op.inputs.first() != first.inputs.first()
+        {
+            break;
+        }
+        if let OpKind::Linear { n, .. } = &mut fused.kind {
+            *n += nn;
+        }
+        let suffix = op.name.rsplit('.').next().unwrap_or(&op.name);
+        fused.name = format!("{}+{suffix}", fused.name);
+        fused.cost.macs += op.cost.macs;
+        fused.cost.weight_bytes += op.cost.weight_bytes;
+        fused.cost.act_out_bytes += op.cost.act_out_bytes;
+        fused.outputs.extend(op.outputs.iter().copied());
+        count += 1;
+    }
+    (fused, count)
 }
 
 /// Operators' instruction lists joined by barriers on the system unit.
@@ -615,4 +671,37 @@ fn query_block(
         }
     }
     Ok(best.map_or(seq.max(1), |(_, b)| b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::build_graph;
+    use tessera_spec::compression;
+    use tessera_spec::model;
+
+    #[test]
+    fn sibling_projections_fuse_and_others_do_not() {
+        let m = model::preset("tiny-llama").unwrap();
+        let c = compression::preset("w4a8-g128").unwrap();
+        let g = build_graph(&m, &c, Phase::Decode { context: 8 }, 1).unwrap();
+        let ops: Vec<&Op> = g.ops().collect();
+        let at = |name: &str| ops.iter().position(|o| o.name == name).unwrap();
+        let (qkv, n) = fuse_siblings(&ops[at("layer0.attn.q_proj")..]);
+        assert_eq!(n, 3);
+        assert_eq!(qkv.name, "layer0.attn.q_proj+k_proj+v_proj");
+        let parts = &ops[at("layer0.attn.q_proj")..][..3];
+        let sum = |f: fn(&Op) -> u64| parts.iter().map(|o| f(o)).sum::<u64>();
+        assert_eq!(qkv.cost.weight_bytes, sum(|o| o.cost.weight_bytes));
+        assert_eq!(qkv.cost.macs, sum(|o| o.cost.macs));
+        let (gate_up, n) = fuse_siblings(&ops[at("layer0.ffn.gate_proj")..]);
+        assert_eq!(
+            (n, gate_up.name.as_str()),
+            (2, "layer0.ffn.gate_proj+up_proj")
+        );
+        // The output projection reads the attention's context alone; the down projection follows
+        // the gated multiply.
+        assert_eq!(fuse_siblings(&ops[at("layer0.attn.o_proj")..]).1, 1);
+        assert_eq!(fuse_siblings(&ops[at("layer0.ffn.down_proj")..]).1, 1);
+    }
 }
