@@ -501,7 +501,11 @@ fn compile_writes_bucketed_programs_that_simulate() {
     }
     assert!(f(&storage, "decode.exact_over_bucketed") > 10.0);
     assert!(f(&storage, "prefill.exact_over_bucketed") > 3.0);
-    let r = ok_json(&["sim", dir.join("prefill-seq24.bin").to_str().unwrap(), "--json"]);
+    let r = ok_json(&[
+        "sim",
+        dir.join("prefill-seq24.bin").to_str().unwrap(),
+        "--json",
+    ]);
     assert!(r["units"]["mm"]["instructions"].as_u64().unwrap() > 0);
     let bin = dir.join("decode-ctx48.bin");
     let r = ok_json(&["sim", bin.to_str().unwrap(), "--json"]);

@@ -4,7 +4,7 @@
 //! - Linear layers (MoE experts hit, LM head) stream their encoded weights from every channel of
 //!   the weight memory ([`crate::lower`]); prefill products are tiled by input rows through the
 //!   results buffer. Sibling projections that read the same input (query/key/value, gate/up) are
-//!   fused into one stream ([`fuse_siblings`]).
+//!   fused into one stream.
 //! - Decode attention scores and values stream each KV head's cached keys and values the same way
 //!   from the KV memory, all query heads of a KV group sharing them (grouped-query attention).
 //!   Prefill attention runs in blocks of query tokens, each streaming back the keys and values
