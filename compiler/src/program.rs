@@ -9,7 +9,7 @@
 //!   from the KV memory, all query heads of a KV group sharing them (grouped-query attention).
 //!   Prefill attention runs in blocks of query tokens, each streaming back the keys and values
 //!   the KV append stored, up to its last query for causal models; the block size is the one the
-//!   shared cost model finds cheapest ([`query_block`]).
+//!   shared cost model finds cheapest.
 //! - Norms, softmax, activations, gated multiplies, rotary and residual adds run on the
 //!   special-function unit, in pieces that fit the activation buffer; the KV append stores the
 //!   new keys and values; the embedding gathers its rows.
