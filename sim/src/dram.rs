@@ -300,6 +300,9 @@ pub struct Served {
     pub done_ps: u64,
     /// Bursts advanced in closed form (0 in [`DramMode::Reference`]).
     pub advanced_bursts: u64,
+    /// Of those, the rows advanced in whole steady-state stretches (every bank cycling through
+    /// its rows back to back) rather than row by row.
+    pub jumped_rows: u64,
 }
 
 /// Where the requests of one `serve` call come from.
@@ -379,6 +382,7 @@ impl DramChannel {
         Served {
             done_ps: last.max(advanced.done_ps),
             advanced_bursts: advanced.advanced_bursts,
+            jumped_rows: advanced.jumped_rows,
         }
     }
 
@@ -419,10 +423,11 @@ impl DramChannel {
                     last_try = Some(at.seq);
                     refreshes_seen = self.stats.refreshes;
                     let stream: &Stream = stream;
-                    if let Some((next, bursts)) = self.advance_rows(stream, at, front.req) {
+                    if let Some((next, bursts, jumped)) = self.advance_rows(stream, at, front.req) {
                         served += bursts;
                         advanced.done_ps = self.bus_free;
                         advanced.advanced_bursts += bursts;
+                        advanced.jumped_rows += jumped;
                         waiting.clear();
                         *source = Source::Stream(stream, next);
                         continue;
@@ -461,9 +466,24 @@ impl DramChannel {
     /// data bus back to back: its first burst is the one FR-FCFS picks (ready when the bus frees,
     /// or, for the first segment only, the earliest of the window), every later burst has arrived
     /// by the time the bus frees for it, and no refresh falls inside (a segment is cut short
-    /// before one). That is exactly what burst-by-burst scheduling does there. Returns the cursor
-    /// after the advanced bursts and their count.
-    fn advance_rows(&mut self, s: &Stream, at: Cursor, first: Request) -> Option<(Cursor, u64)> {
+    /// before one). That is exactly what burst-by-burst scheduling does there.
+    ///
+    /// Once every bank has served one whole row back to back, the stream is in steady state when
+    /// a bank's precharge, activate and CAS fit in the other banks' rows
+    /// (`tRP + tRCD + tCL ≤ (banks − 1) · row time`) and its `tRAS` ends before its row does
+    /// (`tRAS ≤ row time + tRCD + tCL`): then every later row is a conflict whose precharge waits
+    /// for the later of its head's arrival and the end of the bank's previous row, and whose data
+    /// follow the previous row's without a bubble, as long as the engine issues rows no slower
+    /// than the bus moves them. Those rows up to the next refresh advance at once, the banks'
+    /// final states computed from the last round's rows ([`Self::jump_rows`]).
+    ///
+    /// Returns the cursor after the advanced bursts, their count, and the rows jumped.
+    fn advance_rows(
+        &mut self,
+        s: &Stream,
+        at: Cursor,
+        first: Request,
+    ) -> Option<(Cursor, u64, u64)> {
         let t = self.timing;
         let burst = t.burst_bytes;
         if t.row_bytes % burst != 0 || first.addr % t.row_bytes % burst != 0 {
@@ -500,13 +520,46 @@ impl DramChannel {
             }
         };
         let burst_step = (burst / bpc, burst % bpc);
+        let issue_per_burst = burst as f64 * s.period_ps / bpc as f64;
         let row_step = (t.row_bytes / bpc, t.row_bytes % bpc);
         let mut start = start;
         let mut outcome = outcome;
         let mut column_at = column_at;
         let mut checked = 0;
         let mut advanced = 0;
+        let mut jumped = 0;
+        // Whole rows served back to back so far, and whether the timing allows steady state.
+        let mut whole_rows = 0u64;
+        let steady_timing = rows_keep_margin
+            && t.t_rp + t.t_rcd + t.t_cl <= (t.banks.saturating_sub(1)) * row_time
+            && t.t_ras <= row_time + t.t_rcd + t.t_cl;
         loop {
+            if steady_timing && whole_rows >= t.banks && seg_len == per_row {
+                let rows = (self.next_refresh.saturating_sub(start) / row_time)
+                    .min(left / per_row)
+                    .saturating_sub(1);
+                if rows > 0 {
+                    self.jump_rows(s, (bank_index, row), start, head_cycles, rows);
+                    advanced += rows * per_row;
+                    left -= rows * per_row;
+                    jumped += rows;
+                    let next = bank_index as u64 + rows;
+                    bank_index = (next % t.banks) as usize;
+                    row += next / t.banks;
+                    let total = head_cycles.1 + rows * t.row_bytes;
+                    head_cycles = (head_cycles.0 + total / bpc, total % bpc);
+                    head = Request {
+                        tag: 0,
+                        arrival: s.issue_at_cycle(head_cycles.0),
+                        addr: head.addr - head.addr % t.row_bytes + rows * t.row_bytes,
+                    };
+                    (outcome, column_at) = self.plan_at(bank_index, row, head.arrival);
+                    if column_at + t.t_cl > self.bus_free {
+                        break;
+                    }
+                    start = self.bus_free;
+                }
+            }
             let room = self.next_refresh.saturating_sub(start);
             let want = seg_len.min(left);
             let n = if want * t.t_burst <= room {
@@ -520,11 +573,21 @@ impl DramChannel {
             // Exact arrival check on the first segment and the first whole row; later rows
             // follow from `rows_keep_margin`.
             if checked < 2 || !rows_keep_margin {
-                let mut c = head_cycles;
-                for m in 1..n {
-                    c = step(c, burst_step);
-                    if s.issue_at_cycle(c.0) + t.t_cl > start + m * t.t_burst {
-                        return self.finish_advance(s, at, advanced);
+                // When the engine issues a burst no slower than the bus moves one, burst `m`
+                // arrives no later than the head's real-valued issue time plus `m` bus slots
+                // (+0.5 ps rounding, +1 ps for floating-point error): if that bound is in time,
+                // every burst is, and the check burst by burst is not needed.
+                let head_issue = s.start_ps
+                    + (head_cycles.0 as f64 + head_cycles.1 as f64 / bpc as f64) * s.period_ps;
+                let bounded = issue_per_burst <= t.t_burst as f64
+                    && head_issue + 1.5 + t.t_cl as f64 <= start as f64;
+                if !bounded {
+                    let mut c = head_cycles;
+                    for m in 1..n {
+                        c = step(c, burst_step);
+                        if s.issue_at_cycle(c.0) + t.t_cl > start + m * t.t_burst {
+                            return self.finish_advance(s, at, advanced, jumped);
+                        }
                     }
                 }
                 checked += 1;
@@ -550,6 +613,9 @@ impl DramChannel {
             if n < seg_len || left == 0 {
                 break;
             }
+            if n == per_row && start == self.bus_free - row_time {
+                whole_rows += 1;
+            }
             // The next whole row, which must start without a bubble.
             bank_index += 1;
             if bank_index as u64 == t.banks {
@@ -574,12 +640,54 @@ impl DramChannel {
             start = self.bus_free;
             seg_len = per_row;
         }
-        self.finish_advance(s, at, advanced)
+        self.finish_advance(s, at, advanced, jumped)
     }
 
-    fn finish_advance(&self, s: &Stream, at: Cursor, bursts: u64) -> Option<(Cursor, u64)> {
+    fn finish_advance(
+        &self,
+        s: &Stream,
+        at: Cursor,
+        bursts: u64,
+        jumped: u64,
+    ) -> Option<(Cursor, u64, u64)> {
         let burst = self.timing.burst_bytes;
-        (bursts > 0).then(|| (s.advance(at, bursts * burst, burst), bursts))
+        (bursts > 0).then(|| (s.advance(at, bursts * burst, burst), bursts, jumped))
+    }
+
+    /// Serves `rows` whole rows in steady state (see [`Self::advance_rows`]) from the row at
+    /// `(bank, row)`, whose data start at `start` (the bus is free then) and whose head is issued
+    /// at engine cycle `head_cycles`: row `j` after it has its data at `start + j · row time`, its
+    /// bank activated at the later of its head's arrival and the end of the bank's previous row
+    /// (`banks − 1` rows before its start), plus `tRP`.
+    fn jump_rows(
+        &mut self,
+        s: &Stream,
+        (bank, row): (usize, u64),
+        start: u64,
+        head_cycles: (u64, u64),
+        rows: u64,
+    ) {
+        let t = self.timing;
+        let per_row = t.row_bytes / t.burst_bytes;
+        let row_time = per_row * t.t_burst;
+        let bpc = s.bytes_per_cycle.max(1);
+        for j in rows.saturating_sub(t.banks)..rows {
+            let issued = head_cycles.1 + j * t.row_bytes;
+            let arrival = s.issue_at_cycle(head_cycles.0 + issued / bpc);
+            let data = start + j * row_time;
+            let previous_end = data - (t.banks - 1) * row_time;
+            let index = bank as u64 + j;
+            let b = &mut self.banks[(index % t.banks) as usize];
+            b.activated_at = arrival.max(previous_end) + t.t_rp;
+            b.open_row = Some(row + index / t.banks);
+            b.last_data_end = data + row_time;
+        }
+        self.bus_free = start + rows * row_time;
+        let st = &mut self.stats;
+        st.bursts += rows * per_row;
+        st.busy_ps += rows * row_time;
+        st.hits += rows * (per_row - 1);
+        st.conflicts += rows;
     }
 
     /// Whether FR-FCFS picks `first` (the oldest request, whose data could start at `start`)
