@@ -14,12 +14,19 @@
 //!   (otherwise a later load could finish into this wave's count); from the third wave on it also
 //!   waits for the compute two waves back, which gave the half back. MoE experts hit stream as
 //!   one sequence of waves through the same halves.
+//! - Rows are stored as the compression encodes them: packed values with group
+//!   scales; N:M keeps N of every 16 with a 4-bit index each; block skipping stores only kept
+//!   blocks and a block bitmap, and the product's reduction drops the skipped blocks; unstructured
+//!   weights load compressed (values plus a bit per weight) and are decompressed into the buffer
+//!   (loaded sparse, computed dense). The DMA moves the encoded bytes.
 //! - A wave's product covers every input row when all results fit the results buffer side by side
 //!   and `m ≤ matrix.rows` (decode); otherwise (prefill) it is cut into row tiles whose results
 //!   fill half of the results buffer, the halves alternating, so the weights still stream once.
 
 use tessera_spec::accel::{Accelerator, Holds};
-use tessera_spec::compression::{ActivationFormat, Compression, OpClass, Sparsity};
+use tessera_spec::compression::{
+    ActivationFormat, Compression, OpClass, Sparsity, WeightCompression,
+};
 use tessera_spec::isa::{
     BufRef, Dma, Instruction, Loop, MatrixOp, Program, SparseCode, Sync, SysInstr, SysOp, Unit,
     UnitMask, WeightCode,
@@ -106,10 +113,10 @@ pub(crate) struct Streamed<'a> {
     pub k: u64,
     /// Output features: rows of the streamed operand.
     pub n: u64,
-    /// Encoded bytes of one streamed row.
-    pub row_bytes: u64,
-    /// Bytes of one row's values (N:M indices follow them in the buffer).
-    pub values_per_row: u64,
+    /// Reduction length the engine computes (block skipping drops skipped blocks).
+    pub k_computed: u64,
+    /// How the streamed rows are stored.
+    pub encoding: Encoding,
     /// Precision and storage of the streamed operand.
     pub weight: WeightCode,
     /// Activations are int8.
@@ -128,6 +135,73 @@ pub(crate) struct Streamed<'a> {
     pub channels: (u64, u64),
     /// Independent copies streamed one after another (MoE experts hit), each `n` rows.
     pub copies: u64,
+}
+
+/// How a streamed operand's rows are stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Encoding {
+    /// Every row alike: its encoded bytes and, of those, its values (scales follow them).
+    PerRow {
+        /// Encoded bytes of one row.
+        bytes: u64,
+        /// Bytes of its values.
+        values: u64,
+    },
+    /// Weights of `k` columns as the compression encodes a group of rows
+    /// ([`WeightCompression::encoded_bytes`]): block bitmaps and compressed values span the rows
+    /// of a chunk, N:M indices and scales follow its values.
+    Weights {
+        /// The class's weight compression.
+        wc: WeightCompression,
+        /// Reduction length (columns).
+        k: u64,
+    },
+}
+
+impl Encoding {
+    /// Encoded bytes of `rows` rows stored together.
+    pub(crate) fn bytes(&self, rows: u64) -> u64 {
+        match *self {
+            Encoding::PerRow { bytes, .. } => rows * bytes,
+            Encoding::Weights { wc, k } => wc.encoded_bytes(rows, k).total(),
+        }
+    }
+
+    /// The dense encoding of `rows` rows of unstructured-sparse weights, which are decompressed
+    /// on load (loaded sparse, computed dense); `None` for every other encoding.
+    fn decompressed(&self, rows: u64) -> Option<u64> {
+        match *self {
+            Encoding::Weights { wc, k } if matches!(wc.sparsity, Sparsity::Unstructured { .. }) => {
+                let dense = WeightCompression {
+                    sparsity: Sparsity::Dense,
+                    ..wc
+                };
+                Some(dense.encoded_bytes(rows, k).total())
+            }
+            _ => None,
+        }
+    }
+
+    /// Bytes `rows` rows take in the buffer: their encoding, or for unstructured weights the
+    /// decompressed values and scales followed by the compressed bitmap.
+    pub(crate) fn buffer_bytes(&self, rows: u64) -> u64 {
+        match (self.decompressed(rows), *self) {
+            (Some(dense), Encoding::Weights { wc, k }) => {
+                dense + wc.encoded_bytes(rows, k).metadata
+            }
+            _ => self.bytes(rows),
+        }
+    }
+
+    /// Offset of the sparse metadata of `rows` rows in the buffer: after the values (N:M
+    /// indices), or after the decompressed values and scales (unstructured bitmaps).
+    pub(crate) fn metadata_offset(&self, rows: u64) -> u64 {
+        match (self.decompressed(rows), *self) {
+            (Some(dense), _) => dense,
+            (None, Encoding::PerRow { values, .. }) => rows * values,
+            (None, Encoding::Weights { wc, k }) => wc.encoded_bytes(rows, k).values,
+        }
+    }
 }
 
 /// Lowers a linear layer with `m` tokens (`m ≤ matrix.rows`), weights `n × k` in `class`'s
@@ -199,9 +273,11 @@ pub(crate) fn linear_stream<'a>(
     let sparse = match wc.sparsity {
         Sparsity::Dense => (SparseCode::Dense, 0),
         Sparsity::NM { n, m: 16 } => (SparseCode::Nm, n as u8),
+        Sparsity::Block { .. } => (SparseCode::Block, 0),
+        Sparsity::Unstructured { .. } => (SparseCode::Unstructured, 0),
         other => {
             return Err(err(
-                format!("sparsity {other:?} is not lowered yet"),
+                format!("sparsity {other:?} has no ISA code (N:M needs M = 16)"),
                 "weights.sparsity",
             ))
         }
@@ -211,8 +287,8 @@ pub(crate) fn linear_stream<'a>(
         m,
         k,
         n,
-        row_bytes: wc.encoded_bytes(1, k).total(),
-        values_per_row: wc.encoded_bytes(1, k).values,
+        k_computed: wc.sparsity.computed_reduction(k),
+        encoding: Encoding::Weights { wc, k },
         weight,
         act_int8: comp.activations == tessera_spec::compression::ActivationFormat::Int8,
         sparse,
@@ -257,7 +333,8 @@ pub(crate) fn lower_streamed(
         ));
     }
     let (first_channel, channels) = s.channels;
-    let row_bytes = s.row_bytes.max(1);
+    // Chunks of rows encode together in at most the bytes of as many single rows.
+    let row_bytes = s.encoding.buffer_bytes(1).max(1);
     let half = accel.buffers()[s.buffer as usize].bytes().0 / 2;
     let max_rows = (half / channels / row_bytes).min(u16::MAX as u64);
     if max_rows == 0 {
@@ -275,7 +352,7 @@ pub(crate) fn lower_streamed(
         .div_ceil(channels * max_rows)
         .max(MIN_WAVES.min(n.div_ceil(channels)));
     let rows_per_chunk = n.div_ceil(waves * channels);
-    let chunk_bytes = rows_per_chunk * row_bytes;
+    let chunk_bytes = s.encoding.buffer_bytes(rows_per_chunk);
     let chunks = n.div_ceil(rows_per_chunk);
     let wave = channels; // chunks per buffer half
     if wave * rows_per_chunk > u16::MAX as u64 {
@@ -314,7 +391,7 @@ pub(crate) fn lower_streamed(
         // order, so the others wait behind it.
         for j in first..last {
             let rows = rows_per_chunk.min(n - j * rows_per_chunk);
-            let bytes = rows * row_bytes;
+            let bytes = s.encoding.bytes(rows);
             let ch = (first_channel + j % channels) as usize;
             let load_wait = match (j == first, g) {
                 (false, _) | (true, 0) => UnitMask::NONE,
@@ -391,7 +468,7 @@ pub(crate) fn lower_streamed(
                 },
                 m: tile_rows as u16,
                 n: rows as u16,
-                k: k as u16,
+                k: s.k_computed as u16,
                 weight: s.weight,
                 act_int8: s.act_int8,
                 sparse: s.sparse.0,
@@ -399,7 +476,7 @@ pub(crate) fn lower_streamed(
                 // N:M indices follow the wave's kept values in the buffer.
                 meta: BufRef {
                     buffer: s.buffer,
-                    addr: (half_addr + rows * s.values_per_row) as u32,
+                    addr: (half_addr + s.encoding.metadata_offset(rows)) as u32,
                 },
                 group: s.group,
                 accumulate: false,

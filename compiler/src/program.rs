@@ -24,7 +24,7 @@
 
 use crate::lower::{
     accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, BufferRoles,
-    LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
+    Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
 };
 use std::collections::BTreeSet;
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
@@ -536,8 +536,11 @@ fn kv_stream<'a>(
         m: queries,
         k,
         n: n * kv_heads,
-        row_bytes,
-        values_per_row: row_bytes,
+        k_computed: k,
+        encoding: Encoding::PerRow {
+            bytes: row_bytes,
+            values: row_bytes,
+        },
         weight,
         act_int8,
         sparse: (SparseCode::Dense, 0),
@@ -655,7 +658,7 @@ fn query_block(
                 };
                 let (_, compute) =
                     analytical::matrix_work_cycles(accel.matrix(), &work).unwrap_or((0, 0));
-                let bytes = s.n * s.row_bytes;
+                let bytes = s.encoding.bytes(s.n);
                 let memory = bytes as f64 / bytes_per_cycle;
                 // The block's first wave arrives before any compute (a barrier separates
                 // blocks), and every wave fills the pipeline.

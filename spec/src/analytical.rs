@@ -691,13 +691,11 @@ impl<'a> AccelModel<'a> {
                     let wc = self.comp.weight(class);
                     // N:M keeps N of every 16-wide block; block skipping removes whole blocks
                     // from the reduction; unstructured weights load compressed and compute dense.
-                    let (nm, k_computed) = match wc.sparsity {
-                        Sparsity::NM { n, .. } => (n, k),
-                        Sparsity::Block { .. } => {
-                            (16, (k as f64 * wc.sparsity.density()).ceil() as u64)
-                        }
-                        Sparsity::Dense | Sparsity::Unstructured { .. } => (16, k),
+                    let nm = match wc.sparsity {
+                        Sparsity::NM { n, .. } => n,
+                        _ => 16,
                     };
+                    let k_computed = wc.sparsity.computed_reduction(k);
                     MatrixWork {
                         macs: op.cost.macs,
                         m,

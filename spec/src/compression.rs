@@ -104,6 +104,17 @@ impl Sparsity {
             Sparsity::Block { density, .. } | Sparsity::Unstructured { density } => density,
         }
     }
+
+    /// The reduction length the matrix engine computes for a reduction of `k`: block skipping
+    /// removes the skipped blocks (`⌈k · density⌉`); N:M and unstructured sparsity compute every
+    /// position (N:M multiplies only kept weights within it; unstructured weights are decompressed
+    /// on load and computed dense).
+    pub fn computed_reduction(&self, k: u64) -> u64 {
+        match *self {
+            Sparsity::Block { density, .. } => (k as f64 * density).ceil() as u64,
+            Sparsity::Dense | Sparsity::NM { .. } | Sparsity::Unstructured { .. } => k,
+        }
+    }
 }
 
 /// Compression of one operator class's weights.
