@@ -303,6 +303,8 @@ pub struct Served {
     /// Of those, the rows advanced in whole steady-state stretches (every bank cycling through
     /// its rows back to back) rather than row by row.
     pub jumped_rows: u64,
+    /// Refreshes crossed in closed form, whole refresh intervals served at once.
+    pub crossed_refreshes: u64,
 }
 
 /// Where the requests of one `serve` call come from.
@@ -383,6 +385,7 @@ impl DramChannel {
             done_ps: last.max(advanced.done_ps),
             advanced_bursts: advanced.advanced_bursts,
             jumped_rows: advanced.jumped_rows,
+            crossed_refreshes: advanced.crossed_refreshes,
         }
     }
 
@@ -423,11 +426,14 @@ impl DramChannel {
                     last_try = Some(at.seq);
                     refreshes_seen = self.stats.refreshes;
                     let stream: &Stream = stream;
-                    if let Some((next, bursts, jumped)) = self.advance_rows(stream, at, front.req) {
+                    if let Some((next, bursts, (rows, refreshes))) =
+                        self.advance_rows(stream, at, front.req)
+                    {
                         served += bursts;
                         advanced.done_ps = self.bus_free;
                         advanced.advanced_bursts += bursts;
-                        advanced.jumped_rows += jumped;
+                        advanced.jumped_rows += rows;
+                        advanced.crossed_refreshes += refreshes;
                         waiting.clear();
                         *source = Source::Stream(stream, next);
                         continue;
@@ -477,13 +483,17 @@ impl DramChannel {
     /// than the bus moves them. Those rows up to the next refresh advance at once, the banks'
     /// final states computed from the last round's rows ([`Self::jump_rows`]).
     ///
-    /// Returns the cursor after the advanced bursts, their count, and the rows jumped.
+    /// A cut by a refresh in the middle of a row continues across the refresh intervals that
+    /// repeat ([`Self::cross_refreshes`]).
+    ///
+    /// Returns the cursor after the advanced bursts, their count, and the rows jumped and
+    /// refreshes crossed in closed form.
     fn advance_rows(
         &mut self,
         s: &Stream,
         at: Cursor,
         first: Request,
-    ) -> Option<(Cursor, u64, u64)> {
+    ) -> Option<(Cursor, u64, (u64, u64))> {
         let t = self.timing;
         let burst = t.burst_bytes;
         if t.row_bytes % burst != 0 || first.addr % t.row_bytes % burst != 0 {
@@ -528,6 +538,7 @@ impl DramChannel {
         let mut checked = 0;
         let mut advanced = 0;
         let mut jumped = 0;
+        let mut refreshes = 0;
         // Whole rows served back to back so far, and whether the timing allows steady state.
         let mut whole_rows = 0u64;
         let steady_timing = rows_keep_margin
@@ -586,7 +597,7 @@ impl DramChannel {
                     for m in 1..n {
                         c = step(c, burst_step);
                         if s.issue_at_cycle(c.0) + t.t_cl > start + m * t.t_burst {
-                            return self.finish_advance(s, at, advanced, jumped);
+                            return self.finish_advance(s, at, advanced, (jumped, refreshes));
                         }
                     }
                 }
@@ -611,6 +622,14 @@ impl DramChannel {
             advanced += n;
             left -= n;
             if n < seg_len || left == 0 {
+                // Cut mid-row by a refresh: the refresh intervals that follow may repeat.
+                if steady_timing && n < seg_len && self.bus_free + t.t_burst > self.next_refresh {
+                    let next = s.advance(at, advanced * burst, burst);
+                    if let Some((bursts, intervals)) = self.cross_refreshes(s, next) {
+                        advanced += bursts;
+                        refreshes += intervals;
+                    }
+                }
                 break;
             }
             if n == per_row && start == self.bus_free - row_time {
@@ -640,7 +659,7 @@ impl DramChannel {
             start = self.bus_free;
             seg_len = per_row;
         }
-        self.finish_advance(s, at, advanced, jumped)
+        self.finish_advance(s, at, advanced, (jumped, refreshes))
     }
 
     fn finish_advance(
@@ -648,10 +667,93 @@ impl DramChannel {
         s: &Stream,
         at: Cursor,
         bursts: u64,
-        jumped: u64,
-    ) -> Option<(Cursor, u64, u64)> {
+        jumped: (u64, u64),
+    ) -> Option<(Cursor, u64, (u64, u64))> {
         let burst = self.timing.burst_bytes;
         (bursts > 0).then(|| (s.advance(at, bursts * burst, burst), bursts, jumped))
+    }
+
+    /// Serves, in closed form, the refresh intervals that follow a cut mid-row by a refresh, when
+    /// they repeat: the next request `next` (in the open row, its arrival in time) is the one
+    /// FR-FCFS issues; the refresh closes every bank, so it opens its row again right after the
+    /// refresh (`tRFC`), and the interval's bursts follow back to back until the next refresh
+    /// cuts them (`X = ⌊(tREFI − tRFC − tRCD − tCL) / burst time⌋` per interval). With the
+    /// steady-state timing of [`Self::advance_rows`], `tRAS + tRP` within the other banks' rows,
+    /// an engine no slower than the bus and the request's arrival `tRP` before the refresh ends,
+    /// no later request's arrival binds either, so every interval is the same but for where its
+    /// rows start: its first round of rows after the refresh are misses, later rows conflicts
+    /// (a refresh on a row boundary finds the next row's bank ready too, as in steady state).
+    /// Stops before the end of the contiguous data; the state after the last refresh and its
+    /// first burst is canonical ([`Self::refresh_until`] clears the closed banks' timestamps),
+    /// so it is set directly. Returns the bursts served and the refreshes crossed.
+    fn cross_refreshes(&mut self, s: &Stream, next: Cursor) -> Option<(u64, u64)> {
+        let t = self.timing;
+        let burst = t.burst_bytes;
+        let per_row = t.row_bytes / burst;
+        let row_time = per_row * t.t_burst;
+        let bpc = s.bytes_per_cycle.max(1);
+        let (request, _) = s.request(next, burst)?;
+        let offset = request.addr % t.row_bytes / burst;
+        let post = t.t_rfc + t.t_rcd + t.t_cl;
+        let per_interval = t.t_refi.checked_sub(post)? / t.t_burst;
+        let issue_per_burst = burst as f64 * s.period_ps / bpc as f64;
+        let head_issue = s.start_ps + next.issued as f64 / bpc as f64 * s.period_ps;
+        let refresh_end = self.next_refresh + t.t_rfc;
+        let (outcome, column_at) = self.plan(&request);
+        if offset == 0
+            || per_interval == 0
+            || outcome != RowOutcome::Hit
+            || column_at + t.t_cl > self.bus_free
+            || issue_per_burst > t.t_burst as f64
+            || t.t_ras + t.t_rp > (t.banks - 1) * row_time + t.t_burst
+            || head_issue + 1.5 + t.t_rp as f64 > refresh_end as f64
+        {
+            return None;
+        }
+        let available = s.contiguous_bytes(next, burst, u64::MAX) / burst;
+        if available == 0 {
+            return None;
+        }
+        // Intervals served whole before the last refresh, and their row outcomes.
+        let (mut whole, mut o) = (0u64, offset);
+        let (mut hits, mut misses, mut conflicts) = (0, 0, 0);
+        while (whole + 1) * per_interval < available {
+            let new_rows = (o + per_interval - 1) / per_row;
+            let first_round = new_rows.min(t.banks - 1);
+            misses += 1 + first_round;
+            conflicts += new_rows - first_round;
+            hits += per_interval - 1 - new_rows;
+            o = (o + per_interval) % per_row;
+            whole += 1;
+        }
+        let intervals = whole + 1;
+        let bursts = whole * per_interval + 1;
+        let refresh = self.next_refresh + whole * t.t_refi;
+        let end = refresh + t.t_rfc;
+        let data = end + t.t_rcd + t.t_cl;
+        for b in &mut self.banks {
+            *b = Bank {
+                open_row: None,
+                ready_at: end,
+                activated_at: 0,
+                last_data_end: 0,
+            };
+        }
+        let (bank, row) = t.locate(request.addr + whole * per_interval * burst);
+        let b = &mut self.banks[bank];
+        b.open_row = Some(row);
+        b.activated_at = end;
+        b.last_data_end = data + t.t_burst;
+        self.bus_free = data + t.t_burst;
+        self.next_refresh = refresh + t.t_refi;
+        let st = &mut self.stats;
+        st.refreshes += intervals;
+        st.bursts += bursts;
+        st.busy_ps += bursts * t.t_burst;
+        st.hits += hits;
+        st.misses += misses + 1;
+        st.conflicts += conflicts;
+        Some((bursts, intervals))
     }
 
     /// Serves `rows` whole rows in steady state (see [`Self::advance_rows`]) from the row at
@@ -786,9 +888,13 @@ impl DramChannel {
     fn refresh_until(&mut self, t: u64) {
         while self.next_refresh <= t {
             let end = self.next_refresh + self.timing.t_rfc;
+            // A closed bank's last activation and data no longer constrain it; clearing them
+            // makes the state after a refresh canonical.
             for b in &mut self.banks {
                 b.open_row = None;
                 b.ready_at = b.ready_at.max(end);
+                b.activated_at = 0;
+                b.last_data_end = 0;
             }
             self.bus_free = self.bus_free.max(end);
             self.next_refresh += self.timing.t_refi;
