@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
 use tessera_reports::plots::{memory_map, MapBlock};
-use tessera_scheduler::ilp::{fixed_order, IlpStatus, Solver};
+use tessera_scheduler::ilp::{
+    binaries, blocks, divided, fixed_order, IlpStatus, PartOutcome, Solver, MAX_BINARIES,
+};
 use tessera_scheduler::{baseline, replay, validate, Arrival, Eviction, Problem};
 use tessera_spec::graph::Phase;
 
@@ -33,7 +35,13 @@ pub struct Args {
     /// come next).
     #[arg(long, value_enum, default_value = "fixed-order")]
     pub mode: Mode,
-    /// Seconds the ILP may search before it returns its best plan.
+    /// Divide and conquer: `auto` solves the graph whole unless its model exceeds the largest
+    /// one solved whole, then a transformer block at a time; `block` always divides; `none`
+    /// never does.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub divide: Divide,
+    /// Seconds the ILP may search before it returns its best plan (divided: shared equally by
+    /// the parts).
     #[arg(long, default_value_t = 10.0)]
     pub time_limit: f64,
     /// MILP solver: `cbc` (the default when built with `--features cbc`; far faster here) or
@@ -70,6 +78,17 @@ pub enum Mode {
     FixedOrder,
 }
 
+/// `--divide` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Divide {
+    /// Whole when the model is small enough, by blocks otherwise.
+    Auto,
+    /// One part per transformer block.
+    Block,
+    /// Always whole.
+    None,
+}
+
 /// The ILP's result.
 #[derive(Debug, Serialize)]
 pub struct IlpResult {
@@ -77,8 +96,16 @@ pub struct IlpResult {
     pub mode: &'static str,
     /// The MILP solver.
     pub solver: Solver,
-    /// `optimal` or `time_limit`.
+    /// `optimal`, `time_limit`, or `feasible` (divided, optimality not proven).
     pub status: IlpStatus,
+    /// Whether the graph was divided into parts.
+    pub divided: bool,
+    /// Proven lower bound on non-compulsory bytes (0 where none is known).
+    pub lower_bound_bytes: u64,
+    /// `(non-compulsory − lower bound) / non-compulsory`.
+    pub gap: f64,
+    /// The Belady plan beat the solver's and is the one reported.
+    pub baseline_kept: bool,
     /// Off-chip bytes no schedule avoids.
     pub compulsory_bytes: u64,
     /// Spill writes and reloads.
@@ -93,6 +120,8 @@ pub struct IlpResult {
     pub binaries: usize,
     /// Constraints.
     pub constraints: usize,
+    /// The parts, when divided.
+    pub parts: Vec<PartOutcome>,
 }
 
 /// One planner's result.
@@ -160,7 +189,16 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         SolverArg::Microlp => Solver::Microlp,
         SolverArg::Cbc => Solver::Cbc,
     };
-    let outcome = fixed_order(&problem, budget, args.time_limit, solver)?;
+    let divide = match args.divide {
+        Divide::Auto => binaries(&problem) > MAX_BINARIES,
+        Divide::Block => true,
+        Divide::None => false,
+    };
+    let outcome = if divide {
+        divided(&problem, budget, args.time_limit, solver, &blocks(&problem))?
+    } else {
+        fixed_order(&problem, budget, args.time_limit, solver)?
+    };
     let (r, map) =
         replay(&problem, budget, &outcome.plan).context("the ILP plan failed validation")?;
     if let Some(path) = &args.plot {
@@ -193,6 +231,10 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         },
         solver,
         status: outcome.status,
+        divided: divide,
+        lower_bound_bytes: outcome.lower_bound_bytes,
+        gap: outcome.gap,
+        baseline_kept: outcome.baseline_kept,
         compulsory_bytes: r.compulsory_bytes,
         non_compulsory_bytes: r.non_compulsory_bytes,
         peak_bytes: r.peak_bytes,
@@ -200,6 +242,7 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         solve_seconds: outcome.solve_seconds,
         binaries: outcome.binaries,
         constraints: outcome.constraints,
+        parts: outcome.parts,
     };
     let report = ScheduleReport {
         model: graph.model.clone(),
@@ -238,13 +281,29 @@ fn render(r: &ScheduleReport) -> String {
     let _ = writeln!(
         s,
         "{:<24}{:>16}{:>18}{:>14}{:>14}{:>10.3}  {:?}",
-        format!("ilp ({})", i.mode),
+        format!(
+            "ilp ({}{})",
+            i.mode,
+            if i.divided { ", by blocks" } else { "" }
+        ),
         i.compulsory_bytes,
         i.non_compulsory_bytes,
         i.peak_bytes,
         i.moved_bytes,
         i.solve_seconds,
         i.status
+    );
+    let _ = writeln!(
+        s,
+        "{:<24}{:>34}  gap {:.1}%{}",
+        "  lower bound",
+        i.lower_bound_bytes,
+        100.0 * i.gap,
+        if i.baseline_kept {
+            "  (the Belady plan was better and is kept)"
+        } else {
+            ""
+        }
     );
     for b in &r.baselines {
         let _ = writeln!(

@@ -17,7 +17,12 @@
 //! so the plan never pays more than the ILP's objective; the validator replays it. microlp
 //! starts from the Belady baseline's residency; whatever the solver, a time-limited search that
 //! ends worse returns the Belady plan, and a solution whose residency does not cost what the solver
-//! claims is an error. Joint order + allocation, the address ILP and minimum-peak mode come next.
+//! claims is an error.
+//!
+//! Divide and conquer ([`divided`], parts from [`blocks`]) solves the same model a window of
+//! steps at a time, each window starting from the residency the windows before it chose, and
+//! bounds the result from below by relaxed windows. Joint order + allocation and the address ILP
+//! come next.
 
 use crate::baseline::{baseline, realise, Eviction};
 use crate::plan::{validate, Plan, PlanError};
@@ -72,6 +77,9 @@ pub enum IlpStatus {
     Optimal,
     /// The time limit ended the search; the plan is the best found.
     TimeLimit,
+    /// Divide and conquer: every part solved to optimality given the parts before it, but the
+    /// stitched plan is not proven optimal; the gap to the lower bound says how far it can be.
+    Feasible,
 }
 
 /// The ILP's plan and how it was found.
@@ -89,6 +97,17 @@ pub struct IlpOutcome {
     pub constraints: usize,
     /// The objective the solver reached, bytes.
     pub objective_bytes: u64,
+    /// A proven lower bound on the non-compulsory bytes of any plan in the graph's order: the
+    /// optimum when proven, the sum of the parts' relaxed optima when divided, otherwise 0 (no
+    /// plan avoids the compulsory bytes, and none can do better than no spill at all).
+    pub lower_bound_bytes: u64,
+    /// `(plan − lower bound) / plan` in non-compulsory bytes (0 when the plan spills nothing).
+    pub gap: f64,
+    /// The Belady plan was better than what the solver found within the time limit and is the
+    /// plan returned.
+    pub baseline_kept: bool,
+    /// The parts, when divided; empty when solved whole.
+    pub parts: Vec<PartOutcome>,
 }
 
 /// Why the ILP gave no plan.
@@ -102,13 +121,16 @@ pub enum IlpError {
     TimeLimit(f64),
     /// Too large to solve whole.
     #[error(
-        "{binaries} residency variables exceed the {MAX_BINARIES} solved whole; plan a block at a \
-         time"
+        "{binaries} residency variables exceed the {MAX_BINARIES} one model may have; divide the \
+         graph (`--divide block`), or it is too large even a block at a time"
     )]
     TooLarge {
         /// Variables the problem needs.
         binaries: usize,
     },
+    /// The parts given to [`divided`] do not cover the operators in order.
+    #[error("the parts must cover operators 0..{0} in order, each part non-empty")]
+    Parts(usize),
     /// The solver failed.
     #[error("the solver failed: {0}")]
     Solver(String),
@@ -136,23 +158,324 @@ impl Residency {
     }
 }
 
+/// Steps `first..=last` of the graph's order that one model covers, and what is known about the
+/// tensors live when it opens. The whole graph is one window; divide and conquer solves one
+/// window per part.
+#[derive(Debug, Clone)]
+struct Window {
+    first: usize,
+    last: usize,
+    entry: Entry,
+}
+
+/// The state of the tensors live when a window opens.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// Decided by the plan of the steps before: per tensor, resident after step `first − 1`, and
+    /// already written to DRAM (spilled, or a graph input).
+    Decided {
+        resident: Vec<bool>,
+        in_dram: Vec<bool>,
+    },
+    /// The relaxation behind divide and conquer's lower bound: tensors live when the window opens
+    /// start resident or not at no cost, and only tensors produced inside it pay for a spill.
+    Relaxed,
+}
+
+impl Window {
+    /// The whole graph.
+    fn whole(problem: &Problem) -> Window {
+        Window {
+            first: 0,
+            last: problem.ops.len() - 1,
+            entry: Entry::Decided {
+                resident: vec![false; problem.tensors.len()],
+                in_dram: vec![false; problem.tensors.len()],
+            },
+        }
+    }
+}
+
 /// The model's variables.
 struct Vars {
-    /// Per tensor: first step of its lifetime and its residency per step from there.
+    /// Per tensor: first step of its lifetime inside the window and its residency per step from
+    /// there (empty if it is not live in the window).
     residency: Vec<(usize, Vec<Residency>)>,
+    /// Per tensor: its residency before the window, where decided and it is live across the
+    /// window's start.
+    before: Vec<Option<bool>>,
     spill: Vec<Option<Variable>>,
-    reload: Vec<Vec<Variable>>,
+    /// Per tensor: `(step, reload variable)`.
+    reload: Vec<Vec<(usize, Variable)>>,
     binaries: usize,
 }
 
+impl Vars {
+    /// Residency of `t` before its `i`-th step in the window, as an expression of `r`'s cells, if
+    /// the model knows it.
+    fn previous(&self, t: usize, i: usize) -> Option<Expression> {
+        let (_, r) = &self.residency[t];
+        if i > 0 {
+            Some(r[i - 1].expr())
+        } else {
+            self.before[t].map(|b| Expression::from(f64::from(u8::from(b))))
+        }
+    }
+}
+
+/// Residency variables of the whole graph's model: what [`MAX_BINARIES`] is compared with.
+pub fn binaries(problem: &Problem) -> usize {
+    let mut pv = ProblemVariables::new();
+    variables(problem, &Window::whole(problem), &mut pv).binaries
+}
+
 /// Plans `problem` in the graph's order under `budget` bytes, within `time_limit_s` seconds, with
-/// `solver`.
+/// `solver`, as one model ([`IlpError::TooLarge`] above [`MAX_BINARIES`]).
 pub fn fixed_order(
     problem: &Problem,
     budget: u64,
     time_limit_s: f64,
     solver: Solver,
 ) -> Result<IlpOutcome, IlpError> {
+    check(problem, budget, time_limit_s, solver)?;
+    let window = Window::whole(problem);
+    let mut pv = ProblemVariables::new();
+    let vars = variables(problem, &window, &mut pv);
+    if vars.binaries > MAX_BINARIES {
+        return Err(IlpError::TooLarge {
+            binaries: vars.binaries,
+        });
+    }
+    let warm = baseline(problem, budget, Eviction::Belady)?;
+    let start = (solver == Solver::Microlp).then(|| warm_start(problem, &vars, &warm));
+    let mut found = vec![vec![false; problem.ops.len()]; problem.tensors.len()];
+    let began = Instant::now();
+    let solved = solve_window(
+        problem,
+        budget,
+        &window,
+        vars,
+        pv,
+        start,
+        time_limit_s,
+        solver,
+        &mut found,
+    )?;
+    let solve_seconds = began.elapsed().as_secs_f64();
+    let lower_bound_bytes = if solved.status == IlpStatus::Optimal {
+        solved.objective_bytes
+    } else {
+        0
+    };
+    finish(
+        problem,
+        budget,
+        &warm,
+        found,
+        solved.status,
+        lower_bound_bytes,
+        Vec::new(),
+        Measured {
+            solve_seconds,
+            binaries: solved.binaries,
+            constraints: solved.constraints,
+        },
+    )
+}
+
+/// One part of a divided graph: a run of consecutive operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Part {
+    /// What the part is (`layer3`, or `whole` for a graph without layers).
+    pub name: String,
+    /// First operator (problem index, which is also its step in the graph's order).
+    pub first: usize,
+    /// Last operator, inclusive.
+    pub last: usize,
+}
+
+/// The graph cut into transformer blocks: a part per layer, named by the `layer{N}.` prefix the
+/// frontend gives operator names. Operators outside any layer (embedding, final norm, head) join
+/// the block next to them.
+pub fn blocks(problem: &Problem) -> Vec<Part> {
+    let layer = |name: &str| {
+        name.strip_prefix("layer")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(n, _)| n.parse::<u32>().ok())
+    };
+    let mut parts: Vec<(Option<u32>, Part)> = Vec::new();
+    for (o, op) in problem.ops.iter().enumerate() {
+        let l = layer(&op.name);
+        match parts.last_mut() {
+            Some((current, part)) if l.is_none() || *current == l || current.is_none() => {
+                if current.is_none() && l.is_some() {
+                    *current = l;
+                }
+                part.last = o;
+            }
+            _ => parts.push((
+                l,
+                Part {
+                    name: String::new(),
+                    first: o,
+                    last: o,
+                },
+            )),
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(l, mut part)| {
+            part.name = l.map_or_else(|| "whole".to_string(), |l| format!("layer{l}"));
+            part
+        })
+        .collect()
+}
+
+/// How one part of a divided plan was solved.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartOutcome {
+    /// The part.
+    #[serde(flatten)]
+    pub part: Part,
+    /// Why the solver stopped on the part, given the plan before it.
+    pub status: IlpStatus,
+    /// Spill and reload bytes charged to the part (reloads inside it; spills of tensors first
+    /// evicted inside it).
+    pub objective_bytes: u64,
+    /// The relaxed part's optimum ([`divided`] explains the relaxation); 0 where the solver did
+    /// not prove it.
+    pub lower_bound_bytes: u64,
+    /// Binary variables of the part's model.
+    pub binaries: usize,
+    /// Seconds in the solver for the part (both models).
+    pub solve_seconds: f64,
+}
+
+/// Divide and conquer in the graph's order: solves `parts` one after another, each model starting
+/// from the residency the parts before it chose (tensors live across a cut stay resident, or are
+/// spilled and reloaded, at the cost the model charges), stitches the residency, realises it as
+/// one plan and has the validator replay it. Each part gets an equal share of `time_limit_s`, half
+/// for its plan and half for its bound.
+///
+/// The lower bound: each part is solved a second time relaxed (tensors live across its start may
+/// start resident or not for free; only tensors produced in it pay for a spill). Restricted to a
+/// part, the whole-graph optimum is feasible for the relaxed part and costs at least its relaxed
+/// cost, and every byte of the whole optimum is charged to at most one part, so the sum of the
+/// proven relaxed optima bounds the whole-graph fixed-order optimum from below. A part whose
+/// relaxed model stops at the time limit contributes 0.
+pub fn divided(
+    problem: &Problem,
+    budget: u64,
+    time_limit_s: f64,
+    solver: Solver,
+    parts: &[Part],
+) -> Result<IlpOutcome, IlpError> {
+    check(problem, budget, time_limit_s, solver)?;
+    let n = problem.ops.len();
+    let covered = parts.first().is_some_and(|p| p.first == 0)
+        && parts.last().is_some_and(|p| p.last + 1 == n)
+        && parts.windows(2).all(|w| w[1].first == w[0].last + 1)
+        && parts.iter().all(|p| p.first <= p.last);
+    if !covered {
+        return Err(IlpError::Parts(n));
+    }
+    let warm = baseline(problem, budget, Eviction::Belady)?;
+    let share = time_limit_s / (2 * parts.len()) as f64;
+    let mut found = vec![vec![false; n]; problem.tensors.len()];
+    let mut scratch = found.clone();
+    let mut outcomes = Vec::with_capacity(parts.len());
+    let (mut binaries, mut constraints) = (0, 0);
+    let began = Instant::now();
+    for part in parts {
+        let part_began = Instant::now();
+        let entry = entry_state(problem, &found, part.first);
+        let window = Window {
+            first: part.first,
+            last: part.last,
+            entry,
+        };
+        let mut pv = ProblemVariables::new();
+        let vars = variables(problem, &window, &mut pv);
+        if vars.binaries > MAX_BINARIES {
+            return Err(IlpError::TooLarge {
+                binaries: vars.binaries,
+            });
+        }
+        let solved = solve_window(
+            problem, budget, &window, vars, pv, None, share, solver, &mut found,
+        )?;
+        let relaxed = Window {
+            entry: Entry::Relaxed,
+            ..window
+        };
+        let mut pv = ProblemVariables::new();
+        let vars = variables(problem, &relaxed, &mut pv);
+        let bound = solve_window(
+            problem,
+            budget,
+            &relaxed,
+            vars,
+            pv,
+            None,
+            share,
+            solver,
+            &mut scratch,
+        )?;
+        binaries += solved.binaries;
+        constraints += solved.constraints;
+        outcomes.push(PartOutcome {
+            part: part.clone(),
+            status: solved.status,
+            objective_bytes: solved.objective_bytes,
+            lower_bound_bytes: if bound.status == IlpStatus::Optimal {
+                bound.objective_bytes
+            } else {
+                0
+            },
+            binaries: solved.binaries,
+            solve_seconds: part_began.elapsed().as_secs_f64(),
+        });
+    }
+    let solve_seconds = began.elapsed().as_secs_f64();
+    let stitched: u64 = outcomes.iter().map(|p| p.objective_bytes).sum();
+    let total = objective_value(problem, &found);
+    if stitched != total {
+        return Err(IlpError::Solver(format!(
+            "the parts charge {stitched} bytes, their stitched residency costs {total}"
+        )));
+    }
+    let lower_bound_bytes: u64 = outcomes.iter().map(|p| p.lower_bound_bytes).sum();
+    let status = if outcomes.iter().any(|p| p.status == IlpStatus::TimeLimit) {
+        IlpStatus::TimeLimit
+    } else if total <= lower_bound_bytes {
+        IlpStatus::Optimal
+    } else {
+        IlpStatus::Feasible
+    };
+    finish(
+        problem,
+        budget,
+        &warm,
+        found,
+        status,
+        lower_bound_bytes,
+        outcomes,
+        Measured {
+            solve_seconds,
+            binaries,
+            constraints,
+        },
+    )
+}
+
+/// Refuses unusable input before any model is built.
+fn check(
+    problem: &Problem,
+    budget: u64,
+    time_limit_s: f64,
+    solver: Solver,
+) -> Result<(), IlpError> {
     if !solver.available() {
         return Err(IlpError::Unavailable(solver.name()));
     }
@@ -160,42 +483,51 @@ pub fn fixed_order(
         return Err(IlpError::TimeLimit(time_limit_s));
     }
     problem.check_budget(budget)?;
-    let mut pv = ProblemVariables::new();
-    let vars = variables(problem, &mut pv);
-    if vars.binaries > MAX_BINARIES {
-        return Err(IlpError::TooLarge {
-            binaries: vars.binaries,
-        });
+    Ok(())
+}
+
+/// What the parts before step `first` decided: per tensor, resident after step `first − 1`, and
+/// written to DRAM by then.
+fn entry_state(problem: &Problem, r: &[Vec<bool>], first: usize) -> Entry {
+    let mut resident = vec![false; problem.tensors.len()];
+    let mut in_dram = vec![false; problem.tensors.len()];
+    for (t, tensor) in problem.tensors.iter().enumerate() {
+        let (f, l) = lifetime(problem, t);
+        if f < first && first <= l {
+            resident[t] = r[t][first - 1];
+            in_dram[t] =
+                tensor.producer.is_none() || (f + 1..first).any(|s| r[t][s - 1] && !r[t][s]);
+        }
     }
-    let warm = baseline(problem, budget, Eviction::Belady)?;
-    let start = warm_start(problem, &vars, &warm);
-    let constraints = constraints_of(problem, budget, &vars);
-    let constraint_count = constraints.len();
-    let goal = objective(problem, &vars);
-    let began = Instant::now();
-    let (status, found) = match solver {
-        Solver::Microlp => solve(
-            microlp,
-            problem,
-            &vars,
-            pv,
-            goal,
-            constraints,
-            Some(start),
-            time_limit_s,
-        )?,
-        Solver::Cbc => solve_cbc(problem, &vars, pv, goal, constraints, time_limit_s)?,
-    };
-    let solve_seconds = began.elapsed().as_secs_f64();
-    // The best incumbent: a time-limited search that ends worse than the Belady plan returns
-    // that plan.
-    let start_resident = residency_of(problem, &warm);
+    Entry::Decided { resident, in_dram }
+}
+
+/// Sizes of what was solved.
+struct Measured {
+    solve_seconds: f64,
+    binaries: usize,
+    constraints: usize,
+}
+
+/// Keeps the better of the found residency and the Belady plan, realises it and validates it.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    problem: &Problem,
+    budget: u64,
+    warm: &Plan,
+    found: Vec<Vec<bool>>,
+    status: IlpStatus,
+    lower_bound_bytes: u64,
+    parts: Vec<PartOutcome>,
+    measured: Measured,
+) -> Result<IlpOutcome, IlpError> {
+    let start_resident = residency_of(problem, warm);
     let found_bytes = objective_value(problem, &found);
     let start_bytes = objective_value(problem, &start_resident);
-    let (resident, objective_bytes) = if found_bytes <= start_bytes {
-        (found, found_bytes)
-    } else if status == IlpStatus::TimeLimit {
-        (start_resident, start_bytes)
+    let (resident, objective_bytes, baseline_kept) = if found_bytes <= start_bytes {
+        (found, found_bytes, false)
+    } else if status != IlpStatus::Optimal {
+        (start_resident, start_bytes, true)
     } else {
         return Err(IlpError::Solver(format!(
             "claimed optimal at {found_bytes} bytes, above the {start_bytes} bytes of the Belady \
@@ -203,19 +535,75 @@ pub fn fixed_order(
         )));
     };
     let plan = realise(problem, budget, &resident)?;
-    validate(problem, budget, &plan)?;
+    let replay = validate(problem, budget, &plan)?;
+    let lower_bound_bytes = lower_bound_bytes.min(replay.non_compulsory_bytes);
+    let gap = match replay.non_compulsory_bytes {
+        0 => 0.0,
+        b => (b - lower_bound_bytes) as f64 / b as f64,
+    };
     Ok(IlpOutcome {
         plan,
         status,
-        solve_seconds,
-        binaries: vars.binaries,
-        constraints: constraint_count,
+        solve_seconds: measured.solve_seconds,
+        binaries: measured.binaries,
+        constraints: measured.constraints,
         objective_bytes,
+        lower_bound_bytes,
+        gap,
+        baseline_kept,
+        parts,
     })
 }
 
-/// Solves the model with `solver` (from `start` if given) and rounds the residency, checking
-/// that it costs what the solver claims.
+/// A window's model solved.
+struct Solved {
+    status: IlpStatus,
+    objective_bytes: u64,
+    binaries: usize,
+    constraints: usize,
+}
+
+/// Builds the constraints and objective of `window` over `vars`, solves them and writes the
+/// rounded residency of the window's steps into `r`.
+#[allow(clippy::too_many_arguments)]
+fn solve_window(
+    problem: &Problem,
+    budget: u64,
+    window: &Window,
+    vars: Vars,
+    pv: ProblemVariables,
+    start: Option<Vec<(Variable, f64)>>,
+    time_limit_s: f64,
+    solver: Solver,
+    r: &mut [Vec<bool>],
+) -> Result<Solved, IlpError> {
+    let constraints = constraints_of(problem, budget, window, &vars);
+    let constraint_count = constraints.len();
+    let goal = objective(problem, &vars);
+    let status = match solver {
+        Solver::Microlp => solve(
+            microlp,
+            problem,
+            &vars,
+            pv,
+            goal,
+            constraints,
+            start,
+            time_limit_s,
+            r,
+        )?,
+        Solver::Cbc => solve_cbc(problem, &vars, pv, goal, constraints, time_limit_s, r)?,
+    };
+    Ok(Solved {
+        status,
+        objective_bytes: window_cost(problem, &vars, r),
+        binaries: vars.binaries,
+        constraints: constraint_count,
+    })
+}
+
+/// Solves the model with `solver` (from `start` if given), rounds the residency into `r` and
+/// checks that it costs what the solver claims.
 #[allow(clippy::too_many_arguments)]
 fn solve<S>(
     solver: S,
@@ -226,7 +614,8 @@ fn solve<S>(
     constraints: Vec<Constraint>,
     start: Option<Vec<(Variable, f64)>>,
     time_limit_s: f64,
-) -> Result<(IlpStatus, Vec<Vec<bool>>), IlpError>
+    r: &mut [Vec<bool>],
+) -> Result<IlpStatus, IlpError>
 where
     S: LpSolver,
     S::Model: WithTimeLimit + WithInitialSolution,
@@ -254,16 +643,16 @@ where
         SolutionStatus::TimeLimit | SolutionStatus::GapLimit => IlpStatus::TimeLimit,
     };
     // Never trust solver output: the rounded residency must cost what the solver claims.
-    let resident = extract(problem, vars, &solution);
+    extract(vars, &solution, r);
     let claimed = solution.eval(&check);
-    let actual = objective_value(problem, &resident) as f64 / MIB;
+    let actual = window_cost(problem, vars, r) as f64 / MIB;
     if (claimed - actual).abs() > 1e-6 * actual.max(1.0) {
         return Err(IlpError::Solver(format!(
             "returned an inconsistent solution (objective {claimed:.3} MiB; its residency costs \
              {actual:.3} MiB)"
         )));
     }
-    Ok((status, resident))
+    Ok(status)
 }
 
 /// CBC, quiet and single-threaded. It starts cold: after a MIP start it returned columns
@@ -276,7 +665,8 @@ fn solve_cbc(
     goal: Expression,
     constraints: Vec<Constraint>,
     time_limit_s: f64,
-) -> Result<(IlpStatus, Vec<Vec<bool>>), IlpError> {
+    r: &mut [Vec<bool>],
+) -> Result<IlpStatus, IlpError> {
     let quiet = |p: good_lp::variable::UnsolvedProblem| {
         let mut m = good_lp::coin_cbc(p);
         m.set_parameter("log", "0");
@@ -292,6 +682,7 @@ fn solve_cbc(
         constraints,
         None,
         time_limit_s,
+        r,
     )
 }
 
@@ -303,7 +694,8 @@ fn solve_cbc(
     _: Expression,
     _: Vec<Constraint>,
     _: f64,
-) -> Result<(IlpStatus, Vec<Vec<bool>>), IlpError> {
+    _: &mut [Vec<bool>],
+) -> Result<IlpStatus, IlpError> {
     Err(IlpError::Unavailable(Solver::Cbc.name()))
 }
 
@@ -322,13 +714,28 @@ fn touches(problem: &Problem, t: usize, s: usize) -> bool {
     op.inputs.contains(&t) || op.outputs.contains(&t)
 }
 
-fn variables(problem: &Problem, pv: &mut ProblemVariables) -> Vars {
+/// The steps `[first, last]` of `t`'s lifetime inside `window`, and whether it is live across
+/// the window's start.
+fn span(problem: &Problem, window: &Window, t: usize) -> Option<(usize, usize, bool)> {
+    let (f, l) = lifetime(problem, t);
+    let (first, last) = (f.max(window.first), l.min(window.last));
+    (first <= last).then_some((first, last, f < window.first))
+}
+
+fn variables(problem: &Problem, window: &Window, pv: &mut ProblemVariables) -> Vars {
     let mut binaries = 0;
     let mut residency = Vec::new();
+    let mut before = Vec::new();
     let mut spill = Vec::new();
     let mut reload = Vec::new();
     for t in 0..problem.tensors.len() {
-        let (first, last) = lifetime(problem, t);
+        let Some((first, last, across)) = span(problem, window, t) else {
+            residency.push((window.first, Vec::new()));
+            before.push(None);
+            spill.push(None);
+            reload.push(Vec::new());
+            continue;
+        };
         let r: Vec<Residency> = (first..=last)
             .map(|s| {
                 if touches(problem, t, s) {
@@ -339,43 +746,57 @@ fn variables(problem: &Problem, pv: &mut ProblemVariables) -> Vars {
                 }
             })
             .collect();
+        let (was, in_dram) = match &window.entry {
+            Entry::Decided { resident, in_dram } if across => (Some(resident[t]), in_dram[t]),
+            Entry::Decided { .. } => (None, false),
+            // Relaxed: free entry, and a tensor produced before the window pays no spill here.
+            Entry::Relaxed => (None, across),
+        };
+        let transitions = last > first || was.is_some();
         let produced = problem.tensors[t].producer.is_some();
-        spill.push((produced && last > first).then(|| pv.add(variable().min(0).max(1))));
+        spill.push((produced && !in_dram && transitions).then(|| pv.add(variable().min(0).max(1))));
+        let from = if was.is_some() { first } else { first + 1 };
         reload.push(
-            (first + 1..=last)
-                .map(|_| pv.add(variable().min(0).max(1)))
+            (from..=last)
+                .map(|s| (s, pv.add(variable().min(0).max(1))))
                 .collect(),
         );
         residency.push((first, r));
+        before.push(was);
     }
     Vars {
         residency,
+        before,
         spill,
         reload,
         binaries,
     }
 }
 
-fn constraints_of(problem: &Problem, budget: u64, v: &Vars) -> Vec<good_lp::Constraint> {
+fn constraints_of(
+    problem: &Problem,
+    budget: u64,
+    window: &Window,
+    v: &Vars,
+) -> Vec<good_lp::Constraint> {
     let mut out = Vec::new();
-    let steps = problem.ops.len();
-    let mut capacity: Vec<Expression> = vec![Expression::from(0.0); steps];
+    let mut capacity: Vec<Expression> = vec![Expression::from(0.0); window.last - window.first + 1];
     for (t, (first, r)) in v.residency.iter().enumerate() {
         // Capacity rows in units of the budget keep coefficients near 1 for the solver.
         let bytes = problem.tensors[t].bytes as f64 / budget as f64;
         for (i, &cur) in r.iter().enumerate() {
             let s = first + i;
-            capacity[s] += bytes * cur.expr();
-            if i == 0 {
+            capacity[s - window.first] += bytes * cur.expr();
+            let Some(prev) = v.previous(t, i) else {
                 continue;
-            }
-            let prev = r[i - 1].expr();
+            };
             if !touches(problem, t, s) {
                 // No prefetch: residency only begins where the tensor is read.
                 out.push(constraint!(cur.expr() <= prev.clone()));
             }
-            let reload = v.reload[t][i - 1];
-            out.push(constraint!(reload >= cur.expr() - prev.clone()));
+            if let Some(&(_, reload)) = v.reload[t].iter().find(|(at, _)| *at == s) {
+                out.push(constraint!(reload >= cur.expr() - prev.clone()));
+            }
             if let Some(spill) = v.spill[t] {
                 out.push(constraint!(spill >= prev - cur.expr()));
             }
@@ -397,7 +818,7 @@ fn objective(problem: &Problem, v: &Vars) -> Expression {
         if let Some(spill) = v.spill[t] {
             e += mib * spill;
         }
-        for &reload in &v.reload[t] {
+        for &(_, reload) in &v.reload[t] {
             e += mib * reload;
         }
     }
@@ -433,7 +854,8 @@ fn residency_of(problem: &Problem, plan: &Plan) -> Vec<Vec<bool>> {
     r
 }
 
-/// The solver's starting point: the residency of `plan`, with its spills and reloads.
+/// The solver's starting point: the residency of `plan`, with its spills and reloads (whole-graph
+/// window).
 fn warm_start(problem: &Problem, v: &Vars, plan: &Plan) -> Vec<(Variable, f64)> {
     let r = residency_of(problem, plan);
     let mut start = Vec::new();
@@ -446,7 +868,9 @@ fn warm_start(problem: &Problem, v: &Vars, plan: &Plan) -> Vec<(Variable, f64)> 
             }
             if i > 0 {
                 let (prev, cur) = (on(i - 1), on(i));
-                start.push((v.reload[t][i - 1], f64::from(u8::from(cur && !prev))));
+                if let Some(&(_, reload)) = v.reload[t].iter().find(|(s, _)| *s == first + i) {
+                    start.push((reload, f64::from(u8::from(cur && !prev))));
+                }
                 spilled |= prev && !cur;
             }
         }
@@ -457,11 +881,9 @@ fn warm_start(problem: &Problem, v: &Vars, plan: &Plan) -> Vec<(Variable, f64)> 
     start
 }
 
-/// Binary residency from the solution, rounded at 0.5 (`[tensor][step]`, false outside a
-/// lifetime).
-fn extract(problem: &Problem, v: &Vars, solution: &impl Solution) -> Vec<Vec<bool>> {
-    let steps = problem.ops.len();
-    let mut r = vec![vec![false; steps]; problem.tensors.len()];
+/// Writes the binary residency of the window's steps from the solution into `r`, rounded at 0.5
+/// (`[tensor][step]`).
+fn extract(v: &Vars, solution: &impl Solution, r: &mut [Vec<bool>]) {
     for (t, (first, res)) in v.residency.iter().enumerate() {
         for (i, cell) in res.iter().enumerate() {
             r[t][first + i] = match cell {
@@ -470,10 +892,37 @@ fn extract(problem: &Problem, v: &Vars, solution: &impl Solution) -> Vec<Vec<boo
             };
         }
     }
-    r
 }
 
-/// Spill and reload bytes of a residency, as the objective counts them.
+/// Spill and reload bytes the window's model charges for the residency `r`.
+fn window_cost(problem: &Problem, v: &Vars, r: &[Vec<bool>]) -> u64 {
+    let mut bytes = 0;
+    for (t, (first, res)) in v.residency.iter().enumerate() {
+        let size = problem.tensors[t].bytes;
+        let mut spilled = false;
+        for i in 0..res.len() {
+            let s = first + i;
+            let prev = if i > 0 {
+                Some(r[t][s - 1])
+            } else {
+                v.before[t]
+            };
+            let Some(prev) = prev else {
+                continue;
+            };
+            if r[t][s] && !prev {
+                bytes += size;
+            }
+            spilled |= prev && !r[t][s];
+        }
+        if spilled && v.spill[t].is_some() {
+            bytes += size;
+        }
+    }
+    bytes
+}
+
+/// Spill and reload bytes of a whole-graph residency, as the whole-graph objective counts them.
 fn objective_value(problem: &Problem, r: &[Vec<bool>]) -> u64 {
     let mut bytes = 0;
     for (t, tensor) in problem.tensors.iter().enumerate() {
