@@ -139,7 +139,7 @@ pub enum RunError {
     #[error(transparent)]
     Lower(#[from] LowerError),
     /// A compiled program cannot be simulated.
-    #[error("cannot simulate a compiled decode step")]
+    #[error("cannot simulate a compiled program")]
     Program(#[from] ProgramError),
 }
 

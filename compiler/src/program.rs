@@ -54,6 +54,8 @@ pub fn compile_pass(
     let mut cursors = vec![0u64; accel_channels(accel) as usize];
     let mut chain = Chain::default();
     let mut kv_read_bytes = 0;
+    // Where the last KV append stored its keys and values (prefill attention reads them back).
+    let mut kv_stored = cursors.clone();
     let ops: Vec<&Op> = graph.ops().collect();
     let mut next = 0;
     while next < ops.len() {
@@ -63,7 +65,11 @@ pub fn compile_pass(
         if let OpKind::KvRead { .. } = op.kind {
             kv_read_bytes = op.cost.kv_read_bytes;
         }
-        let bodies = lower_op(accel, comp, model, graph, op, kv_read_bytes, &mut cursors)?;
+        if let OpKind::KvAppend { .. } = op.kind {
+            kv_stored = cursors.clone();
+        }
+        let kv = (kv_read_bytes, kv_stored.as_slice());
+        let bodies = lower_op(accel, comp, model, graph, op, kv, &mut cursors)?;
         // Parameters that are not streamed rows (norm weights, biases) load into the activation
         // buffer before the operator runs.
         let moved: u64 = bodies.iter().flatten().map(dma_bytes).sum();
@@ -83,6 +89,7 @@ pub fn compile_pass(
             chain.push(body);
         }
     }
+    check_capacity(accel, &cursors)?;
     let mut instructions = chain.finish();
     instructions.push(Instruction::Sys(SysInstr {
         sync: Sync::default(),
@@ -90,6 +97,38 @@ pub fn compile_pass(
     }));
     Ok(Program { instructions })
 }
+
+/// Fails when the off-chip data a program places (weights, KV cache, spilled activations) ends
+/// past a channel's share of its memory's capacity.
+fn check_capacity(accel: &Accelerator, cursors: &[u64]) -> Result<(), LowerError> {
+    let mut first = 0;
+    for (i, memory) in accel.memories().iter().enumerate() {
+        let channels = memory.channels();
+        let per_channel = memory.capacity().0 / channels.max(1);
+        for c in first..first + channels {
+            let used = cursors[c as usize];
+            if used > per_channel {
+                return Err(LowerError {
+                    op: "program".into(),
+                    reason: format!(
+                        "its off-chip data (weights, KV cache, spilled activations) take {:.1} MiB \
+                         of channel {} of memory `{}`, whose channels hold {:.1} MiB each",
+                        used as f64 / MIB,
+                        c - first,
+                        memory.name(),
+                        per_channel as f64 / MIB
+                    ),
+                    key: format!("memories[{i}].capacity_gib"),
+                });
+            }
+        }
+        first += channels;
+    }
+    Ok(())
+}
+
+/// Bytes per MiB, for messages.
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// The first operator of `ops`, fused with the linear layers right after it that read the same
 /// input with the same shape of reduction, compression class and tokens (query, key and value
@@ -268,7 +307,7 @@ fn lower_op(
     model: &ModelConfig,
     graph: &Graph,
     op: &Op,
-    kv_read_bytes: u64,
+    (kv_read_bytes, kv_stored): (u64, &[u64]),
     cursors: &mut [u64],
 ) -> Result<Vec<Vec<Instruction>>, LowerError> {
     let roles = BufferRoles::by_name(accel, &op.name)?;
@@ -289,6 +328,10 @@ fn lower_op(
                 copies,
                 ..linear_stream(accel, comp, &op.name, class, (rows, k, n), roles)?
             };
+            let row_bytes = k * if s.act_int8 { 1 } else { 2 };
+            if copies == 1 && rows * row_bytes > capacity {
+                return spilled_linear(accel, op, &s, capacity, cursors);
+            }
             lower_streamed(accel, &s, cursors)?
         }
         OpKind::AttentionScores {
@@ -300,7 +343,7 @@ fn lower_op(
             let values = matches!(op.kind, OpKind::AttentionValues { .. });
             if let Phase::Prefill { seq } = graph.phase {
                 let shape = (graph.batch, seq, head_dim, heads);
-                return prefill_attention(accel, comp, model, op, roles, shape, values, cursors);
+                return prefill_attention(accel, comp, model, op, roles, shape, values, kv_stored);
             }
             let kv = (kv_read_bytes, head_dim, heads);
             attention(accel, comp, model, op, roles, kv, values, cursors)?
@@ -336,43 +379,122 @@ fn lower_op(
         OpKind::KvAppend { .. } => {
             let kv = roles_kv(accel, &op.name)?;
             let (first, channels) = memory_channels(accel, Holds::Kv, &op.name)?;
-            dma_spread(
-                false,
-                (kv, 0),
-                op.cost.kv_write_bytes,
-                (first, channels),
-                cursors,
-            )
+            // A prompt's keys and values larger than the buffer store in buffer-sized pieces
+            // (stores only read the buffer, so the pieces may share it).
+            let piece = accel.buffers()[kv as usize].bytes().0.max(1);
+            let total = op.cost.kv_write_bytes;
+            (0..total.div_ceil(piece))
+                .flat_map(|i| {
+                    let bytes = piece.min(total - i * piece);
+                    dma_spread(false, (kv, 0), bytes, (first, channels), cursors)
+                })
+                .collect()
         }
         OpKind::KvRead { .. } => Vec::new(),
         OpKind::Embedding { tokens, .. } => {
             let (first, channels) = memory_channels(accel, Holds::Weights, &op.name)?;
             let per_token = op.cost.weight_bytes / tokens.max(1);
-            // Each token's row lands beside the others.
-            if tokens * per_token > capacity {
-                return Err(LowerError {
-                    op: op.name.clone(),
-                    reason: format!(
-                        "{tokens} embedding rows of {per_token} bytes exceed the activation \
-                         buffer ({capacity} bytes)"
-                    ),
-                    key: "buffers.bytes".into(),
-                });
-            }
-            (0..tokens)
-                .flat_map(|t| {
-                    dma_spread(
-                        true,
-                        (roles.activations, t * per_token),
-                        per_token,
-                        (first + t % channels, 1),
+            // Each token's row lands beside the others; more rows than the activation buffer
+            // holds are gathered in blocks, each stored to the activation memory before the
+            // next overwrites it.
+            let block = (capacity / per_token.max(1)).clamp(1, tokens.max(1));
+            let gather = |range: std::ops::Range<u64>, cursors: &mut [u64]| -> Vec<Instruction> {
+                range
+                    .flat_map(|t| {
+                        dma_spread(
+                            true,
+                            (roles.activations, t % block * per_token),
+                            per_token,
+                            (first + t % channels, 1),
+                            cursors,
+                        )
+                    })
+                    .collect()
+            };
+            if block >= tokens {
+                gather(0..tokens, cursors)
+            } else {
+                let spill = memory_channels(accel, Holds::Activations, &op.name)?;
+                let mut bodies = Vec::new();
+                for b in (0..tokens).step_by(block as usize) {
+                    let end = (b + block).min(tokens);
+                    bodies.push(gather(b..end, cursors));
+                    let bytes = (end - b) * per_token;
+                    bodies.push(dma_spread(
+                        false,
+                        (roles.activations, 0),
+                        bytes,
+                        spill,
                         cursors,
-                    )
-                })
-                .collect()
+                    ));
+                }
+                return Ok(bodies);
+            }
         }
     };
     Ok(vec![body])
+}
+
+/// A linear layer whose input rows exceed the activation buffer (`capacity` bytes): the rows go
+/// in blocks whose input and output each fit it, each block loaded from the activation memory,
+/// multiplied by the whole weight stream (read again for every block, from the same addresses)
+/// and its results stored back, the three steps of a block following each other through
+/// barriers. The spill traffic is the layer's input and output activations, as in the analytical
+/// model's spill.
+fn spilled_linear(
+    accel: &Accelerator,
+    op: &Op,
+    s: &Streamed,
+    capacity: u64,
+    cursors: &mut [u64],
+) -> Result<Vec<Vec<Instruction>>, LowerError> {
+    let spill = memory_channels(accel, Holds::Activations, &op.name)?;
+    let per_row = (op.cost.act_in_bytes.max(op.cost.act_out_bytes)).div_ceil(s.m.max(1));
+    let block_rows = (capacity / per_row.max(1)).clamp(1, u16::MAX as u64);
+    let blocks = s.m.div_ceil(block_rows);
+    let weights_at = cursors.to_vec();
+    let mut streams = Vec::new();
+    let mut done = 0;
+    for b in 0..blocks {
+        let rows = (s.m - done).div_ceil(blocks - b);
+        let mut read = weights_at.clone();
+        let block = Streamed {
+            m: rows,
+            ..s.clone()
+        };
+        streams.push((rows, done, lower_streamed(accel, &block, &mut read)?));
+        for (c, r) in cursors.iter_mut().zip(read) {
+            *c = (*c).max(r);
+        }
+        done += rows;
+    }
+    // Every block's activations use the same scratch region after the weights.
+    let scratch = cursors.to_vec();
+    let mut bodies = Vec::new();
+    for (rows, done, stream) in streams {
+        // This block's share of the layer's input and output bytes (shares add up exactly).
+        let share = |bytes: u64| bytes * (done + rows) / s.m - bytes * done / s.m;
+        let mut at = scratch.clone();
+        bodies.push(dma_spread(
+            true,
+            (s.activations, 0),
+            share(op.cost.act_in_bytes),
+            spill,
+            &mut at,
+        ));
+        bodies.push(stream);
+        bodies.push(dma_spread(
+            false,
+            (s.activations, 0),
+            share(op.cost.act_out_bytes),
+            spill,
+            &mut at,
+        ));
+        for (c, a) in cursors.iter_mut().zip(at) {
+            *c = (*c).max(a);
+        }
+    }
+    Ok(bodies)
 }
 
 /// The buffer the KV cache streams through: `kv`, else the weight buffer.
@@ -555,8 +677,8 @@ fn kv_stream<'a>(
 }
 
 /// Prefill attention scores or values, one body per block of query tokens (per sequence of the
-/// batch). The prompt's keys and values, stored by the KV append before, stream back from the KV
-/// memory for each block: every key up to the block's last query for causal models, every key
+/// batch). The prompt's keys and values, stored by the KV append before (from `stored` on, per
+/// channel), stream back from the KV memory for each block: every key up to the block's last query for causal models, every key
 /// otherwise (the blocks on the diagonal compute their masked half too). The block size is the
 /// one [`query_block`] finds cheapest.
 #[allow(clippy::too_many_arguments)]
@@ -568,7 +690,7 @@ fn prefill_attention(
     roles: BufferRoles,
     (batch, seq, head_dim, heads): (u64, u64, u64, u64),
     values: bool,
-    cursors: &mut [u64],
+    stored: &[u64],
 ) -> Result<Vec<Vec<Instruction>>, LowerError> {
     let kv_heads = (model.kv_heads as u64).clamp(1, heads.max(1));
     let group = heads / kv_heads;
@@ -576,8 +698,7 @@ fn prefill_attention(
     let block = query_block(accel, comp, model, op, roles, seq, shape)?;
     let mut bodies = Vec::new();
     for _ in 0..batch.max(1) {
-        // Every block of a sequence reads the same keys and values from the same addresses.
-        let start = cursors.to_vec();
+        // Every block reads the keys and values from where the KV append stored them.
         for (queries, keys) in query_blocks(model.causal, seq, block) {
             let s = kv_stream(
                 accel,
@@ -587,11 +708,7 @@ fn prefill_attention(
                 (group * queries, keys, head_dim, kv_heads),
                 values,
             )?;
-            let mut read = start.clone();
-            bodies.push(lower_streamed(accel, &s, &mut read)?);
-            for (c, r) in cursors.iter_mut().zip(read) {
-                *c = (*c).max(r);
-            }
+            bodies.push(lower_streamed(accel, &s, &mut stored.to_vec())?);
         }
     }
     Ok(bodies)
@@ -609,8 +726,10 @@ fn query_blocks(causal: bool, seq: u64, block: u64) -> impl Iterator<Item = (u64
 /// The query block size for prefill attention that the shared cost model finds cheapest: for
 /// every candidate (the PE rows doubled up to the prompt), each block costs the longer of its
 /// matrix work ([`analytical::matrix_work_cycles`]) and its KV stream at the KV memory's streaming
-/// bandwidth, plus a pipeline fill per wave; smaller blocks compute less of the masked diagonal,
-/// larger ones stream the keys fewer times. Ties go to the larger block.
+/// bandwidth, plus its first wave's arrival, a pipeline fill per wave and the fetch of its
+/// instructions ([`analytical::instruction_fetch`]); smaller blocks compute less of the masked
+/// diagonal, larger ones stream the keys fewer times and issue fewer instructions. Ties go to the
+/// larger block.
 fn query_block(
     accel: &Accelerator,
     comp: &Compression,
@@ -665,7 +784,15 @@ fn query_block(
                 let first_wave = bytes.div_ceil(MIN_WAVES * channels);
                 let first_wave_ns = analytical::row_conflict_latency_ns(memory_spec, first_wave);
                 let first_wave_cycles = first_wave_ns * 1e-9 * accel.clock().0;
-                cycles += ((compute as f64).max(memory) + first_wave_cycles).ceil() as u64
+                // Its instructions are fetched too (not overlapped, conservatively).
+                let mut scratch = vec![0; accel_channels(accel) as usize];
+                let program = Program {
+                    instructions: lower_streamed(accel, &s, &mut scratch)?,
+                };
+                let bytes = program.storage_bytes();
+                let fetch = analytical::instruction_fetch(accel, bytes).bytes_per_cycle;
+                cycles += ((compute as f64).max(memory) + first_wave_cycles + bytes as f64 / fetch)
+                    .ceil() as u64
                     + MIN_WAVES * accel.matrix().pipeline_depth();
             }
         }
