@@ -884,22 +884,26 @@ impl DramChannel {
         }
     }
 
-    /// Performs every refresh due before `t`.
+    /// Performs every refresh due by `t` at once: each closes every bank and holds the banks and
+    /// the bus until it ends, so after several only the last one's end matters.
     fn refresh_until(&mut self, t: u64) {
-        while self.next_refresh <= t {
-            let end = self.next_refresh + self.timing.t_rfc;
-            // A closed bank's last activation and data no longer constrain it; clearing them
-            // makes the state after a refresh canonical.
-            for b in &mut self.banks {
-                b.open_row = None;
-                b.ready_at = b.ready_at.max(end);
-                b.activated_at = 0;
-                b.last_data_end = 0;
-            }
-            self.bus_free = self.bus_free.max(end);
-            self.next_refresh += self.timing.t_refi;
-            self.stats.refreshes += 1;
+        if self.next_refresh > t {
+            return;
         }
+        let due = (t - self.next_refresh) / self.timing.t_refi + 1;
+        let last = self.next_refresh + (due - 1) * self.timing.t_refi;
+        let end = last + self.timing.t_rfc;
+        // A closed bank's last activation and data no longer constrain it; clearing them makes
+        // the state after a refresh canonical.
+        for b in &mut self.banks {
+            b.open_row = None;
+            b.ready_at = b.ready_at.max(end);
+            b.activated_at = 0;
+            b.last_data_end = 0;
+        }
+        self.bus_free = self.bus_free.max(end);
+        self.next_refresh = last + self.timing.t_refi;
+        self.stats.refreshes += due;
     }
 
     fn issue(&mut self, req: Request) -> Completion {
