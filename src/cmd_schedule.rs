@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 use tessera_reports::plots::{memory_map, MapBlock};
 use tessera_scheduler::ilp::{
-    binaries, blocks, divided, fixed_order, IlpStatus, PartOutcome, Solver, MAX_BINARIES,
+    binaries, blocks, divided, fixed_order, IlpStatus, Part, PartOutcome, Solver, MAX_BINARIES,
 };
+use tessera_scheduler::peak::{min_peak, order_binaries, PeakPart, MAX_WHOLE_ORDER_BINARIES};
 use tessera_scheduler::{baseline, replay, validate, Arrival, Eviction, Problem};
 use tessera_spec::graph::Phase;
 
@@ -31,13 +32,14 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// ILP mode (fixed-order: the graph's operator order; joint order and minimum-peak modes
-    /// come next).
+    /// ILP mode: `fixed-order` (the graph's operator order, least off-chip traffic within the
+    /// budget) or `peak` (the operator order with the smallest footprint and no spill).
     #[arg(long, value_enum, default_value = "fixed-order")]
     pub mode: Mode,
     /// Divide and conquer: `auto` solves the graph whole unless its model exceeds the largest
     /// one solved whole, then a transformer block at a time; `block` always divides; `none`
-    /// never does.
+    /// never does (CBC checks the time limit between branch-and-bound nodes, so a large whole
+    /// model can overrun it).
     #[arg(long, value_enum, default_value = "auto")]
     pub divide: Divide,
     /// Seconds the ILP may search before it returns its best plan (divided: shared equally by
@@ -76,6 +78,18 @@ pub enum SolverArg {
 pub enum Mode {
     /// Operators in the graph's order; the ILP decides residency, spills and reloads.
     FixedOrder,
+    /// The ILP chooses the operator order for the smallest scratchpad footprint without spills.
+    Peak,
+}
+
+/// Per-part results: traffic parts (fixed-order) or peak parts.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Parts {
+    /// Fixed-order parts.
+    Traffic(Vec<PartOutcome>),
+    /// Minimum-peak parts.
+    Peak(Vec<PeakPart>),
 }
 
 /// `--divide` values.
@@ -92,7 +106,7 @@ pub enum Divide {
 /// The ILP's result.
 #[derive(Debug, Serialize)]
 pub struct IlpResult {
-    /// `fixed-order`.
+    /// `fixed-order` or `peak`.
     pub mode: &'static str,
     /// The MILP solver.
     pub solver: Solver,
@@ -100,10 +114,16 @@ pub struct IlpResult {
     pub status: IlpStatus,
     /// Whether the graph was divided into parts.
     pub divided: bool,
-    /// Proven lower bound on non-compulsory bytes (0 where none is known).
+    /// Proven lower bound on what the mode minimises: non-compulsory bytes (0 where none is
+    /// known), or in peak mode the peak (M_R where none better is known).
     pub lower_bound_bytes: u64,
-    /// `(non-compulsory − lower bound) / non-compulsory`.
+    /// `(result − lower bound) / result` for what the mode minimises.
     pub gap: f64,
+    /// Peak mode: the peak footprint of the graph's own order, for comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_order_peak_bytes: Option<u64>,
+    /// The scratchpad the plan was validated in: the budget, or in peak mode its own peak.
+    pub plan_budget: u64,
     /// The Belady plan beat the solver's and is the one reported.
     pub baseline_kept: bool,
     /// Off-chip bytes no schedule avoids.
@@ -121,7 +141,23 @@ pub struct IlpResult {
     /// Constraints.
     pub constraints: usize,
     /// The parts, when divided.
-    pub parts: Vec<PartOutcome>,
+    pub parts: Parts,
+}
+
+/// What either mode returns, for the report.
+struct Outcome {
+    plan: tessera_scheduler::Plan,
+    plan_budget: u64,
+    status: IlpStatus,
+    divided: bool,
+    lower_bound_bytes: u64,
+    gap: f64,
+    baseline_kept: bool,
+    graph_order_peak_bytes: Option<u64>,
+    solve_seconds: f64,
+    binaries: usize,
+    constraints: usize,
+    parts: Parts,
 }
 
 /// One planner's result.
@@ -189,18 +225,66 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         SolverArg::Microlp => Solver::Microlp,
         SolverArg::Cbc => Solver::Cbc,
     };
-    let divide = match args.divide {
-        Divide::Auto => binaries(&problem) > MAX_BINARIES,
-        Divide::Block => true,
-        Divide::None => false,
+    let parts = blocks(&problem);
+    let whole = [Part {
+        name: "whole".into(),
+        first: 0,
+        last: problem.ops.len() - 1,
+    }];
+    let outcome = match args.mode {
+        Mode::FixedOrder => {
+            let divide = match args.divide {
+                Divide::Auto => binaries(&problem) > MAX_BINARIES,
+                Divide::Block => true,
+                Divide::None => false,
+            };
+            let o = if divide {
+                divided(&problem, budget, args.time_limit, solver, &parts)?
+            } else {
+                fixed_order(&problem, budget, args.time_limit, solver)?
+            };
+            Outcome {
+                plan: o.plan,
+                plan_budget: budget,
+                status: o.status,
+                divided: divide,
+                lower_bound_bytes: o.lower_bound_bytes,
+                gap: o.gap,
+                baseline_kept: o.baseline_kept,
+                graph_order_peak_bytes: None,
+                solve_seconds: o.solve_seconds,
+                binaries: o.binaries,
+                constraints: o.constraints,
+                parts: Parts::Traffic(o.parts),
+            }
+        }
+        Mode::Peak => {
+            let divide = match args.divide {
+                Divide::Auto => order_binaries(problem.ops.len()) > MAX_WHOLE_ORDER_BINARIES,
+                Divide::Block => true,
+                Divide::None => false,
+            };
+            let chosen: &[Part] = if divide { &parts } else { &whole };
+            let o = min_peak(&problem, args.time_limit, solver, chosen)?;
+            Outcome {
+                plan: o.plan,
+                plan_budget: o.peak_bytes,
+                status: o.status,
+                divided: divide,
+                lower_bound_bytes: o.lower_bound_bytes,
+                gap: o.gap,
+                baseline_kept: false,
+                graph_order_peak_bytes: Some(o.graph_order_peak_bytes),
+                solve_seconds: o.solve_seconds,
+                binaries: o.binaries,
+                constraints: o.constraints,
+                parts: Parts::Peak(if divide { o.parts } else { Vec::new() }),
+            }
+        }
     };
-    let outcome = if divide {
-        divided(&problem, budget, args.time_limit, solver, &blocks(&problem))?
-    } else {
-        fixed_order(&problem, budget, args.time_limit, solver)?
-    };
+    let budget_used = outcome.plan_budget;
     let (r, map) =
-        replay(&problem, budget, &outcome.plan).context("the ILP plan failed validation")?;
+        replay(&problem, budget_used, &outcome.plan).context("the ILP plan failed validation")?;
     if let Some(path) = &args.plot {
         let blocks: Vec<MapBlock> = map
             .iter()
@@ -218,22 +302,25 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
             })
             .collect();
         let title = format!(
-            "{} {}: scratchpad of {budget} bytes (ILP plan)",
+            "{} {}: scratchpad of {budget_used} bytes (ILP plan)",
             graph.model,
             graph.phase.name()
         );
-        let svg = memory_map(&title, &blocks, outcome.plan.order.len(), budget)?;
+        let svg = memory_map(&title, &blocks, outcome.plan.order.len(), budget_used)?;
         std::fs::write(path, svg).with_context(|| format!("cannot write `{}`", path.display()))?;
     }
     let ilp = IlpResult {
         mode: match args.mode {
             Mode::FixedOrder => "fixed-order",
+            Mode::Peak => "peak",
         },
         solver,
         status: outcome.status,
-        divided: divide,
+        divided: outcome.divided,
         lower_bound_bytes: outcome.lower_bound_bytes,
         gap: outcome.gap,
+        graph_order_peak_bytes: outcome.graph_order_peak_bytes,
+        plan_budget: outcome.plan_budget,
         baseline_kept: outcome.baseline_kept,
         compulsory_bytes: r.compulsory_bytes,
         non_compulsory_bytes: r.non_compulsory_bytes,
@@ -305,6 +392,9 @@ fn render(r: &ScheduleReport) -> String {
             ""
         }
     );
+    if let Some(g) = i.graph_order_peak_bytes {
+        let _ = writeln!(s, "{:<24}{:>62}", "  graph-order peak B", g);
+    }
     for b in &r.baselines {
         let _ = writeln!(
             s,

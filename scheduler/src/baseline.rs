@@ -170,7 +170,8 @@ impl State<'_> {
 
 /// The baseline schedule of `problem` under `budget` bytes with `policy`.
 pub fn baseline(problem: &Problem, budget: u64, policy: Eviction) -> Result<Plan, ScheduleError> {
-    schedule(problem, budget, policy, None)
+    let order: Vec<usize> = (0..problem.ops.len()).collect();
+    schedule(problem, budget, policy, &order, None)
 }
 
 /// Realises a residency decision (`resident[t][s]`: tensor `t` stays in the scratchpad during
@@ -183,19 +184,40 @@ pub fn realise(
     budget: u64,
     resident: &[Vec<bool>],
 ) -> Result<Plan, ScheduleError> {
-    schedule(problem, budget, Eviction::Belady, Some(resident))
+    let order: Vec<usize> = (0..problem.ops.len()).collect();
+    realise_in(problem, budget, &order, resident)
+}
+
+/// [`realise`] for operators run in `order` (a topological order of problem indices);
+/// `resident[t][s]` refers to step `s` of that order.
+pub fn realise_in(
+    problem: &Problem,
+    budget: u64,
+    order: &[usize],
+    resident: &[Vec<bool>],
+) -> Result<Plan, ScheduleError> {
+    schedule(problem, budget, Eviction::Belady, order, Some(resident))
 }
 
 fn schedule(
     problem: &Problem,
     budget: u64,
     policy: Eviction,
+    order: &[usize],
     planned: Option<&[Vec<bool>]>,
 ) -> Result<Plan, ScheduleError> {
     problem.check_budget(budget)?;
     let n = problem.ops.len();
-    let order: Vec<usize> = (0..n).collect();
-    let position = order.clone();
+    let mut position = vec![usize::MAX; n];
+    for (s, &o) in order.iter().enumerate() {
+        match position.get_mut(o) {
+            Some(p) if *p == usize::MAX => *p = s,
+            _ => return Err(ScheduleError::Order),
+        }
+    }
+    if order.len() != n {
+        return Err(ScheduleError::Order);
+    }
     let t_count = problem.tensors.len();
     let mut st = State {
         problem,
@@ -273,7 +295,7 @@ fn schedule(
         steps.push(sp);
     }
     Ok(Plan {
-        order,
+        order: order.to_vec(),
         steps,
         non_compulsory_bytes: st.non_compulsory,
     })

@@ -373,11 +373,7 @@ pub fn divided(
 ) -> Result<IlpOutcome, IlpError> {
     check(problem, budget, time_limit_s, solver)?;
     let n = problem.ops.len();
-    let covered = parts.first().is_some_and(|p| p.first == 0)
-        && parts.last().is_some_and(|p| p.last + 1 == n)
-        && parts.windows(2).all(|w| w[1].first == w[0].last + 1)
-        && parts.iter().all(|p| p.first <= p.last);
-    if !covered {
+    if !covers(parts, n) {
         return Err(IlpError::Parts(n));
     }
     let warm = baseline(problem, budget, Eviction::Belady)?;
@@ -467,6 +463,14 @@ pub fn divided(
             constraints,
         },
     )
+}
+
+/// Whether `parts` cover operators `0..n` in order, each non-empty.
+pub(crate) fn covers(parts: &[Part], n: usize) -> bool {
+    parts.first().is_some_and(|p| p.first == 0)
+        && parts.last().is_some_and(|p| p.last + 1 == n)
+        && parts.windows(2).all(|w| w[1].first == w[0].last + 1)
+        && parts.iter().all(|p| p.first <= p.last)
 }
 
 /// Refuses unusable input before any model is built.

@@ -3,10 +3,12 @@
 //!
 //! Landed so far: the problem extracted from a graph ([`problem`]), the plan format and its
 //! independent validator ([`plan`]), the baselines ([`mod@baseline`]) and the ILP in the manner of
-//! COSMA in fixed-order mode ([`ilp`]).
+//! COSMA in fixed-order mode with divide and conquer ([`ilp`]) and the minimum-peak mode
+//! ([`peak`]).
 
 pub mod baseline;
 pub mod ilp;
+pub mod peak;
 pub mod plan;
 pub mod problem;
 

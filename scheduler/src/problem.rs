@@ -69,6 +69,9 @@ pub enum ScheduleError {
         /// The largest working set over all operators (M_R).
         min_budget: u64,
     },
+    /// An operator order that is not a permutation of the problem's operators.
+    #[error("the operator order is not a permutation of the graph's operators")]
+    Order,
     /// No room for a tensor even after evicting everything evictable and compacting (only
     /// possible if the operator's working set exceeds the budget, which is checked first).
     #[error("step {step} (`{op}`): no room for {bytes} bytes of `{tensor}`")]
