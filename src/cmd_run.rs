@@ -99,7 +99,8 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     if let Some(path) = &args.trace {
         use anyhow::Context as _;
         let context = crate::pipeline::last_decode_context(&inputs, args.bucket);
-        let program = crate::pipeline::decode_step_program(&inputs, context)
+        let phase = tessera_spec::graph::Phase::Decode { context };
+        let program = crate::pipeline::pass_program(&inputs, phase)
             .context("--trace simulates the last decode step")?;
         let sim = tessera_sim::simulate(&inputs.accel, &program)
             .with_context(|| format!("cannot simulate the decode step at context {context}"))?;

@@ -551,15 +551,15 @@ impl DecodeReport {
     }
 }
 
-/// The compiled prefill of a prompt of `seq` tokens.
-pub fn prefill_program(
+/// The compiled program of one pass (a prefill, or a decode step).
+pub fn pass_program(
     inputs: &RunInputs,
-    seq: u64,
+    phase: Phase,
 ) -> Result<tessera_spec::isa::Program, RunError> {
     let g = build_graph(
         &inputs.model,
         &inputs.compression,
-        Phase::Prefill { seq },
+        phase,
         inputs.scenario.batch,
     )?;
     Ok(compile_pass(
@@ -579,7 +579,7 @@ fn simulate_prefill(
 ) -> Result<(), RunError> {
     let bucket = bucket.max(1);
     let seq = bucket_length(inputs.scenario.prefill, bucket);
-    let program = prefill_program(inputs, seq)?;
+    let program = pass_program(inputs, Phase::Prefill { seq })?;
     let r = simulate(&inputs.accel, &program)?;
     let energy = EnergyBreakdown::from(&r.energy_j);
     p.fidelity = "simulation";
@@ -601,25 +601,6 @@ fn simulate_prefill(
     p.dram_bytes = r.dram_bytes;
     p.bandwidth_gbps = gbps(r.dram_bytes as f64, r.seconds);
     Ok(())
-}
-
-/// The compiled program of one decode step at `context` tokens.
-pub fn decode_step_program(
-    inputs: &RunInputs,
-    context: u64,
-) -> Result<tessera_spec::isa::Program, RunError> {
-    let g = build_graph(
-        &inputs.model,
-        &inputs.compression,
-        Phase::Decode { context },
-        inputs.scenario.batch,
-    )?;
-    Ok(compile_pass(
-        &inputs.accel,
-        &inputs.compression,
-        &inputs.model,
-        &g,
-    )?)
 }
 
 /// The context the last decode step's program is compiled for (its bucket).
@@ -644,7 +625,7 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
     let runs: Vec<(u64, SimReport, Option<Vec<f64>>)> = distinct
         .par_iter()
         .map(|&context| {
-            let program = decode_step_program(inputs, context)?;
+            let program = pass_program(inputs, Phase::Decode { context })?;
             let report = simulate(accel, &program)?;
             let traffic =
                 (context == last).then(|| report.dram_traffic(&program, BANDWIDTH_SLICES));
