@@ -11,6 +11,7 @@ use tessera_reports::plots::{memory_map, MapBlock};
 use tessera_scheduler::ilp::{
     binaries, blocks, divided, fixed_order, IlpStatus, Part, PartOutcome, Solver, MAX_BINARIES,
 };
+use tessera_scheduler::joint::joint;
 use tessera_scheduler::peak::{min_peak, order_binaries, PeakPart, MAX_WHOLE_ORDER_BINARIES};
 use tessera_scheduler::{baseline, replay, validate, Arrival, Eviction, Problem};
 use tessera_spec::graph::Phase;
@@ -33,7 +34,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// ILP mode: `fixed-order` (the graph's operator order, least off-chip traffic within the
-    /// budget) or `peak` (the operator order with the smallest footprint and no spill).
+    /// budget), `joint` (order and residency chosen together; small graphs only) or `peak` (the
+    /// operator order with the smallest footprint and no spill).
     #[arg(long, value_enum, default_value = "fixed-order")]
     pub mode: Mode,
     /// Divide and conquer: `auto` solves the graph whole unless its model exceeds the largest
@@ -78,6 +80,8 @@ pub enum SolverArg {
 pub enum Mode {
     /// Operators in the graph's order; the ILP decides residency, spills and reloads.
     FixedOrder,
+    /// The ILP chooses the operator order together with residency, spills and reloads.
+    Joint,
     /// The ILP chooses the operator order for the smallest scratchpad footprint without spills.
     Peak,
 }
@@ -106,7 +110,7 @@ pub enum Divide {
 /// The ILP's result.
 #[derive(Debug, Serialize)]
 pub struct IlpResult {
-    /// `fixed-order` or `peak`.
+    /// `fixed-order`, `joint` or `peak`.
     pub mode: &'static str,
     /// The MILP solver.
     pub solver: Solver,
@@ -124,7 +128,8 @@ pub struct IlpResult {
     pub graph_order_peak_bytes: Option<u64>,
     /// The scratchpad the plan was validated in: the budget, or in peak mode its own peak.
     pub plan_budget: u64,
-    /// The Belady plan beat the solver's and is the one reported.
+    /// The Belady plan (joint mode: the fixed-order ILP's) beat the solver's and is the one
+    /// reported.
     pub baseline_kept: bool,
     /// Off-chip bytes no schedule avoids.
     pub compulsory_bytes: u64,
@@ -258,6 +263,28 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
                 parts: Parts::Traffic(o.parts),
             }
         }
+        Mode::Joint => {
+            if args.divide == Divide::Block {
+                bail!(
+                    "joint mode solves whole graphs only; --divide block needs --mode fixed-order"
+                );
+            }
+            let o = joint(&problem, budget, args.time_limit, solver)?;
+            Outcome {
+                plan: o.plan,
+                plan_budget: budget,
+                status: o.status,
+                divided: false,
+                lower_bound_bytes: o.lower_bound_bytes,
+                gap: o.gap,
+                baseline_kept: o.fixed_order_kept,
+                graph_order_peak_bytes: None,
+                solve_seconds: o.solve_seconds,
+                binaries: o.binaries,
+                constraints: o.constraints,
+                parts: Parts::Traffic(Vec::new()),
+            }
+        }
         Mode::Peak => {
             let divide = match args.divide {
                 Divide::Auto => order_binaries(problem.ops.len()) > MAX_WHOLE_ORDER_BINARIES,
@@ -312,6 +339,7 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     let ilp = IlpResult {
         mode: match args.mode {
             Mode::FixedOrder => "fixed-order",
+            Mode::Joint => "joint",
             Mode::Peak => "peak",
         },
         solver,
@@ -387,7 +415,7 @@ fn render(r: &ScheduleReport) -> String {
         i.lower_bound_bytes,
         100.0 * i.gap,
         if i.baseline_kept {
-            "  (the Belady plan was better and is kept)"
+            "  (a baseline plan was better and is kept)"
         } else {
             ""
         }

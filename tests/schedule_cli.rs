@@ -109,3 +109,31 @@ fn bad_input_fails_cleanly() {
     let e = fails(&with(&["--budget", "1000", "--mode", "peak"]));
     assert!(e.contains("smallest feasible budget"), "{e}");
 }
+
+#[test]
+fn joint_mode_solves_small_graphs_and_refuses_large_ones() {
+    let v = ok_json(&[
+        "schedule",
+        "--model",
+        "tiny-llama",
+        "--seq",
+        "16",
+        "--budget",
+        "13000",
+        "--mode",
+        "joint",
+        "--json",
+    ]);
+    let i = &v["ilp"];
+    assert_eq!(i["mode"], "joint");
+    let best = v["baselines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["non_compulsory_bytes"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    assert!(i["non_compulsory_bytes"].as_u64().unwrap() <= best);
+    let e = fails(&with(&["--budget", "800000", "--mode", "joint"]));
+    assert!(e.contains("whole graphs only"), "{e}");
+}

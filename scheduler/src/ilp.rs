@@ -128,6 +128,18 @@ pub enum IlpError {
         /// Variables the problem needs.
         binaries: usize,
     },
+    /// Joint mode solves whole graphs only, and this one is too large.
+    #[error(
+        "joint order + allocation solves whole graphs only: {ops} operators need {binaries} order \
+         binaries, above the {} solved whole; use --mode fixed-order, which divides by blocks",
+        crate::peak::MAX_WHOLE_ORDER_BINARIES
+    )]
+    JointTooLarge {
+        /// Operators.
+        ops: usize,
+        /// Order binaries they need.
+        binaries: usize,
+    },
     /// The parts given to [`divided`] do not cover the operators in order.
     #[error("the parts must cover operators 0..{0} in order, each part non-empty")]
     Parts(usize),
@@ -541,6 +553,13 @@ fn finish(
     let plan = realise(problem, budget, &resident)?;
     let replay = validate(problem, budget, &plan)?;
     let lower_bound_bytes = lower_bound_bytes.min(replay.non_compulsory_bytes);
+    // No plan spills less than nothing: a plan without spills is optimal whatever stopped the
+    // search.
+    let status = if replay.non_compulsory_bytes == 0 {
+        IlpStatus::Optimal
+    } else {
+        status
+    };
     let gap = match replay.non_compulsory_bytes {
         0 => 0.0,
         b => (b - lower_bound_bytes) as f64 / b as f64,

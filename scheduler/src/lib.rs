@@ -4,10 +4,11 @@
 //! Landed so far: the problem extracted from a graph ([`problem`]), the plan format and its
 //! independent validator ([`plan`]), the baselines ([`mod@baseline`]) and the ILP in the manner of
 //! COSMA in fixed-order mode with divide and conquer ([`ilp`]) and the minimum-peak mode
-//! ([`peak`]).
+//! ([`peak`]), and joint order + allocation for small graphs ([`joint`]).
 
 pub mod baseline;
 pub mod ilp;
+pub mod joint;
 pub mod peak;
 pub mod plan;
 pub mod problem;
