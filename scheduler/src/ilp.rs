@@ -21,8 +21,8 @@
 //!
 //! Divide and conquer ([`divided`], parts from [`blocks`]) solves the same model a window of
 //! steps at a time, each window starting from the residency the windows before it chose, and
-//! bounds the result from below by relaxed windows. Joint order + allocation and the address ILP
-//! come next.
+//! bounds the result from below by relaxed windows. The order is chosen in [`crate::peak`]
+//! (minimum footprint) and [`crate::joint`] (with residency); the address ILP comes next.
 
 use crate::baseline::{baseline, realise, Eviction};
 use crate::plan::{validate, Plan, PlanError};
@@ -35,7 +35,8 @@ use good_lp::{
 use serde::Serialize;
 use std::time::Instant;
 
-/// Largest number of residency variables solved whole.
+/// Largest number of residency variables one fixed-order model may have (the whole graph, or one
+/// part when divided).
 pub const MAX_BINARIES: usize = 200_000;
 
 /// The MILP solver behind good_lp.
