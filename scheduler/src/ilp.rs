@@ -662,10 +662,7 @@ where
         ),
         other => IlpError::Solver(other.to_string()),
     })?;
-    let status = match solution.status() {
-        SolutionStatus::Optimal => IlpStatus::Optimal,
-        SolutionStatus::TimeLimit | SolutionStatus::GapLimit => IlpStatus::TimeLimit,
-    };
+    let status = stop_status(solution.status());
     // Never trust solver output: the rounded residency must cost what the solver claims.
     extract(vars, &solution, r);
     let claimed = solution.eval(&check);
@@ -677,6 +674,25 @@ where
         )));
     }
     Ok(status)
+}
+
+/// How a solved MILP's search stopped.
+pub(crate) fn stop_status(status: SolutionStatus) -> IlpStatus {
+    match status {
+        SolutionStatus::Optimal => IlpStatus::Optimal,
+        SolutionStatus::TimeLimit | SolutionStatus::GapLimit => IlpStatus::TimeLimit,
+    }
+}
+
+/// CBC on `p`, quiet and single-threaded.
+#[cfg(feature = "cbc")]
+pub(crate) fn quiet_cbc(
+    p: good_lp::variable::UnsolvedProblem,
+) -> good_lp::solvers::coin_cbc::CoinCbcProblem {
+    let mut m = good_lp::coin_cbc(p);
+    m.set_parameter("log", "0");
+    m.set_parameter("threads", "1");
+    m
 }
 
 /// CBC, quiet and single-threaded. It starts cold: after a MIP start it returned columns
@@ -691,14 +707,8 @@ fn solve_cbc(
     time_limit_s: f64,
     r: &mut [Vec<bool>],
 ) -> Result<IlpStatus, IlpError> {
-    let quiet = |p: good_lp::variable::UnsolvedProblem| {
-        let mut m = good_lp::coin_cbc(p);
-        m.set_parameter("log", "0");
-        m.set_parameter("threads", "1");
-        m
-    };
     solve(
-        quiet,
+        quiet_cbc,
         problem,
         vars,
         pv,

@@ -16,14 +16,16 @@
 //! - `Σ_t bytes(t)·r[t,s] ≤ budget`.
 
 use crate::baseline::realise_in;
-use crate::ilp::{fixed_order, IlpError, IlpStatus, Solver};
+#[cfg(feature = "cbc")]
+use crate::ilp::quiet_cbc;
+use crate::ilp::{fixed_order, stop_status, IlpError, IlpStatus, Solver};
 use crate::peak::{order_binaries, MAX_WHOLE_ORDER_BINARIES};
 use crate::plan::{validate, Plan};
 use crate::problem::Problem;
 use good_lp::solvers::Solver as LpSolver;
 use good_lp::{
     constraint, microlp, variable, Constraint, Expression, ProblemVariables, ResolutionError,
-    Solution, SolutionStatus, SolverModel, Variable, WithTimeLimit,
+    Solution, SolverModel, Variable, WithTimeLimit,
 };
 use serde::Serialize;
 use std::time::Instant;
@@ -279,10 +281,7 @@ where
         }
         other => IlpError::Solver(other.to_string()),
     })?;
-    let status = match solution.status() {
-        SolutionStatus::Optimal => IlpStatus::Optimal,
-        SolutionStatus::TimeLimit | SolutionStatus::GapLimit => IlpStatus::TimeLimit,
-    };
+    let status = stop_status(solution.status());
     let n = problem.ops.len();
     // Binaries rounded at 0.5; operator o runs at the first step where y[o][s] is 1.
     let mut at: Vec<(usize, usize)> = model
@@ -323,13 +322,7 @@ where
 /// CBC, quiet and single-threaded.
 #[cfg(feature = "cbc")]
 fn run_cbc(model: &Model, problem: &Problem, time_limit_s: f64) -> Result<Found, IlpError> {
-    let quiet = |p: good_lp::variable::UnsolvedProblem| {
-        let mut m = good_lp::coin_cbc(p);
-        m.set_parameter("log", "0");
-        m.set_parameter("threads", "1");
-        m
-    };
-    run(quiet, model, problem, time_limit_s)
+    run(quiet_cbc, model, problem, time_limit_s)
 }
 
 #[cfg(not(feature = "cbc"))]

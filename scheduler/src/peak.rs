@@ -15,13 +15,15 @@
 //! scratchpad of exactly the peak, and the validator replays it (no spill, peak within it).
 
 use crate::baseline::realise_in;
-use crate::ilp::{covers, IlpError, IlpStatus, Part, Solver};
+#[cfg(feature = "cbc")]
+use crate::ilp::quiet_cbc;
+use crate::ilp::{covers, stop_status, IlpError, IlpStatus, Part, Solver};
 use crate::plan::{validate, Plan};
 use crate::problem::Problem;
 use good_lp::solvers::Solver as LpSolver;
 use good_lp::{
     constraint, microlp, variable, Constraint, Expression, ProblemVariables, ResolutionError,
-    Solution, SolutionStatus, SolverModel, Variable, WithTimeLimit,
+    Solution, SolverModel, Variable, WithTimeLimit,
 };
 use serde::Serialize;
 use std::time::Instant;
@@ -430,10 +432,7 @@ where
         }
         other => IlpError::Solver(other.to_string()),
     })?;
-    let status = match solution.status() {
-        SolutionStatus::Optimal => IlpStatus::Optimal,
-        SolutionStatus::TimeLimit | SolutionStatus::GapLimit => IlpStatus::TimeLimit,
-    };
+    let status = stop_status(solution.status());
     Ok((status, vars.iter().map(|&v| solution.value(v)).collect()))
 }
 
@@ -444,13 +443,7 @@ fn run_cbc(
     time_limit_s: f64,
     vars: &[Variable],
 ) -> Result<(IlpStatus, Vec<f64>), IlpError> {
-    let quiet = |p: good_lp::variable::UnsolvedProblem| {
-        let mut m = good_lp::coin_cbc(p);
-        m.set_parameter("log", "0");
-        m.set_parameter("threads", "1");
-        m
-    };
-    run(quiet, model, time_limit_s, vars)
+    run(quiet_cbc, model, time_limit_s, vars)
 }
 
 #[cfg(not(feature = "cbc"))]
