@@ -1,32 +1,9 @@
 //! End-to-end tests of `tessera schedule`'s modes: divide and conquer by blocks, minimum peak,
 //! and clear errors (non-zero exit, no panic) for bad input.
 
-use serde_json::Value;
 mod common;
 
-use common::tessera;
-
-fn ok_json(args: &[&str]) -> Value {
-    let out = tessera(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("valid JSON")
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = tessera(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{args:?} should exit 1: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    stderr
-}
+use common::{fails, ok_json};
 
 const GPT2: [&str; 6] = ["schedule", "--model", "gpt2", "--seq", "128", "--json"];
 
