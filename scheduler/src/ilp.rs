@@ -78,8 +78,9 @@ pub enum IlpStatus {
     Optimal,
     /// The time limit ended the search; the plan is the best found.
     TimeLimit,
-    /// Divide and conquer: every part solved to optimality given the parts before it, but the
-    /// stitched plan is not proven optimal; the gap to the lower bound says how far it can be.
+    /// Valid but not proven optimal: divide and conquer (every part solved to optimality given
+    /// the parts before it; the gap to the lower bound says how far it can be), or a solver that
+    /// claimed optimality above the Belady plan, whose plan is then kept.
     Feasible,
 }
 
@@ -541,19 +542,21 @@ fn finish(
     let start_resident = residency_of(problem, warm);
     let found_bytes = objective_value(problem, &found);
     let start_bytes = objective_value(problem, &start_resident);
+    // A solver that claims optimality above the Belady plan is wrong (CBC does so on rare small
+    // models where microlp finds the Belady cost): its claim and its bound are discarded.
+    let refuted = found_bytes > start_bytes && status == IlpStatus::Optimal;
     let (resident, objective_bytes, baseline_kept) = if found_bytes <= start_bytes {
         (found, found_bytes, false)
-    } else if status != IlpStatus::Optimal {
-        (start_resident, start_bytes, true)
     } else {
-        return Err(IlpError::Solver(format!(
-            "claimed optimal at {found_bytes} bytes, above the {start_bytes} bytes of the Belady \
-             plan"
-        )));
+        (start_resident, start_bytes, true)
     };
     let plan = realise(problem, budget, &resident)?;
     let replay = validate(problem, budget, &plan)?;
-    let lower_bound_bytes = lower_bound_bytes.min(replay.non_compulsory_bytes);
+    let (status, lower_bound_bytes) = if refuted {
+        (IlpStatus::Feasible, 0)
+    } else {
+        (status, lower_bound_bytes.min(replay.non_compulsory_bytes))
+    };
     // No plan spills less than nothing: a plan without spills is optimal whatever stopped the
     // search.
     let status = if replay.non_compulsory_bytes == 0 {

@@ -98,12 +98,14 @@ pub fn joint(
     };
     let (plan, bytes, kept) = match found {
         Some((plan, bytes)) if bytes <= fixed_bytes => (plan, bytes, false),
-        _ if status == IlpStatus::Optimal => {
-            return Err(IlpError::Solver(
-                "the joint model claimed optimal above the fixed-order plan".into(),
-            ))
-        }
         _ => (fixed.plan, fixed_bytes, true),
+    };
+    // A claim of optimality above the fixed-order plan is wrong (as `ilp::fixed_order` treats
+    // one above the Belady plan): the kept plan is valid but not proven optimal.
+    let status = if kept && status == IlpStatus::Optimal {
+        IlpStatus::Feasible
+    } else {
+        status
     };
     // No plan spills less than nothing: a plan without spills is optimal whatever stopped the
     // search.

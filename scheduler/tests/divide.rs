@@ -2,29 +2,13 @@
 //! baseline, bounded below by the relaxed parts, and the same plan on every run.
 
 use proptest::prelude::*;
-use tessera_compiler::frontend::build_graph;
-use tessera_scheduler::ilp::{blocks, divided, fixed_order, IlpError, IlpStatus, Part, Solver};
+mod common;
+use common::{problem, solver};
+use tessera_scheduler::ilp::{blocks, divided, fixed_order, IlpError, IlpStatus, Part};
 use tessera_scheduler::{baseline, validate, Eviction, Problem};
-use tessera_spec::compression;
 use tessera_spec::graph::Phase;
 use tessera_spec::model;
 
-fn problem(name: &str, phase: Phase) -> Problem {
-    let m = model::preset(name).unwrap();
-    let c = compression::preset("w4a8-g128").unwrap();
-    Problem::from_graph(&build_graph(&m, &c, phase, 1).unwrap()).unwrap()
-}
-
-/// The strongest solver in this build.
-fn solver() -> Solver {
-    if Solver::Cbc.available() {
-        Solver::Cbc
-    } else {
-        Solver::Microlp
-    }
-}
-
-/// M_R, the midpoint and M_P (the Belady plan's peak with unlimited space).
 fn budgets(p: &Problem) -> [u64; 3] {
     let peak = validate(
         p,

@@ -2,29 +2,13 @@
 //! order, and, on small graphs, exactly the smallest peak over every topological order.
 
 use proptest::prelude::*;
-use tessera_compiler::frontend::build_graph;
+mod common;
+use common::{problem, solver, synthetic, topological_orders};
 use tessera_scheduler::baseline::realise_in;
-use tessera_scheduler::ilp::{blocks, IlpError, IlpStatus, Part, Solver};
+use tessera_scheduler::ilp::{blocks, IlpError, IlpStatus, Part};
 use tessera_scheduler::peak::{live, min_peak};
-use tessera_scheduler::problem::{Buffered, Step};
 use tessera_scheduler::{validate, Problem};
-use tessera_spec::compression;
-use tessera_spec::graph::{Phase, TensorId};
-use tessera_spec::model;
-
-fn problem(name: &str, phase: Phase) -> Problem {
-    let m = model::preset(name).unwrap();
-    let c = compression::preset("w4a8-g128").unwrap();
-    Problem::from_graph(&build_graph(&m, &c, phase, 1).unwrap()).unwrap()
-}
-
-fn solver() -> Solver {
-    if Solver::Cbc.available() {
-        Solver::Cbc
-    } else {
-        Solver::Microlp
-    }
-}
+use tessera_spec::graph::Phase;
 
 fn whole(p: &Problem) -> Vec<Part> {
     vec![Part {
@@ -32,41 +16,6 @@ fn whole(p: &Problem) -> Vec<Part> {
         first: 0,
         last: p.ops.len() - 1,
     }]
-}
-
-/// A graph of `n` operators, operator `i` writing tensor `i` of `bytes[i]` bytes and reading the
-/// tensors of the earlier operators in `reads[i]`.
-fn synthetic(bytes: &[u64], reads: &[Vec<usize>]) -> Problem {
-    let mut tensors: Vec<Buffered> = bytes
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| Buffered {
-            id: TensorId(i as u32),
-            name: format!("t{i}"),
-            bytes: b,
-            producer: Some(i),
-            consumers: Vec::new(),
-        })
-        .collect();
-    let ops = reads
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut inputs = r.clone();
-            inputs.sort_unstable();
-            inputs.dedup();
-            for &t in &inputs {
-                tensors[t].consumers.push(i);
-            }
-            Step {
-                name: format!("op{i}"),
-                inputs,
-                outputs: vec![i],
-                streamed_bytes: 0,
-            }
-        })
-        .collect();
-    Problem { ops, tensors }
 }
 
 /// The peak of `order` as the validator measures the plan that keeps every live tensor.
@@ -85,6 +34,7 @@ fn a_better_order_is_found_and_validated() {
     let p = synthetic(
         &[10, 10, 1, 1, 1],
         &[vec![], vec![], vec![0], vec![1], vec![2, 3]],
+        &[0, 1, 2, 3, 4],
     );
     let o = min_peak(&p, 10.0, solver(), &whole(&p)).unwrap();
     assert_eq!(o.graph_order_peak_bytes, 21);
@@ -132,31 +82,6 @@ fn bad_input_is_refused() {
     assert!(matches!(e, IlpError::Parts(_)), "{e}");
 }
 
-/// Every topological order of `p`'s operators.
-fn topological_orders(p: &Problem) -> Vec<Vec<usize>> {
-    fn extend(p: &Problem, order: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
-        if order.len() == p.ops.len() {
-            out.push(order.clone());
-            return;
-        }
-        for o in 0..p.ops.len() {
-            let ready = !order.contains(&o)
-                && p.ops[o]
-                    .inputs
-                    .iter()
-                    .all(|&t| p.tensors[t].producer.is_none_or(|q| order.contains(&q)));
-            if ready {
-                order.push(o);
-                extend(p, order, out);
-                order.pop();
-            }
-        }
-    }
-    let mut out = Vec::new();
-    extend(p, &mut Vec::new(), &mut out);
-    out
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -175,8 +100,8 @@ proptest! {
                 reads[b].push(a);
             }
         }
-        let p = synthetic(&bytes, &reads);
-        let best = topological_orders(&p)
+        let p = synthetic(&bytes, &reads, &(0..n).collect::<Vec<_>>());
+        let best = topological_orders(&reads)
             .iter()
             .map(|o| validated_peak(&p, o))
             .min()

@@ -1,18 +1,11 @@
 //! Baselines produce plans the independent validator accepts, and the validator rejects plans
 //! that break the rules.
 
+mod common;
+use common::problem;
 use proptest::prelude::*;
-use tessera_compiler::frontend::build_graph;
 use tessera_scheduler::{baseline, validate, Eviction, Plan, Problem, ScheduleError};
-use tessera_spec::compression;
 use tessera_spec::graph::Phase;
-use tessera_spec::model;
-
-fn problem(name: &str, phase: Phase) -> Problem {
-    let m = model::preset(name).unwrap();
-    let c = compression::preset("w4a8-g128").unwrap();
-    Problem::from_graph(&build_graph(&m, &c, phase, 1).unwrap()).unwrap()
-}
 
 #[test]
 fn unlimited_budget_needs_no_spills() {
