@@ -1,37 +1,62 @@
-//! Simulation speed on one LLaMA2-7B decoder layer's decode step
+//! Simulation speed on compiled LLaMA2-7B programs (u280, `w4a8-g128`): one decode step at a
+//! 512-token context (all 32 decoder layers) and a 512-token prefill, with DRAM in the default
+//! fast mode; and, for the DRAM model alone, one hand-written decoder layer
 //! (`examples/programs/llama2-7b-layer-decode.tasm`: 333 instructions streaming 101 MB of int4
-//! weights over 32 HBM2 pseudo-channels), with DRAM in the default fast mode (whole rows in
-//! closed form) and, for comparison, burst by burst. Run with
+//! weights over 32 HBM2 pseudo-channels) in fast mode and burst by burst. Run with
 //! `cargo bench -p tessera-sim --bench engine`; it prints instructions/s and simulated bursts/s.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tessera_compiler::frontend::build_graph;
+use tessera_compiler::program::compile_pass;
 use tessera_sim::{simulate_with, DramMode, SimOptions};
 use tessera_spec::accel::Accelerator;
-use tessera_spec::isa::assemble;
+use tessera_spec::graph::Phase;
+use tessera_spec::isa::{assemble, Program};
+use tessera_spec::{compression, model};
 
-fn layer(c: &mut Criterion) {
+const FAST: SimOptions = SimOptions {
+    dram: DramMode::Fast,
+};
+
+/// LLaMA2-7B's `phase` compiled for the u280.
+fn compiled(accel: &Accelerator, phase: Phase) -> Program {
+    let m = model::preset("llama2-7b").expect("preset");
+    let comp = compression::preset("w4a8-g128").expect("preset");
+    let graph = build_graph(&m, &comp, phase, 1).expect("graph");
+    compile_pass(accel, &comp, &m, &graph).expect("compiles")
+}
+
+fn compiled_passes(c: &mut Criterion) {
+    let accel = Accelerator::preset("u280").expect("preset");
+    let mut g = c.benchmark_group("llama2-7b-compiled");
+    g.sample_size(10);
+    for (name, phase) in [
+        ("decode_step_ctx512", Phase::Decode { context: 512 }),
+        ("prefill_512", Phase::Prefill { seq: 512 }),
+    ] {
+        let program = compiled(&accel, phase);
+        g.throughput(Throughput::Elements(program.instructions.len() as u64));
+        g.bench_function(name, |b| b.iter(|| simulate_with(&accel, &program, FAST)));
+    }
+    g.finish();
+}
+
+fn dram_layer(c: &mut Criterion) {
     let accel = Accelerator::preset("u280").expect("preset");
     let program = assemble(include_str!(
         "../../examples/programs/llama2-7b-layer-decode.tasm"
     ))
     .expect("example assembles");
-    let fast = SimOptions {
-        dram: DramMode::Fast,
-    };
     let reference = SimOptions {
         dram: DramMode::Reference,
     };
-    let report = simulate_with(&accel, &program, fast).expect("example runs");
+    let report = simulate_with(&accel, &program, FAST).expect("example runs");
     let bursts = report.dram_bytes / 32;
     let mut g = c.benchmark_group("llama2-7b-layer-decode");
     g.sample_size(10);
-    g.throughput(Throughput::Elements(report.instructions));
-    g.bench_function("instructions", |b| {
-        b.iter(|| simulate_with(&accel, &program, fast))
-    });
     g.throughput(Throughput::Elements(bursts));
     g.bench_function("dram_bursts", |b| {
-        b.iter(|| simulate_with(&accel, &program, fast))
+        b.iter(|| simulate_with(&accel, &program, FAST))
     });
     g.bench_function("dram_bursts_reference", |b| {
         b.iter(|| simulate_with(&accel, &program, reference))
@@ -39,5 +64,5 @@ fn layer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, layer);
+criterion_group!(benches, compiled_passes, dram_layer);
 criterion_main!(benches);

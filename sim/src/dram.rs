@@ -26,6 +26,8 @@
 //! advances whole rows in closed form for as long as each row's bursts go on the bus back to back
 //! (first burst prepared and every burst arrived by the time the bus frees, no refresh inside):
 //! there FR-FCFS provably serves the stream in order, one row per `row bytes / burst` bus slots.
+//! Rows whose bursts go on the bus as they arrive (an engine slower than the bus) advance a row at
+//! a time from their arrival times, while no later request can overtake them.
 //! Property tests check that both modes give the same times and the same final channel state.
 
 use serde::Serialize;
@@ -220,6 +222,18 @@ impl Stream {
         let [n0, n1, _] = self.counts();
         let i = [chunk % n0, chunk / n0 % n1, chunk / (n0 * n1)];
         self.base + (0..3).map(|l| i[l] * self.loops[l].1).sum::<u64>()
+    }
+
+    /// Issue time of one burst minus the bus time of one (ps): positive when the engine issues
+    /// bursts slower than the channel's bus moves them.
+    fn issue_slack(&self, t: &ChannelTiming) -> f64 {
+        t.burst_bytes as f64 * self.period_ps / self.bytes_per_cycle.max(1) as f64
+            - t.t_burst as f64
+    }
+
+    /// Whether the engine issues bursts slower than the channel's bus moves them.
+    fn issue_bound(&self, t: &ChannelTiming) -> bool {
+        self.issue_slack(t) > 0.0
     }
 
     /// When the burst after `issued` bytes reaches the controller (ps).
@@ -426,9 +440,15 @@ impl DramChannel {
                     last_try = Some(at.seq);
                     refreshes_seen = self.stats.refreshes;
                     let stream: &Stream = stream;
-                    if let Some((next, bursts, (rows, refreshes))) =
+                    // An engine slower than the bus makes rows arrival-bound: advance those first.
+                    let advanced_rows = if stream.issue_bound(&self.timing) {
+                        self.arrival_rows(stream, at, front.req)
+                            .or_else(|| self.advance_rows(stream, at, front.req))
+                    } else {
                         self.advance_rows(stream, at, front.req)
-                    {
+                            .or_else(|| self.arrival_rows(stream, at, front.req))
+                    };
+                    if let Some((next, bursts, (rows, refreshes))) = advanced_rows {
                         served += bursts;
                         advanced.done_ps = self.bus_free;
                         advanced.advanced_bursts += bursts;
@@ -474,14 +494,15 @@ impl DramChannel {
     /// by the time the bus frees for it, and no refresh falls inside (a segment is cut short
     /// before one). That is exactly what burst-by-burst scheduling does there.
     ///
-    /// Once every bank has served one whole row back to back, the stream is in steady state when
-    /// a bank's precharge, activate and CAS fit in the other banks' rows
-    /// (`tRP + tRCD + tCL ≤ (banks − 1) · row time`) and its `tRAS` ends before its row does
-    /// (`tRAS ≤ row time + tRCD + tCL`): then every later row is a conflict whose precharge waits
-    /// for the later of its head's arrival and the end of the bank's previous row, and whose data
-    /// follow the previous row's without a bubble, as long as the engine issues rows no slower
-    /// than the bus moves them. Those rows up to the next refresh advance at once, the banks'
-    /// final states computed from the last round's rows ([`Self::jump_rows`]).
+    /// After the first segment and one whole row (whose bursts' arrivals are checked exactly),
+    /// the stream is in steady state when a bank's precharge, activate and CAS fit in the other
+    /// banks' rows (`tRP + tRCD + tCL ≤ (banks − 1) · row time`) and its `tRAS` ends before its
+    /// row does (`tRAS ≤ row time + tRCD + tCL`), as long as the engine issues rows no slower than
+    /// the bus moves them: once each bank's first row is in time, every later row is a conflict
+    /// whose precharge waits for the later of its head's arrival and the end of the bank's
+    /// previous row, and whose data follow the previous row's without a bubble. Those rows up to
+    /// the next refresh advance at once, the first round checked against the banks' state and the
+    /// banks' final states computed from the last round's rows ([`Self::jump_rows`]).
     ///
     /// A cut by a refresh in the middle of a row continues across the refresh intervals that
     /// repeat ([`Self::cross_refreshes`]).
@@ -539,18 +560,21 @@ impl DramChannel {
         let mut advanced = 0;
         let mut jumped = 0;
         let mut refreshes = 0;
-        // Whole rows served back to back so far, and whether the timing allows steady state.
-        let mut whole_rows = 0u64;
+        // Whether the timing allows steady state.
         let steady_timing = rows_keep_margin
             && t.t_rp + t.t_rcd + t.t_cl <= (t.banks.saturating_sub(1)) * row_time
             && t.t_ras <= row_time + t.t_rcd + t.t_cl;
         loop {
-            if steady_timing && whole_rows >= t.banks && seg_len == per_row {
+            if steady_timing && checked >= 2 && seg_len == per_row {
                 let rows = (self.next_refresh.saturating_sub(start) / row_time)
                     .min(left / per_row)
                     .saturating_sub(1);
+                let rows = if rows > 0 {
+                    self.jump_rows(s, (bank_index, row), start, head_cycles, rows)
+                } else {
+                    0
+                };
                 if rows > 0 {
-                    self.jump_rows(s, (bank_index, row), start, head_cycles, rows);
                     advanced += rows * per_row;
                     left -= rows * per_row;
                     jumped += rows;
@@ -632,9 +656,6 @@ impl DramChannel {
                 }
                 break;
             }
-            if n == per_row && start == self.bus_free - row_time {
-                whole_rows += 1;
-            }
             // The next whole row, which must start without a bubble.
             bank_index += 1;
             if bank_index as u64 == t.banks {
@@ -660,6 +681,141 @@ impl DramChannel {
             seg_len = per_row;
         }
         self.finish_advance(s, at, advanced, (jumped, refreshes))
+    }
+
+    /// Advances the stream from the request at `at` (`first`; every older request is served) in
+    /// closed form, one row segment at a time (the rest of `first`'s row, then whole rows), where
+    /// bursts go on the bus as they arrive rather than back to back (an engine slower than the
+    /// bus, or bubbles while a row opens): the segment's head has its data at the later of its
+    /// column command plus `tCL` and the bus's free time, and each later burst of the segment
+    /// (a row hit) at the later of the previous burst's end and its own arrival plus `tCL`.
+    ///
+    /// That is what FR-FCFS does when no later request can go first ([`Self::overtakes_none`]).
+    /// A segment whose
+    /// last burst would meet a refresh, or that does not start on a burst boundary, stops the
+    /// advance. Returns the cursor after the advanced bursts and their count.
+    fn arrival_rows(
+        &mut self,
+        s: &Stream,
+        at: Cursor,
+        first: Request,
+    ) -> Option<(Cursor, u64, (u64, u64))> {
+        let t = self.timing;
+        let burst = t.burst_bytes;
+        if t.row_bytes % burst != 0 {
+            return None;
+        }
+        let total = s.bytes();
+        // When the engine issues a burst slower than the bus moves one, burst `m₂`'s arrival
+        // minus its bus slots exceeds burst `m₁`'s once `m₂ − m₁ ≥ (period + 1) / (issue time
+        // per burst − burst time)` (issue times are whole cycles, rounded to the picosecond).
+        let slack = s.issue_slack(&t);
+        let window = if slack > 0.0 {
+            ((s.period_ps + 2.0) / slack).ceil() as u64 + 1
+        } else {
+            u64::MAX
+        };
+        let (mut addr, mut issued) = (first.addr, at.issued);
+        // Full bursts left in the contiguous extent at `addr` (found a stretch at a time).
+        let stretch = 64 * t.row_bytes;
+        let mut contiguous = s.contiguous_bytes(at, burst, stretch) / burst;
+        let mut advanced = 0;
+        while addr % burst == 0 {
+            if contiguous == 0 {
+                let c = s.advance(at, advanced * burst, burst);
+                contiguous = s.contiguous_bytes(c, burst, stretch) / burst;
+                addr = s.chunk_addr(c.chunk) + c.offset;
+                if contiguous == 0 || addr % burst != 0 {
+                    break;
+                }
+            }
+            let n = ((t.row_bytes - addr % t.row_bytes) / burst).min(contiguous);
+            let (bank_index, row) = t.locate(addr);
+            let (outcome, column_at) = self.plan_at(bank_index, row, s.issue_ps(issued));
+            let after = issued + n * burst;
+            if !self.overtakes_none(
+                s,
+                (after, addr + n * burst),
+                contiguous - n,
+                bank_index,
+                column_at,
+            ) {
+                break;
+            }
+            // The last burst's data: the later of the head's plus `n − 1` bus slots and, for each
+            // later burst `m`, its arrival plus `tCL` plus the slots after it. Only the last
+            // `window` bursts can give the maximum.
+            let last = n - 1;
+            let mut data = (column_at + t.t_cl).max(self.bus_free) + last * t.t_burst;
+            for m in last.saturating_sub(window).max(1)..n {
+                let arrived = s.issue_ps(issued + m * burst) + t.t_cl;
+                data = data.max(arrived + (last - m) * t.t_burst);
+            }
+            let end = data + t.t_burst;
+            if end > self.next_refresh {
+                break;
+            }
+            let bank = &mut self.banks[bank_index];
+            if outcome != RowOutcome::Hit {
+                bank.activated_at = column_at - t.t_rcd;
+                bank.open_row = Some(row);
+            }
+            bank.last_data_end = end;
+            self.bus_free = end;
+            let st = &mut self.stats;
+            st.bursts += n;
+            st.busy_ps += n * t.t_burst;
+            st.hits += n - 1;
+            match outcome {
+                RowOutcome::Hit => st.hits += 1,
+                RowOutcome::Miss => st.misses += 1,
+                RowOutcome::Conflict => st.conflicts += 1,
+            }
+            advanced += n;
+            contiguous -= n;
+            if after >= total {
+                break;
+            }
+            addr += n * burst;
+            issued = after;
+        }
+        self.finish_advance(s, at, advanced, (0, 0))
+    }
+
+    /// Whether no request after a segment can put its data on the bus before the segment's
+    /// bursts, whose head has its column command at `column_at` in bank `bank`: the requests
+    /// after it start at `(issued, addr)`, contiguous for `contiguous` full bursts. One arriving
+    /// no earlier than `column_at` cannot (it needs at least `tCL` after its arrival; the
+    /// segment's bursts that arrived before it hit the open row). One arriving earlier heads a
+    /// later row: it cannot if its bank is the head's (it waits for the head's row) or its own
+    /// column command comes no earlier than `column_at` (a tie goes to the oldest); the rest of
+    /// its row arrives later and waits for the same bank.
+    fn overtakes_none(
+        &self,
+        s: &Stream,
+        (issued, addr): (u64, u64),
+        contiguous: u64,
+        bank: usize,
+        column_at: u64,
+    ) -> bool {
+        let t = self.timing;
+        let (mut issued, mut addr, mut left) = (issued, addr, contiguous * t.burst_bytes);
+        while issued < s.bytes() {
+            let arrival = s.issue_ps(issued);
+            if arrival >= column_at {
+                return true;
+            }
+            if left == 0 || addr % t.row_bytes != 0 {
+                return false;
+            }
+            let (b, row) = t.locate(addr);
+            if b != bank && self.plan_at(b, row, arrival).1 < column_at {
+                return false;
+            }
+            let step = t.row_bytes.min(left);
+            (issued, addr, left) = (issued + step, addr + step, left - step);
+        }
+        true
     }
 
     fn finish_advance(
@@ -756,11 +912,19 @@ impl DramChannel {
         Some((bursts, intervals))
     }
 
-    /// Serves `rows` whole rows in steady state (see [`Self::advance_rows`]) from the row at
-    /// `(bank, row)`, whose data start at `start` (the bus is free then) and whose head is issued
-    /// at engine cycle `head_cycles`: row `j` after it has its data at `start + j · row time`, its
-    /// bank activated at the later of its head's arrival and the end of the bank's previous row
-    /// (`banks − 1` rows before its start), plus `tRP`.
+    /// Serves up to `rows` whole rows back to back from the row at `(bank, row)`, whose data
+    /// start at `start` (the bus is free then) and whose head is issued at engine cycle
+    /// `head_cycles`: as many as go on the bus without a bubble. Returns how many (0: nothing
+    /// changed).
+    ///
+    /// Row `j` has its data at `start + j · row time`. The first round of rows (one per bank)
+    /// finds its banks as they are: each is checked exactly ([`Self::plan_at`]: a miss on a
+    /// closed bank, a conflict on an open one, its column command in time; a row hit stops).
+    /// Every later row is a conflict with the bank's previous row of the jump, which ended
+    /// `banks − 1` rows before its start; with the steady-state timing of
+    /// [`Self::advance_rows`] its bank is activated at the later of its head's arrival and that
+    /// end, plus `tRP`, and is in time when the head's arrival is (the arrival margin only grows
+    /// from row to row, so checking the first such row covers them all).
     fn jump_rows(
         &mut self,
         s: &Stream,
@@ -768,20 +932,54 @@ impl DramChannel {
         start: u64,
         head_cycles: (u64, u64),
         rows: u64,
-    ) {
+    ) -> u64 {
         let t = self.timing;
         let per_row = t.row_bytes / t.burst_bytes;
         let row_time = per_row * t.t_burst;
         let bpc = s.bytes_per_cycle.max(1);
-        for j in rows.saturating_sub(t.banks)..rows {
+        let arrival = |j: u64| {
             let issued = head_cycles.1 + j * t.row_bytes;
-            let arrival = s.issue_at_cycle(head_cycles.0 + issued / bpc);
-            let data = start + j * row_time;
-            let previous_end = data - (t.banks - 1) * row_time;
+            s.issue_at_cycle(head_cycles.0 + issued / bpc)
+        };
+        let place = |j: u64| {
             let index = bank as u64 + j;
-            let b = &mut self.banks[(index % t.banks) as usize];
-            b.activated_at = arrival.max(previous_end) + t.t_rp;
-            b.open_row = Some(row + index / t.banks);
+            ((index % t.banks) as usize, row + index / t.banks)
+        };
+        // The first round, against the banks' present state, up to the first row not in time.
+        let (mut in_time, mut misses) = (0, 0);
+        for j in 0..rows.min(t.banks) {
+            let (b, r) = place(j);
+            let (outcome, column_at) = self.plan_at(b, r, arrival(j));
+            if outcome == RowOutcome::Hit || column_at + t.t_cl > start + j * row_time {
+                break;
+            }
+            in_time += 1;
+            misses += u64::from(outcome == RowOutcome::Miss);
+        }
+        let rows = if in_time < rows.min(t.banks)
+            || (rows > t.banks
+                && arrival(t.banks) + t.t_rp + t.t_rcd + t.t_cl > start + t.banks * row_time)
+        {
+            in_time
+        } else {
+            rows
+        };
+        if rows == 0 {
+            return 0;
+        }
+        // The banks' final state: each one's last row (one row per bank, so a first-round row's
+        // bank is still as the check found it).
+        for j in rows.saturating_sub(t.banks)..rows {
+            let data = start + j * row_time;
+            let (b, r) = place(j);
+            let activated_at = if j < t.banks {
+                self.plan_at(b, r, arrival(j)).1 - t.t_rcd
+            } else {
+                arrival(j).max(data - (t.banks - 1) * row_time) + t.t_rp
+            };
+            let b = &mut self.banks[b];
+            b.activated_at = activated_at;
+            b.open_row = Some(r);
             b.last_data_end = data + row_time;
         }
         self.bus_free = start + rows * row_time;
@@ -789,7 +987,9 @@ impl DramChannel {
         st.bursts += rows * per_row;
         st.busy_ps += rows * row_time;
         st.hits += rows * (per_row - 1);
-        st.conflicts += rows;
+        st.misses += misses;
+        st.conflicts += rows - misses;
+        rows
     }
 
     /// Whether FR-FCFS picks `first` (the oldest request, whose data could start at `start`)

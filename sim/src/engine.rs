@@ -27,7 +27,8 @@
 //!   last burst. A channel serves DMA instructions in the order they start. [`SimOptions::dram`]
 //!   chooses burst-by-burst scheduling or the exact closed-form row advances
 //!   ([`crate::dram::DramMode`]); the report says which.
-//! - Ties between events at one cycle are broken by insertion order, so runs are deterministic.
+//! - At one cycle, instruction fetches come before completions, and ties are broken by insertion
+//!   order, so runs are deterministic.
 
 use crate::check::{channel_count, check_program, dma_extent, ProgramError};
 use crate::dram::{ChannelStats, ChannelTiming, DramChannel, DramMode, Stream};
@@ -220,20 +221,36 @@ enum Stall {
     Port,
 }
 
+/// An event. At one cycle, fetches come before completions (`Fetched < Done`), then insertion
+/// order: a unit whose head arrives from instruction memory at the cycle another unit's
+/// instruction finishes sees the fetch first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
+    /// A unit's head instruction has been fetched: wake the units up.
     Fetched,
     /// Unit, instruction.
     Done(usize, usize),
 }
+
+/// The compute ports an instruction holds while it runs: `(buffer, ports)`, at most one entry per
+/// operand ([`ports_held`] computes them once per instruction).
+type PortNeeds = Vec<(usize, u64)>;
 
 struct Engine<'a> {
     accel: &'a Accelerator,
     program: &'a Program,
     now: u64,
     seq: u64,
-    events: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    /// Pending events by (cycle, kind, insertion sequence): only completions and the fetches
+    /// some unit waits for, so the heap stays as small as the work in flight.
+    events: BinaryHeap<Reverse<(u64, Event, u64)>>,
     fetched_at: Vec<u64>,
+    /// The fetch cycle each unit has a wake-up pending for.
+    wake_at: [Option<u64>; 6],
+    /// Each unit's head instruction and its port needs, computed once.
+    head_ports: [Option<(usize, PortNeeds)>; 6],
+    /// The ports each compute unit's running instruction holds.
+    held_ports: [PortNeeds; 6],
     queues: [VecDeque<usize>; 6],
     /// Instructions executing per unit.
     in_flight: [usize; 6],
@@ -251,6 +268,7 @@ struct Engine<'a> {
     /// Index of each channel's memory.
     channel_memory: Vec<usize>,
     stats: [UnitStats; 6],
+    /// Every instruction's interval, by instruction index (filled as they start).
     timeline: Vec<Executed>,
     ledger: Ledger,
     period_ps: f64,
@@ -342,7 +360,19 @@ impl<'a> Engine<'a> {
             now: 0,
             seq: 0,
             events: BinaryHeap::new(),
+            timeline: vec![
+                Executed {
+                    index: 0,
+                    unit: Unit::System,
+                    start: 0,
+                    end: 0,
+                };
+                fetched_at.len()
+            ],
             fetched_at,
+            wake_at: [None; 6],
+            head_ports: Default::default(),
+            held_ports: Default::default(),
             queues,
             in_flight: [0; 6],
             active_since: [None; 6],
@@ -355,7 +385,6 @@ impl<'a> Engine<'a> {
             channel_names,
             channel_memory,
             stats: [UnitStats::default(); 6],
-            timeline: Vec::new(),
             ledger: Ledger::new(accel),
             period_ps: 1e12 / accel.clock().0,
             options,
@@ -376,21 +405,17 @@ impl<'a> Engine<'a> {
         e.instructions_streamed_from = fetch
             .streamed_from
             .map(|m| accel.memories()[m].name().to_string());
-        let times: Vec<u64> = e.fetched_at.clone();
-        for t in times {
-            e.push(t, Event::Fetched);
-        }
         e
     }
 
     fn push(&mut self, at: u64, ev: Event) {
-        self.events.push(Reverse((at, self.seq, ev)));
+        self.events.push(Reverse((at, ev, self.seq)));
         self.seq += 1;
     }
 
     fn run(&mut self) -> Result<(), ProgramError> {
         self.try_start();
-        while let Some(Reverse((t, _, ev))) = self.events.pop() {
+        while let Some(Reverse((t, ev, _))) = self.events.pop() {
             self.now = t;
             if let Event::Done(u, i) = ev {
                 self.finish(u, i);
@@ -443,7 +468,16 @@ impl<'a> Engine<'a> {
         if matches!(ins, Instruction::Matmul(_) | Instruction::Matvec(_)) {
             self.pe_array_busy = false;
         }
-        self.take_ports(&ins, false);
+        match ins {
+            Instruction::Load(d) | Instruction::Store(d) => {
+                self.dma_active[d.buf.buffer as usize] -= 1;
+            }
+            _ => {
+                for &(b, n) in &self.held_ports[u] {
+                    self.ports_held[b] -= n;
+                }
+            }
+        }
         for to in ins.sync().release.units() {
             self.tokens[u][to as usize] += 1;
         }
@@ -461,7 +495,12 @@ impl<'a> Engine<'a> {
                 let Some(&i) = self.queues[u].front() else {
                     continue;
                 };
-                if self.fetched_at[i] > self.now {
+                let fetched = self.fetched_at[i];
+                if fetched > self.now {
+                    if self.wake_at[u] != Some(fetched) {
+                        self.wake_at[u] = Some(fetched);
+                        self.push(fetched, Event::Fetched);
+                    }
                     continue;
                 }
                 let ins = self.program.instructions[i];
@@ -475,7 +514,7 @@ impl<'a> Engine<'a> {
                     Some(Stall::Token)
                 } else if needs_pe && self.pe_array_busy {
                     Some(Stall::PeArray)
-                } else if !self.ports_free(&ins) {
+                } else if !self.ports_free(u, i, &ins) {
                     Some(Stall::Port)
                 } else {
                     None
@@ -493,7 +532,18 @@ impl<'a> Engine<'a> {
                         Stall::Port => s.stall_port_cycles += waited,
                     }
                 }
-                self.take_ports(&ins, true);
+                match ins {
+                    Instruction::Load(d) | Instruction::Store(d) => {
+                        self.dma_active[d.buf.buffer as usize] += 1;
+                    }
+                    _ => {
+                        let (_, needs) = self.head_ports[u].take().unwrap_or_default();
+                        for &(b, n) in &needs {
+                            self.ports_held[b] += n;
+                        }
+                        self.held_ports[u] = needs;
+                    }
+                }
                 if let Some(data) = self.data.as_deref_mut() {
                     if let Err(reason) = data.execute(&ins) {
                         self.failed.get_or_insert(ProgramError::Instruction {
@@ -514,12 +564,12 @@ impl<'a> Engine<'a> {
                 self.in_flight[u] += 1;
                 self.active_since[u].get_or_insert(self.now);
                 self.stats[u].instructions += 1;
-                self.timeline.push(Executed {
+                self.timeline[i] = Executed {
                     index: i,
                     unit,
                     start: self.now,
                     end: self.now + cycles,
-                });
+                };
                 self.push(self.now + cycles, Event::Done(u, i));
                 started = true;
             }
@@ -542,10 +592,10 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Whether the buffer ports `ins` needs are free: a compute instruction's operands need
-    /// compute ports ([`ports_held`]); on a single-port buffer, compute instructions and DMAs
-    /// exclude each other.
-    fn ports_free(&self, ins: &Instruction) -> bool {
+    /// Whether the buffer ports `ins` (unit `u`'s head, instruction `i`) needs are free: a compute
+    /// instruction's operands need compute ports ([`ports_held`]); on a single-port buffer,
+    /// compute instructions and DMAs exclude each other.
+    fn ports_free(&mut self, u: usize, i: usize, ins: &Instruction) -> bool {
         let buffers = self.accel.buffers();
         match ins {
             Instruction::Load(d) | Instruction::Store(d) => {
@@ -553,35 +603,23 @@ impl<'a> Engine<'a> {
                 buffers[b].ports() > 1 || self.ports_held[b] == 0
             }
             Instruction::Sys(_) => true,
-            _ => ports_held(self.accel, &operand_accesses(ins))
-                .into_iter()
-                .all(|(b, n)| {
-                    let b = b as usize;
+            _ => {
+                if self.head_ports[u]
+                    .as_ref()
+                    .is_none_or(|(head, _)| *head != i)
+                {
+                    let needs = ports_held(self.accel, &operand_accesses(ins))
+                        .into_iter()
+                        .map(|(b, n)| (b as usize, n))
+                        .collect();
+                    self.head_ports[u] = Some((i, needs));
+                }
+                let needs = self.head_ports[u].as_ref().map_or(&[][..], |(_, n)| n);
+                needs.iter().all(|&(b, n)| {
                     let single = buffers[b].ports() <= 1;
                     self.ports_held[b] + n <= compute_ports(&buffers[b])
                         && !(single && self.dma_active[b] > 0)
-                }),
-        }
-    }
-
-    /// Takes (`take`) or gives back the buffer ports `ins` holds while it runs.
-    fn take_ports(&mut self, ins: &Instruction, take: bool) {
-        let apply = |count: &mut u64, n: u64| {
-            if take {
-                *count += n;
-            } else {
-                *count -= n;
-            }
-        };
-        match ins {
-            Instruction::Load(d) | Instruction::Store(d) => {
-                apply(&mut self.dma_active[d.buf.buffer as usize], 1);
-            }
-            Instruction::Sys(_) => {}
-            _ => {
-                for (b, n) in ports_held(self.accel, &operand_accesses(ins)) {
-                    apply(&mut self.ports_held[b as usize], n);
-                }
+                })
             }
         }
     }
@@ -693,8 +731,7 @@ impl<'a> Engine<'a> {
             .map(|(name, (pj, _))| (name.clone(), pj * 1e-12))
             .collect();
         by_place.insert("static".into(), stat);
-        let mut timeline = self.timeline;
-        timeline.sort_by_key(|e| e.index);
+        let timeline = self.timeline;
         let channels: Vec<ChannelReport> = self
             .channels
             .iter()
