@@ -946,17 +946,38 @@ impl DramChannel {
             ((index % t.banks) as usize, row + index / t.banks)
         };
         // The first round, against the banks' present state, up to the first row not in time.
-        let (mut in_time, mut misses) = (0, 0);
-        for j in 0..rows.min(t.banks) {
+        // Quick case: no row hit, every bank free for a new row `tRP + tRCD + tCL` before the
+        // first row's data and the first head arriving that early too (the arrival margin only
+        // grows): then every first-round row is in time, a miss if its bank is closed.
+        let round = rows.min(t.banks);
+        let open_latency = t.t_rp + t.t_rcd + t.t_cl;
+        let idle = |j: u64| {
             let (b, r) = place(j);
-            let (outcome, column_at) = self.plan_at(b, r, arrival(j));
-            if outcome == RowOutcome::Hit || column_at + t.t_cl > start + j * row_time {
-                break;
+            let k = self.banks[b];
+            k.open_row != Some(r)
+                && (k.activated_at + t.t_ras)
+                    .max(k.last_data_end)
+                    .max(k.ready_at)
+                    + open_latency
+                    <= start
+        };
+        let (in_time, misses) = if arrival(0) + open_latency <= start && (0..round).all(idle) {
+            let closed = (0..round).filter(|&j| self.banks[place(j).0].open_row.is_none());
+            (round, closed.count() as u64)
+        } else {
+            let (mut in_time, mut misses) = (0, 0);
+            while in_time < round {
+                let (b, r) = place(in_time);
+                let (outcome, column_at) = self.plan_at(b, r, arrival(in_time));
+                if outcome == RowOutcome::Hit || column_at + t.t_cl > start + in_time * row_time {
+                    break;
+                }
+                misses += u64::from(outcome == RowOutcome::Miss);
+                in_time += 1;
             }
-            in_time += 1;
-            misses += u64::from(outcome == RowOutcome::Miss);
-        }
-        let rows = if in_time < rows.min(t.banks)
+            (in_time, misses)
+        };
+        let rows = if in_time < round
             || (rows > t.banks
                 && arrival(t.banks) + t.t_rp + t.t_rcd + t.t_cl > start + t.banks * row_time)
         {
