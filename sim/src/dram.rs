@@ -747,9 +747,15 @@ impl DramChannel {
             // `window` bursts can give the maximum.
             let last = n - 1;
             let mut data = (column_at + t.t_cl).max(self.bus_free) + last * t.t_burst;
-            for m in last.saturating_sub(window).max(1)..n {
-                let arrived = s.issue_ps(issued + m * burst) + t.t_cl;
-                data = data.max(arrived + (last - m) * t.t_burst);
+            // No burst's term exceeds the last burst's arrival plus `tCL` by more than a cycle
+            // (plus rounding) when the engine is the slower: a head that bounds that needs no
+            // scan.
+            let last_arrived = s.issue_ps(issued + last * burst) + t.t_cl;
+            if window == u64::MAX || data < last_arrived + s.period_ps.ceil() as u64 + 1 {
+                for m in last.saturating_sub(window).max(1)..n {
+                    let arrived = s.issue_ps(issued + m * burst) + t.t_cl;
+                    data = data.max(arrived + (last - m) * t.t_burst);
+                }
             }
             let end = data + t.t_burst;
             if end > self.next_refresh {
