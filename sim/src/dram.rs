@@ -627,22 +627,12 @@ impl DramChannel {
                 }
                 checked += 1;
             }
-            let bank = &mut self.banks[bank_index];
-            if outcome != RowOutcome::Hit {
-                bank.activated_at = column_at - t.t_rcd;
-                bank.open_row = Some(row);
-            }
-            self.bus_free = start + n * t.t_burst;
-            bank.last_data_end = self.bus_free;
-            let st = &mut self.stats;
-            st.bursts += n;
-            st.busy_ps += n * t.t_burst;
-            st.hits += n - 1;
-            match outcome {
-                RowOutcome::Hit => st.hits += 1,
-                RowOutcome::Miss => st.misses += 1,
-                RowOutcome::Conflict => st.conflicts += 1,
-            }
+            self.record_segment(
+                (bank_index, row),
+                (outcome, column_at),
+                n,
+                start + n * t.t_burst,
+            );
             advanced += n;
             left -= n;
             if n < seg_len || left == 0 {
@@ -761,22 +751,7 @@ impl DramChannel {
             if end > self.next_refresh {
                 break;
             }
-            let bank = &mut self.banks[bank_index];
-            if outcome != RowOutcome::Hit {
-                bank.activated_at = column_at - t.t_rcd;
-                bank.open_row = Some(row);
-            }
-            bank.last_data_end = end;
-            self.bus_free = end;
-            let st = &mut self.stats;
-            st.bursts += n;
-            st.busy_ps += n * t.t_burst;
-            st.hits += n - 1;
-            match outcome {
-                RowOutcome::Hit => st.hits += 1,
-                RowOutcome::Miss => st.misses += 1,
-                RowOutcome::Conflict => st.conflicts += 1,
-            }
+            self.record_segment((bank_index, row), (outcome, column_at), n, end);
             advanced += n;
             contiguous -= n;
             if after >= total {
@@ -822,6 +797,34 @@ impl DramChannel {
             (issued, addr, left) = (issued + step, addr + step, left - step);
         }
         true
+    }
+
+    /// Records a segment of `n` bursts to `row` of bank `bank_index` served in closed form: its
+    /// head's row outcome and column command, the others row hits, the last ending at `end`.
+    fn record_segment(
+        &mut self,
+        (bank_index, row): (usize, u64),
+        (outcome, column_at): (RowOutcome, u64),
+        n: u64,
+        end: u64,
+    ) {
+        let t = self.timing;
+        let bank = &mut self.banks[bank_index];
+        if outcome != RowOutcome::Hit {
+            bank.activated_at = column_at - t.t_rcd;
+            bank.open_row = Some(row);
+        }
+        bank.last_data_end = end;
+        self.bus_free = end;
+        let st = &mut self.stats;
+        st.bursts += n;
+        st.busy_ps += n * t.t_burst;
+        st.hits += n - 1;
+        match outcome {
+            RowOutcome::Hit => st.hits += 1,
+            RowOutcome::Miss => st.misses += 1,
+            RowOutcome::Conflict => st.conflicts += 1,
+        }
     }
 
     fn finish_advance(
