@@ -14,10 +14,12 @@
 //!
 //! Addresses come from realising the residency with first-fit and compaction
 //! ([`crate::baseline::realise`]): compaction makes any residency that fits the budget placeable,
-//! so the plan never pays more than the ILP's objective; the validator replays it. microlp
-//! starts from the Belady baseline's residency; whatever the solver, a time-limited search that
-//! ends worse returns the Belady plan, and a solution whose residency does not cost what the solver
-//! claims is an error.
+//! so the plan never pays more than the ILP's objective; the validator replays it. microlp and
+//! HiGHS start from the Belady baseline's residency (CBC starts cold, [`Solver`]); whatever the
+//! solver, a time-limited search that ends worse, or gives no solution at all, returns the Belady
+//! plan, and a solution whose residency does not cost what the solver claims is an error. The
+//! three modes (this one, [`crate::peak`], [`crate::joint`]) share the solver dispatch and set-up:
+//! quiet, single-threaded, time-limited, stop reasons mapped to [`IlpStatus`].
 //!
 //! Divide and conquer ([`divided`], parts from [`blocks`]) solves the same model a window of
 //! steps at a time, each window starting from the residency the windows before it chose, and
@@ -29,8 +31,8 @@ use crate::plan::{validate, Plan, PlanError};
 use crate::problem::{Problem, ScheduleError};
 use good_lp::solvers::Solver as LpSolver;
 use good_lp::{
-    constraint, microlp, variable, Constraint, Expression, ProblemVariables, ResolutionError,
-    Solution, SolutionStatus, SolverModel, Variable, WithInitialSolution, WithTimeLimit,
+    constraint, variable, Constraint, Expression, ProblemVariables, ResolutionError, Solution,
+    SolutionStatus, SolverModel, Variable, WithInitialSolution, WithTimeLimit,
 };
 use serde::Serialize;
 use std::time::Instant;
@@ -39,7 +41,8 @@ use std::time::Instant;
 /// part when divided).
 pub const MAX_BINARIES: usize = 200_000;
 
-/// The MILP solver behind good_lp.
+/// The MILP solver behind good_lp. Every mode builds its model once, solver-independent, and
+/// solves it with the one chosen; the ones other than microlp are cargo features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Solver {
@@ -47,17 +50,21 @@ pub enum Solver {
     Microlp,
     /// COIN-OR CBC (Debian's `coinor-libcbc-dev`); built with the `cbc` feature.
     Cbc,
+    /// HiGHS, compiled from C++ source by `highs-sys` (needs `cmake` and `libclang-dev`); built
+    /// with the `highs` feature.
+    Highs,
 }
 
 impl Solver {
     /// Every solver, by name.
-    pub const ALL: [Solver; 2] = [Solver::Microlp, Solver::Cbc];
+    pub const ALL: [Solver; 3] = [Solver::Microlp, Solver::Cbc, Solver::Highs];
 
     /// Short name.
     pub fn name(self) -> &'static str {
         match self {
             Solver::Microlp => "microlp",
             Solver::Cbc => "cbc",
+            Solver::Highs => "highs",
         }
     }
 
@@ -66,9 +73,62 @@ impl Solver {
         match self {
             Solver::Microlp => true,
             Solver::Cbc => cfg!(feature = "cbc"),
+            Solver::Highs => cfg!(feature = "highs"),
+        }
+    }
+
+    /// The cargo feature that builds it (of this crate and of the `tessera` binary), and what that
+    /// build needs beyond the Rust toolchain; `None` for microlp, always built.
+    pub fn feature(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Solver::Microlp => None,
+            Solver::Cbc => Some(("cbc", "needs Debian's coinor-libcbc-dev")),
+            Solver::Highs => Some((
+                "highs",
+                "compiles HiGHS from source: needs cmake, a C++ compiler and libclang-dev",
+            )),
+        }
+    }
+
+    /// Whether the fixed-order models (whole, or each part's) start from the Belady plan's
+    /// residency, so that the search always holds a feasible plan. CBC starts cold: after a MIP
+    /// start it returned columns inconsistent with its own objective on some of our models
+    /// (LLaMA2-7B prefill at M_P).
+    fn warm_starts(self) -> bool {
+        match self {
+            Solver::Microlp | Solver::Highs => true,
+            Solver::Cbc => false,
         }
     }
 }
+
+/// Runs `$body` with `$s` bound to the good_lp solver `$solver` names, set up as every mode uses
+/// it (quiet, single-threaded; [`quiet_cbc`], [`quiet_highs`]), or evaluates to
+/// `Err(IlpError::Unavailable)` when this build lacks it. A macro because `$body` is generic over
+/// the solver's model type; the modes' solve functions are written once, generic over it.
+macro_rules! with_solver {
+    ($solver:expr, |$s:ident| $body:expr) => {
+        match $solver {
+            $crate::ilp::Solver::Microlp => {
+                let $s = good_lp::microlp;
+                $body
+            }
+            #[cfg(feature = "cbc")]
+            $crate::ilp::Solver::Cbc => {
+                let $s = $crate::ilp::quiet_cbc;
+                $body
+            }
+            #[cfg(feature = "highs")]
+            $crate::ilp::Solver::Highs => {
+                let $s = $crate::ilp::quiet_highs;
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => Err($crate::ilp::IlpError::Unavailable(other)),
+        }
+    };
+}
+pub(crate) use with_solver;
 
 /// Why the ILP stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,8 +139,9 @@ pub enum IlpStatus {
     /// The time limit ended the search; the plan is the best found.
     TimeLimit,
     /// Valid but not proven optimal: divide and conquer (every part solved to optimality given
-    /// the parts before it; the gap to the lower bound says how far it can be), or a solver that
-    /// claimed optimality above the Belady plan, whose plan is then kept.
+    /// the parts before it; the gap to the lower bound says how far it can be), a solver that
+    /// claimed optimality above the Belady plan, whose plan is then kept, or a solver that stopped
+    /// at its MIP gap tolerance without closing the gap exactly.
     Feasible,
 }
 
@@ -148,9 +209,14 @@ pub enum IlpError {
     /// The solver failed.
     #[error("the solver failed: {0}")]
     Solver(String),
-    /// The solver is not in this build.
-    #[error("this build has no {0} solver: build with `--features cbc` (needs Debian's coinor-libcbc-dev)")]
-    Unavailable(&'static str),
+    /// The solver is not in this build; the message names the feature to build with.
+    #[error(
+        "this build has no {} solver: build with `--features {}` ({})",
+        .0.name(),
+        .0.feature().map_or("", |f| f.0),
+        .0.feature().map_or("", |f| f.1)
+    )]
+    Unavailable(Solver),
     /// The realised plan failed validation (a bug: reported, never hidden).
     #[error("the ILP's plan does not validate: {0}")]
     Invalid(#[from] PlanError),
@@ -261,7 +327,7 @@ pub fn fixed_order(
         });
     }
     let warm = baseline(problem, budget, Eviction::Belady)?;
-    let start = (solver == Solver::Microlp).then(|| warm_start(problem, &vars, &warm));
+    let belady = residency_of(problem, &warm);
     let mut found = vec![vec![false; problem.ops.len()]; problem.tensors.len()];
     let began = Instant::now();
     let solved = solve_window(
@@ -270,7 +336,7 @@ pub fn fixed_order(
         &window,
         vars,
         pv,
-        start,
+        &belady,
         time_limit_s,
         solver,
         &mut found,
@@ -285,7 +351,7 @@ pub fn fixed_order(
         problem,
         budget,
         &warm,
-        found,
+        solved.found.then_some(found),
         solved.status,
         lower_bound_bytes,
         Vec::new(),
@@ -391,6 +457,7 @@ pub fn divided(
         return Err(IlpError::Parts(n));
     }
     let warm = baseline(problem, budget, Eviction::Belady)?;
+    let belady = residency_of(problem, &warm);
     let share = time_limit_s / (2 * parts.len()) as f64;
     let mut found = vec![vec![false; n]; problem.tensors.len()];
     let mut scratch = found.clone();
@@ -413,7 +480,7 @@ pub fn divided(
             });
         }
         let solved = solve_window(
-            problem, budget, &window, vars, pv, None, share, solver, &mut found,
+            problem, budget, &window, vars, pv, &belady, share, solver, &mut found,
         )?;
         let relaxed = Window {
             entry: Entry::Relaxed,
@@ -427,7 +494,7 @@ pub fn divided(
             &relaxed,
             vars,
             pv,
-            None,
+            &belady,
             share,
             solver,
             &mut scratch,
@@ -467,7 +534,7 @@ pub fn divided(
         problem,
         budget,
         &warm,
-        found,
+        Some(found),
         status,
         lower_bound_bytes,
         outcomes,
@@ -495,7 +562,7 @@ fn check(
     solver: Solver,
 ) -> Result<(), IlpError> {
     if !solver.available() {
-        return Err(IlpError::Unavailable(solver.name()));
+        return Err(IlpError::Unavailable(solver));
     }
     if !(time_limit_s > 0.0 && time_limit_s <= 86_400.0) {
         return Err(IlpError::TimeLimit(time_limit_s));
@@ -527,28 +594,32 @@ struct Measured {
     constraints: usize,
 }
 
-/// Keeps the better of the found residency and the Belady plan, realises it and validates it.
+/// Keeps the better of the found residency (`None`: the solver gave none) and the Belady plan,
+/// realises it and validates it.
 #[allow(clippy::too_many_arguments)]
 fn finish(
     problem: &Problem,
     budget: u64,
     warm: &Plan,
-    found: Vec<Vec<bool>>,
+    found: Option<Vec<Vec<bool>>>,
     status: IlpStatus,
     lower_bound_bytes: u64,
     parts: Vec<PartOutcome>,
     measured: Measured,
 ) -> Result<IlpOutcome, IlpError> {
     let start_resident = residency_of(problem, warm);
-    let found_bytes = objective_value(problem, &found);
     let start_bytes = objective_value(problem, &start_resident);
+    let found = found.map(|r| {
+        let bytes = objective_value(problem, &r);
+        (r, bytes)
+    });
     // A solver that claims optimality above the Belady plan is wrong (CBC does so on rare small
     // models where microlp finds the Belady cost): its claim and its bound are discarded.
-    let refuted = found_bytes > start_bytes && status == IlpStatus::Optimal;
-    let (resident, objective_bytes, baseline_kept) = if found_bytes <= start_bytes {
-        (found, found_bytes, false)
-    } else {
-        (start_resident, start_bytes, true)
+    let refuted =
+        status == IlpStatus::Optimal && found.as_ref().is_some_and(|(_, b)| *b > start_bytes);
+    let (resident, objective_bytes, baseline_kept) = match found {
+        Some((r, bytes)) if bytes <= start_bytes => (r, bytes, false),
+        _ => (start_resident, start_bytes, true),
     };
     let plan = realise(problem, budget, &resident)?;
     let replay = validate(problem, budget, &plan)?;
@@ -584,14 +655,20 @@ fn finish(
 
 /// A window's model solved.
 struct Solved {
+    /// How the search stopped ([`Milp::Fallback`] where it gave no solution).
     status: IlpStatus,
+    /// Whether the residency written is the solver's; if not, it is the window's share of the
+    /// Belady plan ([`belady_in`]).
+    found: bool,
     objective_bytes: u64,
     binaries: usize,
     constraints: usize,
 }
 
-/// Builds the constraints and objective of `window` over `vars`, solves them and writes the
-/// rounded residency of the window's steps into `r`.
+/// Builds the constraints and objective of `window` over `vars`, solves them (from the window's
+/// share of the Belady residency `belady`, for solvers that take a start) and writes the rounded
+/// residency of the window's steps into `r`: the solver's, or where it gave none, that share of
+/// the Belady residency.
 #[allow(clippy::too_many_arguments)]
 fn solve_window(
     problem: &Problem,
@@ -599,30 +676,35 @@ fn solve_window(
     window: &Window,
     vars: Vars,
     pv: ProblemVariables,
-    start: Option<Vec<(Variable, f64)>>,
+    belady: &[Vec<bool>],
     time_limit_s: f64,
     solver: Solver,
     r: &mut [Vec<bool>],
 ) -> Result<Solved, IlpError> {
+    let fallback = belady_in(&vars, belady);
+    let start = solver.warm_starts().then(|| warm_start(&vars, &fallback));
     let constraints = constraints_of(problem, budget, window, &vars);
     let constraint_count = constraints.len();
     let goal = objective(problem, &vars);
-    let status = match solver {
-        Solver::Microlp => solve(
-            microlp,
-            problem,
-            &vars,
-            pv,
-            goal,
-            constraints,
-            start,
-            time_limit_s,
-            r,
-        )?,
-        Solver::Cbc => solve_cbc(problem, &vars, pv, goal, constraints, time_limit_s, r)?,
-    };
+    let (status, solved) = with_solver!(solver, |s| solve(
+        s,
+        problem,
+        &vars,
+        pv,
+        goal,
+        constraints,
+        start,
+        time_limit_s,
+        r
+    ))?;
+    if !solved {
+        for (t, (first, _)) in vars.residency.iter().enumerate() {
+            r[t][*first..*first + fallback[t].len()].copy_from_slice(&fallback[t]);
+        }
+    }
     Ok(Solved {
         status,
+        found: solved,
         objective_bytes: window_cost(problem, &vars, r),
         binaries: vars.binaries,
         constraints: constraint_count,
@@ -630,7 +712,8 @@ fn solve_window(
 }
 
 /// Solves the model with `solver` (from `start` if given), rounds the residency into `r` and
-/// checks that it costs what the solver claims.
+/// checks that it costs what the solver claims. Returns how the search stopped and whether it
+/// gave a solution ([`Milp::Fallback`] if not; `r` is then untouched).
 #[allow(clippy::too_many_arguments)]
 fn solve<S>(
     solver: S,
@@ -642,30 +725,23 @@ fn solve<S>(
     start: Option<Vec<(Variable, f64)>>,
     time_limit_s: f64,
     r: &mut [Vec<bool>],
-) -> Result<IlpStatus, IlpError>
+) -> Result<(IlpStatus, bool), IlpError>
 where
     S: LpSolver,
     S::Model: WithTimeLimit + WithInitialSolution,
     <S::Model as SolverModel>::Error: Into<ResolutionError>,
 {
+    if pv.is_empty() {
+        // Every residency is fixed (a window whose live tensors the operators all touch):
+        // nothing to decide, and HiGHS refuses a model without columns.
+        extract(vars, &NoVariables, r);
+        return Ok((IlpStatus::Optimal, true));
+    }
     let check = goal.clone();
-    let mut model = pv
-        .minimise(goal)
-        .using(solver)
-        .with_time_limit(time_limit_s);
-    if let Some(start) = start {
-        model = model.with_initial_solution(start);
-    }
-    for c in constraints {
-        model.add_constraint(c);
-    }
-    let solution = model.solve().map_err(|e| match e.into() {
-        ResolutionError::Infeasible => IlpError::Solver(
-            "infeasible, although every operator's working set fits the budget".into(),
-        ),
-        other => IlpError::Solver(other.to_string()),
-    })?;
-    let status = stop_status(solution.status());
+    let (status, solution) = match run_milp(solver, pv, goal, constraints, start, time_limit_s)? {
+        Milp::Solved(status, solution) => (status, solution),
+        Milp::Fallback(status) => return Ok((status, false)),
+    };
     // Never trust solver output: the rounded residency must cost what the solver claims.
     extract(vars, &solution, r);
     let claimed = solution.eval(&check);
@@ -676,14 +752,92 @@ where
              {actual:.3} MiB)"
         )));
     }
-    Ok(status)
+    Ok((status, true))
 }
 
-/// How a solved MILP's search stopped.
+/// The solution of a model without variables.
+struct NoVariables;
+
+impl Solution for NoVariables {
+    fn status(&self) -> SolutionStatus {
+        SolutionStatus::Optimal
+    }
+
+    fn value(&self, _: Variable) -> f64 {
+        0.0
+    }
+}
+
+/// What a MILP solve gives.
+pub(crate) enum Milp<T> {
+    /// How the search stopped, and the solution, whose values the caller rounds and checks.
+    Solved(IlpStatus, T),
+    /// No solution: `TimeLimit` where the time limit stopped the solver before any, `Feasible`
+    /// where it claimed the model infeasible. Every mode's model has a feasible point, its
+    /// fallback plan (the Belady residency, the graph's order, the fixed-order plan), which
+    /// refutes that claim; the mode keeps that plan. CBC has claimed the joint model of
+    /// TinyLLaMA prefill infeasible when stopped early.
+    Fallback(IlpStatus),
+}
+
+impl<T> Milp<T> {
+    /// The same outcome with `f` applied to the solution.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Milp<U> {
+        match self {
+            Milp::Solved(status, solution) => Milp::Solved(status, f(solution)),
+            Milp::Fallback(status) => Milp::Fallback(status),
+        }
+    }
+}
+
+/// Minimises `goal` over `pv` subject to `constraints` with `solver` within `time_limit_s`
+/// seconds, from `start` if given: the set-up the three modes share.
+pub(crate) fn run_milp<S>(
+    solver: S,
+    pv: ProblemVariables,
+    goal: Expression,
+    constraints: Vec<Constraint>,
+    start: Option<Vec<(Variable, f64)>>,
+    time_limit_s: f64,
+) -> Result<Milp<<S::Model as SolverModel>::Solution>, IlpError>
+where
+    S: LpSolver,
+    S::Model: WithTimeLimit + WithInitialSolution,
+    <S::Model as SolverModel>::Error: Into<ResolutionError>,
+{
+    let mut model = pv
+        .minimise(goal)
+        .using(solver)
+        .with_time_limit(time_limit_s);
+    if let Some(start) = start {
+        model = model.with_initial_solution(start);
+    }
+    for c in constraints {
+        model.add_constraint(c);
+    }
+    match model.solve().map_err(Into::into) {
+        Ok(solution) => Ok(Milp::Solved(stop_status(solution.status()), solution)),
+        // How good_lp's microlp and HiGHS models report a time limit reached before any
+        // feasible solution (CBC returns its columns with a time-limit status; the callers
+        // check whatever comes back).
+        Err(ResolutionError::Other(
+            "Time limit reached before finding a feasible solution" | "NoSolutionFound",
+        )) => Ok(Milp::Fallback(IlpStatus::TimeLimit)),
+        Err(ResolutionError::Infeasible) => Ok(Milp::Fallback(IlpStatus::Feasible)),
+        Err(other) => Err(IlpError::Solver(other.to_string())),
+    }
+}
+
+/// How a solved MILP's search stopped. good_lp reports a stop at the solver's MIP gap
+/// tolerance as `GapLimit`: microlp and CBC have none set here and HiGHS a zero gap
+/// ([`quiet_highs`]), so it means a gap the solver considers closed only within its numerical
+/// tolerances; that is not a proof, so it is `Feasible` (valid, not proven optimal), never
+/// `Optimal`.
 pub(crate) fn stop_status(status: SolutionStatus) -> IlpStatus {
     match status {
         SolutionStatus::Optimal => IlpStatus::Optimal,
-        SolutionStatus::TimeLimit | SolutionStatus::GapLimit => IlpStatus::TimeLimit,
+        SolutionStatus::TimeLimit => IlpStatus::TimeLimit,
+        SolutionStatus::GapLimit => IlpStatus::Feasible,
     }
 }
 
@@ -698,42 +852,18 @@ pub(crate) fn quiet_cbc(
     m
 }
 
-/// CBC, quiet and single-threaded. It starts cold: after a MIP start it returned columns
-/// inconsistent with its own objective on some of our models (LLaMA2-7B prefill at M_P).
-#[cfg(feature = "cbc")]
-fn solve_cbc(
-    problem: &Problem,
-    vars: &Vars,
-    pv: ProblemVariables,
-    goal: Expression,
-    constraints: Vec<Constraint>,
-    time_limit_s: f64,
-    r: &mut [Vec<bool>],
-) -> Result<IlpStatus, IlpError> {
-    solve(
-        quiet_cbc,
-        problem,
-        vars,
-        pv,
-        goal,
-        constraints,
-        None,
-        time_limit_s,
-        r,
-    )
-}
-
-#[cfg(not(feature = "cbc"))]
-fn solve_cbc(
-    _: &Problem,
-    _: &Vars,
-    _: ProblemVariables,
-    _: Expression,
-    _: Vec<Constraint>,
-    _: f64,
-    _: &mut [Vec<bool>],
-) -> Result<IlpStatus, IlpError> {
-    Err(IlpError::Unavailable(Solver::Cbc.name()))
+/// HiGHS on `p`: quiet (good_lp's HiGHS model turns its output off), single-threaded with the
+/// parallel simplex off (the same search on every run, as CBC's), and searching to a zero gap:
+/// HiGHS's default relative gap, 1e-4, would call a plan up to 0.01 % above its bound optimal.
+#[cfg(feature = "highs")]
+pub(crate) fn quiet_highs(
+    p: good_lp::variable::UnsolvedProblem,
+) -> good_lp::solvers::highs::HighsProblem {
+    good_lp::highs(p)
+        .set_threads(1)
+        .set_parallel(good_lp::solvers::highs::HighsParallelType::Off)
+        .set_option("mip_rel_gap", 0.0)
+        .set_option("mip_abs_gap", 0.0)
 }
 
 /// Steps `[first, last]` a tensor lives through in the graph's order.
@@ -891,28 +1021,51 @@ fn residency_of(problem: &Problem, plan: &Plan) -> Vec<Vec<bool>> {
     r
 }
 
-/// The solver's starting point: the residency of `plan`, with its spills and reloads (whole-graph
-/// window).
-fn warm_start(problem: &Problem, v: &Vars, plan: &Plan) -> Vec<(Variable, f64)> {
-    let r = residency_of(problem, plan);
+/// The Belady residency `belady` (`[tensor][step]`) in a window, less what the window's entry
+/// rules out (a tensor not resident when the window opens stays out until read: no prefetch):
+/// per tensor, its residency at the window's steps of its lifetime. Always feasible: a subset of
+/// the Belady residency that keeps every operator's working set.
+fn belady_in(v: &Vars, belady: &[Vec<bool>]) -> Vec<Vec<bool>> {
+    v.residency
+        .iter()
+        .enumerate()
+        .map(|(t, (first, res))| {
+            let mut prev = v.before[t];
+            res.iter()
+                .enumerate()
+                .map(|(i, cell)| {
+                    let cur = matches!(cell, Residency::Fixed)
+                        || (belady[t][first + i] && prev.unwrap_or(true));
+                    prev = Some(cur);
+                    cur
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The solver's starting point: the residency `cells` ([`belady_in`]) with the spills and
+/// reloads it implies.
+fn warm_start(v: &Vars, cells: &[Vec<bool>]) -> Vec<(Variable, f64)> {
     let mut start = Vec::new();
+    let bit = |b: bool| f64::from(u8::from(b));
     for (t, (first, res)) in v.residency.iter().enumerate() {
-        let on = |i: usize| r[t][first + i] || matches!(res[i], Residency::Fixed);
+        let mut prev = v.before[t];
         let mut spilled = false;
-        for (i, cell) in res.iter().enumerate() {
+        for (i, (cell, &cur)) in res.iter().zip(&cells[t]).enumerate() {
             if let Residency::Free(var) = cell {
-                start.push((*var, f64::from(u8::from(on(i)))));
+                start.push((*var, bit(cur)));
             }
-            if i > 0 {
-                let (prev, cur) = (on(i - 1), on(i));
-                if let Some(&(_, reload)) = v.reload[t].iter().find(|(s, _)| *s == first + i) {
-                    start.push((reload, f64::from(u8::from(cur && !prev))));
+            if let Some(prev) = prev {
+                if let Some(&(_, reload)) = v.reload[t].iter().find(|(at, _)| *at == first + i) {
+                    start.push((reload, bit(cur && !prev)));
                 }
                 spilled |= prev && !cur;
             }
+            prev = Some(cur);
         }
         if let Some(spill) = v.spill[t] {
-            start.push((spill, f64::from(u8::from(spilled))));
+            start.push((spill, bit(spilled)));
         }
     }
     start

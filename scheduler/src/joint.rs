@@ -16,16 +16,14 @@
 //! - `Σ_t bytes(t)·r[t,s] ≤ budget`.
 
 use crate::baseline::realise_in;
-#[cfg(feature = "cbc")]
-use crate::ilp::quiet_cbc;
-use crate::ilp::{fixed_order, stop_status, IlpError, IlpStatus, Solver};
+use crate::ilp::{fixed_order, run_milp, with_solver, IlpError, IlpStatus, Milp, Solver};
 use crate::peak::{order_binaries, MAX_WHOLE_ORDER_BINARIES};
 use crate::plan::{validate, Plan};
 use crate::problem::Problem;
 use good_lp::solvers::Solver as LpSolver;
 use good_lp::{
-    constraint, microlp, variable, Constraint, Expression, ProblemVariables, ResolutionError,
-    Solution, SolverModel, Variable, WithTimeLimit,
+    constraint, variable, Constraint, Expression, ProblemVariables, ResolutionError, Solution,
+    SolverModel, Variable, WithInitialSolution, WithTimeLimit,
 };
 use serde::Serialize;
 use std::time::Instant;
@@ -76,10 +74,8 @@ pub fn joint(
     let model = Model::new(problem, budget);
     let binaries = model.binaries;
     let constraints = model.constraints.len();
-    let (status, order, resident, claimed) = match solver {
-        Solver::Microlp => run(microlp, &model, problem, time_limit_s / 2.0)?,
-        Solver::Cbc => run_cbc(&model, problem, time_limit_s / 2.0)?,
-    };
+    let (status, order, resident, claimed) =
+        with_solver!(solver, |s| run(s, &model, problem, time_limit_s / 2.0))?;
     let solve_seconds = began.elapsed().as_secs_f64();
     let fixed_bytes = validate(problem, budget, &fixed.plan)?.non_compulsory_bytes;
     let found = match order {
@@ -258,32 +254,29 @@ impl Model {
     }
 }
 
-/// What a solve gives: status, the order (`None` if the solver's is not one), residency per
-/// step, and the non-compulsory bytes it claims.
+/// What a solve gives: status, the order (`None` if the solver's is not one, or it gave no
+/// solution), residency per step, and the non-compulsory bytes it claims.
 type Found = (IlpStatus, Option<Vec<usize>>, Vec<Vec<bool>>, u64);
 
+/// Solves `model` with `solver` and reads back the order, the residency and the claimed bytes.
 fn run<S>(solver: S, model: &Model, problem: &Problem, time_limit_s: f64) -> Result<Found, IlpError>
 where
     S: LpSolver,
-    S::Model: WithTimeLimit,
+    S::Model: WithTimeLimit + WithInitialSolution,
     <S::Model as SolverModel>::Error: Into<ResolutionError>,
 {
-    let mut lp = model
-        .pv
-        .clone()
-        .minimise(model.goal.clone())
-        .using(solver)
-        .with_time_limit(time_limit_s);
-    for c in &model.constraints {
-        lp.add_constraint(c.clone());
-    }
-    let solution = lp.solve().map_err(|e| match e.into() {
-        ResolutionError::Infeasible => {
-            IlpError::Solver("the joint model is infeasible, though the graph's order fits".into())
-        }
-        other => IlpError::Solver(other.to_string()),
-    })?;
-    let status = stop_status(solution.status());
+    let (status, solution) = match run_milp(
+        solver,
+        model.pv.clone(),
+        model.goal.clone(),
+        model.constraints.clone(),
+        None,
+        time_limit_s,
+    )? {
+        Milp::Solved(status, solution) => (status, solution),
+        // No solution from the solver: the fixed-order plan stands.
+        Milp::Fallback(status) => return Ok((status, None, Vec::new(), u64::MAX)),
+    };
     let n = problem.ops.len();
     // Binaries rounded at 0.5; operator o runs at the first step where y[o][s] is 1.
     let mut at: Vec<(usize, usize)> = model
@@ -319,15 +312,4 @@ where
         .collect();
     let claimed = ((solution.eval(&model.goal) - model.offset).max(0.0) * MIB).round() as u64;
     Ok((status, valid.then_some(order), resident, claimed))
-}
-
-/// CBC, quiet and single-threaded.
-#[cfg(feature = "cbc")]
-fn run_cbc(model: &Model, problem: &Problem, time_limit_s: f64) -> Result<Found, IlpError> {
-    run(quiet_cbc, model, problem, time_limit_s)
-}
-
-#[cfg(not(feature = "cbc"))]
-fn run_cbc(_: &Model, _: &Problem, _: f64) -> Result<Found, IlpError> {
-    Err(IlpError::Unavailable(Solver::Cbc.name()))
 }

@@ -15,16 +15,10 @@
 //! scratchpad of exactly the peak, and the validator replays it (no spill, peak within it).
 
 use crate::baseline::realise_in;
-#[cfg(feature = "cbc")]
-use crate::ilp::quiet_cbc;
-use crate::ilp::{covers, stop_status, IlpError, IlpStatus, Part, Solver};
+use crate::ilp::{covers, run_milp, with_solver, IlpError, IlpStatus, Milp, Part, Solver};
 use crate::plan::{validate, Plan};
 use crate::problem::Problem;
-use good_lp::solvers::Solver as LpSolver;
-use good_lp::{
-    constraint, microlp, variable, Constraint, Expression, ProblemVariables, ResolutionError,
-    Solution, SolverModel, Variable, WithTimeLimit,
-};
+use good_lp::{constraint, variable, Constraint, Expression, ProblemVariables, Solution, Variable};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -94,7 +88,7 @@ pub fn min_peak(
     parts: &[Part],
 ) -> Result<PeakOutcome, IlpError> {
     if !solver.available() {
-        return Err(IlpError::Unavailable(solver.name()));
+        return Err(IlpError::Unavailable(solver));
     }
     if !(time_limit_s > 0.0 && time_limit_s <= 86_400.0) {
         return Err(IlpError::TimeLimit(time_limit_s));
@@ -349,7 +343,8 @@ impl Model {
     }
 
     /// Solves the model and reads the order back, checking it is one (one operator per step,
-    /// producers first); a time-limited search with no valid order keeps the graph's.
+    /// producers first); a time-limited search with no valid order, or a solver that gives none,
+    /// keeps the graph's.
     fn solve(
         &self,
         problem: &Problem,
@@ -357,11 +352,25 @@ impl Model {
         solver: Solver,
     ) -> Result<(IlpStatus, Vec<usize>), IlpError> {
         let vars: Vec<Variable> = self.y.iter().flatten().flatten().copied().collect();
-        let (status, values) = match solver {
-            Solver::Microlp => run(microlp, self, time_limit_s, &vars)?,
-            Solver::Cbc => run_cbc(self, time_limit_s, &vars)?,
-        };
+        let found = with_solver!(solver, |s| run_milp(
+            s,
+            self.pv.clone(),
+            self.peak.into(),
+            self.constraints.clone(),
+            None,
+            time_limit_s
+        )
+        .map(|found| found.map(|solution| {
+            vars.iter()
+                .map(|&v| solution.value(v))
+                .collect::<Vec<f64>>()
+        })))?;
         let m = self.y.len();
+        let (status, values) = match found {
+            Milp::Solved(status, values) => (status, values),
+            // No order from the solver: the part keeps the graph's.
+            Milp::Fallback(status) => return Ok((status, (self.first..self.first + m).collect())),
+        };
         // Values come in the order of `vars`: row by row, the last step of each row fixed.
         let mut values = values.into_iter();
         // Operator j ran at the first step where y[j][s] rounds to 1 (binaries rounded at 0.5).
@@ -403,50 +412,4 @@ impl Model {
             ))
         }
     }
-}
-
-/// Solves `model` with `solver` and returns the values of `vars`.
-fn run<S>(
-    solver: S,
-    model: &Model,
-    time_limit_s: f64,
-    vars: &[Variable],
-) -> Result<(IlpStatus, Vec<f64>), IlpError>
-where
-    S: LpSolver,
-    S::Model: WithTimeLimit,
-    <S::Model as SolverModel>::Error: Into<ResolutionError>,
-{
-    let mut lp = model
-        .pv
-        .clone()
-        .minimise(model.peak)
-        .using(solver)
-        .with_time_limit(time_limit_s);
-    for c in &model.constraints {
-        lp.add_constraint(c.clone());
-    }
-    let solution = lp.solve().map_err(|e| match e.into() {
-        ResolutionError::Infeasible => {
-            IlpError::Solver("the order model is infeasible, though the graph's order fits".into())
-        }
-        other => IlpError::Solver(other.to_string()),
-    })?;
-    let status = stop_status(solution.status());
-    Ok((status, vars.iter().map(|&v| solution.value(v)).collect()))
-}
-
-/// CBC, quiet and single-threaded.
-#[cfg(feature = "cbc")]
-fn run_cbc(
-    model: &Model,
-    time_limit_s: f64,
-    vars: &[Variable],
-) -> Result<(IlpStatus, Vec<f64>), IlpError> {
-    run(quiet_cbc, model, time_limit_s, vars)
-}
-
-#[cfg(not(feature = "cbc"))]
-fn run_cbc(_: &Model, _: f64, _: &[Variable]) -> Result<(IlpStatus, Vec<f64>), IlpError> {
-    Err(IlpError::Unavailable(Solver::Cbc.name()))
 }

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 mod common;
-use common::{problem, solver, synthetic, topological_orders};
+use common::{problem, solvers, synthetic, topological_orders};
 use tessera_scheduler::ilp::{fixed_order, IlpError, IlpStatus, Solver};
 use tessera_scheduler::joint::joint;
 use tessera_scheduler::validate;
@@ -16,12 +16,14 @@ fn reordering_removes_spills() {
     // evicts the other (40 bytes); interleaving the two branches fits 12 bytes with no spill.
     let reads = [vec![], vec![], vec![0], vec![1], vec![2, 3]];
     let p = synthetic(&[10, 10, 1, 1, 1], &reads, &[0, 1, 2, 3, 4]);
-    let j = joint(&p, 12, 10.0, solver()).unwrap();
-    assert_eq!(j.fixed_order_bytes, 40);
-    assert_eq!(j.non_compulsory_bytes, 0);
-    assert_eq!(j.status, IlpStatus::Optimal);
-    assert!(!j.fixed_order_kept);
-    assert_eq!(validate(&p, 12, &j.plan).unwrap().non_compulsory_bytes, 0);
+    for solver in solvers() {
+        let j = joint(&p, 12, 10.0, solver).unwrap();
+        assert_eq!(j.fixed_order_bytes, 40, "{}", solver.name());
+        assert_eq!(j.non_compulsory_bytes, 0, "{}", solver.name());
+        assert_eq!(j.status, IlpStatus::Optimal);
+        assert!(!j.fixed_order_kept);
+        assert_eq!(validate(&p, 12, &j.plan).unwrap().non_compulsory_bytes, 0);
+    }
 }
 
 #[test]
@@ -29,22 +31,27 @@ fn model_graph_plans_validate() {
     let p = problem("tiny-llama", Phase::Prefill { seq: 32 });
     let m_r = p.min_budget();
     for budget in [m_r, m_r + m_r / 4] {
-        let j = joint(&p, budget, 30.0, solver()).unwrap();
-        let r = validate(&p, budget, &j.plan).unwrap();
-        assert_eq!(r.non_compulsory_bytes, j.non_compulsory_bytes);
-        assert!(j.non_compulsory_bytes <= j.fixed_order_bytes);
-        assert!(j.lower_bound_bytes <= j.non_compulsory_bytes);
+        for solver in solvers() {
+            let at = format!("{budget} with {}", solver.name());
+            let j = joint(&p, budget, 30.0, solver).unwrap();
+            let r = validate(&p, budget, &j.plan).unwrap();
+            assert_eq!(r.non_compulsory_bytes, j.non_compulsory_bytes, "{at}");
+            assert!(j.non_compulsory_bytes <= j.fixed_order_bytes, "{at}");
+            assert!(j.lower_bound_bytes <= j.non_compulsory_bytes, "{at}");
+        }
     }
 }
 
 #[test]
 fn large_graphs_are_refused_clearly() {
     let p = problem("gpt2", Phase::Prefill { seq: 128 });
-    let e = joint(&p, p.min_budget() * 2, 10.0, solver()).unwrap_err();
-    assert!(matches!(e, IlpError::JointTooLarge { .. }), "{e}");
-    assert!(e.to_string().contains("--mode fixed-order"), "{e}");
-    let e = joint(&p, p.min_budget() - 1, 10.0, solver()).unwrap_err();
-    assert!(e.to_string().contains("smallest feasible budget"), "{e}");
+    for solver in solvers() {
+        let e = joint(&p, p.min_budget() * 2, 10.0, solver).unwrap_err();
+        assert!(matches!(e, IlpError::JointTooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("--mode fixed-order"), "{e}");
+        let e = joint(&p, p.min_budget() - 1, 10.0, solver).unwrap_err();
+        assert!(e.to_string().contains("smallest feasible budget"), "{e}");
+    }
 }
 
 proptest! {
@@ -84,5 +91,16 @@ proptest! {
         prop_assert_eq!(j.status, IlpStatus::Optimal);
         prop_assert_eq!(validate(&p, budget, &j.plan).unwrap().non_compulsory_bytes, j.non_compulsory_bytes);
         prop_assert_eq!(j.non_compulsory_bytes, best);
+        // Every other solver's plan replays at what it reports, never below the optimum, and
+        // at it whenever the solver claims optimality.
+        for solver in solvers().into_iter().filter(|&s| s != Solver::Microlp) {
+            let j = joint(&p, budget, 10.0, solver).unwrap();
+            let r = validate(&p, budget, &j.plan).unwrap();
+            prop_assert_eq!(r.non_compulsory_bytes, j.non_compulsory_bytes);
+            prop_assert!(j.non_compulsory_bytes >= best);
+            if j.status == IlpStatus::Optimal {
+                prop_assert_eq!(j.non_compulsory_bytes, best, "{}", solver.name());
+            }
+        }
     }
 }

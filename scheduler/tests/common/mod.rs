@@ -16,13 +16,10 @@ pub fn problem(name: &str, phase: Phase) -> Problem {
     Problem::from_graph(&build_graph(&m, &c, phase, 1).unwrap()).unwrap()
 }
 
-/// The strongest solver in this build.
-pub fn solver() -> Solver {
-    if Solver::Cbc.available() {
-        Solver::Cbc
-    } else {
-        Solver::Microlp
-    }
+/// Every solver in this build (microlp always; CBC and HiGHS with the `cbc` and `highs`
+/// features): the tests run each case with each of them.
+pub fn solvers() -> Vec<Solver> {
+    Solver::ALL.into_iter().filter(|s| s.available()).collect()
 }
 
 /// Operator `i` writes tensor `i` of `bytes[i]` bytes and reads the tensors in `reads[i]`, the
