@@ -960,8 +960,18 @@ impl DramChannel {
         // grows): then every first-round row is in time, a miss if its bank is closed.
         let round = rows.min(t.banks);
         let open_latency = t.t_rp + t.t_rcd + t.t_cl;
-        let idle = |j: u64| {
-            let (b, r) = place(j);
+        // The first round's banks in order: `bank`, `bank + 1`, … wrapping to the next row.
+        let first_round = || {
+            (0..round as usize).map(move |j| {
+                let b = bank + j;
+                if b < t.banks as usize {
+                    (b, row)
+                } else {
+                    (b - t.banks as usize, row + 1)
+                }
+            })
+        };
+        let idle = |(b, r): (usize, u64)| {
             let k = self.banks[b];
             k.open_row != Some(r)
                 && (k.activated_at + t.t_ras)
@@ -970,8 +980,8 @@ impl DramChannel {
                     + open_latency
                     <= start
         };
-        let (in_time, misses) = if arrival(0) + open_latency <= start && (0..round).all(idle) {
-            let closed = (0..round).filter(|&j| self.banks[place(j).0].open_row.is_none());
+        let (in_time, misses) = if arrival(0) + open_latency <= start && first_round().all(idle) {
+            let closed = first_round().filter(|&(b, _)| self.banks[b].open_row.is_none());
             (round, closed.count() as u64)
         } else {
             let (mut in_time, mut misses) = (0, 0);
@@ -999,18 +1009,33 @@ impl DramChannel {
         }
         // The banks' final state: each one's last row (one row per bank, so a first-round row's
         // bank is still as the check found it).
-        for j in rows.saturating_sub(t.banks)..rows {
+        // Stepped without dividing: the row's place and its head's issue (cycles, leftover bytes).
+        let first = rows.saturating_sub(t.banks);
+        let (mut b, mut r) = place(first);
+        let issued = head_cycles.1 + first * t.row_bytes;
+        let (mut cycles, mut rest) = (head_cycles.0 + issued / bpc, issued % bpc);
+        let row_step = (t.row_bytes / bpc, t.row_bytes % bpc);
+        for j in first..rows {
             let data = start + j * row_time;
-            let (b, r) = place(j);
+            let arrival = s.issue_at_cycle(cycles);
             let activated_at = if j < t.banks {
-                self.plan_at(b, r, arrival(j)).1 - t.t_rcd
+                self.plan_at(b, r, arrival).1 - t.t_rcd
             } else {
-                arrival(j).max(data - (t.banks - 1) * row_time) + t.t_rp
+                arrival.max(data - (t.banks - 1) * row_time) + t.t_rp
             };
-            let b = &mut self.banks[b];
-            b.activated_at = activated_at;
-            b.open_row = Some(r);
-            b.last_data_end = data + row_time;
+            let k = &mut self.banks[b];
+            k.activated_at = activated_at;
+            k.open_row = Some(r);
+            k.last_data_end = data + row_time;
+            b += 1;
+            if b as u64 == t.banks {
+                (b, r) = (0, r + 1);
+            }
+            cycles += row_step.0;
+            rest += row_step.1;
+            if rest >= bpc {
+                (cycles, rest) = (cycles + 1, rest - bpc);
+            }
         }
         self.bus_free = start + rows * row_time;
         let st = &mut self.stats;

@@ -16,8 +16,8 @@ pub const VERSION: u32 = 1;
 pub fn placements(op: Opcode) -> &'static [(usize, u32, Field)] {
     static TABLE: std::sync::OnceLock<Vec<Vec<(usize, u32, Field)>>> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| Opcode::ALL.iter().map(|o| place(*o)).collect());
-    let index = Opcode::ALL.iter().position(|o| *o == op).unwrap_or(0);
-    &table[index]
+    // `Opcode::ALL` lists the opcodes in the order of their codes, from 1.
+    &table[op as usize - 1]
 }
 
 fn place(op: Opcode) -> Vec<(usize, u32, Field)> {
