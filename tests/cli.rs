@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
+use tessera_spec::isa::data::f16_bytes;
 mod common;
 
 use common::{fails, ok_json, tessera};
@@ -355,6 +356,67 @@ fn sim_explains_bad_programs() {
         e.contains("instruction 0 (load)") && e.contains("buffer 7"),
         "{e}"
     );
+}
+
+#[test]
+fn sim_functional_loads_computes_and_dumps() {
+    // fp16 [3, -254, 1, 5] quantised per row: scale max|x|/127 = 2 (fp16 0x4000), values
+    // 3/2 → 2 (ties to even), -127, 1/2 → 0, 5/2 → 2.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = dir.join("x.bin");
+    std::fs::write(&x, f16_bytes(&[3.0, -254.0, 1.0, 5.0])).unwrap();
+    let program = temp_file(
+        "quantize.tasm",
+        "load buffer=1 channel=0 bytes=8 release=sfu
+         sfu wait=ld op=quantize src_buffer=1 dst_buffer=1 dst_addr=64 rows=1 cols=4 release=st
+         store wait=sfu buffer=1 buf_addr=64 channel=1 dram_addr_lo=0x100 bytes=6",
+    );
+    let y = dir.join("y.bin");
+    let (p, x, y) = (
+        program.to_str().unwrap(),
+        x.to_str().unwrap(),
+        y.to_str().unwrap(),
+    );
+    let load = format!("0:0={x}");
+    let dump = format!("1:0x100:6={y}");
+    let r = ok_json(&[
+        "sim",
+        p,
+        "--functional",
+        "--load",
+        &load,
+        "--dump",
+        &dump,
+        "--json",
+    ]);
+    assert_eq!(r["functional"], true);
+    assert_eq!(std::fs::read(y).unwrap(), vec![2, 0x81, 0, 2, 0x00, 0x40]);
+    // Timing is the same without data.
+    let timing = ok_json(&["sim", p, "--json"]);
+    assert_eq!(timing["cycles"], r["cycles"]);
+    let e = fails(&["sim", p, "--functional", "--dump", &format!("99:0:4={y}")]);
+    assert!(
+        e.contains("--dump 99:0:4") && e.contains("channels 0 to"),
+        "{e}"
+    );
+    let e = fails(&["sim", p, "--functional", "--load", "0:zero=x.bin"]);
+    assert!(
+        e.contains("address `zero`") && e.contains("CHANNEL:ADDR=FILE"),
+        "{e}"
+    );
+    let e = fails(&[
+        "sim",
+        p,
+        "--functional",
+        "--load",
+        &format!("0:0={y}.missing"),
+    ]);
+    assert!(e.contains("cannot read"), "{e}");
+    // Data flags need functional mode.
+    let out = tessera(&["sim", p, "--load", &load]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--functional"));
 }
 
 #[test]

@@ -28,8 +28,8 @@ use tessera_spec::compression::{
     ActivationFormat, Compression, OpClass, Sparsity, WeightCompression,
 };
 use tessera_spec::isa::{
-    BufRef, Dma, Instruction, Loop, MatrixOp, Program, SparseCode, Sync, SysInstr, SysOp, Unit,
-    UnitMask, WeightCode,
+    BufRef, Dma, Instruction, Loop, MatrixOp, OutCode, Program, SparseCode, Sync, SysInstr, SysOp,
+    Unit, UnitMask, WeightCode,
 };
 
 /// Why an operator cannot be lowered onto an accelerator.
@@ -480,6 +480,8 @@ pub(crate) fn lower_streamed(
                 },
                 group: s.group,
                 accumulate: false,
+                a_scaled: false,
+                out: OutCode::Fp32,
             };
             instructions.push(if m == 1 {
                 Instruction::Matvec(op)

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 use tessera_spec::accel::{Accelerator, SfuOp};
-use tessera_spec::analytical::{matrix_operand_bytes, sfu_operand_bytes};
+use tessera_spec::analytical::{matrix_operand_bytes, result_bytes, sfu_operand_bytes};
 use tessera_spec::isa::data::{
-    f16_bytes, f16_values, f32_values, groups_per_column, sfu_row, unpack_ints,
+    f16_bytes, f16_values, f32_values, groups_per_column, quantize_scale, sfu_row, unpack_ints,
     weight_scales_offset,
 };
-use tessera_spec::isa::{Dma, Instruction, MatrixOp, SfuInstr, SparseCode, WeightCode};
+use tessera_spec::isa::{Dma, Instruction, MatrixOp, OutCode, SfuInstr, SparseCode, WeightCode};
 
 const PAGE: u64 = 1 << 16;
 
@@ -127,11 +127,20 @@ impl DataState {
         if m.weight == WeightCode::Fp16 && m.act_int8 {
             return Err("fp16 weights need fp16 activations (act_int8=0)".into());
         }
+        if m.a_scaled && !m.act_int8 {
+            return Err("a_scaled needs int8 activations (act_int8=1)".into());
+        }
         let kept = if nm { k / 16 * m.nm_n as u64 } else { k };
         // Activations, as integers (int8) or fp32 (fp16).
         // Operand extents come from the one place that sizes them (timing uses it too).
         let bytes = matrix_operand_bytes(m);
         let a_raw = self.buf(m.a.buffer, m.a.addr, bytes.a);
+        let (a_raw, row_scales) = if m.a_scaled {
+            let (values, scales) = a_raw.split_at((rows * k) as usize);
+            (values, Some(f16_values(scales)))
+        } else {
+            (a_raw, None)
+        };
         let act_int: Vec<i32> = a_raw.iter().map(|b| *b as i8 as i32).collect();
         let act_f32 = f16_values(a_raw);
         // Weights (and scales), one column at a time.
@@ -194,15 +203,28 @@ impl DataState {
                 out[(r * n + j) as usize] = acc;
             }
         }
-        let c = self.buf_mut(m.c.buffer, m.c.addr, rows * n * 4);
+        if let Some(scales) = row_scales {
+            for (row, s) in out.chunks_exact_mut(n as usize).zip(scales) {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+        let c = self.buf_mut(m.c.buffer, m.c.addr, result_bytes(m));
         if m.accumulate {
-            let old = f32_values(c);
+            let old = match m.out {
+                OutCode::Fp32 => f32_values(c),
+                OutCode::Fp16 => f16_values(c),
+            };
             for (o, prev) in out.iter_mut().zip(old) {
                 *o += prev;
             }
         }
-        for (chunk, v) in c.chunks_exact_mut(4).zip(&out) {
-            chunk.copy_from_slice(&v.to_le_bytes());
+        match m.out {
+            OutCode::Fp32 => {
+                for (chunk, v) in c.chunks_exact_mut(4).zip(&out) {
+                    chunk.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            OutCode::Fp16 => c.copy_from_slice(&f16_bytes(&out)),
         }
         Ok(())
     }
@@ -210,10 +232,11 @@ impl DataState {
     fn sfu(&mut self, s: &SfuInstr) {
         let (rows, cols) = (s.rows as u64, s.cols as u64);
         let src = f16_values(self.buf(s.src.buffer, s.src.addr, 2 * rows * cols));
-        let (_, aux_len, _) = sfu_operand_bytes(s);
+        let (_, aux_len, dst_len) = sfu_operand_bytes(s);
         let aux = f16_values(self.buf(s.aux.buffer, s.aux.addr, aux_len));
         let per_row = matches!(s.op, SfuOp::Add | SfuOp::Mul | SfuOp::Rotary);
         let mut out = Vec::with_capacity(src.len());
+        let mut scales = Vec::new();
         for r in 0..rows as usize {
             let x = &src[r * cols as usize..(r + 1) * cols as usize];
             let a = if per_row {
@@ -222,9 +245,20 @@ impl DataState {
                 &aux[..]
             };
             out.extend(sfu_row(s.op, x, a));
+            if s.op == SfuOp::Quantize {
+                scales.push(quantize_scale(x).to_f32());
+            }
         }
-        self.buf_mut(s.dst.buffer, s.dst.addr, 2 * rows * cols)
-            .copy_from_slice(&f16_bytes(&out));
+        let bytes = if s.op == SfuOp::Quantize {
+            // int8 values (exact integers in fp32), then the row scales.
+            let mut b: Vec<u8> = out.iter().map(|v| *v as i8 as u8).collect();
+            b.extend(f16_bytes(&scales));
+            b
+        } else {
+            f16_bytes(&out)
+        };
+        self.buf_mut(s.dst.buffer, s.dst.addr, dst_len)
+            .copy_from_slice(&bytes);
     }
 }
 

@@ -3,6 +3,8 @@
 //! buffers, no tiling), so that a functional simulation can be checked against it bit for bit.
 
 use half::f16;
+use tessera_spec::accel::SfuOp;
+use tessera_spec::isa::data::{quantize_scale, sfu_row};
 
 /// A quantised weight matrix in logical form: `k × n`, stored column by column.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +94,16 @@ impl QuantWeights {
         }
     }
 
+    /// [`Self::linear_int8`] of scaled int8 activations: each row's results times its scale
+    /// `row_scales[r]`, in fp32.
+    pub fn linear_int8_scaled(&self, x: &[i8], row_scales: &[f32]) -> Vec<f32> {
+        let mut y = self.linear_int8(x, row_scales.len());
+        for (row, s) in y.chunks_exact_mut(self.n).zip(row_scales) {
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        y
+    }
+
     /// `y[r·n + j] = Σ_g scale(j, g) · Σ_{p ∈ g} x[r·k + p] · w(p, j)` for int8 activations:
     /// integer partial sums per group, scaled and summed over groups in order in fp32.
     pub fn linear_int8(&self, x: &[i8], rows: usize) -> Vec<f32> {
@@ -112,4 +124,21 @@ impl QuantWeights {
         }
         y
     }
+}
+
+/// Rounds fp32 values to fp16 (nearest, ties to even) and back.
+pub fn round_f16(values: &[f32]) -> Vec<f32> {
+    values.iter().map(|v| f16::from_f32(*v).to_f32()).collect()
+}
+
+/// Per-row int8 quantisation of `rows × cols` values as the special-function unit's `quantize`
+/// defines it ([`tessera_spec::isa::data`]): the int8 values and each row's scale.
+pub fn quantize_rows(x: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut values = Vec::with_capacity(x.len());
+    let mut scales = Vec::new();
+    for row in x.chunks_exact(cols) {
+        values.extend(sfu_row(SfuOp::Quantize, row, &[]).iter().map(|v| *v as i8));
+        scales.push(quantize_scale(row).to_f32());
+    }
+    (values, scales)
 }

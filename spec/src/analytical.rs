@@ -302,11 +302,11 @@ pub fn matrix_instr_work(m: &MatrixOp) -> MatrixWork {
 /// Bytes a matrix instruction moves through its buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MatrixOperandBytes {
-    /// Activations `a` (`m × k`).
+    /// Activations `a` (`m × k`, and the row scales of scaled int8 activations).
     pub a: u64,
     /// Weights `b` (`k × n` as stored: only kept values for N:M).
     pub b: u64,
-    /// Results `c` (`m × n` 32-bit accumulators, read as well as written when accumulating).
+    /// Results `c` (`m × n` in the `out` format, read as well as written when accumulating).
     pub c: u64,
     /// Sparse metadata: a 4-bit index per kept weight for N:M, one bit per 16 × 16 block for
     /// block skipping, one bit per weight for compressed load.
@@ -333,16 +333,23 @@ pub fn matrix_operand_bytes(m: &MatrixOp) -> MatrixOperandBytes {
     } else {
         data::weight_scale_bytes(n, k, m.group as u64)
     };
+    // Scaled int8 activations carry one fp16 scale per row after them.
+    let row_scales = if m.act_int8 && m.a_scaled { 2 * mm } else { 0 };
     MatrixOperandBytes {
-        a: mm * k * act_bytes,
+        a: mm * k * act_bytes + row_scales,
         b: data::weight_scales_offset(kept * n, m.weight.bits()) + scales,
-        c: mm * n * 4 * if m.accumulate { 2 } else { 1 },
+        c: result_bytes(m) * if m.accumulate { 2 } else { 1 },
         meta,
     }
 }
 
+/// Bytes of a matrix instruction's result region `c` (`m × n` in the `out` format).
+pub fn result_bytes(m: &MatrixOp) -> u64 {
+    m.m as u64 * m.n as u64 * m.out.bytes()
+}
+
 /// Bytes of fp16 elements a special-function instruction reads (`src`, and `aux` for add, mul,
-/// rotary and norms) and writes (`dst`).
+/// rotary and norms) and writes (`dst`; int8 values and row scales for `quantize`).
 pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
     let bytes = 2 * s.rows as u64 * s.cols as u64;
     let aux = match s.op {
@@ -351,7 +358,12 @@ pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
         SfuOp::RmsNorm => 2 * s.cols as u64,
         _ => 0,
     };
-    (bytes, aux, bytes)
+    // `quantize` writes int8 values and one fp16 scale per row.
+    let dst = match s.op {
+        SfuOp::Quantize => s.rows as u64 * (s.cols as u64 + 2),
+        _ => bytes,
+    };
+    (bytes, aux, dst)
 }
 
 /// How a program's instructions reach the units.

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use tessera_spec::accel::SfuOp;
 use tessera_spec::isa::{
     assemble, decode_program, disassemble, encode_program, header, layout, layout_doc, BufRef,
-    DecodeError, Dma, FieldKind, Instruction, Loop, MatrixOp, Opcode, Program, SfuInstr,
+    DecodeError, Dma, FieldKind, Instruction, Loop, MatrixOp, Opcode, OutCode, Program, SfuInstr,
     SparseCode, Sync, SysInstr, SysOp, Unit, UnitMask, WeightCode,
 };
 
@@ -15,7 +15,7 @@ fn any_instruction() -> impl Strategy<Value = Instruction> {
         0..Opcode::ALL.len(),
         0u8..64,
         0u8..64,
-        prop::collection::vec(any::<u64>(), 17),
+        prop::collection::vec(any::<u64>(), 19),
     )
         .prop_map(|(o, wait, release, raw)| {
             let op = Opcode::ALL[o];
@@ -140,7 +140,9 @@ fn typed_program_text_form() {
                 nm_n: 8,
                 meta: BufRef { buffer: 3, addr: 0 },
                 group: 128,
-                accumulate: false,
+                accumulate: true,
+                a_scaled: true,
+                out: OutCode::Fp16,
             }),
             Instruction::Sfu(SfuInstr {
                 sync: Sync {
@@ -169,7 +171,7 @@ fn typed_program_text_form() {
     let text = disassemble(&p);
     let expected = "\
 load    wait=- release=mm channel=3 dram_addr_lo=0x34567890 dram_addr_hi=18 bytes=0x1000 n0=16 dram_stride0=0x1000 buf_stride0=0x1000
-matmul  wait=ld release=sfu a_buffer=1 c_buffer=2 meta_buffer=3 c_addr=64 m=16 n=64 k=256 weight=int4 act_int8=1 sparse=nm nm_n=8 group=128
+matmul  wait=ld release=sfu a_buffer=1 c_buffer=2 meta_buffer=3 c_addr=64 m=16 n=64 k=256 weight=int4 act_int8=1 sparse=nm nm_n=8 accumulate=1 a_scaled=1 out=fp16 group=128
 sfu     wait=mm release=- op=softmax src_buffer=2 dst_buffer=2 src_addr=64 dst_addr=64 rows=16 cols=64
 sys     wait=- release=- op=halt
 ";

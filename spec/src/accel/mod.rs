@@ -406,11 +406,15 @@ pub enum SfuOp {
     Add,
     /// Element-wise multiply by `aux` (same shape).
     Mul,
+    /// Per-row int8 quantisation (two passes: `max |x|`, then scale and round): `dst` holds the
+    /// `rows × cols` int8 values and then one fp16 scale per row, as scaled int8 activations of
+    /// a matrix instruction (`a_scaled`). No `aux`.
+    Quantize,
 }
 
 impl SfuOp {
     /// Every operation, in a fixed order.
-    pub const ALL: [SfuOp; 9] = [
+    pub const ALL: [SfuOp; 10] = [
         SfuOp::Softmax,
         SfuOp::LayerNorm,
         SfuOp::RmsNorm,
@@ -420,6 +424,7 @@ impl SfuOp {
         SfuOp::Rotary,
         SfuOp::Add,
         SfuOp::Mul,
+        SfuOp::Quantize,
     ];
 
     /// The key used in TOML files.
@@ -434,6 +439,7 @@ impl SfuOp {
             SfuOp::Rotary => "rotary",
             SfuOp::Add => "add",
             SfuOp::Mul => "mul",
+            SfuOp::Quantize => "quantize",
         }
     }
 }

@@ -2,7 +2,9 @@
 //! simulator's functional mode decodes them, the compiler encodes them, the RTL reads them.
 //!
 //! **Matrix instructions** compute `C[m×n] (+)= A[m×k] · W[k×n]`:
-//! - `A` at `a`: row-major, int8 (`act_int8`) or fp16, `m × k` elements.
+//! - `A` at `a`: row-major, int8 (`act_int8`) or fp16, `m × k` elements. Scaled int8
+//!   activations (`a_scaled`) are followed, from byte `m·k`, by one fp16 scale `s_r` per row, as
+//!   the special-function unit's `quantize` writes them ([`quantize_scale`]).
 //! - `W` at `b`: column by column (output feature `j` holds its `k` weights, or for N:M its
 //!   `k/16 × N` kept weights, in order), all packed into one little-endian bit stream of
 //!   two's-complement `bits`-wide integers ([`pack_ints`]), or fp16 for `weight=fp16`. Integer
@@ -12,14 +14,19 @@
 //!   in the weights' order, packed like 4-bit unsigned integers.
 //! - Block-skip and unstructured sparsity store weights dense (skipped ones are zero); their
 //!   bitmaps at `meta` tell the hardware what to skip and do not change the result.
-//! - `C` at `c`: row-major fp32. Each output is `Σ_g scale_g · psum_g` over the column's groups in
-//!   order, accumulated in fp32, where `psum_g` is the group's int32 dot product (int8
-//!   activations) or its fp32 dot product in reduction order (fp16 activations). fp16 weights: one
-//!   fp32 dot product in reduction order. `accumulate` adds the result to the fp32 already there.
+//! - `C` at `c`: row-major, fp32 or fp16 (`out`). Each output is `Σ_g scale_g · psum_g` over the
+//!   column's groups in order, accumulated in fp32, where `psum_g` is the group's int32 dot
+//!   product (int8 activations) or its fp32 dot product in reduction order (fp16 activations).
+//!   fp16 weights: one fp32 dot product in reduction order. With `a_scaled` the sum is then
+//!   multiplied by its row's `s_r` in fp32. `accumulate` adds, in fp32, the value already there
+//!   (read in the `out` format). fp16 results are the fp32 value rounded to nearest, ties to even.
 //!
 //! **Special-function instructions** read `rows × cols` fp16 at `src` (row-major) and write the
 //! same shape as fp16 at `dst`, computing in fp32 (see [`crate::accel::SfuOp`] for each op's
-//! `aux` operand and [`LAYER_NORM_EPS`], [`RMS_NORM_EPS`]).
+//! `aux` operand and [`LAYER_NORM_EPS`], [`RMS_NORM_EPS`]). `quantize` writes int8 instead,
+//! `rows × cols` values and then one fp16 scale per row: the scale is `max |x| / 127` rounded
+//! to fp16 ([`quantize_scale`]), each value `x / scale` in fp32 rounded to nearest (ties to even)
+//! and clamped to ±127, or 0 when the scale is 0.
 
 use crate::accel::SfuOp;
 use half::f16;
@@ -31,7 +38,8 @@ pub const RMS_NORM_EPS: f32 = 1e-6;
 
 /// One row of a special-function instruction in fp32: `x` is the row of `src`, `aux` the
 /// instruction's `aux` operand as [`SfuOp`] describes it (the row's part for same-shape operands,
-/// the whole `γ`/`β` vector for norms). Returns the row to round to fp16 for `dst`.
+/// the whole `γ`/`β` vector for norms). Returns the row to round to fp16 for `dst`, or for
+/// `quantize` the row's int8 values (its scale is [`quantize_scale`]).
 pub fn sfu_row(op: SfuOp, x: &[f32], aux: &[f32]) -> Vec<f32> {
     let n = x.len() as f32;
     match op {
@@ -74,7 +82,24 @@ pub fn sfu_row(op: SfuOp, x: &[f32], aux: &[f32]) -> Vec<f32> {
         }
         SfuOp::Add => x.iter().zip(aux).map(|(a, b)| a + b).collect(),
         SfuOp::Mul => x.iter().zip(aux).map(|(a, b)| a * b).collect(),
+        SfuOp::Quantize => {
+            let scale = quantize_scale(x).to_f32();
+            x.iter()
+                .map(|v| {
+                    if scale == 0.0 {
+                        0.0
+                    } else {
+                        (v / scale).round_ties_even().clamp(-127.0, 127.0)
+                    }
+                })
+                .collect()
+        }
     }
+}
+
+/// The int8 scale `quantize` gives a row: `max |x| / 127` in fp32, rounded to fp16.
+pub fn quantize_scale(x: &[f32]) -> f16 {
+    f16::from_f32(x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0)
 }
 
 /// Encodes a weight matrix for a matrix instruction's `b` and `meta` operands.
@@ -244,6 +269,13 @@ mod tests {
         assert!(close(&r, &[0.0, 1.0]), "{r:?}");
         assert_eq!(sfu_row(SfuOp::Add, &[1.0], &[2.0]), vec![3.0]);
         assert_eq!(sfu_row(SfuOp::Mul, &[1.5], &[2.0]), vec![3.0]);
+        // max |x| = 254 gives scale 2; 3 / 2 rounds to even, −254 / 2 is the clamp's edge.
+        assert_eq!(quantize_scale(&[3.0, -254.0, 1.0]).to_f32(), 2.0);
+        assert_eq!(
+            sfu_row(SfuOp::Quantize, &[3.0, -254.0, 1.0, 5.0], &[]),
+            vec![2.0, -127.0, 0.0, 2.0]
+        );
+        assert_eq!(sfu_row(SfuOp::Quantize, &[0.0, 0.0], &[]), vec![0.0, 0.0]);
     }
 
     #[test]

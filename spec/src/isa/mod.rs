@@ -200,6 +200,29 @@ impl SparseCode {
     ];
 }
 
+/// The number format of a matrix instruction's results ([`data`] describes each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutCode {
+    /// fp32 results.
+    #[default]
+    Fp32,
+    /// fp32 results rounded to fp16, as the special-function unit reads them.
+    Fp16,
+}
+
+impl OutCode {
+    const NAMES: &'static [&'static str] = &["fp32", "fp16"];
+    const ALL: [OutCode; 2] = [OutCode::Fp32, OutCode::Fp16];
+    /// Bytes per result.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            OutCode::Fp32 => 4,
+            OutCode::Fp16 => 2,
+        }
+    }
+}
+
 /// A matrix instruction: `c[m × n] (+)= a[m × k] · b[k × n]` on one tile, `a` activations and `b`
 /// weights. Matrix–vector instructions use the same fields with `m = 1`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -222,6 +245,10 @@ pub struct MatrixOp {
     pub weight: WeightCode,
     /// Activations are int8 (else fp16).
     pub act_int8: bool,
+    /// int8 activations carry one fp16 scale per row after them, applied to the row's results.
+    pub a_scaled: bool,
+    /// Result format.
+    pub out: OutCode,
     /// Weight storage.
     pub sparse: SparseCode,
     /// Kept weights per 16 for N:M (1..=16).
@@ -408,6 +435,7 @@ const SFU_NAMES: &[&str] = &[
     "rotary",
     "add",
     "mul",
+    "quantize",
 ];
 
 const DMA: &[Field] = &[
@@ -460,6 +488,16 @@ const MATRIX: &[Field] = &[
         name: "accumulate",
         bits: 1,
         kind: FieldKind::Flag,
+    },
+    Field {
+        name: "a_scaled",
+        bits: 1,
+        kind: FieldKind::Flag,
+    },
+    Field {
+        name: "out",
+        bits: 1,
+        kind: FieldKind::Enum(OutCode::NAMES),
     },
     int("group", 13),
 ];
@@ -595,6 +633,8 @@ impl Instruction {
                 m.sparse as u64,
                 m.nm_n as u64,
                 m.accumulate as u64,
+                m.a_scaled as u64,
+                m.out as u64,
                 m.group as u64,
             ],
             Instruction::Sfu(s) => vec![
@@ -658,7 +698,9 @@ impl Instruction {
                     sparse: *SparseCode::ALL.get(f[13] as usize)?,
                     nm_n: f[14] as u8,
                     accumulate: f[15] != 0,
-                    group: f[16] as u16,
+                    a_scaled: f[16] != 0,
+                    out: *OutCode::ALL.get(f[17] as usize)?,
+                    group: f[18] as u16,
                 };
                 if op == Opcode::Matmul {
                     Instruction::Matmul(m)
