@@ -204,11 +204,12 @@ pub fn render(r: &SimReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} instructions ({} bytes), {} cycles = {:.3} µs, {} DRAM bytes, {:.3} µJ \
-         (DRAM scheduled {})",
+        "{}: {} instructions ({} bytes, {} events), {} cycles = {:.3} µs, {} DRAM bytes, \
+         {:.3} µJ (DRAM scheduled {})",
         r.accelerator,
         r.instructions,
         r.instruction_bytes,
+        r.events,
         r.cycles,
         r.seconds * 1e6,
         r.dram_bytes,

@@ -329,6 +329,8 @@ fn sim_runs_text_and_binary_programs() {
     assert_eq!(from_text, from_bin);
     assert!(from_text["cycles"].as_u64().unwrap() > 0);
     assert_eq!(from_text["instructions"], 8);
+    // One completion per instruction, and the fetch wake-ups.
+    assert!(from_text["events"].as_u64().unwrap() >= 8);
     assert!(from_text["units"]["mm"]["busy_cycles"].as_u64().unwrap() > 0);
     let trace = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("trace.json");
     let out = tessera(&[

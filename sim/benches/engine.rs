@@ -35,6 +35,18 @@ fn compiled_passes(c: &mut Criterion) {
         ("prefill_512", Phase::Prefill { seq: 512 }),
     ] {
         let program = compiled(&accel, phase);
+        let report = simulate_with(&accel, &program, FAST).expect("compiled programs run");
+        // Events per second are these figures scaled by the ratio printed here.
+        println!(
+            "{name}: {} instructions, {} engine events, {} DRAM bursts",
+            report.instructions,
+            report.events,
+            report
+                .channels
+                .iter()
+                .map(|c| c.row_hits + c.row_misses + c.row_conflicts)
+                .sum::<u64>()
+        );
         g.throughput(Throughput::Elements(program.instructions.len() as u64));
         g.bench_function(name, |b| b.iter(|| simulate_with(&accel, &program, FAST)));
     }

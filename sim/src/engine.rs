@@ -197,6 +197,9 @@ pub struct SimReport {
     pub instructions: u64,
     /// Bytes the program occupies in instruction memory.
     pub instruction_bytes: u64,
+    /// Discrete events the engine processed (instruction completions and fetch wake-ups; DRAM
+    /// bursts are counted per channel in `channels`).
+    pub events: u64,
     /// The memory the program streamed from because it exceeds the on-chip instruction memory
     /// (its bytes are charged there as DRAM energy); absent when it fits.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -764,6 +767,7 @@ impl<'a> Engine<'a> {
             seconds,
             instructions: self.program.instructions.len() as u64,
             instruction_bytes: self.program.storage_bytes(),
+            events: self.seq,
             instructions_streamed_from: self.instructions_streamed_from,
             units: Unit::ALL
                 .iter()
