@@ -1,6 +1,6 @@
 //! `tessera run`: the main job on a model, compression, accelerator and scenario.
 
-use crate::pipeline::{run, ClassShare, Fidelity, RunInputs, RunReport};
+use crate::pipeline::{run, tokens_per_s_per_kusd, ClassShare, Fidelity, RunInputs, RunReport};
 use crate::{inputs, Verbosity};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -52,6 +52,11 @@ pub struct Args {
     /// compiled program in the simulator.
     #[arg(long)]
     pub trace: Option<std::path::PathBuf>,
+    /// A machine's price for cost efficiency (decode tokens/s per $1,000): `NAME=USD`, NAME the
+    /// accelerator or a GPU of `--gpu` (repeatable). Tessera ships no prices: give them with
+    /// their source.
+    #[arg(long, value_name = "NAME=USD")]
+    pub price: Vec<String>,
 }
 
 /// `--fidelity` values.
@@ -95,7 +100,10 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
             },
         },
     };
-    let report = run(&inputs)?;
+    let mut report = run(&inputs)?;
+    for p in &args.price {
+        set_price(&mut report, p)?;
+    }
     if let Some(path) = &args.trace {
         use anyhow::Context as _;
         let context = crate::pipeline::last_decode_context(&inputs, args.bucket);
@@ -120,6 +128,39 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Applies one `--price NAME=USD` to the report's accelerator or GPU named NAME.
+fn set_price(report: &mut RunReport, text: &str) -> Result<()> {
+    let (name, usd) = text
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--price {text}: expected NAME=USD"))?;
+    let usd: f64 = usd
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| {
+            anyhow::anyhow!("--price {text}: the price must be a positive number of US dollars")
+        })?;
+    if name == report.accelerator {
+        report.price_usd = Some(usd);
+        return Ok(());
+    }
+    match report.gpu_baselines.iter_mut().find(|g| g.name == name) {
+        Some(g) => {
+            g.price_usd = Some(usd);
+            Ok(())
+        }
+        None => {
+            let names: Vec<&str> = std::iter::once(report.accelerator.as_str())
+                .chain(report.gpu_baselines.iter().map(|g| g.name.as_str()))
+                .collect();
+            bail!(
+                "--price {text}: `{name}` is not a machine of this run (one of: {})",
+                names.join(", ")
+            )
+        }
+    }
 }
 
 /// Writes `report.html` and `report.json` for one run into `dir`.
@@ -194,6 +235,10 @@ pub fn run_view(inputs: &RunInputs, r: &RunReport) -> tessera_reports::run::RunV
         decode_tokens_per_s: r.decode.as_ref().map_or(0.0, |d| d.tokens_per_s),
         energy_per_token_j: r.decode.as_ref().map_or(0.0, |d| d.energy_per_token_j),
         fits: true,
+        tokens_per_s_per_kusd: tokens_per_s_per_kusd(
+            r.decode.as_ref().map(|d| d.tokens_per_s),
+            r.price_usd,
+        ),
     }];
     let mut bandwidth = None;
     let mut units = None;
@@ -233,6 +278,7 @@ pub fn run_view(inputs: &RunInputs, r: &RunReport) -> tessera_reports::run::RunV
         decode_tokens_per_s: g.decode_tokens_per_s.unwrap_or(0.0),
         energy_per_token_j: g.energy_per_token_j.unwrap_or(0.0),
         fits: g.fits_in_memory,
+        tokens_per_s_per_kusd: tokens_per_s_per_kusd(g.decode_tokens_per_s, g.price_usd),
     }));
     let sc = &r.scenario;
     RunView {
@@ -305,29 +351,48 @@ pub fn render_table(r: &RunReport) -> String {
         let _ = writeln!(s, "{label:<28}{value:>16}");
     }
     let _ = writeln!(s);
+    // The cost column appears when some machine has a price.
+    let priced = r.price_usd.is_some() || r.gpu_baselines.iter().any(|g| g.price_usd.is_some());
+    let cost = |tokens: Option<f64>, price: Option<f64>| -> String {
+        if !priced {
+            return String::new();
+        }
+        let v = tokens_per_s_per_kusd(tokens, price).map_or("-".into(), |v| format!("{v:.3}"));
+        format!("{v:>16}")
+    };
     let _ = writeln!(
         s,
-        "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}",
-        "target", "stack", "prefill", "decode tok/s", "tokens/J", "fits"
+        "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}{}",
+        "target",
+        "stack",
+        "prefill",
+        "decode tok/s",
+        "tokens/J",
+        "fits",
+        if priced {
+            format!("{:>16}", "tok/s per $1k")
+        } else {
+            String::new()
+        }
     );
+    let tokens = r.decode.as_ref().map(|d| d.tokens_per_s);
     let _ = writeln!(
         s,
-        "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}",
+        "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}{}",
         r.accelerator,
         "-",
         si(p.latency_s, "s"),
-        r.decode
-            .as_ref()
-            .map_or("-".into(), |d| format!("{:.2}", d.tokens_per_s)),
+        tokens.map_or("-".into(), |t| format!("{t:.2}")),
         r.decode
             .as_ref()
             .map_or("-".into(), |d| format!("{:.3}", d.tokens_per_j)),
-        "yes"
+        "yes",
+        cost(tokens, r.price_usd)
     );
     for g in &r.gpu_baselines {
         let _ = writeln!(
             s,
-            "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}",
+            "{:<18}{:<10}{:>14}{:>14}{:>14}{:>8}{}",
             g.name,
             g.stack,
             si(g.prefill_latency_s, "s"),
@@ -335,7 +400,8 @@ pub fn render_table(r: &RunReport) -> String {
                 .map_or("-".into(), |t| format!("{t:.2}")),
             g.energy_per_token_j
                 .map_or("-".into(), |e| format!("{:.3}", 1.0 / e)),
-            if g.fits_in_memory { "yes" } else { "no" }
+            if g.fits_in_memory { "yes" } else { "no" },
+            cost(g.decode_tokens_per_s, g.price_usd)
         );
     }
     s

@@ -320,6 +320,9 @@ pub struct GpuBaseline {
     pub energy_per_token_j: Option<f64>,
     /// Whether the weights fit one GPU's memory.
     pub fits_in_memory: bool,
+    /// Price in US dollars, when given (`tessera run --price`): no price is built in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_usd: Option<f64>,
 }
 
 /// The result of a run. Field names are stable: tools and tests read them.
@@ -349,6 +352,15 @@ pub struct RunReport {
     pub decode: Option<DecodeReport>,
     /// GPU baselines.
     pub gpu_baselines: Vec<GpuBaseline>,
+    /// The accelerator's price in US dollars, when given (`tessera run --price`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_usd: Option<f64>,
+}
+
+/// Decode tokens per second per 1,000 US dollars of price: the cost efficiency the run report
+/// compares. `None` without a price or a decode phase.
+pub fn tokens_per_s_per_kusd(tokens_per_s: Option<f64>, price_usd: Option<f64>) -> Option<f64> {
+    Some(tokens_per_s? / price_usd? * 1000.0)
 }
 
 fn gbps(bytes: f64, seconds: f64) -> f64 {
@@ -463,6 +475,7 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
             decode_tokens_per_s: decode.as_ref().map(|_| generated / secs),
             energy_per_token_j: decode.as_ref().map(|_| joules / generated),
             fits_in_memory: gm.fits(&prefill_graph),
+            price_usd: None,
         })
         .collect();
     let weight_memory = accel.memory_for(tessera_spec::accel::Holds::Weights);
@@ -486,6 +499,7 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
         prefill: prefill_report,
         decode,
         gpu_baselines,
+        price_usd: None,
     })
 }
 

@@ -422,6 +422,43 @@ fn sim_functional_loads_computes_and_dumps() {
 }
 
 #[test]
+fn run_prices_give_cost_efficiency() {
+    let priced = [
+        "run",
+        "--model",
+        "tiny-llama",
+        "--accel",
+        "tiny",
+        "--gpu",
+        "a100-80gb-sxm4",
+        "--price",
+        "tiny=2000",
+        "--price",
+        "a100-80gb-sxm4=20000",
+    ];
+    let v = ok_json(&[&priced[..], &["--json"]].concat());
+    assert_eq!(v["price_usd"], 2000.0);
+    assert_eq!(v["gpu_baselines"][0]["price_usd"], 20000.0);
+    let text = String::from_utf8(tessera(&priced).stdout).unwrap();
+    let tokens = f(&v, "decode.tokens_per_s");
+    assert!(text.contains("tok/s per $1k"), "{text}");
+    assert!(
+        text.contains(&format!("{:.3}", tokens / 2000.0 * 1000.0)),
+        "{text}"
+    );
+    // Without prices there is no price field and no cost column.
+    let plain = ok_json(&["run", "--model", "tiny-llama", "--accel", "tiny", "--json"]);
+    assert!(plain.get("price_usd").is_none());
+    let e = fails(&["run", "--price", "a100=1"]);
+    assert!(
+        e.contains("--price a100=1") && e.contains("a100-80gb-sxm4"),
+        "{e}"
+    );
+    let e = fails(&["run", "--price", "u280=free"]);
+    assert!(e.contains("positive number of US dollars"), "{e}");
+}
+
+#[test]
 fn schedule_plots_the_memory_map() {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("memory-map.svg");
     let _ = ok_json(&[

@@ -45,6 +45,8 @@ pub struct MachineRow {
     pub energy_per_token_j: f64,
     /// Whether the model fits its memory.
     pub fits: bool,
+    /// Decode tokens per second per $1,000 of the machine's price, when one was given.
+    pub tokens_per_s_per_kusd: Option<f64>,
 }
 
 /// One unit's cycles over the simulated decode steps.
@@ -120,6 +122,11 @@ pub fn html(v: &RunView) -> Result<String, PlotError> {
                     sig(m.energy_per_token_j, 4),
                     ratio(acc.decode_tokens_per_s, m.decode_tokens_per_s),
                     ratio(m.energy_per_token_j, acc.energy_per_token_j),
+                    m.tokens_per_s_per_kusd.map_or("—".into(), |v| sig(v, 4)),
+                    match (acc.tokens_per_s_per_kusd, m.tokens_per_s_per_kusd) {
+                        (Some(a), Some(b)) => ratio(a, b),
+                        _ => "—".into(),
+                    },
                     if m.fits { "yes".into() } else { "no".into() },
                 ]
             })
@@ -132,11 +139,13 @@ pub fn html(v: &RunView) -> Result<String, PlotError> {
                 "J/token",
                 "accelerator speedup",
                 "accelerator energy efficiency",
+                "decode tok/s per $1k",
+                "accelerator cost efficiency",
                 "fits",
             ],
             &rows,
         );
-        page.paragraph("Speedup: the accelerator's decode tokens/s over the machine's. Energy efficiency: the machine's joules per token over the accelerator's. Cost efficiency needs prices, which the GPU table does not carry.");
+        page.paragraph("Speedup: the accelerator's decode tokens/s over the machine's. Energy efficiency: the machine's joules per token over the accelerator's. Cost efficiency: decode tokens/s per $1,000 of the price given with `tessera run --price` (Tessera ships no prices), the accelerator's over the machine's; — where a price is missing.");
     }
     page.heading("Roofline");
     page.figure(

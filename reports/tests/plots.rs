@@ -135,6 +135,7 @@ fn run_page_embeds_every_plot_and_the_comparison() {
                 decode_tokens_per_s: 100.0,
                 energy_per_token_j: 0.5,
                 fits: true,
+                tokens_per_s_per_kusd: Some(10.0),
             },
             MachineRow {
                 name: "gpu <x>".into(),
@@ -142,6 +143,7 @@ fn run_page_embeds_every_plot_and_the_comparison() {
                 decode_tokens_per_s: 50.0,
                 energy_per_token_j: 1.0,
                 fits: true,
+                tokens_per_s_per_kusd: Some(20.0),
             },
         ],
         roofs: vec![Roof {
@@ -176,6 +178,11 @@ fn run_page_embeds_every_plot_and_the_comparison() {
     // The accelerator's speedup over the GPU and the GPU name, escaped.
     assert!(page.contains("<td class=\"n\">2.00×</td>"), "speedup");
     assert!(page.contains("gpu &lt;x&gt;"));
+    // Cost efficiency: 10 against 20 tokens/s per $1k.
+    assert!(
+        page.contains("<td class=\"n\">0.500×</td>"),
+        "cost efficiency"
+    );
     assert!(!page.contains("<script"));
     assert!(
         page.contains("<td class=\"n\">90.0%</td>"),
