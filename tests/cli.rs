@@ -631,6 +631,15 @@ fn run_simulates_decode_with_bucket_reuse() {
     let every = ok_json(&[&base[..], &["--fidelity", "sim", "--bucket", "1"]].concat());
     assert_eq!(every["decode"]["simulation"]["programs"], 30);
     assert_eq!(every["decode"]["simulation"]["mode"], "every-step");
+    // The per-class attribution uses the analytical model at the simulated programs' contexts:
+    // every step's own with `--bucket 1`, the rounded-up buckets' otherwise.
+    assert_eq!(every["decode"]["by_class"], roof["decode"]["by_class"]);
+    let kv = |v: &Value| f(v, "decode.by_class.kv_read.dram_bytes");
+    assert!(kv(&sim) > kv(&roof), "{} vs {}", kv(&sim), kv(&roof));
+    assert_eq!(
+        sim["decode"]["by_class"]["linear"],
+        roof["decode"]["by_class"]["linear"]
+    );
     let e = fails(&[&base[..], &["--fidelity", "sim", "--bucket", "0"]].concat());
     assert!(e.contains("--bucket must be at least 1"), "{e}");
     // The last step's bandwidth over time: 100 slices whose bytes add up to the step's.
