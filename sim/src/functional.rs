@@ -127,9 +127,6 @@ impl DataState {
         if m.weight == WeightCode::Fp16 && m.act_int8 {
             return Err("fp16 weights need fp16 activations (act_int8=0)".into());
         }
-        if m.a_scaled && !m.act_int8 {
-            return Err("a_scaled needs int8 activations (act_int8=1)".into());
-        }
         let kept = if nm { k / 16 * m.nm_n as u64 } else { k };
         // Activations, as integers (int8) or fp32 (fp16).
         // Operand extents come from the one place that sizes them (timing uses it too).
