@@ -3,19 +3,22 @@
 //! through the weight buffer, while the input rows stay in the activation buffer.
 //!
 //! Plan for `y[m, n] = x[m, k] · Wᵀ`:
-//! - `W`'s rows are cut into equal chunks of output rows, as few waves of `C` chunks as the buffer
-//!   allows, each chunk stored contiguously in one channel of the weight memory (round-robin over
-//!   the `C` channels), so every channel streams the same bytes and `C` loads run in parallel on
-//!   `C` DMA engines;
-//! - the weight buffer is split in two halves; each half holds `C` chunks (one wave);
-//! - wave `g`: `C` loads (each gives the system unit a token), `C` system `nop`s that count them
-//!   in, then one `matvec` or `matmul` over the wave (released by the last `nop`). Tokens count per
+//! - `W`'s rows are cut into as few equal waves as the buffer allows (at least [`MIN_WAVES`]);
+//!   a wave's rows are encoded together, as the matrix instruction reads them (packed values,
+//!   group scales, then N:M indices), and the encoded bytes are cut into `C` equal slices of whole
+//!   DMA beats, slice `c` stored contiguously in channel `c` of the weight memory, so every
+//!   channel streams the same bytes and `C` loads run in parallel on `C` DMA engines. Loading the
+//!   slices side by side rebuilds the wave's operand in the buffer ([`Wave`] says where each slice
+//!   lives, so a memory image can be written for functional simulation);
+//! - the weight buffer is split in two halves; each half holds one wave;
+//! - wave `g`: one load per slice (each gives the system unit a token), a system `nop` per load
+//!   that counts it in, then one `matvec` or `matmul` over the wave (released by the last `nop`). Tokens count per
 //!   unit pair, not per instruction, so the next wave's first load waits for that last `nop` too
 //!   (otherwise a later load could finish into this wave's count); from the third wave on it also
 //!   waits for the compute two waves back, which gave the half back. MoE experts hit stream as
 //!   one sequence of waves through the same halves.
 //! - Rows are stored as the compression encodes them: packed values with group
-//!   scales; N:M keeps N of every 16 with a 4-bit index each; block skipping stores only kept
+//!   scales; N:M keeps N of every 16 with a 4-bit index each (after the scales); block skipping stores only kept
 //!   blocks and a block bitmap, and the product's reduction drops the skipped blocks; unstructured
 //!   weights load compressed (values plus a bit per weight) and are decompressed into the buffer
 //!   (loaded sparse, computed dense). The DMA moves the encoded bytes.
@@ -23,6 +26,7 @@
 //!   and `m ≤ matrix.rows` (decode); otherwise (prefill) it is cut into row tiles whose results
 //!   fill half of the results buffer, the halves alternating, so the weights still stream once.
 
+use std::ops::Range;
 use tessera_spec::accel::{Accelerator, Holds};
 use tessera_spec::compression::{
     ActivationFormat, Compression, OpClass, Sparsity, WeightCompression,
@@ -193,35 +197,90 @@ impl Encoding {
         }
     }
 
-    /// Offset of the sparse metadata of `rows` rows in the buffer: after the values (N:M
-    /// indices), or after the decompressed values and scales (unstructured bitmaps).
+    /// Offset of the sparse metadata of `rows` rows in the buffer: after the values and scales
+    /// (N:M indices, as [`tessera_spec::isa::data::encode_weights`] lays them out), or after the
+    /// decompressed values and scales (unstructured bitmaps).
     pub(crate) fn metadata_offset(&self, rows: u64) -> u64 {
         match (self.decompressed(rows), *self) {
             (Some(dense), _) => dense,
             (None, Encoding::PerRow { values, .. }) => rows * values,
-            (None, Encoding::Weights { wc, k }) => wc.encoded_bytes(rows, k).values,
+            (None, Encoding::Weights { wc, k }) => {
+                let b = wc.encoded_bytes(rows, k);
+                b.values + b.scales
+            }
         }
     }
 }
 
-/// Lowers a linear layer with `m` tokens (`m ≤ matrix.rows`), weights `n × k` in `class`'s
-/// compression, to a program ending in `halt`.
+/// One wave of a streamed operand: which of its rows it holds and where its encoded bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wave {
+    /// The copy (MoE expert hit) the wave belongs to; 0 otherwise.
+    pub copy: u64,
+    /// The streamed operand's rows (a linear layer's output features) in the wave.
+    pub rows: Range<u64>,
+    /// Where the wave's operand starts in the weight buffer.
+    pub buffer_addr: u64,
+    /// The slices of the wave's encoded bytes, in order; loaded side by side they rebuild it.
+    pub slices: Vec<Slice>,
+}
+
+/// A contiguous piece of a wave's encoded bytes in one DRAM channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// Global channel (numbered as DMA instructions number them).
+    pub channel: u8,
+    /// Byte address in the channel.
+    pub dram_addr: u64,
+    /// Offset of the slice in the wave's encoded bytes.
+    pub offset: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// A lowered streamed product: its instructions (no `halt`) and where its waves live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lowered {
+    /// The instructions.
+    pub instructions: Vec<Instruction>,
+    /// The streamed operand's waves, in program order.
+    pub waves: Vec<Wave>,
+}
+
+/// A lowered linear layer: its program and where its weights' waves live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinearProgram {
+    /// The program, ending in `halt`.
+    pub program: Program,
+    /// The weights' waves, in program order.
+    pub waves: Vec<Wave>,
+}
+
+/// Lowers a linear layer with `m` tokens, weights `n × k` in `class`'s compression, to a program
+/// ending in `halt`. Its input rows are read from address 0 of the activation buffer; the
+/// instructions' `waves` say where the encoded weights must be in memory.
 pub fn lower_linear(
     accel: &Accelerator,
     comp: &Compression,
     name: &str,
     class: OpClass,
     (m, k, n): (u64, u64, u64),
-) -> Result<Program, LowerError> {
+) -> Result<LinearProgram, LowerError> {
     let roles = BufferRoles::by_name(accel, name)?;
     let s = linear_stream(accel, comp, name, class, (m, k, n), roles)?;
     let mut channel_addr = vec![0u64; accel_channels(accel) as usize];
-    let mut instructions = lower_streamed(accel, &s, &mut channel_addr)?;
+    let Lowered {
+        mut instructions,
+        waves,
+    } = lower_streamed(accel, &s, &mut channel_addr)?;
     instructions.push(Instruction::Sys(SysInstr {
         sync: Sync::default(),
         op: SysOp::Halt,
     }));
-    Ok(Program { instructions })
+    Ok(LinearProgram {
+        program: Program { instructions },
+        waves,
+    })
 }
 
 /// Channels of every memory, numbered as DMA instructions number them.
@@ -301,13 +360,13 @@ pub(crate) fn linear_stream<'a>(
     })
 }
 
-/// The instructions of a streamed matrix product (no `halt`), placing its rows at
+/// The instructions of a streamed matrix product (no `halt`) and its waves, placing its rows at
 /// `channel_addr[channel]` and advancing those cursors.
 pub(crate) fn lower_streamed(
     accel: &Accelerator,
     s: &Streamed,
     channel_addr: &mut [u64],
-) -> Result<Vec<Instruction>, LowerError> {
+) -> Result<Lowered, LowerError> {
     let err = |reason: String, key: &str| LowerError {
         op: s.name.to_string(),
         reason,
@@ -333,70 +392,81 @@ pub(crate) fn lower_streamed(
         ));
     }
     let (first_channel, channels) = s.channels;
-    // Chunks of rows encode together in at most the bytes of as many single rows.
+    // Rows encode together in at most the bytes of as many single rows; slices round up to whole
+    // DMA beats, which may take up to a beat per channel more.
     let row_bytes = s.encoding.buffer_bytes(1).max(1);
     let half = accel.buffers()[s.buffer as usize].bytes().0 / 2;
-    let max_rows = (half / channels / row_bytes).min(u16::MAX as u64);
-    if max_rows == 0 {
+    let beat = accel.dma().bytes_per_cycle().max(1);
+    let max_rows = (half.saturating_sub(channels * beat) / row_bytes).min(u16::MAX as u64);
+    if max_rows < channels.min(n) {
         return Err(err(
             format!(
-                "one row of the streamed operand ({row_bytes} bytes) does not fit a {channels}-channel wave in half of buffer `{}` ({half} bytes)",
+                "a {channels}-channel wave of the streamed operand ({} rows of {row_bytes} bytes) does not fit half of buffer `{}` ({half} bytes)",
+                channels.min(n),
                 accel.buffers()[s.buffer as usize].name()
             ),
             "buffers.bytes",
         ));
     }
-    // At least `MIN_WAVES` waves, more when the buffer requires; rows spread evenly so that every
-    // channel streams the same number of bytes.
-    let waves = n
-        .div_ceil(channels * max_rows)
+    // At least `MIN_WAVES` waves (of at least one row per channel), more when the buffer requires.
+    let waves_per_copy = n
+        .div_ceil(max_rows)
         .max(MIN_WAVES.min(n.div_ceil(channels)));
-    let rows_per_chunk = n.div_ceil(waves * channels);
-    let chunk_bytes = s.encoding.buffer_bytes(rows_per_chunk);
-    let chunks = n.div_ceil(rows_per_chunk);
-    let wave = channels; // chunks per buffer half
-    if wave * rows_per_chunk > u16::MAX as u64 {
-        return Err(err(
-            format!(
-                "a wave of {} rows exceeds one instruction's 65,535",
-                wave * rows_per_chunk
-            ),
-            "model",
-        ));
-    }
+    let wave_rows = n.div_ceil(waves_per_copy);
+    let waves_per_copy = n.div_ceil(wave_rows);
     if k > u16::MAX as u64 {
         return Err(err(
             format!("a reduction of {k} exceeds one instruction's 65,535"),
             "model",
         ));
     }
-    let tiles = row_tiles(accel, s, wave * rows_per_chunk)?;
+    let decompressed = s.encoding.buffer_bytes(wave_rows) != s.encoding.bytes(wave_rows);
+    let tiles = row_tiles(accel, s, wave_rows)?;
     // One token uses the matrix-vector unit; more use the matrix-matrix unit.
     let compute_unit = if m == 1 { Unit::Vector } else { Unit::Matrix };
     let mut tile_count = 0u64;
     let mut instructions = Vec::new();
-    let waves_per_copy = chunks.div_ceil(wave);
+    let mut placed = Vec::new();
     // Copies (MoE experts hit) stream one after another as one sequence of waves, so buffer
     // halves alternate and are handed over by tokens across copies too.
     let total = waves_per_copy * copies;
     for g in 0..total {
         let w = g % waves_per_copy;
-        let first = w * wave;
-        let last = (first + wave).min(chunks);
+        let first_row = w * wave_rows;
+        let rows = wave_rows.min(n - first_row);
         let half_addr = (g % 2) * half;
-        // The wave's loads, one per channel, side by side in its buffer half. The first waits
-        // until the previous wave's loads are all counted in (tokens count per unit pair, so a
-        // later wave's load must not finish into an earlier wave's count) and, from the third
-        // wave on, until the compute two waves back has released the half; the load queue is in
-        // order, so the others wait behind it.
-        for j in first..last {
-            let rows = rows_per_chunk.min(n - j * rows_per_chunk);
-            let bytes = s.encoding.bytes(rows);
-            let ch = (first_channel + j % channels) as usize;
-            let load_wait = match (j == first, g) {
-                (false, _) | (true, 0) => UnitMask::NONE,
-                (true, 1) => UnitMask::of(&[Unit::System]),
-                (true, _) => UnitMask::of(&[Unit::System, compute_unit]),
+        // The wave's encoded bytes in equal slices, one per channel, side by side in its buffer
+        // half (unstructured weights decompress into equal parts of the decompressed wave).
+        let bytes = s.encoding.bytes(rows);
+        let per = bytes.div_ceil(channels).next_multiple_of(beat);
+        let buffer_per = s.encoding.buffer_bytes(rows).div_ceil(channels);
+        let mut slices = Vec::new();
+        for c in 0..bytes.div_ceil(per) {
+            let ch = (first_channel + c) as usize;
+            let offset = c * per;
+            let slice = Slice {
+                channel: ch as u8,
+                dram_addr: channel_addr[ch],
+                offset,
+                bytes: per.min(bytes - offset),
+            };
+            channel_addr[ch] = (channel_addr[ch] + slice.bytes).next_multiple_of(DRAM_ALIGN);
+            slices.push(slice);
+        }
+        // The loads. The first waits until the previous wave's loads are all counted in (tokens
+        // count per unit pair, so a later wave's load must not finish into an earlier wave's
+        // count) and, from the third wave on, until the compute two waves back has released the
+        // half; the load queue is in order, so the others wait behind it.
+        for (c, slice) in slices.iter().enumerate() {
+            let load_wait = match (c, g) {
+                (1.., _) | (0, 0) => UnitMask::NONE,
+                (0, 1) => UnitMask::of(&[Unit::System]),
+                (0, _) => UnitMask::of(&[Unit::System, compute_unit]),
+            };
+            let at = if decompressed {
+                c as u64 * buffer_per.max(per)
+            } else {
+                slice.offset
             };
             instructions.push(Instruction::Load(Dma {
                 sync: Sync {
@@ -405,22 +475,21 @@ pub(crate) fn lower_streamed(
                 },
                 buf: BufRef {
                     buffer: s.buffer,
-                    addr: (half_addr + (j - first) * chunk_bytes) as u32,
+                    addr: (half_addr + at) as u32,
                 },
-                channel: ch as u8,
-                dram_addr: channel_addr[ch],
-                bytes: bytes as u32,
+                channel: slice.channel,
+                dram_addr: slice.dram_addr,
+                bytes: slice.bytes as u32,
                 loops: [Loop::default(); 3],
             }));
-            channel_addr[ch] = (channel_addr[ch] + bytes).next_multiple_of(DRAM_ALIGN);
         }
         // The system unit counts the wave's loads in, then lets one matrix instruction consume
-        // the whole wave (one pipeline fill per wave, not per chunk) and the next wave's loads go.
-        for j in first..last {
+        // the whole wave (one pipeline fill per wave, not per slice) and the next wave's loads go.
+        for c in 0..slices.len() {
             instructions.push(Instruction::Sys(SysInstr {
                 sync: Sync {
                     wait: UnitMask::of(&[Unit::Load]),
-                    release: match (j + 1 == last, g + 1 < total) {
+                    release: match (c + 1 == slices.len(), g + 1 < total) {
                         (true, true) => UnitMask::of(&[compute_unit, Unit::Load]),
                         (true, false) => UnitMask::of(&[compute_unit]),
                         (false, _) => UnitMask::NONE,
@@ -429,7 +498,12 @@ pub(crate) fn lower_streamed(
                 op: SysOp::Nop,
             }));
         }
-        let rows = (last * rows_per_chunk).min(n) - first * rows_per_chunk;
+        placed.push(Wave {
+            copy: g / waves_per_copy,
+            rows: first_row..first_row + rows,
+            buffer_addr: half_addr,
+            slices,
+        });
         // The wave's products, one per row tile: the first waits for the wave's loads, the last
         // gives the half back.
         let tiles_here = tiles.count();
@@ -437,7 +511,7 @@ pub(crate) fn lower_streamed(
             let (tile_rows, a_addr) = tiles.tile(t);
             let c_addr = match tiles.results_half {
                 // All results side by side (decode): the wave's rows at their offset.
-                None => first * rows_per_chunk * m * 4,
+                None => first_row * m * 4,
                 // Row tiles alternate between the results buffer's halves.
                 Some(half) => (tile_count % 2) * half,
             };
@@ -490,7 +564,10 @@ pub(crate) fn lower_streamed(
             });
         }
     }
-    Ok(instructions)
+    Ok(Lowered {
+        instructions,
+        waves: placed,
+    })
 }
 
 /// How a streamed product's input rows are cut into the products of one wave.

@@ -332,7 +332,7 @@ fn lower_op(
             if copies == 1 && rows * row_bytes > capacity {
                 return spilled_linear(accel, op, &s, capacity, cursors);
             }
-            lower_streamed(accel, &s, cursors)?
+            lower_streamed(accel, &s, cursors)?.instructions
         }
         OpKind::AttentionScores {
             heads, head_dim, ..
@@ -462,7 +462,11 @@ fn spilled_linear(
             m: rows,
             ..s.clone()
         };
-        streams.push((rows, done, lower_streamed(accel, &block, &mut read)?));
+        streams.push((
+            rows,
+            done,
+            lower_streamed(accel, &block, &mut read)?.instructions,
+        ));
         for (c, r) in cursors.iter_mut().zip(read) {
             *c = (*c).max(r);
         }
@@ -622,7 +626,7 @@ fn attention(
         (group, keys, head_dim, kv_heads),
         values,
     )?;
-    lower_streamed(accel, &s, cursors)
+    Ok(lower_streamed(accel, &s, cursors)?.instructions)
 }
 
 /// The streamed product of `queries` query rows (a KV group's query heads times tokens) against
@@ -708,7 +712,7 @@ fn prefill_attention(
                 (group * queries, keys, head_dim, kv_heads),
                 values,
             )?;
-            bodies.push(lower_streamed(accel, &s, &mut stored.to_vec())?);
+            bodies.push(lower_streamed(accel, &s, &mut stored.to_vec())?.instructions);
         }
     }
     Ok(bodies)
@@ -787,7 +791,7 @@ fn query_block(
                 // Its instructions are fetched too (not overlapped, conservatively).
                 let mut scratch = vec![0; accel_channels(accel) as usize];
                 let program = Program {
-                    instructions: lower_streamed(accel, &s, &mut scratch)?,
+                    instructions: lower_streamed(accel, &s, &mut scratch)?.instructions,
                 };
                 let bytes = program.storage_bytes();
                 let fetch = analytical::instruction_fetch(accel, bytes).bytes_per_cycle;

@@ -36,7 +36,9 @@ fn decode_projections_match_the_analytical_model() {
             else {
                 panic!("{name} is a linear")
             };
-            let program = lower_linear(&accel, &comp, name, class, (rows, k, n)).unwrap();
+            let program = lower_linear(&accel, &comp, name, class, (rows, k, n))
+                .unwrap()
+                .program;
             let report = simulate(&accel, &program).unwrap_or_else(|e| panic!("{name}: {e}"));
             // Every weight byte (values, indices, scales) streams exactly once.
             let weight_bytes = op.cost.weight_bytes;
@@ -60,7 +62,9 @@ fn decode_projections_match_the_analytical_model() {
 fn batched_decode_uses_the_matrix_unit() {
     let accel = Accelerator::preset("u280").unwrap();
     let comp = compression::preset("w4a8-g128").unwrap();
-    let p = lower_linear(&accel, &comp, "fc", OpClass::Ffn, (8, 4096, 4096)).unwrap();
+    let p = lower_linear(&accel, &comp, "fc", OpClass::Ffn, (8, 4096, 4096))
+        .unwrap()
+        .program;
     let r = simulate(&accel, &p).unwrap();
     assert!(r.units["mm"].instructions > 0 && r.units["mv"].instructions == 0);
 }
@@ -95,7 +99,7 @@ proptest! {
         let a = Accelerator::preset(accel).unwrap();
         let comp = compression::preset("w8a8").unwrap();
         let activations = BufferRoles::by_name(&a, "fc").unwrap().activations;
-        let Ok(p) = lower_linear(&a, &comp, "fc", OpClass::Ffn, (m, k, n)) else {
+        let Ok(p) = lower_linear(&a, &comp, "fc", OpClass::Ffn, (m, k, n)).map(|l| l.program) else {
             // Only an input larger than the activation buffer may be refused.
             prop_assert!(m * k > a.buffers()[activations as usize].bytes().0);
             return Ok(());
@@ -126,7 +130,9 @@ fn prefill_rows_tile_through_the_results_buffer() {
     // buffer: each wave's product is cut into row tiles of half that buffer.
     let accel = Accelerator::preset("u280").unwrap();
     let comp = compression::preset("w4a8-g128").unwrap();
-    let p = lower_linear(&accel, &comp, "q", OpClass::Attention, (512, 4096, 4096)).unwrap();
+    let p = lower_linear(&accel, &comp, "q", OpClass::Attention, (512, 4096, 4096))
+        .unwrap()
+        .program;
     let tiles = products(&p);
     assert!(tiles.len() > 4, "{tiles:?}");
     for (m, n, _) in &tiles {

@@ -59,6 +59,13 @@ impl DataState {
         &self.buffers[index as usize]
     }
 
+    /// Writes `bytes` to buffer `index` at `addr` (data already on chip when a program starts).
+    /// Panics past the buffer's end.
+    pub fn write_buffer(&mut self, index: u8, addr: u64, bytes: &[u8]) {
+        self.buf_mut(index, addr as u32, bytes.len() as u64)
+            .copy_from_slice(bytes);
+    }
+
     fn buf(&self, buffer: u8, addr: u32, len: u64) -> &[u8] {
         &self.buffers[buffer as usize][addr as usize..addr as usize + len as usize]
     }
@@ -119,6 +126,12 @@ impl DataState {
         let (rows, n, k) = (m.m as u64, m.n as u64, m.k as u64);
         let group = m.group as u64;
         let nm = m.sparse == SparseCode::Nm;
+        if matches!(m.sparse, SparseCode::Block | SparseCode::Unstructured) {
+            return Err(format!(
+                "{:?} sparsity (block skipping, decompression on load) has no data semantics",
+                m.sparse
+            ));
+        }
         if nm && (k % 16 != 0 || (group != 0 && group % 16 != 0)) {
             return Err(format!(
                 "N:M sparsity needs k ({k}) and the group ({group}) to be multiples of 16"
