@@ -3,7 +3,7 @@
 //! released by some instruction.
 
 use tessera_spec::accel::Accelerator;
-use tessera_spec::analytical::{matrix_operand_bytes, result_bytes, sfu_operand_bytes};
+use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_bytes};
 use tessera_spec::compression::{ActivationFormat, Sparsity};
 use tessera_spec::isa::{BufRef, Dma, Instruction, Program, SparseCode, Unit};
 
@@ -197,6 +197,12 @@ fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), Strin
             if m.a_scaled && !m.act_int8 {
                 return Err("a_scaled needs int8 activations (act_int8=1)".into());
             }
+            if m.c_stride != 0 && m.c_stride < m.n {
+                return Err(format!(
+                    "c_stride {} is below n = {}: result rows would overlap (use 0 or at least n)",
+                    m.c_stride, m.n
+                ));
+            }
             if matches!(ins, Instruction::Matvec(_)) && m.m > 1 {
                 return Err(format!("matvec needs m = 1 (got {})", m.m));
             }
@@ -228,7 +234,7 @@ fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), Strin
             check_buf(accel, "operand a", m.a, o.a)?;
             check_buf(accel, "operand b", m.b, o.b)?;
             check_buf(accel, "sparse metadata", m.meta, o.meta)?;
-            check_buf(accel, "result c", m.c, result_bytes(m))
+            check_buf(accel, "result c", m.c, result_extent(m))
         }
         Instruction::Sfu(s) => {
             let (src, aux, dst) = sfu_operand_bytes(s);

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use tessera_spec::accel::{Accelerator, SfuOp};
-use tessera_spec::analytical::{matrix_operand_bytes, result_bytes, sfu_operand_bytes};
+use tessera_spec::analytical::{
+    matrix_operand_bytes, result_extent, result_row_stride, sfu_operand_bytes,
+};
 use tessera_spec::isa::data::{
     f16_bytes, f16_values, f32_values, groups_per_column, quantize_scale, sfu_row, unpack_ints,
     weight_scales_offset,
@@ -218,23 +220,29 @@ impl DataState {
                 row.iter_mut().for_each(|v| *v *= s);
             }
         }
-        let c = self.buf_mut(m.c.buffer, m.c.addr, result_bytes(m));
-        if m.accumulate {
-            let old = match m.out {
-                OutCode::Fp32 => f32_values(c),
-                OutCode::Fp16 => f16_values(c),
-            };
-            for (o, prev) in out.iter_mut().zip(old) {
-                *o += prev;
-            }
-        }
-        match m.out {
-            OutCode::Fp32 => {
-                for (chunk, v) in c.chunks_exact_mut(4).zip(&out) {
-                    chunk.copy_from_slice(&v.to_le_bytes());
+        // Row `r` of the results starts `r · c_stride` elements after `c`.
+        let elem = m.out.bytes() as usize;
+        let stride = result_row_stride(m) as usize * elem;
+        let c = self.buf_mut(m.c.buffer, m.c.addr, result_extent(m));
+        for (r, row) in out.chunks_exact_mut(n as usize).enumerate() {
+            let dst = &mut c[r * stride..r * stride + row.len() * elem];
+            if m.accumulate {
+                let old = match m.out {
+                    OutCode::Fp32 => f32_values(dst),
+                    OutCode::Fp16 => f16_values(dst),
+                };
+                for (o, prev) in row.iter_mut().zip(old) {
+                    *o += prev;
                 }
             }
-            OutCode::Fp16 => c.copy_from_slice(&f16_bytes(&out)),
+            match m.out {
+                OutCode::Fp32 => {
+                    for (chunk, v) in dst.chunks_exact_mut(4).zip(row.iter()) {
+                        chunk.copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                OutCode::Fp16 => dst.copy_from_slice(&f16_bytes(row)),
+            }
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 use crate::check::dma_extent;
 use crate::engine::SimReport;
 use serde::Serialize;
-use tessera_spec::analytical::{matrix_operand_bytes, result_bytes, sfu_operand_bytes};
+use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_bytes};
 use tessera_spec::isa::{Instruction, Program};
 
 /// Two instructions whose buffer accesses overlapped in time and space.
@@ -32,7 +32,7 @@ fn accesses(ins: &Instruction) -> Vec<Access> {
             let mut v = vec![
                 (m.a.buffer, m.a.addr as u64, o.a, false),
                 (m.b.buffer, m.b.addr as u64, o.b, false),
-                (m.c.buffer, m.c.addr as u64, result_bytes(m), true),
+                (m.c.buffer, m.c.addr as u64, result_extent(m), true),
             ];
             if o.meta > 0 {
                 v.push((m.meta.buffer, m.meta.addr as u64, o.meta, false));

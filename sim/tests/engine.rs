@@ -241,6 +241,10 @@ fn ill_formed_programs_are_rejected_before_running() {
             "matvec weight=int8 act_int8=1 m=2 n=1 k=16",
             "matvec needs m = 1",
         ),
+        (
+            "matmul weight=int8 act_int8=1 m=2 n=8 k=16 c_stride=4",
+            "c_stride 4 is below n = 8",
+        ),
     ];
     for (src, needle) in cases {
         let p = assemble(src).unwrap();
@@ -270,7 +274,7 @@ proptest::proptest! {
     /// Random programs (every field within its width) either run or are rejected; never a panic.
     #[test]
     fn random_programs_never_panic(
-        ops in proptest::collection::vec((0usize..6, 0u8..64, 0u8..64, proptest::collection::vec(proptest::prelude::any::<u64>(), 19)), 1..12)
+        ops in proptest::collection::vec((0usize..6, 0u8..64, 0u8..64, proptest::collection::vec(proptest::prelude::any::<u64>(), 20)), 1..12)
     ) {
         use tessera_spec::isa::{layout, FieldKind, Opcode, Program, Sync, UnitMask};
         let instructions = ops.into_iter().map(|(o, w, r, raw)| {

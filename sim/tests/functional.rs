@@ -276,6 +276,90 @@ fn compiled_linear_layers_equal_the_golden_reference() {
 }
 
 #[test]
+fn strided_results_land_in_a_wider_row_major_tensor() {
+    // y[3 × 48] = x[3 × 64] · W in three tiles of 16 columns, each tile's two halves of the
+    // reduction accumulating, every tile writing its rows 48 elements apart (fp16).
+    let accel = u280();
+    let mut rng = Rng::new(0x5721de);
+    let (rows, k, n, tile) = (3usize, 64usize, 48usize, 16usize);
+    let w = QuantWeights::random(&mut rng, k, n, 8, 32, None);
+    let x = activations(&mut rng, rows * k);
+    let mut data = DataState::new(&accel);
+    data.write_buffer(ACTS, 0, &x.iter().map(|v| *v as u8).collect::<Vec<_>>());
+    // The activations' halves, each `rows × 32`, side by side after the whole input.
+    let halves: Vec<Vec<u8>> = (0..2)
+        .map(|h| {
+            (0..rows)
+                .flat_map(|r| {
+                    x[r * k + h * 32..r * k + (h + 1) * 32]
+                        .iter()
+                        .map(|v| *v as u8)
+                })
+                .collect()
+        })
+        .collect();
+    let mut lines = Vec::new();
+    let mut b_addr = 0;
+    for t in 0..n / tile {
+        for (h, half) in halves.iter().enumerate() {
+            let a_addr = 0x1000 + h * 0x100;
+            data.write_buffer(ACTS, a_addr as u64, half);
+            let cols = t * tile..(t + 1) * tile;
+            let values: Vec<i32> = cols
+                .clone()
+                .flat_map(|j| (h * 32..(h + 1) * 32).map(move |p| j * k + p))
+                .map(|i| w.values[i])
+                .collect();
+            let scales: Vec<f32> = cols.clone().map(|j| w.scales[j * 2 + h]).collect();
+            let (b, _) = encode_weights(&values, &scales, 32, 8, None);
+            data.write_buffer(WEIGHTS, b_addr as u64, &b);
+            lines.push(format!(
+                "matmul a_buffer={ACTS} a_addr={a_addr} b_buffer={WEIGHTS} b_addr={b_addr} \
+                 c_buffer={ACTS} c_addr={} m={rows} n={tile} k=32 weight=int8 act_int8=1 \
+                 group=32 out=fp16 accumulate={h} c_stride={n}",
+                0x2000 + t * tile * 2
+            ));
+            b_addr += b.len().next_multiple_of(64);
+        }
+    }
+    let program = assemble(&lines.join("\n")).unwrap();
+    simulate_functional(&accel, &program, SimOptions::default(), &mut data).unwrap();
+    let got = f16_values(&data.buffer(ACTS)[0x2000..0x2000 + rows * n * 2]);
+    // The first half rounds to fp16 before the second adds to it.
+    let first = QuantWeights {
+        k: 32,
+        values: (0..n)
+            .flat_map(|j| w.values[j * k..j * k + 32].to_vec())
+            .collect(),
+        scales: (0..n).map(|j| w.scales[j * 2]).collect(),
+        ..w.clone()
+    };
+    let second = QuantWeights {
+        values: (0..n)
+            .flat_map(|j| w.values[j * k + 32..(j + 1) * k].to_vec())
+            .collect(),
+        scales: (0..n).map(|j| w.scales[j * 2 + 1]).collect(),
+        ..first.clone()
+    };
+    let (x0, x1): (Vec<i8>, Vec<i8>) = (
+        halves[0].iter().map(|b| *b as i8).collect(),
+        halves[1].iter().map(|b| *b as i8).collect(),
+    );
+    let partial = round_f16(&first.linear_int8(&x0, rows));
+    let sum: Vec<f32> = second
+        .linear_int8(&x1, rows)
+        .iter()
+        .zip(&partial)
+        .map(|(a, b)| a + b)
+        .collect();
+    assert_eq!(bits_of(&got), bits_of(&round_f16(&sum)));
+    // Nothing is written between or after the rows.
+    assert!(data.buffer(ACTS)[0x2000 + rows * n * 2..0x3000]
+        .iter()
+        .all(|b| *b == 0));
+}
+
+#[test]
 fn special_function_rows_land_where_the_operands_say() {
     // rms_norm (γ shared by rows), rotary and add (per-row aux) over a 3 × 64 fp16 tile, each
     // reading the previous result, against the row math applied to the logical values.

@@ -343,9 +343,26 @@ pub fn matrix_operand_bytes(m: &MatrixOp) -> MatrixOperandBytes {
     }
 }
 
-/// Bytes of a matrix instruction's result region `c` (`m × n` in the `out` format).
+/// Bytes of a matrix instruction's results (`m × n` in the `out` format).
 pub fn result_bytes(m: &MatrixOp) -> u64 {
     m.m as u64 * m.n as u64 * m.out.bytes()
+}
+
+/// Elements from one result row's start to the next: `c_stride`, or `n` when it is 0.
+pub fn result_row_stride(m: &MatrixOp) -> u64 {
+    if m.c_stride == 0 {
+        m.n as u64
+    } else {
+        m.c_stride as u64
+    }
+}
+
+/// Bytes of buffer a matrix instruction's results span from `c`: `m` rows `c_stride` apart.
+pub fn result_extent(m: &MatrixOp) -> u64 {
+    match m.m as u64 {
+        0 => 0,
+        rows => ((rows - 1) * result_row_stride(m) + m.n as u64) * m.out.bytes(),
+    }
 }
 
 /// Bytes of fp16 elements a special-function instruction reads (`src`, and `aux` for add, mul,

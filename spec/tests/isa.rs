@@ -15,7 +15,7 @@ fn any_instruction() -> impl Strategy<Value = Instruction> {
         0..Opcode::ALL.len(),
         0u8..64,
         0u8..64,
-        prop::collection::vec(any::<u64>(), 19),
+        prop::collection::vec(any::<u64>(), 20),
     )
         .prop_map(|(o, wait, release, raw)| {
             let op = Opcode::ALL[o];
@@ -143,6 +143,7 @@ fn typed_program_text_form() {
                 accumulate: true,
                 a_scaled: true,
                 out: OutCode::Fp16,
+                c_stride: 96,
             }),
             Instruction::Sfu(SfuInstr {
                 sync: Sync {
@@ -171,7 +172,7 @@ fn typed_program_text_form() {
     let text = disassemble(&p);
     let expected = "\
 load    wait=- release=mm channel=3 dram_addr_lo=0x34567890 dram_addr_hi=18 bytes=0x1000 n0=16 dram_stride0=0x1000 buf_stride0=0x1000
-matmul  wait=ld release=sfu a_buffer=1 c_buffer=2 meta_buffer=3 c_addr=64 m=16 n=64 k=256 weight=int4 act_int8=1 sparse=nm nm_n=8 accumulate=1 a_scaled=1 out=fp16 group=128
+matmul  wait=ld release=sfu a_buffer=1 c_buffer=2 meta_buffer=3 c_addr=64 m=16 n=64 k=256 weight=int4 act_int8=1 sparse=nm nm_n=8 accumulate=1 a_scaled=1 out=fp16 group=128 c_stride=96
 sfu     wait=mm release=- op=softmax src_buffer=2 dst_buffer=2 src_addr=64 dst_addr=64 rows=16 cols=64
 sys     wait=- release=- op=halt
 ";

@@ -14,7 +14,8 @@
 //!   in the weights' order, packed like 4-bit unsigned integers.
 //! - Block-skip and unstructured sparsity store weights dense (skipped ones are zero); their
 //!   bitmaps at `meta` tell the hardware what to skip and do not change the result.
-//! - `C` at `c`: row-major, fp32 or fp16 (`out`). Each output is `Σ_g scale_g · psum_g` over the
+//! - `C` at `c`: row-major, fp32 or fp16 (`out`), row `r` starting `r · c_stride` elements
+//!   after `c` (`c_stride = 0`: `n`, rows packed). Each output is `Σ_g scale_g · psum_g` over the
 //!   column's groups in order, accumulated in fp32, where `psum_g` is the group's int32 dot
 //!   product (int8 activations) or its fp32 dot product in reduction order (fp16 activations).
 //!   fp16 weights: one fp32 dot product in reduction order. With `a_scaled` the sum is then

@@ -259,6 +259,9 @@ pub struct MatrixOp {
     pub group: u16,
     /// Add to `c` instead of overwriting it.
     pub accumulate: bool,
+    /// Elements from the start of one result row to the next (0: `n`, rows packed), so that a
+    /// tile of columns lands in a wider row-major result.
+    pub c_stride: u16,
 }
 
 /// A special-function instruction over `rows × cols` elements.
@@ -500,6 +503,7 @@ const MATRIX: &[Field] = &[
         kind: FieldKind::Enum(OutCode::NAMES),
     },
     int("group", 13),
+    int("c_stride", 16),
 ];
 
 const SFU: &[Field] = &[
@@ -636,6 +640,7 @@ impl Instruction {
                 m.a_scaled as u64,
                 m.out as u64,
                 m.group as u64,
+                m.c_stride as u64,
             ],
             Instruction::Sfu(s) => vec![
                 s.op as u64,
@@ -701,6 +706,7 @@ impl Instruction {
                     a_scaled: f[16] != 0,
                     out: *OutCode::ALL.get(f[17] as usize)?,
                     group: f[18] as u16,
+                    c_stride: f[19] as u16,
                 };
                 if op == Opcode::Matmul {
                     Instruction::Matmul(m)
