@@ -345,6 +345,14 @@ pub fn render_table(r: &RunReport) -> String {
                 format!("{:.1} GB/s", d.bandwidth_gbps),
             ),
             ("decode bound", d.bound.name().to_string()),
+            (
+                "decode acts kept on chip",
+                format!(
+                    "{}/tok, {:.2}%",
+                    si(d.activations_on_chip.bytes_per_token, "B"),
+                    100.0 * d.activations_on_chip.traffic_share
+                ),
+            ),
         ]);
     }
     for (label, value) in rows {

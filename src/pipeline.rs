@@ -193,6 +193,8 @@ pub struct DecodeReport {
     pub tokens_per_j: f64,
     /// Off-chip bytes per generated token.
     pub dram_bytes_per_token: f64,
+    /// What keeping decode activations in the on-chip buffers between operators saves.
+    pub activations_on_chip: OnChipActivations,
     /// Achieved off-chip bandwidth, GB/s.
     pub bandwidth_gbps: f64,
     /// Accelerator cycles of all steps.
@@ -203,6 +205,19 @@ pub struct DecodeReport {
     pub energy_breakdown_j: EnergyBreakdown,
     /// Time, energy and traffic by operator class, over all steps.
     pub by_class: BTreeMap<&'static str, ClassShare>,
+}
+
+/// The off-chip traffic "always-on-chip decode" avoids: the activations every operator reads and
+/// writes in the on-chip buffers, which a design keeping no activations on chip between operators
+/// would move through the activation memory instead.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OnChipActivations {
+    /// Activation bytes per generated token kept on chip.
+    pub bytes_per_token: f64,
+    /// Their share of the off-chip traffic that design would have: kept / (kept + off-chip).
+    pub traffic_share: f64,
+    /// Seconds per token those bytes would take at the activation memory's streaming bandwidth.
+    pub off_chip_seconds_per_token: f64,
 }
 
 /// One operator class's share of a phase.
@@ -454,8 +469,7 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
         }
     }
     let step_passes: Vec<&PassEstimate> = step_contexts.iter().map(|c| &decode_passes[c]).collect();
-    let mut decode =
-        (!step_passes.is_empty()).then(|| decode_report(&step_passes, batch, accel.clock()));
+    let mut decode = (!step_passes.is_empty()).then(|| decode_report(&step_passes, batch, accel));
     let mut prefill_report = PrefillReport {
         fidelity: "roofline",
         simulation: None,
@@ -524,10 +538,25 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
     })
 }
 
-fn decode_report(passes: &[&PassEstimate], batch: u64, clock: Hertz) -> DecodeReport {
+fn decode_report(passes: &[&PassEstimate], batch: u64, accel: &Accelerator) -> DecodeReport {
+    let clock = accel.clock();
     let steps = passes.len() as f64;
     let seconds: f64 = passes.iter().map(|p| p.seconds).sum();
     let bytes: u64 = passes.iter().map(|p| p.dram_bytes).sum();
+    let kept: u64 = passes.iter().map(|p| p.act_on_chip_bytes).sum();
+    let generated = steps * batch as f64;
+    let act_bandwidth = accel
+        .memory_for(tessera_spec::accel::Holds::Activations)
+        .map_or(0.0, |m| tessera_spec::analytical::streaming_bandwidth(m).0);
+    let activations_on_chip = OnChipActivations {
+        bytes_per_token: kept as f64 / generated,
+        traffic_share: kept as f64 / (kept + bytes).max(1) as f64,
+        off_chip_seconds_per_token: if act_bandwidth > 0.0 {
+            kept as f64 / act_bandwidth / generated
+        } else {
+            0.0
+        },
+    };
     let cycles: u64 = passes.iter().map(|p| p.cycles.0).sum();
     let mut energy = Energy::default();
     let mut by_bound = BTreeMap::new();
@@ -546,6 +575,7 @@ fn decode_report(passes: &[&PassEstimate], batch: u64, clock: Hertz) -> DecodeRe
         energy_per_token_j: 0.0,
         tokens_per_j: 0.0,
         dram_bytes_per_token: 0.0,
+        activations_on_chip,
         bandwidth_gbps: 0.0,
         cycles: 0,
         bound: dominant_bound(&by_bound),

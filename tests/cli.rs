@@ -62,6 +62,46 @@ fn default_run_json_has_stable_fields_and_physical_values() {
 }
 
 #[test]
+fn decode_reports_the_activations_kept_on_chip() {
+    // One decode step of tiny-llama at context 16: every operator's activations fit on chip, so
+    // the bytes kept there are the graph's activation bytes.
+    let run = ok_json(&[
+        "run",
+        "--model",
+        "tiny-llama",
+        "--prefill",
+        "16",
+        "--decode",
+        "1",
+        "--json",
+    ]);
+    let graph = ok_json(&[
+        "graph",
+        "--model",
+        "tiny-llama",
+        "--phase",
+        "decode",
+        "--context",
+        "16",
+        "--json",
+    ]);
+    let acts: f64 = graph["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| f(o, "act_in_bytes") + f(o, "act_out_bytes"))
+        .sum();
+    let kept = &run["decode"]["activations_on_chip"];
+    assert!(acts > 0.0);
+    assert_eq!(f(kept, "bytes_per_token"), acts);
+    let traffic = f(&run, "decode.dram_bytes_per_token");
+    assert!((f(kept, "traffic_share") - acts / (acts + traffic)).abs() < 1e-12);
+    // At the u280's HBM streaming bandwidth.
+    let seconds = f(kept, "off_chip_seconds_per_token");
+    assert!((seconds - acts / f(&run, "streaming_bandwidth_gbps") / 1e9).abs() < 1e-15);
+}
+
+#[test]
 fn default_run_prints_a_table() {
     let out = tessera(&["run", "--decode", "8"]);
     assert!(out.status.success());

@@ -112,6 +112,10 @@ pub struct OpEstimate {
     pub effective_macs: u64,
     /// Bytes moved to or from off-chip memory.
     pub dram_bytes: u64,
+    /// Activation bytes the operator reads and writes in the on-chip buffers (its inputs and
+    /// outputs when they fit): what a design that kept no activations on chip between operators
+    /// would move off chip in addition.
+    pub act_on_chip_bytes: u64,
     /// Energy.
     pub energy: Energy,
 }
@@ -125,6 +129,8 @@ pub struct PassEstimate {
     pub seconds: f64,
     /// Off-chip bytes moved.
     pub dram_bytes: u64,
+    /// Activation bytes kept on chip between operators ([`OpEstimate::act_on_chip_bytes`]).
+    pub act_on_chip_bytes: u64,
     /// Energy.
     pub energy: Energy,
     /// Cycles spent in operators of each bound.
@@ -831,6 +837,7 @@ impl<'a> AccelModel<'a> {
             bound,
             effective_macs,
             dram_bytes,
+            act_on_chip_bytes: act_bytes - act_spill,
             energy: Energy {
                 mac: PicoJoules(mac_pj),
                 vector: PicoJoules(vector_pj),
@@ -879,11 +886,13 @@ fn buffer_pj_per_byte(accel: &Accelerator) -> f64 {
 fn summarise(ops: Vec<OpEstimate>, seconds_of: impl Fn(Cycles) -> f64) -> PassEstimate {
     let mut cycles = Cycles(0);
     let mut dram_bytes = 0;
+    let mut act_on_chip_bytes = 0;
     let mut energy = Energy::default();
     let mut cycles_by_bound = BTreeMap::new();
     for e in &ops {
         cycles += e.cycles;
         dram_bytes += e.dram_bytes;
+        act_on_chip_bytes += e.act_on_chip_bytes;
         energy += e.energy;
         *cycles_by_bound.entry(e.bound).or_insert(0) += e.cycles.0;
     }
@@ -891,6 +900,7 @@ fn summarise(ops: Vec<OpEstimate>, seconds_of: impl Fn(Cycles) -> f64) -> PassEs
         cycles,
         seconds: seconds_of(cycles),
         dram_bytes,
+        act_on_chip_bytes,
         energy,
         cycles_by_bound,
         ops,

@@ -9,6 +9,15 @@ use tessera_spec::units::Cycles;
 
 /// A graph with one linear operator `m × k → n` whose weight bytes come from `comp`.
 fn one_linear(comp: &Compression, m: u64, k: u64, n: u64) -> Graph {
+    linear_with_activations(comp, (m, k, n), (0, 0))
+}
+
+/// [`one_linear`] reading and writing `(act_in, act_out)` activation bytes.
+fn linear_with_activations(
+    comp: &Compression,
+    (m, k, n): (u64, u64, u64),
+    (act_in_bytes, act_out_bytes): (u64, u64),
+) -> Graph {
     let mut g = Graph::new("test", Phase::Prefill { seq: m }, 1);
     let wb = comp.weight(OpClass::Ffn).encoded_bytes(n, k);
     let w = g.add_tensor(Tensor {
@@ -37,6 +46,8 @@ fn one_linear(comp: &Compression, m: u64, k: u64, n: u64) -> Graph {
         cost: OpCost {
             macs: m * k * n,
             weight_bytes: wb.total(),
+            act_in_bytes,
+            act_out_bytes,
             ..OpCost::default()
         },
     });
@@ -94,6 +105,30 @@ fn linear_cost_follows_the_formulas() {
     let e = model.pass(&one_linear(&comp, 1, k, n));
     assert_eq!(e.ops[0].bound, Bound::Memory);
     assert_eq!(e.bound(), Bound::Memory);
+}
+
+#[test]
+fn activations_that_fit_stay_on_chip_and_larger_ones_spill() {
+    let a = Accelerator::preset("u280").unwrap();
+    let comp = compression::preset("w4a8-g128").unwrap();
+    let model = AccelModel::new(&a, &comp).unwrap();
+    let weights = comp.weight(OpClass::Ffn).encoded_bytes(4096, 4096).total();
+    // 4 KiB in, 4 KiB out: kept on chip, not moved off chip.
+    let e = model.pass(&linear_with_activations(
+        &comp,
+        (1, 4096, 4096),
+        (4096, 4096),
+    ));
+    assert_eq!(
+        (e.ops[0].act_on_chip_bytes, e.ops[0].dram_bytes),
+        (8192, weights)
+    );
+    assert_eq!(e.act_on_chip_bytes, 8192);
+    // More than the 34 MiB of buffers: the activations go off chip instead.
+    let big = 20 << 20;
+    let e = model.pass(&linear_with_activations(&comp, (1, 4096, 4096), (big, big)));
+    assert_eq!(e.ops[0].act_on_chip_bytes, 0);
+    assert_eq!(e.ops[0].dram_bytes, weights + 2 * big);
 }
 
 #[test]
