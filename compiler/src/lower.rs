@@ -556,6 +556,7 @@ pub(crate) fn lower_streamed(
                 accumulate: false,
                 a_scaled: false,
                 out: OutCode::Fp32,
+                b_rows: false,
                 c_stride: 0,
             };
             instructions.push(if m == 1 {

@@ -5,7 +5,7 @@
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_bytes};
 use tessera_spec::compression::{ActivationFormat, Sparsity};
-use tessera_spec::isa::{BufRef, Dma, Instruction, Program, SparseCode, Unit};
+use tessera_spec::isa::{BufRef, Dma, Instruction, Program, SparseCode, Unit, WeightCode};
 
 /// Why a program cannot run, with the instruction it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -196,6 +196,9 @@ fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), Strin
             }
             if m.a_scaled && !m.act_int8 {
                 return Err("a_scaled needs int8 activations (act_int8=1)".into());
+            }
+            if m.b_rows && (m.weight != WeightCode::Fp16 || m.sparse != SparseCode::Dense) {
+                return Err("b_rows needs dense fp16 weights (weight=fp16)".into());
             }
             if m.c_stride != 0 && m.c_stride < m.n {
                 return Err(format!(

@@ -177,7 +177,12 @@ impl DataState {
                 (0..k).collect()
             };
             if m.weight == WeightCode::Fp16 {
-                let w = f16_values(&b_raw[(2 * j * kept) as usize..(2 * (j + 1) * kept) as usize]);
+                let w = if m.b_rows {
+                    let all = f16_values(&b_raw[..(2 * k * n) as usize]);
+                    (0..k).map(|p| all[(p * n + j) as usize]).collect()
+                } else {
+                    f16_values(&b_raw[(2 * j * kept) as usize..(2 * (j + 1) * kept) as usize])
+                };
                 for r in 0..rows {
                     let mut acc = 0f32;
                     for (e, &p) in positions.iter().enumerate() {

@@ -360,6 +360,40 @@ fn strided_results_land_in_a_wider_row_major_tensor() {
 }
 
 #[test]
+fn weights_stored_by_rows_multiply_as_their_layout_says() {
+    // o[3 × 8] = p[3 × 5] · v[5 × 8], v token-major (b_rows), fp16 in, fp32 sums in order.
+    let accel = u280();
+    let mut rng = Rng::new(0xb0);
+    let (m, k, n) = (3usize, 5usize, 8usize);
+    let value = |rng: &mut Rng| rng.int(-2000, 2000) as f32 / 1024.0;
+    let p = round_f16(&(0..m * k).map(|_| value(&mut rng)).collect::<Vec<_>>());
+    let v = round_f16(&(0..k * n).map(|_| value(&mut rng)).collect::<Vec<_>>());
+    let mut data = DataState::new(&accel);
+    data.write_buffer(ACTS, 0, &f16_bytes(&p));
+    data.write_buffer(WEIGHTS, 0, &f16_bytes(&v));
+    let program = assemble(&format!(
+        "matmul a_buffer={ACTS} b_buffer={WEIGHTS} c_buffer={ACTS} c_addr=4096 m={m} n={n} k={k} \
+         weight=fp16 b_rows=1 out=fp16"
+    ))
+    .unwrap();
+    simulate_functional(&accel, &program, SimOptions::default(), &mut data).unwrap();
+    let got = f16_values(&data.buffer(ACTS)[4096..4096 + m * n * 2]);
+    let want: Vec<f32> = (0..m * n)
+        .map(|i| {
+            let (r, j) = (i / n, i % n);
+            (0..k).fold(0f32, |acc, q| acc + p[r * k + q] * v[q * n + j])
+        })
+        .collect();
+    assert_eq!(bits_of(&got), bits_of(&round_f16(&want)));
+    // Integer weights have no row layout.
+    let bad = assemble("matmul m=1 n=1 k=16 weight=int8 act_int8=1 b_rows=1").unwrap();
+    let e = simulate_with(&accel, &bad, SimOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("b_rows needs dense fp16 weights"), "{e}");
+}
+
+#[test]
 fn special_function_rows_land_where_the_operands_say() {
     // rms_norm (γ shared by rows), rotary and add (per-row aux) over a 3 × 64 fp16 tile, each
     // reading the previous result, against the row math applied to the logical values.

@@ -15,7 +15,7 @@ fn any_instruction() -> impl Strategy<Value = Instruction> {
         0..Opcode::ALL.len(),
         0u8..64,
         0u8..64,
-        prop::collection::vec(any::<u64>(), 20),
+        prop::collection::vec(any::<u64>(), 21),
     )
         .prop_map(|(o, wait, release, raw)| {
             let op = Opcode::ALL[o];
@@ -143,6 +143,7 @@ fn typed_program_text_form() {
                 accumulate: true,
                 a_scaled: true,
                 out: OutCode::Fp16,
+                b_rows: false,
                 c_stride: 96,
             }),
             Instruction::Sfu(SfuInstr {

@@ -10,6 +10,8 @@
 //!   two's-complement `bits`-wide integers ([`pack_ints`]), or fp16 for `weight=fp16`. Integer
 //!   weights are followed, from the next byte, by their fp16 scales: per column, one per group of
 //!   `group` reduction indices (`group = 0`: one per column) — [`weight_scales_offset`].
+//!   With `b_rows` (fp16 weights only) `W` is stored by reduction rows instead: row `p` holds
+//!   `w(p, 0..n)`, as a value cache's token-major rows are.
 //! - N:M metadata at `meta`: one 4-bit index (position within its 16-wide block) per kept weight,
 //!   in the weights' order, packed like 4-bit unsigned integers.
 //! - Block-skip and unstructured sparsity store weights dense (skipped ones are zero); their

@@ -249,6 +249,9 @@ pub struct MatrixOp {
     pub a_scaled: bool,
     /// Result format.
     pub out: OutCode,
+    /// fp16 weights stored by reduction rows (row `p` holds `w(p, 0..n)`) instead of by columns:
+    /// a value cache's token-major rows as the operand of the attention-weighted sum.
+    pub b_rows: bool,
     /// Weight storage.
     pub sparse: SparseCode,
     /// Kept weights per 16 for N:M (1..=16).
@@ -502,6 +505,11 @@ const MATRIX: &[Field] = &[
         bits: 1,
         kind: FieldKind::Enum(OutCode::NAMES),
     },
+    Field {
+        name: "b_rows",
+        bits: 1,
+        kind: FieldKind::Flag,
+    },
     int("group", 13),
     int("c_stride", 16),
 ];
@@ -639,6 +647,7 @@ impl Instruction {
                 m.accumulate as u64,
                 m.a_scaled as u64,
                 m.out as u64,
+                m.b_rows as u64,
                 m.group as u64,
                 m.c_stride as u64,
             ],
@@ -705,8 +714,9 @@ impl Instruction {
                     accumulate: f[15] != 0,
                     a_scaled: f[16] != 0,
                     out: *OutCode::ALL.get(f[17] as usize)?,
-                    group: f[18] as u16,
-                    c_stride: f[19] as u16,
+                    b_rows: f[18] != 0,
+                    group: f[19] as u16,
+                    c_stride: f[20] as u16,
                 };
                 if op == Opcode::Matmul {
                     Instruction::Matmul(m)
