@@ -126,10 +126,6 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     let accel = inputs::accelerator(&args.target.accel)?;
     let model = inputs::model(&args.target.model)?;
     let comp = inputs::compression(&args.target.compression)?;
-    let compile = |phase: &str, tokens: u64| -> Result<tessera_spec::isa::Program> {
-        let graph = build_graph(&model, &comp, phase_of(phase, tokens), args.batch)?;
-        Ok(compile_pass(&accel, &comp, &model, &graph)?)
-    };
     let mut wanted: Vec<(&'static str, u64)> = match args.max_context {
         Some(max) => buckets_up_to(max, args.bucket),
         None => vec![bucket_length(args.context, args.bucket)],
@@ -143,6 +139,22 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         (None, None) => Vec::new(),
     };
     wanted.extend(prefills.into_iter().map(|p| ("prefill", p)));
+    // Every program places the KV cache alike: sized for the longest pass compiled.
+    let kv_tokens = wanted
+        .iter()
+        .map(|&(phase, tokens)| {
+            if phase == "prefill" {
+                tokens
+            } else {
+                tokens + 1
+            }
+        })
+        .max()
+        .unwrap_or(1);
+    let compile = |phase: &str, tokens: u64| -> Result<tessera_spec::isa::Program> {
+        let graph = build_graph(&model, &comp, phase_of(phase, tokens), args.batch)?;
+        Ok(compile_pass(&accel, &comp, &model, &graph, kv_tokens)?)
+    };
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create `{}`", args.output.display()))?;
     let mut listed = Vec::new();

@@ -632,7 +632,23 @@ pub fn pass_program(
         &inputs.compression,
         &inputs.model,
         &g,
+        kv_tokens(inputs),
     )?)
+}
+
+/// Tokens per sequence the KV cache holds in every program of a run: the longest pass compiled,
+/// the prompt's bucket or the last decode step's context bucket and its own token.
+fn kv_tokens(inputs: &RunInputs) -> u64 {
+    let s = &inputs.scenario;
+    let (bucket, prefill_bucket) = match inputs.fidelity {
+        Fidelity::Roofline => (1, 1),
+        Fidelity::Simulation {
+            bucket,
+            prefill_bucket,
+        } => (bucket, prefill_bucket),
+    };
+    let last = (s.prefill + s.decode).saturating_sub(1);
+    bucket_length(s.prefill, prefill_bucket).max(bucket_length(last, bucket) + 1)
 }
 
 /// Replaces `p`'s time, traffic and energy with a simulation of the compiled prefill of the

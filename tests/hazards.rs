@@ -27,7 +27,7 @@ fn compiled_passes_have_no_buffer_hazards() {
         let c = compression::preset("w4a8-g128").unwrap();
         let a = Accelerator::preset(accel).unwrap();
         let g = build_graph(&m, &c, phase, 1).unwrap();
-        let p = compile_pass(&a, &c, &m, &g).unwrap();
+        let p = compile_pass(&a, &c, &m, &g, 0).unwrap();
         let r = simulate(&a, &p).unwrap();
         let h = buffer_hazards(&p, &r);
         assert!(

@@ -22,7 +22,7 @@ fn buckets(c: &mut Criterion) {
         b.iter(|| {
             for &context in &contexts {
                 let graph = build_graph(&m, &comp, Phase::Decode { context }, 1).expect("graph");
-                compile_pass(&accel, &comp, &m, &graph).expect("compiles");
+                compile_pass(&accel, &comp, &m, &graph, 0).expect("compiles");
             }
         })
     });

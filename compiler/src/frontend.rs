@@ -663,10 +663,11 @@ impl Builder<'_> {
             }
             Phase::Decode { context } => {
                 let cache = self.graph.add_tensor(kv_cache("kv_cache", context));
-                let read_bytes = self.graph.tensor(cache).bytes;
                 // The cache streams through the attention operators; it is KV data, not an
-                // activation that could spill.
-                let past = self.graph.add_tensor(kv_cache("attn.past_kv", context));
+                // activation that could spill. The step's own key and value are read back with
+                // it, after the append stores them (every visible key comes from the cache).
+                let past = self.graph.add_tensor(kv_cache("attn.past_kv", context + 1));
+                let read_bytes = self.graph.tensor(past).bytes;
                 self.op(
                     l,
                     "attn.kv_read",

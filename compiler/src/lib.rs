@@ -3,5 +3,6 @@
 //! whole decode steps to one program ([`program`]). To come: prefill tiling, fusion, tiling with
 //! the shared cost model, and programs per length bucket.
 pub mod frontend;
+pub mod kv;
 pub mod lower;
 pub mod program;

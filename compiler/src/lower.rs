@@ -558,6 +558,7 @@ pub(crate) fn lower_streamed(
                 out: OutCode::Fp32,
                 b_rows: false,
                 c_stride: 0,
+                batch: 0,
             };
             instructions.push(if m == 1 {
                 Instruction::Matvec(op)

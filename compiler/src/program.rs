@@ -22,6 +22,7 @@
 //! - Off-chip bytes equal the graph's (weights, KV cache read and written, embedding rows), plus,
 //!   in prefill, the prompt's keys and values read back by the attention blocks.
 
+use crate::kv::{visible_keys, AttentionOperands, KvLayout, Rows};
 use crate::lower::{
     accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, BufferRoles,
     Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
@@ -45,16 +46,37 @@ pub fn bucket_length(length: u64, bucket: u64) -> u64 {
 }
 
 /// Compiles a pass (a prefill or one decode step) of `model` into one program ending in `halt`.
+/// The KV cache holds `kv_tokens` tokens per sequence (at least the pass's own), so that every
+/// program of a run that passes the same figure places the cache alike ([`KvLayout`]).
 pub fn compile_pass(
     accel: &Accelerator,
     comp: &Compression,
     model: &ModelConfig,
     graph: &Graph,
+    kv_tokens: u64,
 ) -> Result<Program, LowerError> {
     let mut cursors = vec![0u64; accel_channels(accel) as usize];
     let mut chain = Chain::default();
-    let mut kv_read_bytes = 0;
-    // Where the last KV append stored its keys and values (prefill attention reads them back).
+    let own = match graph.phase {
+        Phase::Prefill { seq } => seq,
+        Phase::Decode { context } => context + 1,
+    };
+    let kv = match graph
+        .ops()
+        .find(|o| matches!(o.kind, OpKind::KvAppend { .. }))
+    {
+        Some(op) => Some(KvLayout::new(
+            accel,
+            comp,
+            model,
+            graph.batch,
+            kv_tokens.max(own),
+            &op.name,
+        )?),
+        None => None,
+    };
+    // Prefill attention streams the prompt's keys and values as rows spread over the channels
+    // (timing only: `prefill_attention`), from a region reserved after each KV append.
     let mut kv_stored = cursors.clone();
     let ops: Vec<&Op> = graph.ops().collect();
     let mut next = 0;
@@ -62,14 +84,27 @@ pub fn compile_pass(
         let (fused, count) = fuse_siblings(&ops[next..]);
         next += count;
         let op = &fused;
-        if let OpKind::KvRead { .. } = op.kind {
-            kv_read_bytes = op.cost.kv_read_bytes;
-        }
-        if let OpKind::KvAppend { .. } = op.kind {
+        if let (OpKind::KvAppend { .. }, Phase::Prefill { .. }) = (&op.kind, graph.phase) {
             kv_stored = cursors.clone();
+            let (first, channels) = memory_channels(accel, Holds::Kv, &op.name)?;
+            let kv_buffer = roles_kv(accel, &op.name)?;
+            dma_spread(
+                false,
+                (kv_buffer, 0),
+                op.cost.kv_write_bytes,
+                (first, channels),
+                &mut cursors,
+            );
         }
-        let kv = (kv_read_bytes, kv_stored.as_slice());
-        let bodies = lower_op(accel, comp, model, graph, op, kv, &mut cursors)?;
+        let ctx = Lowering {
+            accel,
+            comp,
+            model,
+            graph,
+            kv: kv.as_ref(),
+            kv_stored: &kv_stored,
+        };
+        let bodies = lower_op(&ctx, op, &mut cursors)?;
         // Parameters that are not streamed rows (norm weights, biases) load into the activation
         // buffer before the operator runs.
         let moved: u64 = bodies.iter().flatten().map(dma_bytes).sum();
@@ -89,7 +124,7 @@ pub fn compile_pass(
             chain.push(body);
         }
     }
-    check_capacity(accel, &cursors)?;
+    check_capacity(accel, &cursors, kv.as_ref())?;
     let mut instructions = chain.finish();
     instructions.push(Instruction::Sys(SysInstr {
         sync: Sync::default(),
@@ -98,15 +133,23 @@ pub fn compile_pass(
     Ok(Program { instructions })
 }
 
-/// Fails when the off-chip data a program places (weights, KV cache, spilled activations) ends
-/// past a channel's share of its memory's capacity.
-fn check_capacity(accel: &Accelerator, cursors: &[u64]) -> Result<(), LowerError> {
+/// Fails when the off-chip data a program places (weights, spilled activations) ends past a
+/// channel's share of its memory's capacity, less the KV cache's area in the KV memory.
+fn check_capacity(
+    accel: &Accelerator,
+    cursors: &[u64],
+    kv: Option<&KvLayout>,
+) -> Result<(), LowerError> {
     let mut first = 0;
     for (i, memory) in accel.memories().iter().enumerate() {
         let channels = memory.channels();
         let per_channel = memory.capacity().0 / channels.max(1);
+        let cache = match kv {
+            Some(layout) if memory.holds(Holds::Kv) => layout.area_per_channel(),
+            _ => 0,
+        };
         for c in first..first + channels {
-            let used = cursors[c as usize];
+            let used = cursors[c as usize] + cache;
             if used > per_channel {
                 return Err(LowerError {
                     op: "program".into(),
@@ -235,7 +278,7 @@ impl Chain {
 /// Bytes a DMA instruction moves (0 for others).
 fn dma_bytes(ins: &Instruction) -> u64 {
     match ins {
-        Instruction::Load(d) | Instruction::Store(d) => d.bytes as u64,
+        Instruction::Load(d) | Instruction::Store(d) => d.total_bytes(),
         _ => 0,
     }
 }
@@ -299,17 +342,26 @@ fn add_release(ins: &mut Instruction, unit: Unit) {
     ins.set_sync(s);
 }
 
+/// What lowering an operator needs besides the operator.
+struct Lowering<'a> {
+    accel: &'a Accelerator,
+    comp: &'a Compression,
+    model: &'a ModelConfig,
+    graph: &'a Graph,
+    /// The KV cache's layout, when the pass has one.
+    kv: Option<&'a KvLayout>,
+    /// Per channel, where prefill attention streams keys and values back from.
+    kv_stored: &'a [u64],
+}
+
 /// The instructions of one operator (no barrier, no `halt`), as bodies that follow each other
 /// through barriers.
 fn lower_op(
-    accel: &Accelerator,
-    comp: &Compression,
-    model: &ModelConfig,
-    graph: &Graph,
+    ctx: &Lowering,
     op: &Op,
-    (kv_read_bytes, kv_stored): (u64, &[u64]),
     cursors: &mut [u64],
 ) -> Result<Vec<Vec<Instruction>>, LowerError> {
+    let (accel, comp, model, graph) = (ctx.accel, ctx.comp, ctx.model, ctx.graph);
     let roles = BufferRoles::by_name(accel, &op.name)?;
     let capacity = accel.buffers()[roles.activations as usize].bytes().0;
     let sfu = |op_code: SfuOp, rows: u64, cols: u64| sfu_rows(roles, capacity, op_code, rows, cols);
@@ -341,12 +393,52 @@ fn lower_op(
             heads, head_dim, ..
         } => {
             let values = matches!(op.kind, OpKind::AttentionValues { .. });
-            if let Phase::Prefill { seq } = graph.phase {
-                let shape = (graph.batch, seq, head_dim, heads);
-                return prefill_attention(accel, comp, model, op, roles, shape, values, kv_stored);
+            let context = match graph.phase {
+                Phase::Prefill { seq } => {
+                    let shape = (graph.batch, seq, head_dim, heads);
+                    return prefill_attention(
+                        accel,
+                        comp,
+                        model,
+                        op,
+                        roles,
+                        shape,
+                        values,
+                        ctx.kv_stored,
+                    );
+                }
+                Phase::Decode { context } => context,
+            };
+            let layout = kv_layout(ctx, op)?;
+            let keys = visible_keys(model, comp, context);
+            let kv_heads = keys.len() as u64;
+            let rows = heads / kv_heads.max(1);
+            let at = AttentionOperands {
+                a: BufRef {
+                    buffer: roles.activations,
+                    addr: 0,
+                },
+                c: BufRef {
+                    buffer: roles.results,
+                    addr: 0,
+                },
+                kv_buffer: roles_kv(accel, &op.name)?,
+            };
+            let layer = op.layer.unwrap_or(0) as u64;
+            let mut body = Vec::new();
+            for seq in 0..graph.batch.max(1) {
+                body.extend(layout.attention(
+                    accel,
+                    comp,
+                    (seq, layer),
+                    rows,
+                    &keys,
+                    values,
+                    at,
+                    &op.name,
+                )?);
             }
-            let kv = (kv_read_bytes, head_dim, heads);
-            attention(accel, comp, model, op, roles, kv, values, cursors)?
+            body
         }
         OpKind::Softmax { elements } => {
             // One row per query head and token.
@@ -377,18 +469,32 @@ fn lower_op(
             tokens, experts, ..
         } => sfu(SfuOp::Softmax, tokens, experts),
         OpKind::KvAppend { .. } => {
-            let kv = roles_kv(accel, &op.name)?;
-            let (first, channels) = memory_channels(accel, Holds::Kv, &op.name)?;
-            // A prompt's keys and values larger than the buffer store in buffer-sized pieces
+            let layout = kv_layout(ctx, op)?;
+            let positions = match graph.phase {
+                Phase::Prefill { seq } => 0..seq,
+                Phase::Decode { context } => context..context + 1,
+            };
+            // Each token's keys (then values) of every head side by side in the activation
+            // buffer; a prompt larger than the buffer stores in buffer-sized pieces of tokens
             // (stores only read the buffer, so the pieces may share it).
-            let piece = accel.buffers()[kv as usize].bytes().0.max(1);
-            let total = op.cost.kv_write_bytes;
-            (0..total.div_ceil(piece))
-                .flat_map(|i| {
-                    let bytes = piece.min(total - i * piece);
-                    dma_spread(false, (kv, 0), bytes, (first, channels), cursors)
-                })
-                .collect()
+            let token_stride = model.kv_heads as u64 * model.head_dim * 2;
+            let piece = (capacity / token_stride.max(1)).max(1);
+            let layer = op.layer.unwrap_or(0) as u64;
+            let mut body = Vec::new();
+            for seq in 0..graph.batch.max(1) {
+                for start in positions.clone().step_by(piece as usize) {
+                    let part = start..(start + piece).min(positions.end);
+                    for values in [false, true] {
+                        let src = Rows {
+                            buffer: roles.activations,
+                            addr: 0,
+                            token_stride,
+                        };
+                        body.extend(layout.append((seq, layer), part.clone(), src, values));
+                    }
+                }
+            }
+            body
         }
         OpKind::KvRead { .. } => Vec::new(),
         OpKind::Embedding { tokens, .. } => {
@@ -501,6 +607,15 @@ fn spilled_linear(
     Ok(bodies)
 }
 
+/// The pass's KV layout; an attention operator or KV append without one is a compiler error.
+fn kv_layout<'a>(ctx: &Lowering<'a>, op: &Op) -> Result<&'a KvLayout, LowerError> {
+    ctx.kv.ok_or_else(|| LowerError {
+        op: op.name.clone(),
+        reason: "the pass attends to a KV cache but appends none".into(),
+        key: "model".into(),
+    })
+}
+
 /// The buffer the KV cache streams through: `kv`, else the weight buffer.
 fn roles_kv(accel: &Accelerator, op: &str) -> Result<u8, LowerError> {
     match buffer_named(accel, "kv") {
@@ -594,39 +709,6 @@ fn dma_spread(
         }
     }
     out
-}
-
-/// Attention scores (`values = false`: `q · Kᵀ`, the cached keys streamed as rows) or values
-/// (`p · V`, `Vᵀ` streamed as rows) for every KV head, its query heads sharing the rows. The
-/// cache read, `kv_read_bytes` (keys then values, every KV head), sets how many keys stream; the
-/// step's own key and value are on chip already.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    accel: &Accelerator,
-    comp: &Compression,
-    model: &ModelConfig,
-    op: &Op,
-    roles: BufferRoles,
-    (kv_read_bytes, head_dim, heads): (u64, u64, u64),
-    values: bool,
-    cursors: &mut [u64],
-) -> Result<Vec<Instruction>, LowerError> {
-    let kv_heads = (model.kv_heads as u64).clamp(1, heads.max(1));
-    let group = heads / kv_heads;
-    let bits = comp.kv.format.bits() as u64;
-    let keys = (kv_read_bytes / 2 / kv_heads * 8) / (head_dim * bits).max(1);
-    if keys == 0 {
-        return Ok(Vec::new());
-    }
-    let s = kv_stream(
-        accel,
-        comp,
-        op,
-        roles,
-        (group, keys, head_dim, kv_heads),
-        values,
-    )?;
-    Ok(lower_streamed(accel, &s, cursors)?.instructions)
 }
 
 /// The streamed product of `queries` query rows (a KV group's query heads times tokens) against

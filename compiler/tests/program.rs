@@ -15,7 +15,7 @@ fn step(model_name: &str, comp_name: &str, accel_name: &str, context: u64) -> (u
     let m = model::preset(model_name).unwrap();
     let comp = compression::preset(comp_name).unwrap();
     let graph = build_graph(&m, &comp, Phase::Decode { context }, 1).unwrap();
-    let program = compile_pass(&accel, &comp, &m, &graph).unwrap();
+    let program = compile_pass(&accel, &comp, &m, &graph, 0).unwrap();
     let report = simulate(&accel, &program).unwrap_or_else(|e| panic!("{model_name}: {e}"));
     let compulsory: u64 = graph.ops().map(|o| o.cost.compulsory_bytes()).sum();
     let estimate = AccelModel::new(&accel, &comp).unwrap().pass(&graph);
@@ -43,7 +43,7 @@ fn prefill(model_name: &str, accel_name: &str, seq: u64) -> [f64; 7] {
     let m = model::preset(model_name).unwrap();
     let comp = compression::preset("w4a8-g128").unwrap();
     let graph = build_graph(&m, &comp, Phase::Prefill { seq }, 1).unwrap();
-    let program = compile_pass(&accel, &comp, &m, &graph).unwrap();
+    let program = compile_pass(&accel, &comp, &m, &graph, 0).unwrap();
     let report = simulate(&accel, &program).unwrap_or_else(|e| panic!("{model_name}: {e}"));
     let compulsory: u64 = graph.ops().map(|o| o.cost.compulsory_bytes()).sum();
     let kv: u64 = graph.ops().map(|o| o.cost.kv_write_bytes).sum();
@@ -132,7 +132,7 @@ fn a_wave_loads_only_after_the_previous_wave_is_counted_in() {
         let c = compression::preset("w4a8-g128").unwrap();
         let a = Accelerator::preset(accel).unwrap();
         let g = build_graph(&m, &c, Phase::Decode { context: 48 }, 1).unwrap();
-        let p = compile_pass(&a, &c, &m, &g).unwrap();
+        let p = compile_pass(&a, &c, &m, &g, 0).unwrap();
         let mut computed_since_load: BTreeMap<u8, bool> = BTreeMap::new();
         let mut checked = 0;
         for (i, ins) in p.instructions.iter().enumerate() {
@@ -175,7 +175,7 @@ fn block_and_unstructured_sparsity_compile_with_their_encoded_bytes() {
     let dense = compression::preset("w4a8-g128").unwrap();
     let seconds = |comp: &compression::Compression| {
         let graph = build_graph(&m, comp, Phase::Decode { context: 256 }, 1).unwrap();
-        let program = compile_pass(&accel, comp, &m, &graph).unwrap();
+        let program = compile_pass(&accel, comp, &m, &graph, 0).unwrap();
         let report =
             simulate(&accel, &program).unwrap_or_else(|e| panic!("{:?}: {e}", comp.weights));
         let compulsory: u64 = graph.ops().map(|o| o.cost.compulsory_bytes()).sum();
@@ -217,7 +217,7 @@ fn prefill_inputs_larger_than_the_activation_buffer_spill_in_row_blocks() {
     let m = model::preset("llama2-7b").unwrap();
     let comp = compression::preset("w4a8-g128").unwrap();
     let graph = build_graph(&m, &comp, Phase::Prefill { seq: 512 }, 4).unwrap();
-    let program = compile_pass(&accel, &comp, &m, &graph).unwrap();
+    let program = compile_pass(&accel, &comp, &m, &graph, 0).unwrap();
     let report = simulate(&accel, &program).unwrap();
     assert!(tessera_sim::hazard::buffer_hazards(&program, &report).is_empty());
     let compulsory: u64 = graph.ops().map(|o| o.cost.compulsory_bytes()).sum();
@@ -247,6 +247,6 @@ fn off_chip_data_beyond_a_channel_names_the_capacity_key() {
     let m = model::preset("llama2-7b").unwrap();
     let comp = compression::preset("w8a8").unwrap();
     let graph = build_graph(&m, &comp, Phase::Decode { context: 1024 }, 4).unwrap();
-    let e = compile_pass(&accel, &comp, &m, &graph).unwrap_err();
+    let e = compile_pass(&accel, &comp, &m, &graph, 0).unwrap_err();
     assert!(e.to_string().contains("memories[0].capacity_gib"), "{e}");
 }

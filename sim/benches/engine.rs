@@ -23,7 +23,7 @@ fn compiled(accel: &Accelerator, phase: Phase) -> Program {
     let m = model::preset("llama2-7b").expect("preset");
     let comp = compression::preset("w4a8-g128").expect("preset");
     let graph = build_graph(&m, &comp, phase, 1).expect("graph");
-    compile_pass(accel, &comp, &m, &graph).expect("compiles")
+    compile_pass(accel, &comp, &m, &graph, 0).expect("compiles")
 }
 
 fn compiled_passes(c: &mut Criterion) {

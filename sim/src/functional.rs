@@ -6,13 +6,15 @@
 use std::collections::BTreeMap;
 use tessera_spec::accel::{Accelerator, SfuOp};
 use tessera_spec::analytical::{
-    matrix_operand_bytes, result_extent, result_row_stride, sfu_operand_bytes,
+    matrix_operand_bytes, matrix_product_bytes, result_extent, result_row_stride, sfu_operand_bytes,
 };
 use tessera_spec::isa::data::{
     f16_bytes, f16_values, f32_values, groups_per_column, quantize_scale, sfu_row, unpack_ints,
     weight_scales_offset,
 };
-use tessera_spec::isa::{Dma, Instruction, MatrixOp, OutCode, SfuInstr, SparseCode, WeightCode};
+use tessera_spec::isa::{
+    BufRef, Dma, Instruction, MatrixOp, OutCode, SfuInstr, SparseCode, WeightCode,
+};
 
 const PAGE: u64 = 1 << 16;
 
@@ -87,7 +89,27 @@ impl DataState {
                 self.dma(d, false);
                 Ok(())
             }
-            Instruction::Matmul(m) | Instruction::Matvec(m) => self.matrix(m),
+            Instruction::Matmul(m) | Instruction::Matvec(m) => {
+                // A batch is its products one after another, each `m · c_stride` result
+                // elements after the previous.
+                let one = matrix_product_bytes(m);
+                let rows = m.m as u64 * result_row_stride(m) * m.out.bytes();
+                for h in 0..m.products() {
+                    let at = |r: BufRef, bytes: u64| BufRef {
+                        buffer: r.buffer,
+                        addr: r.addr + (h * bytes) as u32,
+                    };
+                    self.matrix(&MatrixOp {
+                        a: at(m.a, one.a),
+                        b: at(m.b, one.b),
+                        meta: at(m.meta, one.meta),
+                        c: at(m.c, rows),
+                        batch: 0,
+                        ..*m
+                    })?;
+                }
+                Ok(())
+            }
             Instruction::Sfu(s) => {
                 self.sfu(s);
                 Ok(())

@@ -2,11 +2,10 @@
 //! overlapping bytes of one buffer, at least one of them writing. A compiled program has none;
 //! a hazard means its dependency tokens let a write overtake a read (or another write).
 
-use crate::check::dma_extent;
 use crate::engine::SimReport;
 use serde::Serialize;
 use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_bytes};
-use tessera_spec::isa::{Instruction, Program};
+use tessera_spec::isa::{Dma, Instruction, Program};
 
 /// Two instructions whose buffer accesses overlapped in time and space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,11 +21,35 @@ pub struct Hazard {
 /// `(buffer, first byte, bytes, writes)`: one buffer range an instruction touches.
 type Access = (u8, u64, u64, bool);
 
+/// The buffer ranges a DMA touches, one per chunk of its loop nest (contiguous chunks joined),
+/// so that interleaved transfers do not count as overlapping.
+fn dma_accesses(d: &Dma, writes: bool) -> Vec<Access> {
+    let counts = d.loops.map(|l| l.count.max(1) as u64);
+    let mut out: Vec<Access> = Vec::new();
+    for i2 in 0..counts[2] {
+        for i1 in 0..counts[1] {
+            for i0 in 0..counts[0] {
+                let at = d.buf.addr as u64
+                    + [i0, i1, i2]
+                        .iter()
+                        .zip(&d.loops)
+                        .map(|(i, l)| i * l.buf_stride as u64)
+                        .sum::<u64>();
+                match out.last_mut() {
+                    Some(last) if last.1 + last.2 == at => last.2 += d.bytes as u64,
+                    _ => out.push((d.buf.buffer, at, d.bytes as u64, writes)),
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Every buffer range an instruction touches.
 fn accesses(ins: &Instruction) -> Vec<Access> {
     match ins {
-        Instruction::Load(d) => vec![(d.buf.buffer, d.buf.addr as u64, dma_extent(d).1, true)],
-        Instruction::Store(d) => vec![(d.buf.buffer, d.buf.addr as u64, dma_extent(d).1, false)],
+        Instruction::Load(d) => dma_accesses(d, true),
+        Instruction::Store(d) => dma_accesses(d, false),
         Instruction::Matmul(m) | Instruction::Matvec(m) => {
             let o = matrix_operand_bytes(m);
             let mut v = vec![

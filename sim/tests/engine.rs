@@ -274,7 +274,7 @@ proptest::proptest! {
     /// Random programs (every field within its width) either run or are rejected; never a panic.
     #[test]
     fn random_programs_never_panic(
-        ops in proptest::collection::vec((0usize..6, 0u8..64, 0u8..64, proptest::collection::vec(proptest::prelude::any::<u64>(), 21)), 1..12)
+        ops in proptest::collection::vec((0usize..6, 0u8..64, 0u8..64, proptest::collection::vec(proptest::prelude::any::<u64>(), 22)), 1..12)
     ) {
         use tessera_spec::isa::{layout, FieldKind, Opcode, Program, Sync, UnitMask};
         let instructions = ops.into_iter().map(|(o, w, r, raw)| {

@@ -1,13 +1,16 @@
 //! Functional mode: data computed through the instruction stream (DMA, tiles, packed weights,
 //! scales, N:M indices, SFU rows) equals the golden reference bit for bit.
 
+use half::f16;
+use tessera_compiler::kv::{visible_keys, AttentionOperands, KvLayout, Rows};
 use tessera_compiler::lower::{lower_linear, BufferRoles};
 use tessera_sim::golden::{quantize_rows, round_f16, QuantWeights, Rng};
 use tessera_sim::{simulate_functional, simulate_with, DataState, SimOptions};
 use tessera_spec::accel::{Accelerator, SfuOp};
 use tessera_spec::compression::{self, Compression, OpClass};
 use tessera_spec::isa::data::{encode_weights, f16_bytes, f16_values, f32_values, sfu_row};
-use tessera_spec::isa::{assemble, Instruction};
+use tessera_spec::isa::{assemble, BufRef, Instruction, Program, Sync, SysInstr, SysOp, UnitMask};
+use tessera_spec::model;
 
 const WEIGHTS: u8 = 0;
 const ACTS: u8 = 1;
@@ -391,6 +394,173 @@ fn weights_stored_by_rows_multiply_as_their_layout_says() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("b_rows needs dense fp16 weights"), "{e}");
+}
+
+/// `instructions` and a `halt`, each instruction waiting for nothing its predecessors do not
+/// release (the attention lowering's own tokens order it).
+fn program(mut instructions: Vec<Instruction>) -> Program {
+    instructions.push(Instruction::Sys(SysInstr {
+        sync: Sync {
+            wait: UnitMask::NONE,
+            release: UnitMask::NONE,
+        },
+        op: SysOp::Halt,
+    }));
+    Program { instructions }
+}
+
+#[test]
+fn compiled_decode_attention_equals_the_golden_reference() {
+    // tiny-llama: 4 query heads in 2 KV groups of 32 dimensions; the second KV head streams
+    // (sink 4 + window 60). Context 600: 601 keys, several waves of keys.
+    let accel = u280();
+    let m = model::preset("tiny-llama").unwrap();
+    let mut comp = compression::preset("w4a8-g128").unwrap();
+    comp.kv.policy.streaming_fraction = 0.5;
+    comp.kv.policy.sink = 4;
+    comp.kv.policy.window = 60;
+    let (d, heads, kv_heads) = (32usize, 4usize, 2usize);
+    let group = heads / kv_heads;
+    let context = 600u64;
+    let layout = KvLayout::new(&accel, &comp, &m, 1, 1024, "test").unwrap();
+    let roles = BufferRoles::by_name(&accel, "attn").unwrap();
+    let kv_buffer = 2; // u280's `kv` buffer
+    let mut rng = Rng::new(0xa77e);
+    let mut value = || f16::from_f32(rng.int(-3000, 3000) as f32 / 2048.0).to_f32();
+    let mut data = DataState::new(&accel);
+    // The cache before the step: keys and values of positions 0..context.
+    let k: Vec<Vec<Vec<f32>>> = (0..kv_heads)
+        .map(|_| {
+            (0..=context)
+                .map(|_| (0..d).map(|_| value()).collect())
+                .collect()
+        })
+        .collect();
+    let v: Vec<Vec<Vec<f32>>> = (0..kv_heads)
+        .map(|_| {
+            (0..=context)
+                .map(|_| (0..d).map(|_| value()).collect())
+                .collect()
+        })
+        .collect();
+    let part = layout.part_dims() as usize;
+    for h in 0..kv_heads {
+        for pos in 0..context as usize {
+            let (ch, at) = layout.key(0, 1, h as u64, pos as u64);
+            data.write_dram(ch, at, &f16_bytes(&k[h][pos]));
+            for p in 0..layout.parts() as usize {
+                let (ch, at) = layout.value(0, 1, h as u64, p as u64, pos as u64);
+                data.write_dram(ch, at, &f16_bytes(&v[h][pos][p * part..(p + 1) * part]));
+            }
+        }
+    }
+    // The step's own key and value, appended from on chip.
+    let (k_new, v_new) = (0x10000u64, 0x11000u64);
+    let row = |x: &Vec<Vec<Vec<f32>>>| -> Vec<f32> {
+        (0..kv_heads)
+            .flat_map(|h| x[h][context as usize].clone())
+            .collect()
+    };
+    data.write_buffer(roles.activations, k_new, &f16_bytes(&row(&k)));
+    data.write_buffer(roles.activations, v_new, &f16_bytes(&row(&v)));
+    let rows = |addr| Rows {
+        buffer: roles.activations,
+        addr,
+        token_stride: (kv_heads * d * 2) as u64,
+    };
+    let span = context..context + 1;
+    let mut append = layout.append((0, 1), span.clone(), rows(k_new), false);
+    append.extend(layout.append((0, 1), span, rows(v_new), true));
+    simulate_functional(&accel, &program(append), SimOptions::default(), &mut data).unwrap();
+    // Scores of the step's queries against every visible key.
+    let keys = visible_keys(&m, &comp, context);
+    assert_eq!(keys[0], vec![0..601]);
+    assert_eq!(keys[1], vec![0..4, 541..601]);
+    let q: Vec<f32> = (0..heads * d).map(|_| value()).collect();
+    data.write_buffer(roles.activations, 0, &f16_bytes(&q));
+    let at = |a: u64, c: u64| AttentionOperands {
+        a: BufRef {
+            buffer: roles.activations,
+            addr: a as u32,
+        },
+        c: BufRef {
+            buffer: roles.activations,
+            addr: c as u32,
+        },
+        kv_buffer,
+    };
+    let scores = layout
+        .attention(
+            &accel,
+            &comp,
+            (0, 1),
+            group as u64,
+            &keys,
+            false,
+            at(0, 0x20000),
+            "s",
+        )
+        .unwrap();
+    assert!(
+        scores
+            .iter()
+            .filter(|i| matches!(i, Instruction::Matmul(_)))
+            .count()
+            > 2
+    );
+    simulate_functional(&accel, &program(scores), SimOptions::default(), &mut data).unwrap();
+    let positions: Vec<Vec<usize>> = keys
+        .iter()
+        .map(|runs| {
+            runs.iter()
+                .flat_map(|r| r.clone())
+                .map(|p| p as usize)
+                .collect()
+        })
+        .collect();
+    let total: usize = positions.iter().map(|p| p.len() * group).sum();
+    let got = f16_values(&data.buffer(roles.activations)[0x20000..0x20000 + total * 2]);
+    let mut want = Vec::new();
+    for (h, pos) in positions.iter().enumerate() {
+        for r in 0..group {
+            let qh = &q[(h * group + r) * d..(h * group + r + 1) * d];
+            for &p in pos {
+                want.push((0..d).fold(0f32, |acc, i| acc + qh[i] * k[h][p][i]));
+            }
+        }
+    }
+    assert_eq!(bits_of(&got), bits_of(&round_f16(&want)));
+    // The weighted sum of the values, with probabilities in the scores' layout.
+    let probs: Vec<f32> = (0..total).map(|_| value().abs() / 4.0).collect();
+    data.write_buffer(roles.activations, 0x30000, &f16_bytes(&probs));
+    let values = layout
+        .attention(
+            &accel,
+            &comp,
+            (0, 1),
+            group as u64,
+            &keys,
+            true,
+            at(0x30000, 0x40000),
+            "v",
+        )
+        .unwrap();
+    simulate_functional(&accel, &program(values), SimOptions::default(), &mut data).unwrap();
+    let got = f16_values(&data.buffer(roles.activations)[0x40000..0x40000 + heads * d * 2]);
+    let mut want = Vec::new();
+    let mut at_prob = 0;
+    for (h, pos) in positions.iter().enumerate() {
+        for _ in 0..group {
+            let pr = &probs[at_prob..at_prob + pos.len()];
+            at_prob += pos.len();
+            want.extend((0..d).map(|i| {
+                pr.iter()
+                    .zip(pos)
+                    .fold(0f32, |acc, (p, &j)| acc + p * v[h][j][i])
+            }));
+        }
+    }
+    assert_eq!(bits_of(&got), bits_of(&round_f16(&want)));
 }
 
 #[test]

@@ -281,9 +281,10 @@ pub fn matrix_work_cycles(matrix: &MatrixEngine, w: &MatrixWork) -> Option<(u64,
     Some((eff, steps + matrix.pipeline_depth()))
 }
 
-/// The matrix work of one matrix instruction.
+/// The matrix work of one matrix instruction: a batch of products counts as one product of all
+/// their rows (each row an item of its own product).
 pub fn matrix_instr_work(m: &MatrixOp) -> MatrixWork {
-    let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
+    let (mm, n, k) = (m.m as u64 * m.products(), m.n as u64, m.k as u64);
     let nm = match m.sparse {
         SparseCode::Nm => m.nm_n as u32,
         _ => 16,
@@ -319,8 +320,22 @@ pub struct MatrixOperandBytes {
     pub meta: u64,
 }
 
-/// The bytes a matrix instruction moves through its buffers.
+/// The bytes a matrix instruction moves through its buffers: every product's
+/// ([`matrix_product_bytes`] × `batch`), which is also each operand's extent.
 pub fn matrix_operand_bytes(m: &MatrixOp) -> MatrixOperandBytes {
+    let one = matrix_product_bytes(m);
+    let b = m.products();
+    MatrixOperandBytes {
+        a: one.a * b,
+        b: one.b * b,
+        c: one.c * b,
+        meta: one.meta * b,
+    }
+}
+
+/// The bytes one product of a matrix instruction moves through its buffers (product `h` of a
+/// batch reads its operands `h` times these further on).
+pub fn matrix_product_bytes(m: &MatrixOp) -> MatrixOperandBytes {
     let act_bytes = if m.act_int8 { 1 } else { 2 };
     let (mm, n, k) = (m.m as u64, m.n as u64, m.k as u64);
     let kept = match m.sparse {
@@ -349,7 +364,7 @@ pub fn matrix_operand_bytes(m: &MatrixOp) -> MatrixOperandBytes {
     }
 }
 
-/// Bytes of a matrix instruction's results (`m × n` in the `out` format).
+/// Bytes of one product's results (`m × n` in the `out` format).
 pub fn result_bytes(m: &MatrixOp) -> u64 {
     m.m as u64 * m.n as u64 * m.out.bytes()
 }
@@ -363,9 +378,10 @@ pub fn result_row_stride(m: &MatrixOp) -> u64 {
     }
 }
 
-/// Bytes of buffer a matrix instruction's results span from `c`: `m` rows `c_stride` apart.
+/// Bytes of buffer a matrix instruction's results span from `c`: `m` rows of every product,
+/// `c_stride` apart.
 pub fn result_extent(m: &MatrixOp) -> u64 {
-    match m.m as u64 {
+    match m.m as u64 * m.products() {
         0 => 0,
         rows => ((rows - 1) * result_row_stride(m) + m.n as u64) * m.out.bytes(),
     }

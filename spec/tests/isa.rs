@@ -15,7 +15,7 @@ fn any_instruction() -> impl Strategy<Value = Instruction> {
         0..Opcode::ALL.len(),
         0u8..64,
         0u8..64,
-        prop::collection::vec(any::<u64>(), 21),
+        prop::collection::vec(any::<u64>(), 22),
     )
         .prop_map(|(o, wait, release, raw)| {
             let op = Opcode::ALL[o];
@@ -77,7 +77,7 @@ fn layouts_fit_words_and_their_sizes() {
     // Full 32-bit addresses and strides and three DMA loop levels: wider than FlightLLM's
     // 7 / 4 / 3-word load / matrix / misc instructions.
     assert_eq!(words(Opcode::Load), 12);
-    assert_eq!(words(Opcode::Matmul), 8);
+    assert_eq!(words(Opcode::Matmul), 9);
     assert_eq!(words(Opcode::Sfu), 5);
     assert_eq!(words(Opcode::Sys), 1);
     let doc = layout_doc();
@@ -145,6 +145,7 @@ fn typed_program_text_form() {
                 out: OutCode::Fp16,
                 b_rows: false,
                 c_stride: 96,
+                batch: 0,
             }),
             Instruction::Sfu(SfuInstr {
                 sync: Sync {

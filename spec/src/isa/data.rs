@@ -12,6 +12,9 @@
 //!   `group` reduction indices (`group = 0`: one per column) — [`weight_scales_offset`].
 //!   With `b_rows` (fp16 weights only) `W` is stored by reduction rows instead: row `p` holds
 //!   `w(p, 0..n)`, as a value cache's token-major rows are.
+//! - `batch` products run one after another: product `h` reads `A`, `W` and the metadata `h`
+//!   operands (their byte sizes) after the first's and writes its rows after the previous
+//!   product's, `m · c_stride` elements on.
 //! - N:M metadata at `meta`: one 4-bit index (position within its 16-wide block) per kept weight,
 //!   in the weights' order, packed like 4-bit unsigned integers.
 //! - Block-skip and unstructured sparsity store weights dense (skipped ones are zero); their

@@ -139,6 +139,16 @@ pub struct Dma {
     pub loops: [Loop; 3],
 }
 
+impl Dma {
+    /// Bytes the transfer moves: `bytes` per innermost transfer times every loop's count (a count
+    /// of 0 counts as 1).
+    pub fn total_bytes(&self) -> u64 {
+        self.loops
+            .iter()
+            .fold(self.bytes as u64, |b, l| b * l.count.max(1) as u64)
+    }
+}
+
 /// Weight operand type of a matrix instruction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -265,6 +275,17 @@ pub struct MatrixOp {
     /// Elements from the start of one result row to the next (0: `n`, rows packed), so that a
     /// tile of columns lands in a wider row-major result.
     pub c_stride: u16,
+    /// Independent products of the same shape, one after another in every operand (0 or 1: one):
+    /// product `h` reads `a` and `b` (and `meta`) `h` operands further on and writes its rows
+    /// after the previous product's, `m · c_stride` elements on (attention heads).
+    pub batch: u16,
+}
+
+impl MatrixOp {
+    /// Products the instruction computes (`batch`, at least 1).
+    pub fn products(&self) -> u64 {
+        self.batch.max(1) as u64
+    }
 }
 
 /// A special-function instruction over `rows × cols` elements.
@@ -512,6 +533,7 @@ const MATRIX: &[Field] = &[
     },
     int("group", 13),
     int("c_stride", 16),
+    int("batch", 16),
 ];
 
 const SFU: &[Field] = &[
@@ -650,6 +672,7 @@ impl Instruction {
                 m.b_rows as u64,
                 m.group as u64,
                 m.c_stride as u64,
+                m.batch as u64,
             ],
             Instruction::Sfu(s) => vec![
                 s.op as u64,
@@ -717,6 +740,7 @@ impl Instruction {
                     b_rows: f[18] != 0,
                     group: f[19] as u16,
                     c_stride: f[20] as u16,
+                    batch: f[21] as u16,
                 };
                 if op == Opcode::Matmul {
                     Instruction::Matmul(m)

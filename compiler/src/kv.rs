@@ -1,0 +1,714 @@
+//! The KV cache in its memory, and the decode attention that streams it.
+//!
+//! **Layout** ([`KvLayout`]), the same for every program of a run (it depends on the model, the
+//! compression, the batch and the cache's capacity in tokens, not on the pass):
+//! - Each KV head has `G = max(1, C / kv_heads)` of the KV memory's `C` channels (heads share
+//!   channels when there are more heads than channels), so one layer's heads stream from every
+//!   channel at once.
+//! - Keys are token-major rows (`head_dim` fp16, or the integer format's values and row scale) in
+//!   blocks of as many keys as fill one DRAM row; block `i` of a head lives in its channel
+//!   `i mod G`, so any range of keys streams from all `G`.
+//! - Values are token-major too, cut by columns into `P` parts of at least 16 dimensions, part `j`
+//!   in the head's channel `j mod G_v` (`G_v ≤ G` channels, so every part keeps 16 or more
+//!   dimensions); each part is a `tokens × dims` array of its own, so reading a part streams
+//!   whole rows. (Integer formats keep whole rows, one part.)
+//! - The cache fills the top of every channel, below the capacity; weights and other data grow
+//!   from address 0.
+//!
+//! **Decode attention** at context `c` attends to each head's visible keys among positions
+//! `0..=c` (all of them, the sliding window, or a streaming head's sink and recent window), read
+//! back from the cache after the step's KV append stored position `c`:
+//! - scores `q · Kᵀ`: waves of up to `W` keys of every head (whole rounds of blocks over its
+//!   channels), double-buffered in the KV buffer's halves; per wave one matrix instruction per
+//!   head (its query heads' rows against its keys), each writing its columns of the head's
+//!   `rows × keys` scores (`c_stride`);
+//! - values `p · V`: waves of `G_v` value parts (adjacent dimensions) of every head, each head's
+//!   rows loaded side by side into a `keys × dims` operand (`b_rows`); per wave one matrix
+//!   instruction per head over all its keys (no partial sums), writing its dimensions of the
+//!   context rows (`c_stride = head_dim`).
+//!
+//! The KV append of a decode step stores at its context's position; a program compiled for a
+//! length bucket stores at the bucket's, so only exact-length programs place the step's key and
+//! value where the next step reads them.
+
+use crate::lower::{LowerError, DRAM_ALIGN, MIN_WAVES};
+use std::ops::Range;
+use tessera_spec::accel::{Accelerator, Holds};
+use tessera_spec::analytical::{matrix_product_bytes, result_row_stride};
+use tessera_spec::compression::{ActivationFormat, Compression, KvFormat};
+use tessera_spec::isa::{
+    BufRef, Dma, Instruction, Loop, MatrixOp, OutCode, SparseCode, Sync, SysInstr, SysOp, Unit,
+    UnitMask, WeightCode,
+};
+use tessera_spec::model::ModelConfig;
+
+/// Fewest dimensions of a value part: 16 fp16 values, 32 bytes, a burst of the presets' memories.
+const MIN_PART_DIMS: u64 = 16;
+
+/// Where every key and value of the cache lives (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvLayout {
+    /// Global index of the KV memory's first channel.
+    first: u64,
+    /// Channels of the KV memory.
+    channels: u64,
+    /// Sequences.
+    batch: u64,
+    /// Layers.
+    layers: u64,
+    /// KV heads per layer.
+    kv_heads: u64,
+    /// Dimensions per head.
+    head_dim: u64,
+    /// Tokens each sequence's cache holds.
+    tokens: u64,
+    /// Bytes of one key row.
+    key_row: u64,
+    /// Keys per block.
+    block: u64,
+    /// Channels per head (`G`).
+    group: u64,
+    /// Channels a head's value parts spread over (`G_v`).
+    value_channels: u64,
+    /// Value parts (`P`, a multiple of `G_v`).
+    parts: u64,
+    /// Bytes of one token's row of one value part.
+    part_row: u64,
+    /// Heads sharing one channel.
+    slots: u64,
+    /// Address of the cache in every channel.
+    base: u64,
+    /// fp16 cache (functional data layout); integer formats are modelled for timing.
+    fp16: bool,
+}
+
+impl KvLayout {
+    /// The cache of `batch` sequences of `tokens` tokens for `model` under `comp` on `accel`;
+    /// fails (naming `op` and the key) when the accelerator has no KV memory or the cache does not
+    /// fit it.
+    pub fn new(
+        accel: &Accelerator,
+        comp: &Compression,
+        model: &ModelConfig,
+        batch: u64,
+        tokens: u64,
+        op: &str,
+    ) -> Result<KvLayout, LowerError> {
+        let err = |reason: String, key: String| LowerError {
+            op: op.to_string(),
+            reason,
+            key,
+        };
+        let (index, memory) = accel
+            .memories()
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.holds(Holds::Kv))
+            .ok_or_else(|| err("no memory holds the KV cache".into(), "memories".into()))?;
+        let first: u64 = accel.memories()[..index].iter().map(|m| m.channels()).sum();
+        let channels = memory.channels().max(1);
+        let kv_heads = (model.kv_heads as u64).max(1);
+        let head_dim = model.head_dim.max(1);
+        let fp16 = comp.kv.format == KvFormat::Fp16;
+        let bits = comp.kv.format.bits() as u64;
+        // Keys as the graph counts them: the values (integer formats' row scales are not
+        // modelled in the cache's bytes).
+        let key_row = (head_dim * bits).div_ceil(8);
+        let block = (memory.timing().row_bytes / key_row).max(1);
+        let group = (channels / kv_heads).max(1);
+        let slots = (kv_heads * group).div_ceil(channels);
+        let value_channels = if fp16 {
+            (1..=group)
+                .rev()
+                .find(|g| head_dim % g == 0 && head_dim / g >= MIN_PART_DIMS)
+                .unwrap_or(1)
+        } else {
+            1
+        };
+        let per_channel_dims = head_dim / value_channels;
+        let waves = if fp16 {
+            (1..=MIN_WAVES)
+                .rev()
+                .find(|r| per_channel_dims % r == 0 && per_channel_dims / r >= MIN_PART_DIMS)
+                .unwrap_or(1)
+        } else {
+            1
+        };
+        let parts = value_channels * waves;
+        let part_row = if fp16 { head_dim / parts * 2 } else { key_row };
+        let mut layout = KvLayout {
+            first,
+            channels,
+            batch: batch.max(1),
+            layers: (model.layers as u64).max(1),
+            kv_heads,
+            head_dim,
+            tokens: tokens.max(1),
+            key_row,
+            block,
+            group,
+            value_channels,
+            parts,
+            part_row,
+            slots,
+            base: 0,
+            fp16,
+        };
+        let per_channel = memory.capacity().0 / channels;
+        let area = layout.area_per_channel();
+        if area > per_channel {
+            return Err(err(
+                format!(
+                    "the KV cache of {} × {} tokens takes {:.1} MiB of each channel of memory `{}`, \
+                     whose channels hold {:.1} MiB",
+                    layout.batch,
+                    layout.tokens,
+                    area as f64 / MIB,
+                    memory.name(),
+                    per_channel as f64 / MIB
+                ),
+                format!("memories[{index}].capacity_gib"),
+            ));
+        }
+        layout.base = (per_channel - area) / DRAM_ALIGN * DRAM_ALIGN;
+        Ok(layout)
+    }
+
+    /// Bytes of one sequence-layer-slot region's keys in one channel.
+    fn key_area(&self) -> u64 {
+        self.tokens.div_ceil(self.block).div_ceil(self.group) * self.block * self.key_row
+    }
+
+    /// Bytes of one sequence-layer-slot region's value parts in one channel.
+    fn value_area(&self) -> u64 {
+        self.parts / self.value_channels * self.tokens * self.part_row
+    }
+
+    /// Bytes of the cache in each channel.
+    pub fn area_per_channel(&self) -> u64 {
+        self.batch * self.layers * self.slots * (self.key_area() + self.value_area())
+    }
+
+    /// Where the cache starts in every channel: data below it is free for the rest.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Global channel of the `i`-th channel of `head`, and the head's slot in its channels.
+    fn channel(&self, head: u64, i: u64) -> (u64, u64) {
+        let g = head * self.group;
+        (self.first + (g + i) % self.channels, g / self.channels)
+    }
+
+    fn region(&self, seq: u64, layer: u64, slot: u64) -> u64 {
+        self.base
+            + ((seq * self.layers + layer) * self.slots + slot)
+                * (self.key_area() + self.value_area())
+    }
+
+    /// Channel and address of key `pos` of `head` (layer `layer`, sequence `seq`).
+    pub fn key(&self, seq: u64, layer: u64, head: u64, pos: u64) -> (u8, u64) {
+        let block = pos / self.block;
+        let (ch, slot) = self.channel(head, block % self.group);
+        let row = block / self.group * self.block + pos % self.block;
+        (ch as u8, self.region(seq, layer, slot) + row * self.key_row)
+    }
+
+    /// Channel and address of `pos`'s row of value part `part` of `head`.
+    pub fn value(&self, seq: u64, layer: u64, head: u64, part: u64, pos: u64) -> (u8, u64) {
+        let (ch, slot) = self.channel(head, part % self.value_channels);
+        let at = (part / self.value_channels * self.tokens + pos) * self.part_row;
+        (
+            ch as u8,
+            self.region(seq, layer, slot) + self.key_area() + at,
+        )
+    }
+
+    /// Value parts.
+    pub fn parts(&self) -> u64 {
+        self.parts
+    }
+
+    /// Bytes of one key row.
+    pub fn key_row(&self) -> u64 {
+        self.key_row
+    }
+
+    /// Dimensions of one value part.
+    pub fn part_dims(&self) -> u64 {
+        if self.fp16 {
+            self.head_dim / self.parts
+        } else {
+            self.head_dim
+        }
+    }
+
+    /// Bytes of one token's row of a value part.
+    pub fn part_row(&self) -> u64 {
+        self.part_row
+    }
+}
+
+/// Bytes per MiB, for messages.
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// One contiguous piece of a transfer: DRAM address, buffer address, bytes.
+type Piece = (u64, u64, u64);
+
+/// The DMA instructions (loads, or stores with `load = false`) moving `pieces` (in order) between
+/// `channel` and `buffer`: pieces contiguous on both sides join into one chunk; equal chunks at a
+/// constant stride on both sides become one instruction's loop.
+fn coalesce(load: bool, channel: u8, buffer: u8, pieces: &[Piece]) -> Vec<Instruction> {
+    const MAX_CHUNK: u64 = (1 << 24) - 1;
+    let mut dmas: Vec<Dma> = Vec::new();
+    let dma = |(dram, buf, bytes): Piece| Dma {
+        sync: Sync::default(),
+        buf: BufRef {
+            buffer,
+            addr: buf as u32,
+        },
+        channel,
+        dram_addr: dram,
+        bytes: bytes as u32,
+        loops: [Loop::default(); 3],
+    };
+    for &(dram, buf, bytes) in pieces {
+        if let Some(d) = dmas.last_mut() {
+            let count = d.loops[0].count.max(1) as u64;
+            let (chunk, d0, b0) = (d.bytes as u64, d.dram_addr, d.buf.addr as u64);
+            if count == 1 && dram == d0 + chunk && buf == b0 + chunk && chunk + bytes <= MAX_CHUNK {
+                d.bytes = (chunk + bytes) as u32;
+                continue;
+            }
+            if bytes == chunk && count < u16::MAX as u64 && dram > d0 && buf > b0 {
+                let (ds, bs) = (dram - d0, buf - b0);
+                let fits = |s: u64| s <= u32::MAX as u64;
+                let strided = count == 1 && fits(ds / count) && fits(bs);
+                let next = count > 1
+                    && dram == d0 + count * d.loops[0].dram_stride as u64
+                    && buf == b0 + count * d.loops[0].buf_stride as u64;
+                if strided || next {
+                    if count == 1 {
+                        d.loops[0].dram_stride = ds as u32;
+                        d.loops[0].buf_stride = bs as u32;
+                    }
+                    d.loops[0].count = (count + 1) as u16;
+                    continue;
+                }
+            }
+        }
+        dmas.push(dma((dram, buf, bytes)));
+    }
+    dmas.into_iter()
+        .map(|d| {
+            if load {
+                Instruction::Load(d)
+            } else {
+                Instruction::Store(d)
+            }
+        })
+        .collect()
+}
+
+/// Groups `pieces` (channel, piece) by channel in first-seen order and coalesces each group.
+fn by_channel(load: bool, buffer: u8, pieces: Vec<(u8, Piece)>) -> Vec<Instruction> {
+    let mut order: Vec<u8> = Vec::new();
+    for (ch, _) in &pieces {
+        if !order.contains(ch) {
+            order.push(*ch);
+        }
+    }
+    order
+        .into_iter()
+        .flat_map(|ch| {
+            let mine: Vec<Piece> = pieces
+                .iter()
+                .filter(|(c, _)| *c == ch)
+                .map(|(_, p)| *p)
+                .collect();
+            coalesce(load, ch, buffer, &mine)
+        })
+        .collect()
+}
+
+/// Where the rows of a KV append come from on chip: `buffer`, the first token's first head at
+/// `addr`, consecutive tokens `token_stride` bytes apart and heads `head_dim` elements apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows {
+    /// Buffer.
+    pub buffer: u8,
+    /// First token's first head.
+    pub addr: u64,
+    /// Bytes from one token's rows to the next's.
+    pub token_stride: u64,
+}
+
+impl KvLayout {
+    /// Stores of the keys (`values = false`) or values of tokens `positions` of sequence `seq`,
+    /// layer `layer`, every head, from `src`, whose head `h` row starts `h · head_dim · 2` bytes
+    /// into each token's.
+    pub fn append(
+        &self,
+        (seq, layer): (u64, u64),
+        positions: Range<u64>,
+        src: Rows,
+        values: bool,
+    ) -> Vec<Instruction> {
+        let head_bytes = self.head_dim * 2;
+        let mut pieces = Vec::new();
+        for h in 0..self.kv_heads {
+            for (t, pos) in positions.clone().enumerate() {
+                let row = src.addr + t as u64 * src.token_stride + h * head_bytes;
+                if values {
+                    for part in 0..self.parts {
+                        let (ch, dram) = self.value(seq, layer, h, part, pos);
+                        let at = row + part * (head_bytes / self.parts);
+                        pieces.push((ch, (dram, at, self.part_row)));
+                    }
+                } else {
+                    let (ch, dram) = self.key(seq, layer, h, pos);
+                    pieces.push((ch, (dram, row, self.key_row)));
+                }
+            }
+        }
+        by_channel(false, src.buffer, pieces)
+    }
+}
+
+/// The visible key positions of every KV head of one query at context `context` (positions
+/// `0..=context`): all of them, a sliding window, or for streaming heads (those after the first
+/// `full`) the `sink` first and the most recent up to `sink + window`.
+pub fn visible_keys(model: &ModelConfig, comp: &Compression, context: u64) -> Vec<Vec<Range<u64>>> {
+    let end = context + 1;
+    let window = model.sliding_window.unwrap_or(u64::MAX);
+    let full = comp.kv.policy.full_heads(model.kv_heads) as u64;
+    let (sink, recent) = (comp.kv.policy.sink, comp.kv.policy.window);
+    (0..model.kv_heads as u64)
+        .map(|h| {
+            let runs = if h < full {
+                [0..0, end.saturating_sub(window)..end]
+            } else {
+                let kept = end.min(sink + recent).min(window);
+                let sink = sink.min(kept);
+                [0..sink, end - (kept - sink)..end]
+            };
+            runs.into_iter().filter(|r| !r.is_empty()).collect()
+        })
+        .collect()
+}
+
+/// Where a decode attention product reads and writes on chip.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionOperands {
+    /// Query rows (scores) or probabilities (values): head `h`'s rows start at `a.addr` plus
+    /// the rows of the heads before it.
+    pub a: BufRef,
+    /// Scores (`rows × keys` per head, heads one after another) or context rows (query head
+    /// `r`'s `head_dim` values at `r · head_dim`).
+    pub c: BufRef,
+    /// The KV buffer, used in two halves.
+    pub kv_buffer: u8,
+}
+
+impl KvLayout {
+    /// Decode attention scores (`values = false`) or values of sequence `seq`, layer `layer`:
+    /// `rows` query rows per KV head (its query heads) over the keys `keys[h]` of each head.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        accel: &Accelerator,
+        comp: &Compression,
+        (seq, layer): (u64, u64),
+        rows: u64,
+        keys: &[Vec<Range<u64>>],
+        values: bool,
+        at: AttentionOperands,
+        op: &str,
+    ) -> Result<Vec<Instruction>, LowerError> {
+        let err = |reason: String| LowerError {
+            op: op.to_string(),
+            reason,
+            key: "buffers.bytes".into(),
+        };
+        let counts: Vec<u64> = keys
+            .iter()
+            .map(|runs| runs.iter().map(|r| r.end - r.start).sum())
+            .collect();
+        let most = counts.iter().copied().max().unwrap_or(0);
+        if most == 0 || rows == 0 {
+            return Ok(Vec::new());
+        }
+        let positions: Vec<Vec<u64>> = keys
+            .iter()
+            .map(|runs| runs.iter().flat_map(|r| r.clone()).collect())
+            .collect();
+        let half = accel.buffers()[at.kv_buffer as usize].bytes().0 / 2;
+        let (weight, act_int8) = match comp.kv.format {
+            KvFormat::Fp16 => (WeightCode::Fp16, false),
+            KvFormat::Int8 => (WeightCode::Int8, comp.activations == ActivationFormat::Int8),
+            KvFormat::Int4 => (WeightCode::Int4, comp.activations == ActivationFormat::Int8),
+        };
+        let act_bytes = if act_int8 { 1 } else { 2 };
+        let heads = keys.len() as u64;
+        // Waves: for scores, ranges of keys of every head; for values, groups of `G_v` value parts
+        // of every head, the heads split into sets when one group does not fit a half.
+        struct Wave {
+            heads: Range<u64>,
+            /// Keys of each head (scores) or value parts (values).
+            span: Range<u64>,
+        }
+        let mut waves = Vec::new();
+        if values {
+            let row = self.part_row * self.value_channels;
+            // A head's operand: its rows and, for integer values, a scale per dimension.
+            let scales = if self.fp16 { 0 } else { 2 * self.head_dim };
+            let per_set = (half / (most * row + scales).max(1)).min(heads);
+            if per_set == 0 {
+                return Err(err(format!(
+                    "the values of one head ({most} keys × {row} bytes) do not fit half of the KV buffer ({half} bytes)"
+                )));
+            }
+            for w in 0..self.parts / self.value_channels {
+                let span = w * self.value_channels..(w + 1) * self.value_channels;
+                for set in (0..heads).step_by(per_set as usize) {
+                    waves.push(Wave {
+                        heads: set..(set + per_set).min(heads),
+                        span: span.clone(),
+                    });
+                }
+            }
+        } else {
+            let round = self.group * self.block;
+            // A key's bytes in the buffer: its row and, for integer keys, the operand's scale.
+            let key_bytes = self.key_row + if self.fp16 { 0 } else { 2 };
+            let cap = half / (heads * key_bytes).max(1);
+            if cap == 0 {
+                return Err(err(format!(
+                    "one key of every head ({heads} × {key_bytes} bytes) does not fit half of the KV buffer ({half} bytes)"
+                )));
+            }
+            let target = most.div_ceil(MIN_WAVES).next_multiple_of(round);
+            let w = if target <= cap {
+                target
+            } else if cap >= round {
+                cap / round * round
+            } else {
+                cap
+            };
+            for start in (0..most).step_by(w as usize) {
+                waves.push(Wave {
+                    heads: 0..heads,
+                    span: start..(start + w).min(most),
+                });
+            }
+        }
+        let compute_unit = if rows == 1 {
+            Unit::Vector
+        } else {
+            Unit::Matrix
+        };
+        let total = waves.len();
+        let mut out = Vec::new();
+        // Offsets of each head's scores (rows × keys, heads one after another).
+        let score_at: Vec<u64> = counts
+            .iter()
+            .scan(0, |acc, &n| {
+                let at = *acc;
+                *acc += rows * n;
+                Some(at)
+            })
+            .collect();
+        for (g, wave) in waves.iter().enumerate() {
+            let half_addr = (g as u64 % 2) * half;
+            let mut pieces = Vec::new();
+            let mut products = Vec::new();
+            let mut offset = half_addr;
+            for h in wave.heads.clone() {
+                let hp = &positions[h as usize];
+                // Query rows of the head (scores), or its probabilities (values).
+                let a_offset = if values {
+                    score_at[h as usize] * act_bytes
+                } else {
+                    h * rows * self.head_dim * act_bytes
+                };
+                let a = BufRef {
+                    buffer: at.a.buffer,
+                    addr: (at.a.addr as u64 + a_offset) as u32,
+                };
+                if values {
+                    let n = hp.len() as u64;
+                    if n == 0 {
+                        continue;
+                    }
+                    let dims = self.part_dims() * (wave.span.end - wave.span.start);
+                    let row_bytes = self.part_row * (wave.span.end - wave.span.start);
+                    for part in wave.span.clone() {
+                        let lane = (part - wave.span.start) * self.part_row;
+                        for (t, &pos) in hp.iter().enumerate() {
+                            let (ch, dram) = self.value(seq, layer, h, part, pos);
+                            let buf = offset + t as u64 * row_bytes + lane;
+                            pieces.push((ch, (dram, buf, self.part_row)));
+                        }
+                    }
+                    products.push(MatrixOp {
+                        a,
+                        b: BufRef {
+                            buffer: at.kv_buffer,
+                            addr: offset as u32,
+                        },
+                        c: BufRef {
+                            buffer: at.c.buffer,
+                            addr: (at.c.addr as u64
+                                + (h * rows * self.head_dim + wave.span.start * self.part_dims())
+                                    * 2) as u32,
+                        },
+                        m: rows as u16,
+                        n: dims as u16,
+                        k: n as u16,
+                        c_stride: self.head_dim as u16,
+                        b_rows: true,
+                        ..matrix(weight, act_int8)
+                    });
+                    // Integer values' operand has column scales after the values.
+                    offset += matrix_product_bytes(products.last().expect("pushed")).b;
+                } else {
+                    let range =
+                        wave.span.start.min(hp.len() as u64)..wave.span.end.min(hp.len() as u64);
+                    if range.is_empty() {
+                        continue;
+                    }
+                    for (t, &pos) in hp[range.start as usize..range.end as usize]
+                        .iter()
+                        .enumerate()
+                    {
+                        let (ch, dram) = self.key(seq, layer, h, pos);
+                        let buf = offset + t as u64 * self.key_row;
+                        pieces.push((ch, (dram, buf, self.key_row)));
+                    }
+                    let n = range.end - range.start;
+                    let keys_h = counts[h as usize];
+                    products.push(MatrixOp {
+                        a,
+                        b: BufRef {
+                            buffer: at.kv_buffer,
+                            addr: offset as u32,
+                        },
+                        c: BufRef {
+                            buffer: at.c.buffer,
+                            addr: (at.c.addr as u64 + (score_at[h as usize] + range.start) * 2)
+                                as u32,
+                        },
+                        m: rows as u16,
+                        n: n as u16,
+                        k: self.head_dim as u16,
+                        c_stride: keys_h as u16,
+                        ..matrix(weight, act_int8)
+                    });
+                    // Integer keys' operand has their row scales after the values.
+                    offset += matrix_product_bytes(products.last().expect("pushed")).b;
+                }
+            }
+            let products = batched(products);
+            let mut loads = by_channel(true, at.kv_buffer, pieces);
+            // Tokens as for streamed weights (`lower::lower_streamed`): the wave's first load
+            // waits for the previous wave to be counted in and, from the third wave on, for the
+            // compute two waves back to give the half back; the system unit counts the loads in
+            // and lets the compute go.
+            for (i, l) in loads.iter_mut().enumerate() {
+                if let Instruction::Load(d) = l {
+                    d.sync = Sync {
+                        wait: match (i, g) {
+                            (1.., _) | (0, 0) => UnitMask::NONE,
+                            (0, 1) => UnitMask::of(&[Unit::System]),
+                            (0, _) => UnitMask::of(&[Unit::System, compute_unit]),
+                        },
+                        release: UnitMask::of(&[Unit::System]),
+                    };
+                }
+            }
+            let count = loads.len();
+            out.extend(loads);
+            for i in 0..count {
+                out.push(Instruction::Sys(SysInstr {
+                    sync: Sync {
+                        wait: UnitMask::of(&[Unit::Load]),
+                        release: match (i + 1 == count, g + 1 < total) {
+                            (true, true) => UnitMask::of(&[compute_unit, Unit::Load]),
+                            (true, false) => UnitMask::of(&[compute_unit]),
+                            (false, _) => UnitMask::NONE,
+                        },
+                    },
+                    op: SysOp::Nop,
+                }));
+            }
+            let last = products.len();
+            for (i, mut p) in products.into_iter().enumerate() {
+                p.sync = Sync {
+                    wait: if i == 0 {
+                        UnitMask::of(&[Unit::System])
+                    } else {
+                        UnitMask::NONE
+                    },
+                    release: if i + 1 == last && g + 2 < total {
+                        UnitMask::of(&[Unit::Load])
+                    } else {
+                        UnitMask::NONE
+                    },
+                };
+                out.push(if rows == 1 {
+                    Instruction::Matvec(p)
+                } else {
+                    Instruction::Matmul(p)
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `products` with every run of consecutive ones that read and write consecutive operands of the
+/// same shape joined into one batched instruction.
+fn batched(products: Vec<MatrixOp>) -> Vec<MatrixOp> {
+    let mut out: Vec<MatrixOp> = Vec::new();
+    for p in products {
+        if let Some(run) = out.last_mut() {
+            let one = matrix_product_bytes(run);
+            let h = run.products() as u32;
+            let rows = run.m as u64 * result_row_stride(run) * run.out.bytes();
+            let follows = |next: BufRef, first: BufRef, bytes: u64| {
+                next.buffer == first.buffer && next.addr == first.addr + h * bytes as u32
+            };
+            let same = MatrixOp {
+                a: run.a,
+                b: run.b,
+                c: run.c,
+                meta: run.meta,
+                batch: run.batch,
+                ..p
+            } == *run;
+            if same
+                && h < u16::MAX as u32
+                && follows(p.a, run.a, one.a)
+                && follows(p.b, run.b, one.b)
+                && follows(p.c, run.c, rows)
+            {
+                run.batch = (h + 1) as u16;
+                continue;
+            }
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// A matrix instruction of `weight` × (int8 or fp16) activations with fp16 results and otherwise
+/// default fields.
+fn matrix(weight: WeightCode, act_int8: bool) -> MatrixOp {
+    MatrixOp {
+        weight,
+        act_int8,
+        sparse: SparseCode::Dense,
+        out: OutCode::Fp16,
+        ..MatrixOp::default()
+    }
+}
