@@ -356,18 +356,20 @@ impl KvLayout {
     ) -> Vec<Instruction> {
         let head_bytes = self.head_dim * 2;
         let mut pieces = Vec::new();
+        // Piece order lets a part's (or the keys') tokens join into one looped transfer.
+        let parts = if values { self.parts } else { 1 };
         for h in 0..self.kv_heads {
-            for (t, pos) in positions.clone().enumerate() {
-                let row = src.addr + t as u64 * src.token_stride + h * head_bytes;
-                if values {
-                    for part in 0..self.parts {
+            for part in 0..parts {
+                for (t, pos) in positions.clone().enumerate() {
+                    let row = src.addr + t as u64 * src.token_stride + h * head_bytes;
+                    pieces.push(if values {
                         let (ch, dram) = self.value(seq, layer, h, part, pos);
                         let at = row + part * (head_bytes / self.parts);
-                        pieces.push((ch, (dram, at, self.part_row)));
-                    }
-                } else {
-                    let (ch, dram) = self.key(seq, layer, h, pos);
-                    pieces.push((ch, (dram, row, self.key_row)));
+                        (ch, (dram, at, self.part_row))
+                    } else {
+                        let (ch, dram) = self.key(seq, layer, h, pos);
+                        (ch, (dram, row, self.key_row))
+                    });
                 }
             }
         }
