@@ -313,22 +313,30 @@ fn coalesce(load: bool, channel: u8, buffer: u8, pieces: &[Piece]) -> Vec<Instru
 /// Groups `pieces` (channel, piece) by channel in first-seen order and coalesces each group.
 fn by_channel(load: bool, buffer: u8, pieces: Vec<(u8, Piece)>) -> Vec<Instruction> {
     let mut order: Vec<u8> = Vec::new();
-    for (ch, _) in &pieces {
-        if !order.contains(ch) {
-            order.push(*ch);
+    let mut mine: std::collections::BTreeMap<u8, Vec<Piece>> = Default::default();
+    for (ch, p) in pieces {
+        let list = mine.entry(ch).or_default();
+        if list.is_empty() {
+            order.push(ch);
         }
+        list.push(p);
     }
     order
         .into_iter()
-        .flat_map(|ch| {
-            let mine: Vec<Piece> = pieces
-                .iter()
-                .filter(|(c, _)| *c == ch)
-                .map(|(_, p)| *p)
-                .collect();
-            coalesce(load, ch, buffer, &mine)
-        })
+        .flat_map(|ch| coalesce(load, ch, buffer, &mine[&ch]))
         .collect()
+}
+
+/// Runs of consecutive positions in `positions`: (index of the first, first position, length).
+fn runs(positions: &[u64]) -> Vec<(u64, u64, u64)> {
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    for (t, &pos) in positions.iter().enumerate() {
+        match out.last_mut() {
+            Some((_, p0, n)) if *p0 + *n == pos => *n += 1,
+            _ => out.push((t as u64, pos, 1)),
+        }
+    }
+    out
 }
 
 /// Where the rows of a KV append come from on chip: `buffer`, the first token's first head at
@@ -546,10 +554,16 @@ impl KvLayout {
                     let row_bytes = self.part_row * (wave.span.end - wave.span.start);
                     for part in wave.span.clone() {
                         let lane = (part - wave.span.start) * self.part_row;
-                        for (t, &pos) in hp.iter().enumerate() {
-                            let (ch, dram) = self.value(seq, layer, h, part, pos);
-                            let buf = offset + t as u64 * row_bytes + lane;
-                            pieces.push((ch, (dram, buf, self.part_row)));
+                        for (t0, pos0, n) in runs(hp) {
+                            // A part's rows of consecutive positions are consecutive in DRAM;
+                            // in the buffer too when the wave holds one part.
+                            let whole = row_bytes == self.part_row;
+                            let (pieces_here, rows) = if whole { (1, n) } else { (n, 1) };
+                            for i in 0..pieces_here {
+                                let (ch, dram) = self.value(seq, layer, h, part, pos0 + i);
+                                let buf = offset + (t0 + i) * row_bytes + lane;
+                                pieces.push((ch, (dram, buf, rows * self.part_row)));
+                            }
                         }
                     }
                     products.push(MatrixOp {
@@ -579,13 +593,18 @@ impl KvLayout {
                     if range.is_empty() {
                         continue;
                     }
-                    for (t, &pos) in hp[range.start as usize..range.end as usize]
-                        .iter()
-                        .enumerate()
-                    {
-                        let (ch, dram) = self.key(seq, layer, h, pos);
-                        let buf = offset + t as u64 * self.key_row;
-                        pieces.push((ch, (dram, buf, self.key_row)));
+                    let wave_keys = &hp[range.start as usize..range.end as usize];
+                    for (t0, pos0, n) in runs(wave_keys) {
+                        // Consecutive keys of one block are consecutive in DRAM.
+                        let mut done = 0;
+                        while done < n {
+                            let pos = pos0 + done;
+                            let rows = (self.block - pos % self.block).min(n - done);
+                            let (ch, dram) = self.key(seq, layer, h, pos);
+                            let buf = offset + (t0 + done) * self.key_row;
+                            pieces.push((ch, (dram, buf, rows * self.key_row)));
+                            done += rows;
+                        }
                     }
                     let n = range.end - range.start;
                     let keys_h = counts[h as usize];
