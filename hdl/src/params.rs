@@ -200,3 +200,44 @@ pub fn check_cascade_column(lanes: u64, column: u64) -> Option<Problem> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_longer_than_the_cascade_column_is_refused_by_key() {
+        assert!(check_cascade_column(24, 24).is_none());
+        let p = check_cascade_column(25, 24).expect("25 DSPs do not fit a column of 24");
+        assert_eq!(p.key, "matrix.chain");
+        assert!(p.message.contains("25") && p.help.contains("24"), "{p:?}");
+        // A target with a shorter column refuses a chain the sparse multiplexer allows.
+        assert!(check_cascade_column(BLOCK as u64, 8).is_some());
+        // The generator's own limit admits every chain the multiplexer allows.
+        for lanes in [1, 2, 4, 8, 16] {
+            assert!(check_cascade_column(lanes, XCUP_DSP_CASCADE_COLUMN).is_none());
+        }
+    }
+
+    #[test]
+    fn a_chain_of_32_is_refused_by_matrix_chain() {
+        let text = Accelerator::preset_text("tiny")
+            .unwrap()
+            .replace("chain = 4", "chain = 32")
+            .replace("dsp = 64", "dsp = 100000");
+        let accel = Accelerator::from_toml_str(&text, "long.toml").unwrap();
+        let err = EngineParams::from_accel(&accel).unwrap_err().to_string();
+        assert!(err.contains("matrix.chain"), "{err}");
+        assert!(err.contains("DSP cascade column of 24"), "{err}");
+    }
+
+    #[test]
+    fn the_structural_depth_has_one_cascade_stage_per_lane() {
+        let tiny = EngineParams::from_accel(&Accelerator::preset("tiny").unwrap()).unwrap();
+        assert_eq!(tiny.lanes, 4);
+        // Operand read, input, product, 4 lanes, group accumulator, 2 dequantiser stages,
+        // output accumulator.
+        assert_eq!(tiny.structural_depth(), 1 + 1 + 1 + 4 + 1 + 2 + 1);
+        assert_eq!(tiny.pe_padding(), tiny.pipeline_depth - 11);
+    }
+}

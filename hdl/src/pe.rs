@@ -202,7 +202,10 @@ impl Layout {
     }
     /// Index of cut lane `j` in `ms`.
     fn cut_index(&self, j: usize) -> usize {
-        self.cuts().iter().position(|&c| c == j).expect("a cut lane")
+        self.cuts()
+            .iter()
+            .position(|&c| c == j)
+            .expect("a cut lane")
     }
     /// The lanes below the last that can end a segment.
     fn ends(&self) -> Vec<usize> {
@@ -863,16 +866,8 @@ impl Pe {
                 let _ = writeln!(w, "    q$0 <= {act};");
             } else if l.cut(j) {
                 let c = l.cut_index(j);
-                let _ = writeln!(
-                    w,
-                    "    p${j} <= (ms${c} ? 32'd0 : p${}) + {prod};",
-                    j - 1
-                );
-                let _ = writeln!(
-                    w,
-                    "    q${j} <= (ms${c} ? 32'd0 : q${}) + {act};",
-                    j - 1
-                );
+                let _ = writeln!(w, "    p${j} <= (ms${c} ? 32'd0 : p${}) + {prod};", j - 1);
+                let _ = writeln!(w, "    q${j} <= (ms${c} ? 32'd0 : q${}) + {act};", j - 1);
             } else {
                 let _ = writeln!(w, "    p${j} <= p${} + {prod};", j - 1);
                 let _ = writeln!(w, "    q${j} <= q${} + {act};", j - 1);
@@ -920,11 +915,7 @@ impl Pe {
                     let _ = writeln!(w, "    k_shift${k} <= i_shift;");
                 }
                 if l.cut(j) {
-                    let _ = writeln!(
-                        w,
-                        "    k_start${} <= lane_start_{j};",
-                        l.skew_start(j, 0)
-                    );
+                    let _ = writeln!(w, "    k_start${} <= lane_start_{j};", l.skew_start(j, 0));
                 }
             }
         }
