@@ -95,8 +95,8 @@ fn specs_the_generator_cannot_build_are_refused_by_key() {
     for (from, to, key) in [
         ("chain = 4", "chain = 3", "matrix.chain"),
         (
+            "pipeline_depth = 12",
             "pipeline_depth = 10",
-            "pipeline_depth = 8",
             "matrix.pipeline_depth",
         ),
         (
@@ -161,7 +161,7 @@ fn no_tools_writes_only_the_verilog() {
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("resources.json")).unwrap()).unwrap();
     assert!(saved["resources"].is_null() && saved["lint"].is_null());
-    assert_eq!(saved["engine"]["pipeline_depth"], 10);
+    assert_eq!(saved["engine"]["pipeline_depth"], 12);
     assert!(d.join("rtl/top.v").exists());
 }
 

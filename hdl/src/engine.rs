@@ -146,7 +146,7 @@ impl MatrixEngine {
             weight_banks: (0..pes).map(|_| Bank::new(words, p.lanes)).collect(),
             scale_banks: (0..pes).map(|_| Bank::new(words, segments)).collect(),
             result_banks: (0..pes).map(|_| Bank::new(words, segments)).collect(),
-            controller: Controller::new(pes, p.tree_levels()),
+            controller: Controller::new(pes, p.lanes_log2()),
             shape: Hidden(Shape {
                 pes,
                 lanes: p.lanes,

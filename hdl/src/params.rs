@@ -30,11 +30,25 @@ pub struct EngineParams {
     pub pipeline_depth: usize,
 }
 
-/// Fixed pipeline stages of a PE besides the reduction tree and the dequantiser: input
-/// registers, product registers, group accumulator, output accumulator.
+/// Fixed pipeline stages of a PE besides the DSP cascade and the dequantiser: input registers,
+/// product registers (the DSPs' `MREG`), group accumulator, output accumulator.
 pub(crate) const PE_FIXED_STAGES: usize = 4;
 /// Stages the engine adds around the PEs: the operand-bank read.
 const ENGINE_FIXED_STAGES: usize = 1;
+
+/// DSP48E2 slices in one DSP column of one clock region of an UltraScale+ device, the family the
+/// generator synthesises for (`synth_xilinx -family xcup`): "For UltraScale devices the height
+/// of a clock region is 60 CLBs, 24 DSP slices, and 12 block RAMs" (AMD UG912, Vivado Design
+/// Suite Properties Reference Guide, `CLOCK_REGION`). The `PCOUT → PCIN` cascade runs up a DSP
+/// column (AMD UG579, UltraScale Architecture DSP Slice User Guide); a column may continue into
+/// the clock regions above (UG579's Table 1-2 gives each device's longest cascade, and the
+/// UltraScale+ data sheets, e.g. DS923, note that cascades crossing a clock region's centre may
+/// run below the rated Fmax at 0.72 V), but one clock region's 24 slices are the column every
+/// UltraScale+ device has, so a chain no longer than this fits one column anywhere in the family.
+/// It is longer than the 16 lanes the sparse multiplexer's block already allows
+/// ([`BLOCK`]), so today that limit refuses first; [`check_cascade_column`] keeps the target's
+/// limit checked on its own.
+pub const XCUP_DSP_CASCADE_COLUMN: u64 = 24;
 
 impl EngineParams {
     /// Checks that the hardware generator can build `accel`'s matrix engine.
@@ -49,6 +63,7 @@ impl EngineParams {
                 "the sparse DSP chain reads one 16-wide activation block per step: use 1, 2, 4, 8 or 16",
             ));
         }
+        problems.extend(check_cascade_column(lanes, XCUP_DSP_CASCADE_COLUMN));
         let mut has_multiplier = false;
         let mut has_shift_add = false;
         for (i, p) in m.precisions().iter().enumerate() {
@@ -124,9 +139,9 @@ impl EngineParams {
                     params.pipeline_depth
                 ),
                 format!(
-                    "operand read 1 + PE {} (input, product, {} reduction levels, group accumulator, {} dequantiser, output accumulator): set matrix.pipeline_depth ≥ {}",
+                    "operand read 1 + PE {} (input, product, {} cascade stages (one per lane), group accumulator, {} dequantiser, output accumulator): set matrix.pipeline_depth ≥ {}",
                     params.pe_structural_depth(),
-                    params.tree_levels(),
+                    params.lanes,
                     params.dequant_latency,
                     params.structural_depth()
                 ),
@@ -136,8 +151,8 @@ impl EngineParams {
         Ok(params)
     }
 
-    /// Levels of the reduction tree: `log2(lanes)`.
-    pub fn tree_levels(&self) -> usize {
+    /// `log2(lanes)`: the longest segment's segment field.
+    pub fn lanes_log2(&self) -> usize {
         self.lanes.ilog2() as usize
     }
 
@@ -146,9 +161,10 @@ impl EngineParams {
         self.lanes >> self.min_segment_log2
     }
 
-    /// Cycles from a step entering a PE to its result leaving, without padding.
+    /// Cycles from a step entering a PE to its result leaving, without padding: the fixed
+    /// stages, one cascade stage per lane and the dequantiser.
     pub fn pe_structural_depth(&self) -> usize {
-        PE_FIXED_STAGES + self.tree_levels() + self.dequant_latency
+        PE_FIXED_STAGES + self.lanes + self.dequant_latency
     }
 
     /// The shortest pipeline the generated engine can have.
@@ -168,5 +184,60 @@ impl EngineParams {
             .matrix()
             .precision(weight.bits(), ActivationFormat::Int8)
             .is_some_and(|p| p.shift_add())
+    }
+}
+
+/// The refusal of a chain of `lanes` DSPs longer than a DSP cascade column of `column` slices in
+/// the target (for the generator's target, [`XCUP_DSP_CASCADE_COLUMN`]).
+pub fn check_cascade_column(lanes: u64, column: u64) -> Option<Problem> {
+    (lanes > column).then(|| {
+        Problem::new(
+            "matrix.chain",
+            format!(
+                "a chain of {lanes} DSPs is longer than the target's DSP cascade column of {column}"
+            ),
+            format!("the partial sums cascade up one DSP column: use a chain of at most {column}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_longer_than_the_cascade_column_is_refused_by_key() {
+        assert!(check_cascade_column(24, 24).is_none());
+        let p = check_cascade_column(25, 24).expect("25 DSPs do not fit a column of 24");
+        assert_eq!(p.key, "matrix.chain");
+        assert!(p.message.contains("25") && p.help.contains("24"), "{p:?}");
+        // A target with a shorter column refuses a chain the sparse multiplexer allows.
+        assert!(check_cascade_column(BLOCK as u64, 8).is_some());
+        // The generator's own limit admits every chain the multiplexer allows.
+        for lanes in [1, 2, 4, 8, 16] {
+            assert!(check_cascade_column(lanes, XCUP_DSP_CASCADE_COLUMN).is_none());
+        }
+    }
+
+    #[test]
+    fn a_chain_of_32_is_refused_by_matrix_chain() {
+        let text = Accelerator::preset_text("tiny")
+            .unwrap()
+            .replace("chain = 4", "chain = 32")
+            .replace("dsp = 64", "dsp = 100000");
+        let accel = Accelerator::from_toml_str(&text, "long.toml").unwrap();
+        let err = EngineParams::from_accel(&accel).unwrap_err().to_string();
+        assert!(err.contains("matrix.chain"), "{err}");
+        assert!(err.contains("DSP cascade column of 24"), "{err}");
+    }
+
+    #[test]
+    fn the_structural_depth_has_one_cascade_stage_per_lane() {
+        let tiny = EngineParams::from_accel(&Accelerator::preset("tiny").unwrap()).unwrap();
+        assert_eq!(tiny.lanes, 4);
+        // Operand read, input, product, 4 lanes, group accumulator, 2 dequantiser stages,
+        // output accumulator.
+        assert_eq!(tiny.structural_depth(), 1 + 1 + 1 + 4 + 1 + 2 + 1);
+        assert_eq!(tiny.pe_padding(), tiny.pipeline_depth - 11);
     }
 }

@@ -1,22 +1,42 @@
-//! The processing element: a sparse DSP chain with mixed-precision lanes, a reduction tree whose
-//! nodes can cut the chain into segments, and per-segment group dequantisation (MixPE).
+//! The processing element: a sparse DSP chain with mixed-precision lanes, reduction nodes that
+//! cut the chain into segments, and per-segment group dequantisation (MixPE).
 //!
 //! One *step* feeds a PE one 16-wide block of int8 activations and `lanes` weights with their
 //! 4-bit positions in the block. Each lane's sparse multiplexer picks the activation at its
-//! position and multiplies it by its weight: in the DSP multiplier (int8 weights), or in the
-//! shift-and-add datapath for 4-bit-or-narrower weights. A binary tree of pipelined adders
-//! reduces the lanes; its nodes at level `s` are the partial sums of segments of `2^s` lanes, so
-//! with N:16 sparsity and `N < lanes` the chain splits into `lanes / N` segments, one output
-//! column each. Each segment accumulates its partial sums over a quantisation group, and beside
-//! them (in a second tree of the same shape) the sum of the activations its lanes selected; once
-//! per group a pipelined dequantiser of `matrix.dequant_cycles_per_group` stages removes the
-//! zero point and applies the scale, `(Σ a·w − zp · Σ a) × scale`, and the scaled sums accumulate
-//! into the segment's output. Symmetric weights have `zp = 0`; asymmetric `q` with zero point
-//! `z` are stored as `q − 8` with `zp = z − 8`, which keeps 4-bit weights signed.
+//! position; the lane multiplies it by its weight in the DSP multiplier (int8 weights) or in the
+//! shift-and-add datapath (4-bit-or-narrower weights) and adds the partial sum arriving from the
+//! lane before it, registered, as a DSP48E2 adds `PCIN` and passes `PCOUT` up its column. Partial
+//! sums therefore move one lane per cycle, and lane `j`'s operands (selected activation, weight,
+//! datapath and segment-start bits) are delayed `j` cycles so that every lane adds the product of
+//! the same step. With N:16 sparsity and `N < lanes` the step's segment field makes every `N`-th
+//! lane a reduction node: the chain's sum up to the lane before leaves there as a segment output
+//! and the lane starts from zero. A segment that ends at lane `e` is ready `lanes − 1 − e` cycles
+//! before the last lane's, so it is delayed that long: all of a step's segment sums leave together
+//! and the PE's latency does not depend on N. Beside the products a second cascade of the same
+//! shape adds the selected activations, so each segment also has the sum of the activations its
+//! lanes picked, aligned with its product sum.
 //!
-//! Arithmetic is integer and exact: products 16 bits, group and activation sums 32 bits
+//! Each segment accumulates its partial sums over a quantisation group; once per group a
+//! pipelined dequantiser of `matrix.dequant_cycles_per_group` stages removes the zero point and
+//! applies the scale, `(Σ a·w − zp · Σ a) × scale`, and the scaled sums accumulate into the
+//! segment's output. Symmetric weights have `zp = 0`; asymmetric `q` with zero point `z` are
+//! stored as `q − 8` with `zp = z − 8`, which keeps 4-bit weights signed.
+//!
+//! Arithmetic is integer and exact: products 16 bits, partial, group and activation sums 32 bits
 //! (wrapping), zero points 8-bit and scales 16-bit signed fixed point, results 48 bits (wrapping).
 //! [`crate::golden`] computes the same.
+//!
+//! Latency from a step's inputs to its result: input registers 1, product (the DSP's `MREG`) 1,
+//! the cascade `lanes` (one `PREG` per lane), group accumulator 1, dequantiser
+//! `dequant_cycles_per_group`, output accumulator 1, then the padding that makes the engine meet
+//! `matrix.pipeline_depth`.
+//!
+//! The chain is written so that Yosys's `synth_xilinx` can map a lane onto one DSP48E2: the last
+//! skew register feeds the multiplier (`AREG`/`BREG`), the product is registered (`MREG`) and the
+//! partial sum is registered (`PREG`); a lane that can never start a segment adds its
+//! predecessor's sum unconditionally, the `PCIN` cascade. A lane that can start a segment selects
+//! zero or the sum before it, and a mixed datapath selects the product, which keeps those adders
+//! in the fabric.
 //!
 //! The block's behaviour is written twice, as the Rust `update` that rust-hdl simulates and as the
 //! Verilog that [`Logic::hdl`] emits, both generated from the same stage layout below; the
@@ -78,13 +98,27 @@ pub struct Pe {
     i_weight: Vec<Signal<Local, Bits<8>>>,
     i_index: Vec<Signal<Local, Bits<4>>>,
     i_scale: Vec<Signal<Local, Bits<SCALE_BITS>>>,
-    /// Products (level 0) and reduction-tree levels, flattened.
-    node: Vec<Signal<Local, Bits<32>>>,
-    /// Delayed copies of the cut levels, flattened.
+    /// Skew registers: each lane's selected activation, delayed, flattened (see [`Layout::skew`]).
+    k_act: Vec<Signal<Local, Bits<8>>>,
+    /// Each lane's weight, delayed, shaped as `k_act`.
+    k_weight: Vec<Signal<Local, Bits<8>>>,
+    /// Each lane's datapath bit, delayed, shaped as `k_act` (mixed datapaths only).
+    k_shift: Vec<Signal<Local, Bit>>,
+    /// Each cut lane's segment-start bit, delayed (see [`Layout::skew_start`]).
+    k_start: Vec<Signal<Local, Bit>>,
+    /// Lane products (the DSP's `MREG`).
+    m: Vec<Signal<Local, Bits<16>>>,
+    /// Each lane's selected activation, registered beside its product.
+    ma: Vec<Signal<Local, Bits<8>>>,
+    /// Each cut lane's segment-start bit, registered beside its product.
+    ms: Vec<Signal<Local, Bit>>,
+    /// The cascade's partial sums (the DSP's `PREG`), one per lane.
+    p: Vec<Signal<Local, Bits<32>>>,
+    /// The activation-sum cascade, shaped as `p`.
+    q: Vec<Signal<Local, Bits<32>>>,
+    /// Delayed copies of the partial sums at the lanes that can end a segment, flattened.
     tap: Vec<Signal<Local, Bits<32>>>,
-    /// The selected activations (level 0) and their sums, shaped as `node`.
-    anode: Vec<Signal<Local, Bits<32>>>,
-    /// Delayed copies of `anode`'s cut levels, shaped as `tap`.
+    /// Delayed copies of `q`, shaped as `tap`.
     atap: Vec<Signal<Local, Bits<32>>>,
     sb_valid: Vec<Signal<Local, Bit>>,
     sb_first: Vec<Signal<Local, Bit>>,
@@ -126,30 +160,102 @@ struct Layout {
     pad: usize,
     multiplier: bool,
     shift_add: bool,
+    /// Extra cycles of skew on lane `lane` (0 in the generated hardware; only
+    /// [`Pe::with_skew_error`] changes it).
+    skew_error: Option<(usize, usize)>,
 }
 
 impl Layout {
-    /// Index of node `i` of tree level `level` in `node`.
-    fn node(&self, level: usize, i: usize) -> usize {
-        (0..level).map(|l| self.lanes >> l).sum::<usize>() + i
-    }
-    fn node_count(&self) -> usize {
-        self.node(self.levels, 0) + 1
-    }
-    /// Index of level `level`'s node `i` delayed `d` (1..=levels−level) cycles in `tap`.
-    fn tap(&self, level: usize, d: usize, i: usize) -> usize {
-        let mut base = 0;
-        for l in self.min_seg..level {
-            base += (self.levels - l) * (self.lanes >> l);
+    /// Cycles lane `j`'s operands are delayed before its product.
+    fn delay(&self, j: usize) -> usize {
+        match self.skew_error {
+            Some((lane, extra)) if lane == j => j + extra,
+            _ => j,
         }
-        base + (d - 1) * (self.lanes >> level) + i
+    }
+    /// Index of lane `j`'s operands delayed `d + 1` cycles (`d < delay(j)`) in the `k_` vectors.
+    fn skew(&self, j: usize, d: usize) -> usize {
+        (0..j).map(|i| self.delay(i)).sum::<usize>() + d
+    }
+    fn skew_count(&self) -> usize {
+        self.skew(self.lanes, 0)
+    }
+    /// Whether lane `j` can start a segment (a reduction node sits below it); lane 0 always does.
+    fn cut(&self, j: usize) -> bool {
+        j > 0 && j % (1 << self.min_seg) == 0
+    }
+    /// The cut lanes in order.
+    fn cuts(&self) -> Vec<usize> {
+        (1..self.lanes).filter(|&j| self.cut(j)).collect()
+    }
+    /// Index of cut lane `j`'s segment-start bit delayed `d + 1` cycles in `k_start`.
+    fn skew_start(&self, j: usize, d: usize) -> usize {
+        self.cuts()
+            .iter()
+            .take_while(|&&c| c < j)
+            .map(|&c| self.delay(c))
+            .sum::<usize>()
+            + d
+    }
+    fn skew_start_count(&self) -> usize {
+        self.cuts().iter().map(|&c| self.delay(c)).sum()
+    }
+    /// Index of cut lane `j` in `ms`.
+    fn cut_index(&self, j: usize) -> usize {
+        self.cuts()
+            .iter()
+            .position(|&c| c == j)
+            .expect("a cut lane")
+    }
+    /// The lanes below the last that can end a segment.
+    fn ends(&self) -> Vec<usize> {
+        (0..self.lanes - 1).filter(|&e| self.cut(e + 1)).collect()
+    }
+    /// Cycles a segment ending at lane `e` waits for the last lane's.
+    fn wait(&self, e: usize) -> usize {
+        self.lanes - 1 - e
+    }
+    /// Index of end lane `e`'s sum delayed `d` (1..=wait(e)) cycles in `tap`.
+    fn tap(&self, e: usize, d: usize) -> usize {
+        self.ends()
+            .iter()
+            .take_while(|&&x| x < e)
+            .map(|&x| self.wait(x))
+            .sum::<usize>()
+            + d
+            - 1
     }
     fn tap_count(&self) -> usize {
-        (self.min_seg..self.levels)
-            .map(|l| (self.levels - l) * (self.lanes >> l))
-            .sum()
+        self.ends().iter().map(|&e| self.wait(e)).sum()
     }
-    /// Whether a lane multiplies in the shift-and-add datapath when the step asks for it.
+    /// `log2` of the segment length for a step's segment field.
+    fn seg_log2(&self, field: u64) -> usize {
+        let f = field as usize;
+        if f >= self.min_seg && f < self.levels {
+            f
+        } else {
+            self.levels
+        }
+    }
+    /// Trailing zeros of lane `j > 0`: the longest segment that starts at it is `2^tz`.
+    fn tz(j: usize) -> usize {
+        j.trailing_zeros() as usize
+    }
+    /// Whether cut lane `j` starts a segment for a step's segment field.
+    fn starts(&self, j: usize, field: u64) -> bool {
+        let f = field as usize;
+        f >= self.min_seg && f <= Self::tz(j)
+    }
+    /// The lane whose partial sum is segment `i`'s output for a step with segments of `2^lv`
+    /// lanes, and how long it waits; `None` when the step has fewer segments.
+    fn source(&self, lv: usize, i: usize) -> Option<(usize, usize)> {
+        if i >= self.lanes >> lv {
+            return None;
+        }
+        let e = ((i + 1) << lv) - 1;
+        Some((e, self.wait(e)))
+    }
+    /// The product of a lane, in the shift-and-add datapath when the step asks for it.
     fn product(&self, act: i64, weight: i64, shift: bool) -> i64 {
         if self.shift_add && (shift || !self.multiplier) {
             let w = weight as u64;
@@ -166,6 +272,10 @@ impl Layout {
         } else {
             act * weight
         }
+    }
+    /// Whether a lane chooses between the two datapaths per step.
+    fn mixed(&self) -> bool {
+        self.multiplier && self.shift_add
     }
 }
 
@@ -193,17 +303,30 @@ fn sext(v: u64, width: u32) -> i64 {
 impl Pe {
     /// A PE for the engine described by `p`.
     pub fn new(p: &EngineParams) -> Pe {
+        Pe::build(p, None)
+    }
+
+    /// A PE whose lane `lane` has its operands delayed `extra` cycles more than the cascade
+    /// needs: a broken chain, for checking that the testbenches catch one. Its latency is that of
+    /// a correct PE.
+    pub fn with_skew_error(p: &EngineParams, lane: usize, extra: usize) -> Pe {
+        Pe::build(p, Some((lane, extra)))
+    }
+
+    fn build(p: &EngineParams, skew_error: Option<(usize, usize)>) -> Pe {
         let l = Layout {
             lanes: p.lanes,
-            levels: p.tree_levels(),
+            levels: p.lanes_log2(),
             min_seg: p.min_segment_log2 as usize,
             segments: p.max_segments(),
             dequant: p.dequant_latency,
             pad: p.pe_padding(),
             multiplier: p.has_multiplier,
             shift_add: p.has_shift_add,
+            skew_error,
         };
-        let stages = l.levels + 1;
+        let stages = l.lanes + 1;
+        let cuts = l.cuts().len();
         Pe {
             clock: Default::default(),
             reset: Default::default(),
@@ -231,9 +354,16 @@ impl Pe {
             i_weight: vec_of(l.lanes),
             i_index: vec_of(l.lanes),
             i_scale: vec_of(l.segments),
-            node: vec_of(l.node_count()),
+            k_act: vec_of(l.skew_count()),
+            k_weight: vec_of(l.skew_count()),
+            k_shift: vec_of(if l.mixed() { l.skew_count() } else { 0 }),
+            k_start: vec_of(l.skew_start_count()),
+            m: vec_of(l.lanes),
+            ma: vec_of(l.lanes),
+            ms: vec_of(cuts),
+            p: vec_of(l.lanes),
+            q: vec_of(l.lanes),
             tap: vec_of(l.tap_count()),
-            anode: vec_of(l.node_count()),
             atap: vec_of(l.tap_count()),
             sb_valid: vec_of(stages),
             sb_first: vec_of(stages),
@@ -274,23 +404,13 @@ impl Pe {
     }
     /// Cycles from a step's inputs to its result on the outputs.
     pub fn latency(&self) -> usize {
-        PE_FIXED_STAGES + self.layout.levels + self.layout.dequant + self.layout.pad
-    }
-
-    /// The level whose nodes are the segments for a step's segment field.
-    fn cut_level(&self, field: u64) -> usize {
-        let f = field as usize;
-        if f >= self.layout.min_seg && f < self.layout.levels {
-            f
-        } else {
-            self.layout.levels
-        }
+        PE_FIXED_STAGES + self.layout.lanes + self.layout.dequant + self.layout.pad
     }
 
     /// Registers, from the last stage back to the first so each reads its predecessor's old value.
     fn clock_edge(&mut self) {
         let l = *self.layout;
-        let (s, top) = (l.segments, l.levels);
+        let (s, top) = (l.segments, l.lanes);
         let reset = self.reset.val();
         // Output padding.
         for k in (1..=l.pad).rev() {
@@ -376,54 +496,77 @@ impl Pe {
             self.g_pending_first.next = false;
         }
         self.g_valid.next = g_valid && !reset;
-        // Taps of the cut levels.
-        for level in l.min_seg..top {
-            for d in (1..=top - level).rev() {
-                for i in 0..l.lanes >> level {
-                    let (from, afrom) = if d == 1 {
-                        (
-                            self.node[l.node(level, i)].val(),
-                            self.anode[l.node(level, i)].val(),
-                        )
-                    } else {
-                        (
-                            self.tap[l.tap(level, d - 1, i)].val(),
-                            self.atap[l.tap(level, d - 1, i)].val(),
-                        )
-                    };
-                    self.tap[l.tap(level, d, i)].next = from;
-                    self.atap[l.tap(level, d, i)].next = afrom;
-                }
+        // Delays of the segments that end early.
+        for e in l.ends() {
+            for d in (1..=l.wait(e)).rev() {
+                let (from, afrom) = if d == 1 {
+                    (self.p[e].val(), self.q[e].val())
+                } else {
+                    (
+                        self.tap[l.tap(e, d - 1)].val(),
+                        self.atap[l.tap(e, d - 1)].val(),
+                    )
+                };
+                self.tap[l.tap(e, d)].next = from;
+                self.atap[l.tap(e, d)].next = afrom;
             }
         }
-        // Reduction tree and its side band.
-        for level in (1..=top).rev() {
-            for i in 0..l.lanes >> level {
-                let a = get(&self.node[l.node(level - 1, 2 * i)]);
-                let b = get(&self.node[l.node(level - 1, 2 * i + 1)]);
-                self.node[l.node(level, i)].next = bits(a.wrapping_add(b));
-                let a = get(&self.anode[l.node(level - 1, 2 * i)]);
-                let b = get(&self.anode[l.node(level - 1, 2 * i + 1)]);
-                self.anode[l.node(level, i)].next = bits(a.wrapping_add(b));
-            }
-            self.sb_valid[level].next = self.sb_valid[level - 1].val() && !reset;
-            self.sb_first[level].next = self.sb_first[level - 1].val();
-            self.sb_last[level].next = self.sb_last[level - 1].val();
-            self.sb_gfirst[level].next = self.sb_gfirst[level - 1].val();
-            self.sb_glast[level].next = self.sb_glast[level - 1].val();
-            self.sb_seg[level].next = self.sb_seg[level - 1].val();
+        // The cascade: each lane adds its product to the sum from the lane before, unless a
+        // reduction node cut the chain below it.
+        for j in (0..l.lanes).rev() {
+            let start = j == 0 || (l.cut(j) && self.ms[l.cut_index(j)].val());
+            let (base, abase) = if start {
+                (0, 0)
+            } else {
+                (get(&self.p[j - 1]), get(&self.q[j - 1]))
+            };
+            let prod = sext(get(&self.m[j]), 16) as u64;
+            let act = sext(get(&self.ma[j]), 8) as u64;
+            self.p[j].next = bits(base.wrapping_add(prod));
+            self.q[j].next = bits(abase.wrapping_add(act));
+        }
+        // Side band beside the cascade.
+        for k in (1..=top).rev() {
+            self.sb_valid[k].next = self.sb_valid[k - 1].val() && !reset;
+            self.sb_first[k].next = self.sb_first[k - 1].val();
+            self.sb_last[k].next = self.sb_last[k - 1].val();
+            self.sb_gfirst[k].next = self.sb_gfirst[k - 1].val();
+            self.sb_glast[k].next = self.sb_glast[k - 1].val();
+            self.sb_seg[k].next = self.sb_seg[k - 1].val();
             for j in 0..s {
-                self.sb_scale[level * s + j].next = self.sb_scale[(level - 1) * s + j].val();
+                self.sb_scale[k * s + j].next = self.sb_scale[(k - 1) * s + j].val();
             }
         }
-        // Lane products.
+        // Lane products, each from its lane's skewed operands.
         for j in 0..l.lanes {
-            let index = get(&self.i_index[j]) as usize;
-            let act = sext(get(&self.i_act[index]), 8);
-            let weight = sext(get(&self.i_weight[j]), 8);
-            let p = l.product(act, weight, self.i_shift.val());
-            self.node[j].next = bits(p as u64);
-            self.anode[j].next = bits(act as u64);
+            let delay = l.delay(j);
+            let (act, weight, shift) = if delay == 0 {
+                let index = get(&self.i_index[j]) as usize;
+                (
+                    get(&self.i_act[index]),
+                    get(&self.i_weight[j]),
+                    self.i_shift.val(),
+                )
+            } else {
+                let k = l.skew(j, delay - 1);
+                let shift = if l.mixed() {
+                    self.k_shift[k].val()
+                } else {
+                    self.i_shift.val()
+                };
+                (get(&self.k_act[k]), get(&self.k_weight[k]), shift)
+            };
+            let p = l.product(sext(act, 8), sext(weight, 8), shift);
+            self.m[j].next = bits(p as u64);
+            self.ma[j].next = bits(act);
+            if l.cut(j) {
+                let start = if delay == 0 {
+                    l.starts(j, get(&self.i_seg))
+                } else {
+                    self.k_start[l.skew_start(j, delay - 1)].val()
+                };
+                self.ms[l.cut_index(j)].next = start;
+            }
         }
         self.sb_valid[0].next = self.i_valid.val() && !reset;
         self.sb_first[0].next = self.i_first.val();
@@ -433,6 +576,33 @@ impl Pe {
         self.sb_seg[0].next = self.i_seg.val();
         for j in 0..s {
             self.sb_scale[j].next = self.i_scale[j].val();
+        }
+        // Skew registers.
+        for j in 0..l.lanes {
+            for d in (1..l.delay(j)).rev() {
+                let (to, from) = (l.skew(j, d), l.skew(j, d - 1));
+                self.k_act[to].next = self.k_act[from].val();
+                self.k_weight[to].next = self.k_weight[from].val();
+                if l.mixed() {
+                    self.k_shift[to].next = self.k_shift[from].val();
+                }
+                if l.cut(j) {
+                    let (to, from) = (l.skew_start(j, d), l.skew_start(j, d - 1));
+                    self.k_start[to].next = self.k_start[from].val();
+                }
+            }
+            if l.delay(j) > 0 {
+                let k = l.skew(j, 0);
+                let index = get(&self.i_index[j]) as usize;
+                self.k_act[k].next = self.i_act[index].val();
+                self.k_weight[k].next = self.i_weight[j].val();
+                if l.mixed() {
+                    self.k_shift[k].next = self.i_shift.val();
+                }
+                if l.cut(j) {
+                    self.k_start[l.skew_start(j, 0)].next = l.starts(j, get(&self.i_seg));
+                }
+            }
         }
         // Input registers.
         self.i_valid.next = self.in_valid.val() && !reset;
@@ -457,22 +627,16 @@ impl Pe {
     /// The segment multiplexer and the outputs.
     fn combinational(&mut self) {
         let l = *self.layout;
-        let top = l.levels;
-        let level = self.cut_level(get(&self.sb_seg[top]));
-        for j in 0..l.segments {
-            let (v, a) = if j >= l.lanes >> level {
-                (Bits::default(), Bits::default())
-            } else if level == top {
-                (
-                    self.node[l.node(top, j)].val(),
-                    self.anode[l.node(top, j)].val(),
-                )
-            } else {
-                let t = l.tap(level, top - level, j);
-                (self.tap[t].val(), self.atap[t].val())
+        let top = l.lanes;
+        let lv = l.seg_log2(get(&self.sb_seg[top]));
+        for i in 0..l.segments {
+            let (v, a) = match l.source(lv, i) {
+                None => (Bits::default(), Bits::default()),
+                Some((e, 0)) => (self.p[e].val(), self.q[e].val()),
+                Some((e, w)) => (self.tap[l.tap(e, w)].val(), self.atap[l.tap(e, w)].val()),
             };
-            self.seg[j].next = v;
-            self.aseg[j].next = a;
+            self.seg[i].next = v;
+            self.aseg[i].next = a;
         }
         self.out_valid.next = self.o_valid[l.pad].val();
         for j in 0..l.segments {
@@ -480,43 +644,76 @@ impl Pe {
         }
     }
 
+    /// The operands lane `j` multiplies, as Verilog expressions: its activation, weight and
+    /// datapath bit.
+    fn lane_operands(&self, j: usize) -> (String, String, String) {
+        let l = *self.layout;
+        let delay = l.delay(j);
+        if delay == 0 {
+            (
+                format!("act_block[i_index${j}]"),
+                format!("i_weight${j}"),
+                "i_shift".into(),
+            )
+        } else {
+            let k = l.skew(j, delay - 1);
+            let shift = if l.mixed() {
+                format!("k_shift${k}")
+            } else {
+                "i_shift".into()
+            };
+            (format!("k_act${k}"), format!("k_weight${k}"), shift)
+        }
+    }
+
     fn verilog(&self) -> String {
         let l = *self.layout;
-        let (s, top) = (l.segments, l.levels);
+        let (s, top) = (l.segments, l.lanes);
         let mut v = String::new();
         let w = &mut v;
-        // Lane products.
+        // Sparse multiplexers and lane products.
         let _ = writeln!(w, "wire [7:0] act_block [0:{}];", BLOCK - 1);
         for k in 0..BLOCK {
             let _ = writeln!(w, "assign act_block[{k}] = i_act${k};");
         }
         for j in 0..l.lanes {
-            let _ = writeln!(w, "wire [7:0] lane_act_{j} = act_block[i_index${j}];");
-            let _ = writeln!(
-                w,
-                "wire [15:0] lane_ext_{j} = {{{{8{{lane_act_{j}[7]}}}}, lane_act_{j}}};"
-            );
+            let (act, weight, shift) = self.lane_operands(j);
+            let _ = writeln!(w, "wire [7:0] lane_act_{j} = {act};");
+            let _ = writeln!(w, "wire [7:0] lane_w_{j} = {weight};");
             if l.multiplier || !l.shift_add {
                 let _ = writeln!(
                     w,
-                    "wire signed [15:0] lane_mul_{j} = $signed(lane_act_{j}) * $signed(i_weight${j});"
+                    "wire signed [15:0] lane_mul_{j} = $signed(lane_act_{j}) * $signed(lane_w_{j});"
                 );
             }
             if l.shift_add {
                 let _ = writeln!(
                     w,
-                    "wire [15:0] lane_sa_{j} = (i_weight${j}[0] ? lane_ext_{j} : 16'd0) \
-                     + (i_weight${j}[1] ? {{lane_ext_{j}[14:0], 1'b0}} : 16'd0) \
-                     + (i_weight${j}[2] ? {{lane_ext_{j}[13:0], 2'b0}} : 16'd0) \
-                     - (i_weight${j}[3] ? {{lane_ext_{j}[12:0], 3'b0}} : 16'd0);"
+                    "wire [15:0] lane_ext_{j} = {{{{8{{lane_act_{j}[7]}}}}, lane_act_{j}}};"
+                );
+                let _ = writeln!(
+                    w,
+                    "wire [15:0] lane_sa_{j} = (lane_w_{j}[0] ? lane_ext_{j} : 16'd0) \
+                     + (lane_w_{j}[1] ? {{lane_ext_{j}[14:0], 1'b0}} : 16'd0) \
+                     + (lane_w_{j}[2] ? {{lane_ext_{j}[13:0], 2'b0}} : 16'd0) \
+                     - (lane_w_{j}[3] ? {{lane_ext_{j}[12:0], 3'b0}} : 16'd0);"
                 );
             }
             let product = match (l.multiplier, l.shift_add) {
-                (true, true) => format!("i_shift ? lane_sa_{j} : lane_mul_{j}"),
+                (true, true) => format!("{shift} ? lane_sa_{j} : lane_mul_{j}"),
                 (false, true) => format!("lane_sa_{j}"),
                 _ => format!("lane_mul_{j}"),
             };
             let _ = writeln!(w, "wire [15:0] lane_prod_{j} = {product};");
+        }
+        // Which cut lanes start a segment for the step in the input registers.
+        for j in l.cuts() {
+            let mut terms = Vec::new();
+            if l.min_seg > 0 {
+                terms.push(format!("(i_seg >= 3'd{})", l.min_seg));
+            }
+            terms.push(format!("(i_seg <= 3'd{})", Layout::tz(j)));
+            let _ = writeln!(w, "wire lane_start_{j} = {};", terms.join(" & "));
         }
         // Group and output arithmetic.
         for j in 0..s {
@@ -555,27 +752,25 @@ impl Pe {
         let _ = writeln!(w, "always @(*) begin");
         let _ = writeln!(w, "    case (sb_seg${top})");
         let mut arms: Vec<(Option<usize>, usize)> =
-            (l.min_seg..top).map(|lv| (Some(lv), lv)).collect();
-        arms.push((None, top));
-        for (label, level) in arms {
+            (l.min_seg..l.levels).map(|lv| (Some(lv), lv)).collect();
+        arms.push((None, l.levels));
+        for (label, lv) in arms {
             match label {
-                Some(lv) => {
-                    let _ = writeln!(w, "        3'd{lv}: begin");
+                Some(f) => {
+                    let _ = writeln!(w, "        3'd{f}: begin");
                 }
                 None => {
                     let _ = writeln!(w, "        default: begin");
                 }
             }
-            for j in 0..s {
-                for (out, node, tap) in [("seg", "node", "tap"), ("aseg", "anode", "atap")] {
-                    let src = if j >= l.lanes >> level {
-                        "32'd0".to_string()
-                    } else if level == top {
-                        format!("{node}${}", l.node(top, j))
-                    } else {
-                        format!("{tap}${}", l.tap(level, top - level, j))
+            for i in 0..s {
+                for (out, sum, tap) in [("seg", "p", "tap"), ("aseg", "q", "atap")] {
+                    let src = match l.source(lv, i) {
+                        None => "32'd0".to_string(),
+                        Some((e, 0)) => format!("{sum}${e}"),
+                        Some((e, d)) => format!("{tap}${}", l.tap(e, d)),
                     };
-                    let _ = writeln!(w, "            {out}${j} = {src};");
+                    let _ = writeln!(w, "            {out}${i} = {src};");
                 }
             }
             let _ = writeln!(w, "        end");
@@ -651,55 +846,78 @@ impl Pe {
         let _ = writeln!(w, "        end");
         let _ = writeln!(w, "    end");
         let _ = writeln!(w, "    if (reset) g_pending_first <= 1'b0;");
-        for level in l.min_seg..top {
-            for d in 1..=top - level {
-                for i in 0..l.lanes >> level {
-                    for (node, tap) in [("node", "tap"), ("anode", "atap")] {
-                        let from = if d == 1 {
-                            format!("{node}${}", l.node(level, i))
-                        } else {
-                            format!("{tap}${}", l.tap(level, d - 1, i))
-                        };
-                        let _ = writeln!(w, "    {tap}${} <= {from};", l.tap(level, d, i));
-                    }
+        for e in l.ends() {
+            for d in 1..=l.wait(e) {
+                for (sum, tap) in [("p", "tap"), ("q", "atap")] {
+                    let from = if d == 1 {
+                        format!("{sum}${e}")
+                    } else {
+                        format!("{tap}${}", l.tap(e, d - 1))
+                    };
+                    let _ = writeln!(w, "    {tap}${} <= {from};", l.tap(e, d));
                 }
-            }
-        }
-        for level in 1..=top {
-            for i in 0..l.lanes >> level {
-                for node in ["node", "anode"] {
-                    let _ = writeln!(
-                        w,
-                        "    {node}${} <= {node}${} + {node}${};",
-                        l.node(level, i),
-                        l.node(level - 1, 2 * i),
-                        l.node(level - 1, 2 * i + 1)
-                    );
-                }
-            }
-            let p = level - 1;
-            let _ = writeln!(w, "    sb_valid${level} <= sb_valid${p} & ~reset;");
-            for f in ["first", "last", "gfirst", "glast", "seg"] {
-                let _ = writeln!(w, "    sb_{f}${level} <= sb_{f}${p};");
-            }
-            for j in 0..s {
-                let _ = writeln!(
-                    w,
-                    "    sb_scale${} <= sb_scale${};",
-                    level * s + j,
-                    p * s + j
-                );
             }
         }
         for j in 0..l.lanes {
-            let _ = writeln!(
-                w,
-                "    node${j} <= {{{{16{{lane_prod_{j}[15]}}}}, lane_prod_{j}}};"
-            );
-            let _ = writeln!(
-                w,
-                "    anode${j} <= {{{{16{{lane_ext_{j}[15]}}}}, lane_ext_{j}}};"
-            );
+            let prod = format!("{{{{16{{m${j}[15]}}}}, m${j}}}");
+            let act = format!("{{{{24{{ma${j}[7]}}}}, ma${j}}}");
+            if j == 0 {
+                let _ = writeln!(w, "    p$0 <= {prod};");
+                let _ = writeln!(w, "    q$0 <= {act};");
+            } else if l.cut(j) {
+                let c = l.cut_index(j);
+                let _ = writeln!(w, "    p${j} <= (ms${c} ? 32'd0 : p${}) + {prod};", j - 1);
+                let _ = writeln!(w, "    q${j} <= (ms${c} ? 32'd0 : q${}) + {act};", j - 1);
+            } else {
+                let _ = writeln!(w, "    p${j} <= p${} + {prod};", j - 1);
+                let _ = writeln!(w, "    q${j} <= q${} + {act};", j - 1);
+            }
+        }
+        for k in 1..=top {
+            let p = k - 1;
+            let _ = writeln!(w, "    sb_valid${k} <= sb_valid${p} & ~reset;");
+            for f in ["first", "last", "gfirst", "glast", "seg"] {
+                let _ = writeln!(w, "    sb_{f}${k} <= sb_{f}${p};");
+            }
+            for j in 0..s {
+                let _ = writeln!(w, "    sb_scale${} <= sb_scale${};", k * s + j, p * s + j);
+            }
+        }
+        for j in 0..l.lanes {
+            let _ = writeln!(w, "    m${j} <= lane_prod_{j};");
+            let _ = writeln!(w, "    ma${j} <= lane_act_{j};");
+            if l.cut(j) {
+                let start = match l.delay(j) {
+                    0 => format!("lane_start_{j}"),
+                    d => format!("k_start${}", l.skew_start(j, d - 1)),
+                };
+                let _ = writeln!(w, "    ms${} <= {start};", l.cut_index(j));
+            }
+        }
+        for j in 0..l.lanes {
+            for d in 1..l.delay(j) {
+                let (to, from) = (l.skew(j, d), l.skew(j, d - 1));
+                let _ = writeln!(w, "    k_act${to} <= k_act${from};");
+                let _ = writeln!(w, "    k_weight${to} <= k_weight${from};");
+                if l.mixed() {
+                    let _ = writeln!(w, "    k_shift${to} <= k_shift${from};");
+                }
+                if l.cut(j) {
+                    let (to, from) = (l.skew_start(j, d), l.skew_start(j, d - 1));
+                    let _ = writeln!(w, "    k_start${to} <= k_start${from};");
+                }
+            }
+            if l.delay(j) > 0 {
+                let k = l.skew(j, 0);
+                let _ = writeln!(w, "    k_act${k} <= act_block[i_index${j}];");
+                let _ = writeln!(w, "    k_weight${k} <= i_weight${j};");
+                if l.mixed() {
+                    let _ = writeln!(w, "    k_shift${k} <= i_shift;");
+                }
+                if l.cut(j) {
+                    let _ = writeln!(w, "    k_start${} <= lane_start_{j};", l.skew_start(j, 0));
+                }
+            }
         }
         let _ = writeln!(w, "    sb_valid$0 <= i_valid & ~reset;");
         for (f, i) in [
@@ -778,21 +996,31 @@ impl Logic for Pe {
             &mut self.d_first,
             &mut self.d_last,
             &mut self.o_valid,
+            &mut self.k_shift,
+            &mut self.k_start,
+            &mut self.ms,
         ] {
             v.iter_mut().for_each(|x| x.connect());
         }
         self.sb_seg.iter_mut().for_each(|x| x.connect());
-        for v in [&mut self.i_act, &mut self.i_weight] {
+        for v in [
+            &mut self.i_act,
+            &mut self.i_weight,
+            &mut self.k_act,
+            &mut self.k_weight,
+            &mut self.ma,
+        ] {
             v.iter_mut().for_each(|x| x.connect());
         }
         self.i_index.iter_mut().for_each(|x| x.connect());
+        self.m.iter_mut().for_each(|x| x.connect());
         for v in [&mut self.i_scale, &mut self.sb_scale, &mut self.g_scale] {
             v.iter_mut().for_each(|x| x.connect());
         }
         for v in [
-            &mut self.node,
+            &mut self.p,
+            &mut self.q,
             &mut self.tap,
-            &mut self.anode,
             &mut self.atap,
             &mut self.seg,
             &mut self.aseg,

@@ -46,7 +46,7 @@ fn a_wrong_cycle_model_is_caught() {
     let p = EngineParams::from_accel(&accel).unwrap();
     let text = Accelerator::preset_text("tiny")
         .unwrap()
-        .replace("pipeline_depth = 10", "pipeline_depth = 11");
+        .replace("pipeline_depth = 12", "pipeline_depth = 13");
     let deeper = Accelerator::from_toml_str(&text, "tiny-deeper.toml").unwrap();
     let engine = MatrixEngine::new(&p, OPTIONS);
     let cases: Vec<_> = grid(&accel).into_iter().take(2).collect();

@@ -61,3 +61,40 @@ fn icarus_and_verilator_match_golden_and_rust_hdl_cycle_for_cycle() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_lane_skewed_one_cycle_too_many_breaks_the_cascade_and_the_vectors_catch_it() {
+    // Lane j must add the product of the step whose partial sum arrives from lane j − 1; a lane
+    // that lags one cycle adds the previous step's product instead.
+    let p = tiny();
+    let (steps, slots) = mixed_stream(7, p.lanes, p.max_segments(), 2, 3);
+    let want = pe_results(&steps, p.lanes, p.max_segments());
+    for lane in [0, 1, p.lanes - 1] {
+        let run = run_pe(Pe::with_skew_error(&p, lane, 1), slots.clone(), None);
+        let got: Vec<Vec<i64>> = run.results.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "lane {lane}: the latency is unchanged"
+        );
+        assert_ne!(
+            got, want,
+            "lane {lane} skewed one cycle too many went unnoticed"
+        );
+    }
+    // The emitted Verilog of a broken chain is caught the same way.
+    let dir = std::env::temp_dir().join(format!("tessera-pe-skew-{}", std::process::id()));
+    let mut broken = Pe::with_skew_error(&p, 2, 1);
+    if let Some(run) = in_test(run_pe_verilog(
+        &mut broken,
+        &slots,
+        Simulator::Verilator,
+        &dir,
+        false,
+    )) {
+        let got: Vec<Vec<i64>> = run.results.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(got.len(), want.len());
+        assert_ne!(got, want);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
