@@ -545,6 +545,25 @@ impl KvLayout {
                     buffer: at.a.buffer,
                     addr: (at.a.addr as u64 + a_offset) as u32,
                 };
+                // The head's product: `b` at the wave's offset, results `c_offset` bytes into `c`.
+                let product =
+                    |c_offset: u64, (n, k, c_stride): (u64, u64, u64), b_rows: bool| MatrixOp {
+                        a,
+                        b: BufRef {
+                            buffer: at.kv_buffer,
+                            addr: offset as u32,
+                        },
+                        c: BufRef {
+                            buffer: at.c.buffer,
+                            addr: (at.c.addr as u64 + c_offset) as u32,
+                        },
+                        m: rows as u16,
+                        n: n as u16,
+                        k: k as u16,
+                        c_stride: c_stride as u16,
+                        b_rows,
+                        ..matrix(weight, act_int8)
+                    };
                 if values {
                     let n = hp.len() as u64;
                     if n == 0 {
@@ -566,25 +585,9 @@ impl KvLayout {
                             }
                         }
                     }
-                    products.push(MatrixOp {
-                        a,
-                        b: BufRef {
-                            buffer: at.kv_buffer,
-                            addr: offset as u32,
-                        },
-                        c: BufRef {
-                            buffer: at.c.buffer,
-                            addr: (at.c.addr as u64
-                                + (h * rows * self.head_dim + wave.span.start * self.part_dims())
-                                    * 2) as u32,
-                        },
-                        m: rows as u16,
-                        n: dims as u16,
-                        k: n as u16,
-                        c_stride: self.head_dim as u16,
-                        b_rows: true,
-                        ..matrix(weight, act_int8)
-                    });
+                    let c_offset =
+                        (h * rows * self.head_dim + wave.span.start * self.part_dims()) * 2;
+                    products.push(product(c_offset, (dims, n, self.head_dim), true));
                     // Integer values' operand has column scales after the values.
                     offset += matrix_product_bytes(products.last().expect("pushed")).b;
                 } else {
@@ -607,24 +610,9 @@ impl KvLayout {
                         }
                     }
                     let n = range.end - range.start;
-                    let keys_h = counts[h as usize];
-                    products.push(MatrixOp {
-                        a,
-                        b: BufRef {
-                            buffer: at.kv_buffer,
-                            addr: offset as u32,
-                        },
-                        c: BufRef {
-                            buffer: at.c.buffer,
-                            addr: (at.c.addr as u64 + (score_at[h as usize] + range.start) * 2)
-                                as u32,
-                        },
-                        m: rows as u16,
-                        n: n as u16,
-                        k: self.head_dim as u16,
-                        c_stride: keys_h as u16,
-                        ..matrix(weight, act_int8)
-                    });
+                    let c_offset = (score_at[h as usize] + range.start) * 2;
+                    let shape = (n, self.head_dim, counts[h as usize]);
+                    products.push(product(c_offset, shape, false));
                     // Integer keys' operand has their row scales after the values.
                     offset += matrix_product_bytes(products.last().expect("pushed")).b;
                 }
