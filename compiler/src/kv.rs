@@ -327,14 +327,18 @@ fn by_channel(load: bool, buffer: u8, pieces: Vec<(u8, Piece)>) -> Vec<Instructi
         .collect()
 }
 
-/// Runs of consecutive positions in `positions`: (index of the first, first position, length).
-fn runs(positions: &[u64]) -> Vec<(u64, u64, u64)> {
-    let mut out: Vec<(u64, u64, u64)> = Vec::new();
-    for (t, &pos) in positions.iter().enumerate() {
-        match out.last_mut() {
-            Some((_, p0, n)) if *p0 + *n == pos => *n += 1,
-            _ => out.push((t as u64, pos, 1)),
+/// The keys `from..to` (indices into the concatenation of `runs`) as runs: (index of the first,
+/// first position, length).
+fn runs_between(runs: &[Range<u64>], from: u64, to: u64) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    let mut t = 0;
+    for r in runs {
+        let len = r.end - r.start;
+        let (lo, hi) = (from.max(t), to.min(t + len));
+        if lo < hi {
+            out.push((lo, r.start + (lo - t), hi - lo));
         }
+        t += len;
     }
     out
 }
@@ -448,10 +452,6 @@ impl KvLayout {
         if most == 0 || rows == 0 {
             return Ok(Vec::new());
         }
-        let positions: Vec<Vec<u64>> = keys
-            .iter()
-            .map(|runs| runs.iter().flat_map(|r| r.clone()).collect())
-            .collect();
         let half = accel.buffers()[at.kv_buffer as usize].bytes().0 / 2;
         let (weight, act_int8) = match comp.kv.format {
             KvFormat::Fp16 => (WeightCode::Fp16, false),
@@ -534,7 +534,7 @@ impl KvLayout {
             let mut products = Vec::new();
             let mut offset = half_addr;
             for h in wave.heads.clone() {
-                let hp = &positions[h as usize];
+                let (head_keys, count) = (&keys[h as usize], counts[h as usize]);
                 // Query rows of the head (scores), or its probabilities (values).
                 let a_offset = if values {
                     score_at[h as usize] * act_bytes
@@ -565,7 +565,7 @@ impl KvLayout {
                         ..matrix(weight, act_int8)
                     };
                 if values {
-                    let n = hp.len() as u64;
+                    let n = count;
                     if n == 0 {
                         continue;
                     }
@@ -573,7 +573,7 @@ impl KvLayout {
                     let row_bytes = self.part_row * (wave.span.end - wave.span.start);
                     for part in wave.span.clone() {
                         let lane = (part - wave.span.start) * self.part_row;
-                        for (t0, pos0, n) in runs(hp) {
+                        for (t0, pos0, n) in runs_between(head_keys, 0, count) {
                             // A part's rows of consecutive positions are consecutive in DRAM;
                             // in the buffer too when the wave holds one part.
                             let whole = row_bytes == self.part_row;
@@ -591,13 +591,12 @@ impl KvLayout {
                     // Integer values' operand has column scales after the values.
                     offset += matrix_product_bytes(products.last().expect("pushed")).b;
                 } else {
-                    let range =
-                        wave.span.start.min(hp.len() as u64)..wave.span.end.min(hp.len() as u64);
+                    let range = wave.span.start.min(count)..wave.span.end.min(count);
                     if range.is_empty() {
                         continue;
                     }
-                    let wave_keys = &hp[range.start as usize..range.end as usize];
-                    for (t0, pos0, n) in runs(wave_keys) {
+                    for (t0, pos0, n) in runs_between(head_keys, range.start, range.end) {
+                        let t0 = t0 - range.start;
                         // Consecutive keys of one block are consecutive in DRAM.
                         let mut done = 0;
                         while done < n {
