@@ -453,11 +453,7 @@ impl KvLayout {
             return Ok(Vec::new());
         }
         let half = accel.buffers()[at.kv_buffer as usize].bytes().0 / 2;
-        let (weight, act_int8) = match comp.kv.format {
-            KvFormat::Fp16 => (WeightCode::Fp16, false),
-            KvFormat::Int8 => (WeightCode::Int8, comp.activations == ActivationFormat::Int8),
-            KvFormat::Int4 => (WeightCode::Int4, comp.activations == ActivationFormat::Int8),
-        };
+        let (weight, act_int8) = kv_precision(comp);
         let act_bytes = if act_int8 { 1 } else { 2 };
         let heads = keys.len() as u64;
         // Waves: for scores, ranges of keys of every head; for values, groups of `G_v` value parts
@@ -707,6 +703,17 @@ fn batched(products: Vec<MatrixOp>) -> Vec<MatrixOp> {
         out.push(p);
     }
     out
+}
+
+/// The matrix precision of products over the KV cache: its format as weights, against fp16
+/// activations for an fp16 cache, else the compression's activations.
+pub(crate) fn kv_precision(comp: &Compression) -> (WeightCode, bool) {
+    let int8 = comp.activations == ActivationFormat::Int8;
+    match comp.kv.format {
+        KvFormat::Fp16 => (WeightCode::Fp16, false),
+        KvFormat::Int8 => (WeightCode::Int8, int8),
+        KvFormat::Int4 => (WeightCode::Int4, int8),
+    }
 }
 
 /// A matrix instruction of `weight` × (int8 or fp16) activations with fp16 results and otherwise

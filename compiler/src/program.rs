@@ -22,7 +22,7 @@
 //! - Off-chip bytes equal the graph's (weights, KV cache read and written, embedding rows), plus,
 //!   in prefill, the prompt's keys and values read back by the attention blocks.
 
-use crate::kv::{visible_keys, AttentionOperands, KvLayout, Rows};
+use crate::kv::{kv_precision, visible_keys, AttentionOperands, KvLayout, Rows};
 use crate::lower::{
     accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, BufferRoles,
     Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
@@ -30,7 +30,7 @@ use crate::lower::{
 use std::collections::BTreeSet;
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
 use tessera_spec::analytical::{self, MatrixWork};
-use tessera_spec::compression::{ActivationFormat, Compression, KvFormat};
+use tessera_spec::compression::{ActivationFormat, Compression};
 use tessera_spec::graph::{Graph, Op, OpKind, Phase};
 use tessera_spec::isa::{
     BufRef, Dma, Instruction, Loop, Program, SfuInstr, SparseCode, Sync, SysInstr, SysOp, Unit,
@@ -723,11 +723,7 @@ fn kv_stream<'a>(
     values: bool,
 ) -> Result<Streamed<'a>, LowerError> {
     let bits = comp.kv.format.bits() as u64;
-    let (weight, act_int8) = match comp.kv.format {
-        KvFormat::Fp16 => (WeightCode::Fp16, false),
-        KvFormat::Int8 => (WeightCode::Int8, comp.activations == ActivationFormat::Int8),
-        KvFormat::Int4 => (WeightCode::Int4, comp.activations == ActivationFormat::Int8),
-    };
+    let (weight, act_int8) = kv_precision(comp);
     // Scores: rows are keys (head_dim each); values: rows are a head's dimensions (keys each).
     let (k, n) = if values {
         (keys, head_dim)
