@@ -615,6 +615,12 @@ impl Builder<'_> {
             let elements = t * (qw + kvw);
             let q_rot = self.activation(Self::layer_name(l, "attn.q_rot"), vec![t, qw]);
             let k_rot = self.activation(Self::layer_name(l, "attn.k_rot"), vec![t, kvw]);
+            // One row of angles (a cosine and a sine per pair of dimensions) per position; the
+            // sequences of a batch share their positions.
+            let positions = match self.graph.phase {
+                Phase::Prefill { seq } => seq,
+                Phase::Decode { .. } => 1,
+            };
             self.op(
                 l,
                 "attn.rotary",
@@ -623,6 +629,7 @@ impl Builder<'_> {
                 vec![q_rot, k_rot],
                 OpCost {
                     vector: vector_work(&OpKind::Rotary { elements }),
+                    weight_bytes: positions * bytes_of(hd, DType::Fp16),
                     ..OpCost::default()
                 },
             );

@@ -1,8 +1,9 @@
 //! Compiler: lowers a model to the operator graph ([`frontend`]), operators to ISA programs
-//! ([`lower`]: matrix products whose weights, keys or values stream from off-chip memory) and
-//! whole decode steps to one program ([`program`]). To come: prefill tiling, fusion, tiling with
-//! the shared cost model, and programs per length bucket.
+//! ([`lower`]: matrix products whose weights, keys or values stream from off-chip memory; [`kv`]:
+//! the KV cache's layout and decode attention over it) and whole passes, a prefill or one decode
+//! step, to one program per length bucket ([`program`]), whose activations [`place`] puts on chip.
 pub mod frontend;
 pub mod kv;
 pub mod lower;
+pub mod place;
 pub mod program;

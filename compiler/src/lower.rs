@@ -139,6 +139,15 @@ pub(crate) struct Streamed<'a> {
     pub channels: (u64, u64),
     /// Independent copies streamed one after another (MoE experts hit), each `n` rows.
     pub copies: u64,
+    /// Where the input rows start in the activation buffer; int8 rows are followed by their
+    /// fp16 scales when `a_scaled`.
+    pub a_addr: u64,
+    /// Int8 input rows carry a scale each (the special-function unit's `quantize` wrote them).
+    pub a_scaled: bool,
+    /// Where the results start in the results buffer.
+    pub c_addr: u64,
+    /// The results' format.
+    pub out: OutCode,
 }
 
 /// How a streamed operand's rows are stored.
@@ -357,6 +366,10 @@ pub(crate) fn linear_stream<'a>(
         results: roles.results,
         channels: memory_channels(accel, Holds::Weights, name)?,
         copies: 1,
+        a_addr: 0,
+        a_scaled: false,
+        c_addr: 0,
+        out: OutCode::Fp32,
     })
 }
 
@@ -422,6 +435,7 @@ pub(crate) fn lower_streamed(
     }
     let decompressed = s.encoding.buffer_bytes(wave_rows) != s.encoding.bytes(wave_rows);
     let tiles = row_tiles(accel, s, wave_rows)?;
+    let out_bytes = s.out.bytes();
     // One token uses the matrix-vector unit; more use the matrix-matrix unit.
     let compute_unit = if m == 1 { Unit::Vector } else { Unit::Matrix };
     let mut tile_count = 0u64;
@@ -509,11 +523,15 @@ pub(crate) fn lower_streamed(
         let tiles_here = tiles.count();
         for t in 0..tiles_here {
             let (tile_rows, a_addr) = tiles.tile(t);
-            let c_addr = match tiles.results_half {
-                // All results side by side (decode): the wave's rows at their offset.
-                None => first_row * m * 4,
+            let (c_addr, c_stride) = match tiles.results_half {
+                // All results in one row-major `m × n` tensor (decode): the wave's columns at
+                // their offset in every row.
+                None if m > 1 && n <= u16::MAX as u64 => (first_row * out_bytes, n as u16),
+                // A single row, or rows too wide for the stride field: the wave's rows packed
+                // after the previous waves'.
+                None => (first_row * m * out_bytes, 0),
                 // Row tiles alternate between the results buffer's halves.
-                Some(half) => (tile_count % 2) * half,
+                Some(half) => ((tile_count % 2) * half, 0),
             };
             tile_count += 1;
             let wait = if t == 0 {
@@ -530,7 +548,7 @@ pub(crate) fn lower_streamed(
                 sync: Sync { wait, release },
                 a: BufRef {
                     buffer: s.activations,
-                    addr: a_addr as u32,
+                    addr: (s.a_addr + a_addr) as u32,
                 },
                 b: BufRef {
                     buffer: s.buffer,
@@ -538,7 +556,7 @@ pub(crate) fn lower_streamed(
                 },
                 c: BufRef {
                     buffer: s.results,
-                    addr: c_addr as u32,
+                    addr: (s.c_addr + c_addr) as u32,
                 },
                 m: tile_rows as u16,
                 n: rows as u16,
@@ -554,10 +572,10 @@ pub(crate) fn lower_streamed(
                 },
                 group: s.group,
                 accumulate: false,
-                a_scaled: false,
-                out: OutCode::Fp32,
+                a_scaled: s.a_scaled,
+                out: s.out,
                 b_rows: false,
-                c_stride: 0,
+                c_stride,
                 batch: 0,
             };
             instructions.push(if m == 1 {
@@ -613,13 +631,15 @@ fn row_tiles(accel: &Accelerator, s: &Streamed, wave_rows: u64) -> Result<RowTil
     let m = s.m.max(1);
     let row_bytes = s.k * if s.act_int8 { 1 } else { 2 };
     let activations = &accel.buffers()[s.activations as usize];
-    if m * row_bytes > activations.bytes().0 {
+    // Scaled int8 rows are followed by a scale each.
+    let input = m * row_bytes + if s.a_scaled { 2 * m } else { 0 };
+    if s.a_addr + input > activations.bytes().0 {
         return Err(err(
             format!(
-                "its input ({m} × {} = {} bytes) exceeds buffer `{}` ({} bytes); input tiles \
-                 that spill off chip are not lowered",
+                "its input ({m} × {} = {input} bytes from byte {}) exceeds buffer `{}` ({} \
+                 bytes); input tiles that spill off chip are not lowered",
                 s.k,
-                m * row_bytes,
+                s.a_addr,
                 activations.name(),
                 activations.bytes().0
             ),
@@ -627,7 +647,8 @@ fn row_tiles(accel: &Accelerator, s: &Streamed, wave_rows: u64) -> Result<RowTil
         ));
     }
     let results = accel.buffers()[s.results as usize].bytes().0;
-    let all_results = m * s.n * 4;
+    let out_bytes = s.out.bytes();
+    let all_results = m * s.n * out_bytes;
     if m <= accel.matrix().rows() && all_results <= results {
         return Ok(RowTiles {
             m,
@@ -637,13 +658,15 @@ fn row_tiles(accel: &Accelerator, s: &Streamed, wave_rows: u64) -> Result<RowTil
         });
     }
     let half = results / 2;
-    let rows = (half / (wave_rows.max(1) * 4)).min(m).min(u16::MAX as u64);
+    let rows = (half / (wave_rows.max(1) * out_bytes))
+        .min(m)
+        .min(u16::MAX as u64);
     if rows == 0 {
         return Err(err(
             format!(
                 "one input row's results for a wave of {wave_rows} streamed rows ({} bytes) \
                  exceed half of buffer `{}` ({half} bytes)",
-                wave_rows * 4,
+                wave_rows * out_bytes,
                 accel.buffers()[s.results as usize].name()
             ),
             "buffers.bytes",

@@ -27,14 +27,15 @@ use crate::lower::{
     accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, BufferRoles,
     Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
 };
+use crate::place::{MappedLinear, OnChip, ParamLoad, PassMap};
 use std::collections::BTreeSet;
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
 use tessera_spec::analytical::{self, MatrixWork};
-use tessera_spec::compression::{ActivationFormat, Compression};
-use tessera_spec::graph::{Graph, Op, OpKind, Phase};
+use tessera_spec::compression::{ActivationFormat, Compression, KvFormat, OpClass, Sparsity};
+use tessera_spec::graph::{Graph, Op, OpKind, Phase, TensorId};
 use tessera_spec::isa::{
-    BufRef, Dma, Instruction, Loop, Program, SfuInstr, SparseCode, Sync, SysInstr, SysOp, Unit,
-    UnitMask, WeightCode,
+    BufRef, Dma, Instruction, Loop, OutCode, Program, SfuInstr, SparseCode, Sync, SysInstr, SysOp,
+    Unit, UnitMask, WeightCode,
 };
 use tessera_spec::model::{Activation, ModelConfig, NormKind};
 
@@ -55,6 +56,17 @@ pub fn compile_pass(
     graph: &Graph,
     kv_tokens: u64,
 ) -> Result<Program, LowerError> {
+    compile_pass_mapped(accel, comp, model, graph, kv_tokens).map(|(program, _)| program)
+}
+
+/// [`compile_pass`], with where the program keeps its data ([`PassMap`]).
+pub fn compile_pass_mapped(
+    accel: &Accelerator,
+    comp: &Compression,
+    model: &ModelConfig,
+    graph: &Graph,
+    kv_tokens: u64,
+) -> Result<(Program, PassMap), LowerError> {
     let mut cursors = vec![0u64; accel_channels(accel) as usize];
     let mut chain = Chain::default();
     let own = match graph.phase {
@@ -75,6 +87,16 @@ pub fn compile_pass(
         )?),
         None => None,
     };
+    let mut place = Placement {
+        on_chip: OnChip::new(accel, graph),
+        map: PassMap {
+            kv: kv.clone(),
+            ..PassMap::default()
+        },
+        op: 0,
+        params: None,
+        data: data_semantics(accel, comp, model, graph).is_ok(),
+    };
     // Prefill attention streams the prompt's keys and values as rows spread over the channels
     // (timing only: `prefill_attention`), from a region reserved after each KV append.
     let mut kv_stored = cursors.clone();
@@ -82,7 +104,9 @@ pub fn compile_pass(
     let mut next = 0;
     while next < ops.len() {
         let (fused, count) = fuse_siblings(&ops[next..]);
+        place.on_chip.release_before(next);
         next += count;
+        place.op = next - 1;
         let op = &fused;
         if let (OpKind::KvAppend { .. }, Phase::Prefill { .. }) = (&op.kind, graph.phase) {
             kv_stored = cursors.clone();
@@ -104,21 +128,38 @@ pub fn compile_pass(
             kv: kv.as_ref(),
             kv_stored: &kv_stored,
         };
-        let bodies = lower_op(&ctx, op, &mut cursors)?;
-        // Parameters that are not streamed rows (norm weights, biases) load into the activation
-        // buffer before the operator runs.
+        let roles = BufferRoles::by_name(accel, &op.name)?;
+        // Norm weights and rotary angles are their operator's `aux` operand.
+        place.params = matches!(op.kind, OpKind::Norm { .. } | OpKind::Rotary { .. }).then(|| {
+            place
+                .on_chip
+                .scratch(roles.activations, op.cost.weight_bytes, place.op)
+        });
+        let bodies = lower_op(&ctx, op, &mut cursors, &mut place)?;
+        // Parameters that are not streamed rows (norm weights, biases, angles) load into the
+        // activation buffer before the operator runs.
         let moved: u64 = bodies.iter().flatten().map(dma_bytes).sum();
         let owed = op.cost.weight_bytes + op.cost.kv_write_bytes;
         if owed > moved {
-            let roles = BufferRoles::by_name(accel, &op.name)?;
+            let at = match place.params {
+                Some(at) => at,
+                None => place
+                    .on_chip
+                    .scratch(roles.activations, owed - moved, place.op),
+            };
             let (first, _) = memory_channels(accel, Holds::Weights, &op.name)?;
-            chain.push(dma_spread(
+            let loads = dma_spread(
                 true,
-                (roles.activations, 0),
+                (at.buffer, at.addr as u64),
                 owed - moved,
                 (first, 1),
                 &mut cursors,
-            ));
+            );
+            place.map.loads.push(ParamLoad {
+                op: op.name.clone(),
+                pieces: loads.iter().filter_map(dma_piece).collect(),
+            });
+            chain.push(loads);
         }
         for body in bodies {
             chain.push(body);
@@ -130,7 +171,112 @@ pub fn compile_pass(
         sync: Sync::default(),
         op: SysOp::Halt,
     }));
-    Ok(Program { instructions })
+    let mut map = place.map;
+    map.tensors = place.on_chip.named(graph);
+    map.functional = place.data && place.on_chip.fits;
+    Ok((Program { instructions }, map))
+}
+
+/// Whether a pass's program computes on real data when its activations fit on chip
+/// ([`PassMap::functional`]); otherwise why it is a timing model only.
+pub fn data_semantics(
+    accel: &Accelerator,
+    comp: &Compression,
+    model: &ModelConfig,
+    graph: &Graph,
+) -> Result<(), String> {
+    let roles = BufferRoles::by_name(accel, "pass").map_err(|e| e.reason)?;
+    let kv_buffer = roles_kv(accel, "pass").map_err(|e| e.reason)?;
+    let embedding = comp.weight(OpClass::Embedding);
+    let per_row_int8 = embedding.format.bits == 8
+        && embedding.format.group_size == 0
+        && embedding.sparsity == Sparsity::Dense;
+    let reasons = [
+        (
+            !matches!(graph.phase, Phase::Decode { .. }),
+            "prefill tiles rows through alternating result halves and streams attention as rows",
+        ),
+        (graph.batch != 1, "more than one sequence"),
+        (
+            roles.activations == roles.weights
+                || roles.results == roles.weights
+                || [roles.activations, roles.results].contains(&kv_buffer),
+            "the activation or results buffer is also the weight or KV buffer",
+        ),
+        (comp.kv.format != KvFormat::Fp16, "an integer KV cache"),
+        (
+            !per_row_int8,
+            "embedding rows that are not int8 with one scale",
+        ),
+        (
+            model.qkv_bias || model.out_bias || model.ffn_bias,
+            "biases (no epilogue adds them)",
+        ),
+        (
+            model.moe.is_some() || model.vision.is_some(),
+            "experts or image inputs",
+        ),
+        (
+            graph.ops().any(|o| match o.kind {
+                OpKind::Embedding { tables, .. } => tables != 1,
+                _ => false,
+            }),
+            "position or token-type embedding tables",
+        ),
+    ];
+    match reasons.iter().find(|(applies, _)| *applies) {
+        Some((_, why)) => Err(why.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// `(channel, address, bytes)` of a DMA without loops.
+fn dma_piece(ins: &Instruction) -> Option<(u8, u64, u64)> {
+    match ins {
+        Instruction::Load(d) | Instruction::Store(d) => {
+            Some((d.channel, d.dram_addr, d.bytes as u64))
+        }
+        _ => None,
+    }
+}
+
+/// The placement state of a pass being lowered.
+struct Placement {
+    on_chip: OnChip,
+    map: PassMap,
+    /// Index of the (last fused) operator being lowered.
+    op: usize,
+    /// Where the operator's parameters load, when they are its `aux` operand.
+    params: Option<BufRef>,
+    /// The pass can compute on real data ([`data_semantics`]).
+    data: bool,
+}
+
+impl Placement {
+    /// Where `tensor` (an operator's input) is; address 0 of `fallback` for timing models.
+    fn input(&self, tensor: Option<&TensorId>, fallback: u8) -> BufRef {
+        self.on_chip.at(tensor, fallback)
+    }
+
+    /// A region of `bytes` in `buffer` for `outputs`, each `(tensor, offset)`.
+    fn output(&mut self, buffer: u8, bytes: u64, outputs: &[(TensorId, u64)]) -> BufRef {
+        self.on_chip.place(buffer, bytes, outputs)
+    }
+
+    /// A region of `bytes` in `buffer` for the current operator alone.
+    fn scratch(&mut self, buffer: u8, bytes: u64) -> BufRef {
+        self.on_chip.scratch(buffer, bytes, self.op)
+    }
+
+    /// `bytes` as an offset between the rows of a placed tensor; 0 once a tensor found no room
+    /// (timing models, whose operands all start at address 0).
+    fn stride(&self, bytes: u64) -> u64 {
+        if self.on_chip.fits {
+            bytes
+        } else {
+            0
+        }
+    }
 }
 
 /// Fails when the off-chip data a program places (weights, spilled activations) ends past a
@@ -355,16 +501,28 @@ struct Lowering<'a> {
 }
 
 /// The instructions of one operator (no barrier, no `halt`), as bodies that follow each other
-/// through barriers.
+/// through barriers; its outputs are placed on chip and its streamed weights recorded in
+/// `place`.
 fn lower_op(
     ctx: &Lowering,
     op: &Op,
     cursors: &mut [u64],
+    place: &mut Placement,
 ) -> Result<Vec<Vec<Instruction>>, LowerError> {
     let (accel, comp, model, graph) = (ctx.accel, ctx.comp, ctx.model, ctx.graph);
     let roles = BufferRoles::by_name(accel, &op.name)?;
     let capacity = accel.buffers()[roles.activations as usize].bytes().0;
-    let sfu = |op_code: SfuOp, rows: u64, cols: u64| sfu_rows(roles, capacity, op_code, rows, cols);
+    let tokens = graph.tokens();
+    let input = |place: &Placement, i: usize, fallback: u8| place.input(op.inputs.get(i), fallback);
+    let out_tensor = |i: usize| op.outputs.get(i).copied().into_iter();
+    // An fp16 output of `elements` in the activation buffer.
+    let fp16_out = |place: &mut Placement, elements: u64| -> BufRef {
+        let outputs: Vec<(TensorId, u64)> = out_tensor(0).map(|t| (t, 0)).collect();
+        place.output(roles.activations, 2 * elements, &outputs)
+    };
+    let sfu = |code: SfuOp, (rows, cols): (u64, u64), at: SfuOperands| {
+        sfu_rows(capacity, code, (rows, cols), at)
+    };
     let body = match op.kind {
         OpKind::Linear {
             class,
@@ -376,15 +534,64 @@ fn lower_op(
         } => {
             let copies = weight_copies.max(1);
             let rows = m.div_ceil(copies).max(1);
+            let x = input(place, 0, roles.activations);
+            // The fused layers' outputs side by side in every row of one fp16 tensor.
+            let mut parts = Vec::new();
+            let mut outputs = Vec::new();
+            let mut offset = 0;
+            for &t in &op.outputs {
+                let features = graph.tensor(t).shape.last().copied().unwrap_or(0);
+                parts.push((graph.tensor(t).name.clone(), features));
+                outputs.push((t, 2 * offset));
+                offset += features;
+            }
+            let c = place.output(roles.results, 2 * m * n, &outputs);
+            let stream = linear_stream(accel, comp, &op.name, class, (rows, k, n), roles)?;
+            // Int8 rows carry their scale.
+            let row_bytes = if stream.act_int8 { k + 2 } else { 2 * k };
             let s = Streamed {
                 copies,
-                ..linear_stream(accel, comp, &op.name, class, (rows, k, n), roles)?
+                c_addr: c.addr as u64,
+                out: OutCode::Fp16,
+                a_addr: x.addr as u64,
+                ..stream
             };
-            let row_bytes = k * if s.act_int8 { 1 } else { 2 };
             if copies == 1 && rows * row_bytes > capacity {
                 return spilled_linear(accel, op, &s, capacity, cursors);
             }
-            lower_streamed(accel, &s, cursors)?.instructions
+            // Int8 activations: the special-function unit quantises the rows (with a scale
+            // each) first.
+            let quantized = s
+                .act_int8
+                .then(|| place.scratch(roles.activations, rows * (k + 2)));
+            let s = Streamed {
+                a_addr: quantized.map_or(s.a_addr, |q| q.addr as u64),
+                a_scaled: s.act_int8,
+                ..s
+            };
+            let lowered = lower_streamed(accel, &s, cursors)?;
+            place.map.linears.push(MappedLinear {
+                parts,
+                waves: lowered.waves,
+            });
+            let mut body = lowered.instructions;
+            if let Some(q) = quantized {
+                let compute = if rows == 1 {
+                    Unit::Vector
+                } else {
+                    Unit::Matrix
+                };
+                let mut quantize = sfu(SfuOp::Quantize, (rows, k), SfuOperands::new(x, None, q));
+                if let Some(last) = quantize.last_mut() {
+                    add_release(last, compute);
+                }
+                if let Some(first) = body.iter_mut().find(|i| i.opcode().unit() == compute) {
+                    add_wait(first, Unit::Sfu);
+                }
+                quantize.extend(body);
+                body = quantize;
+            }
+            body
         }
         OpKind::AttentionScores {
             heads, head_dim, ..
@@ -413,15 +620,14 @@ fn lower_op(
             let keys = visible_keys(model, comp, context);
             let kv_heads = keys.len() as u64;
             let rows = heads / kv_heads.max(1);
+            // Scores (every query row against its head's keys) or context rows, fp16.
+            let elements = out_tensor(0)
+                .map(|t| graph.tensor(t).shape.iter().product::<u64>())
+                .sum::<u64>();
+            let outputs: Vec<(TensorId, u64)> = out_tensor(0).map(|t| (t, 0)).collect();
             let at = AttentionOperands {
-                a: BufRef {
-                    buffer: roles.activations,
-                    addr: 0,
-                },
-                c: BufRef {
-                    buffer: roles.results,
-                    addr: 0,
-                },
+                a: input(place, 0, roles.activations),
+                c: place.output(roles.results, 2 * elements, &outputs),
                 kv_buffer: roles_kv(accel, &op.name)?,
             };
             let layer = op.layer.unwrap_or(0) as u64;
@@ -441,16 +647,53 @@ fn lower_op(
             body
         }
         OpKind::Softmax { elements } => {
-            // One row per query head and token.
-            let rows = model.heads as u64 * graph.tokens();
-            sfu(SfuOp::Softmax, rows, elements.div_ceil(rows.max(1)))
+            let at = SfuOperands::new(
+                input(place, 0, roles.activations),
+                None,
+                fp16_out(place, elements),
+            );
+            match graph.phase {
+                // Each KV head's query rows over its visible keys, heads with as many keys in
+                // one instruction.
+                Phase::Decode { context } => {
+                    let group = model.heads as u64 / model.kv_heads.max(1) as u64;
+                    let counts: Vec<u64> = visible_keys(model, comp, context)
+                        .iter()
+                        .map(|runs| runs.iter().map(|r| r.end - r.start).sum())
+                        .collect();
+                    let mut body = Vec::new();
+                    let mut done = 0;
+                    for _ in 0..graph.batch.max(1) {
+                        let mut h = 0;
+                        while h < counts.len() {
+                            let same = counts[h..].iter().take_while(|&&c| c == counts[h]).count();
+                            let rows = same as u64 * group;
+                            body.extend(sfu(
+                                SfuOp::Softmax,
+                                (rows, counts[h]),
+                                at.offset(place.stride(2 * done)),
+                            ));
+                            done += rows * counts[h];
+                            h += same;
+                        }
+                    }
+                    body
+                }
+                // One row per query head and token.
+                Phase::Prefill { .. } => {
+                    let rows = model.heads as u64 * tokens;
+                    sfu(SfuOp::Softmax, (rows, elements.div_ceil(rows.max(1))), at)
+                }
+            }
         }
         OpKind::Norm { kind, rows, width } => {
             let code = match kind {
                 NormKind::LayerNorm => SfuOp::LayerNorm,
                 NormKind::RmsNorm => SfuOp::RmsNorm,
             };
-            sfu(code, rows, width)
+            let x = input(place, 0, roles.activations);
+            let at = SfuOperands::new(x, place.params, fp16_out(place, rows * width));
+            sfu(code, (rows, width), at)
         }
         OpKind::Activation { function, elements } => {
             let code = match function {
@@ -458,16 +701,80 @@ fn lower_op(
                 Activation::Gelu => SfuOp::Gelu,
                 Activation::Relu => SfuOp::Relu,
             };
-            sfu(code, 1, elements)
+            let x = input(place, 0, roles.activations);
+            sfu(
+                code,
+                (1, elements),
+                SfuOperands::new(x, None, fp16_out(place, elements)),
+            )
         }
-        OpKind::GatedMultiply { elements } => sfu(SfuOp::Mul, 1, elements),
-        OpKind::Rotary { elements } => sfu(SfuOp::Rotary, 1, elements),
+        OpKind::GatedMultiply { elements } => {
+            let (a, b) = (
+                input(place, 0, roles.activations),
+                input(place, 1, roles.activations),
+            );
+            sfu(
+                SfuOp::Mul,
+                (1, elements),
+                SfuOperands::new(a, Some(b), fp16_out(place, elements)),
+            )
+        }
+        OpKind::Rotary { elements } => {
+            // Each token's query and key heads (side by side in the fused projection's rows)
+            // rotated by its position's angles, into one row of queries then keys per token.
+            let (q_width, kv_width) = (model.q_width(), model.kv_width());
+            let head_dim = model.head_dim.max(1);
+            let q = input(place, 0, roles.activations);
+            let rotated = [(0, 0), (1, 2 * q_width)];
+            let outputs: Vec<(TensorId, u64)> = rotated
+                .iter()
+                .filter_map(|&(i, offset)| op.outputs.get(i).map(|&t| (t, offset)))
+                .collect();
+            let dst = place.output(roles.activations, 2 * elements, &outputs);
+            let angles = place.params.unwrap_or(dst);
+            let src_row = place.stride(2 * (q_width + 2 * kv_width));
+            let dst_row = place.stride(2 * (q_width + kv_width));
+            let angles_row = place.stride(2 * head_dim);
+            let positions = match graph.phase {
+                Phase::Prefill { seq } => seq,
+                Phase::Decode { .. } => 1,
+            };
+            let mut body = Vec::new();
+            for t in 0..tokens {
+                let at = SfuOperands::new(
+                    offset(q, t * src_row),
+                    Some(offset(angles, t % positions * angles_row)),
+                    offset(dst, t * dst_row),
+                );
+                body.extend(sfu(
+                    SfuOp::Rotary,
+                    ((q_width + kv_width) / head_dim, head_dim),
+                    at,
+                ));
+            }
+            body
+        }
         OpKind::ResidualAdd { elements } | OpKind::ExpertCombine { elements } => {
-            sfu(SfuOp::Add, 1, elements)
+            let (a, b) = (
+                input(place, 0, roles.activations),
+                input(place, 1, roles.activations),
+            );
+            sfu(
+                SfuOp::Add,
+                (1, elements),
+                SfuOperands::new(a, Some(b), fp16_out(place, elements)),
+            )
         }
         OpKind::ExpertDispatch {
             tokens, experts, ..
-        } => sfu(SfuOp::Softmax, tokens, experts),
+        } => {
+            let x = input(place, 0, roles.activations);
+            sfu(
+                SfuOp::Softmax,
+                (tokens, experts),
+                SfuOperands::new(x, None, fp16_out(place, tokens * experts)),
+            )
+        }
         OpKind::KvAppend { .. } => {
             let layout = kv_layout(ctx, op)?;
             let positions = match graph.phase {
@@ -480,14 +787,18 @@ fn lower_op(
             let token_stride = model.kv_heads as u64 * model.head_dim * 2;
             let piece = (capacity / token_stride.max(1)).max(1);
             let layer = op.layer.unwrap_or(0) as u64;
+            let (keys, values) = (
+                input(place, 0, roles.activations),
+                input(place, 1, roles.activations),
+            );
             let mut body = Vec::new();
             for seq in 0..graph.batch.max(1) {
                 for start in positions.clone().step_by(piece as usize) {
                     let part = start..(start + piece).min(positions.end);
-                    for values in [false, true] {
+                    for (values, from) in [(false, keys), (true, values)] {
                         let src = Rows {
-                            buffer: roles.activations,
-                            addr: 0,
+                            buffer: from.buffer,
+                            addr: from.addr as u64,
                             token_stride,
                         };
                         body.extend(layout.append((seq, layer), part.clone(), src, values));
@@ -497,19 +808,23 @@ fn lower_op(
             body
         }
         OpKind::KvRead { .. } => Vec::new(),
-        OpKind::Embedding { tokens, .. } => {
+        OpKind::Embedding { tokens, width, .. } => {
             let (first, channels) = memory_channels(accel, Holds::Weights, &op.name)?;
             let per_token = op.cost.weight_bytes / tokens.max(1);
-            // Each token's row lands beside the others; more rows than the activation buffer
-            // holds are gathered in blocks, each stored to the activation memory before the
-            // next overwrites it.
+            // Each token's row lands beside the others, as the table stores it, and is
+            // dequantised to fp16; more rows than the activation buffer holds are gathered in
+            // blocks, each stored to the activation memory before the next overwrites it.
             let block = (capacity / per_token.max(1)).clamp(1, tokens.max(1));
+            let raw = place.scratch(roles.activations, block * per_token);
+            let out = fp16_out(place, tokens * width);
+            // The gathered rows fit the buffer by construction, wherever they start.
+            let (raw_row, out_row) = (per_token, place.stride(2 * width));
             let gather = |range: std::ops::Range<u64>, cursors: &mut [u64]| -> Vec<Instruction> {
                 range
                     .flat_map(|t| {
                         dma_spread(
                             true,
-                            (roles.activations, t % block * per_token),
+                            (raw.buffer, raw.addr as u64 + t % block * raw_row),
                             per_token,
                             (first + t % channels, 1),
                             cursors,
@@ -517,25 +832,42 @@ fn lower_op(
                     })
                     .collect()
             };
-            if block >= tokens {
-                gather(0..tokens, cursors)
-            } else {
-                let spill = memory_channels(accel, Holds::Activations, &op.name)?;
-                let mut bodies = Vec::new();
-                for b in (0..tokens).step_by(block as usize) {
-                    let end = (b + block).min(tokens);
-                    bodies.push(gather(b..end, cursors));
-                    let bytes = (end - b) * per_token;
+            let dequantize = |range: std::ops::Range<u64>| -> Vec<Instruction> {
+                range
+                    .flat_map(|t| {
+                        let at = SfuOperands::new(
+                            offset(raw, t % block * raw_row),
+                            None,
+                            offset(out, t * out_row),
+                        );
+                        sfu(SfuOp::Dequantize, (1, width), at)
+                    })
+                    .collect()
+            };
+            let spill = (block < tokens)
+                .then(|| memory_channels(accel, Holds::Activations, &op.name))
+                .transpose()?;
+            let mut bodies = Vec::new();
+            for b in (0..tokens).step_by(block as usize) {
+                let end = (b + block).min(tokens);
+                let loads = gather(b..end, cursors);
+                place.map.loads.push(ParamLoad {
+                    op: op.name.clone(),
+                    pieces: loads.iter().filter_map(dma_piece).collect(),
+                });
+                bodies.push(loads);
+                bodies.push(dequantize(b..end));
+                if let Some(spill) = spill {
                     bodies.push(dma_spread(
                         false,
                         (roles.activations, 0),
-                        bytes,
+                        (end - b) * per_token,
                         spill,
                         cursors,
                     ));
                 }
-                return Ok(bodies);
             }
+            return Ok(bodies);
         }
     };
     Ok(vec![body])
@@ -624,20 +956,72 @@ fn roles_kv(accel: &Accelerator, op: &str) -> Result<u8, LowerError> {
     }
 }
 
-/// `rows × cols` fp16 elements through the special-function unit, split so that no instruction
-/// exceeds 65,535 columns or rows, nor the activation buffer's `capacity` bytes.
+/// Where a special-function instruction reads and writes.
+#[derive(Debug, Clone, Copy)]
+struct SfuOperands {
+    src: BufRef,
+    /// `None` for operations without one (`aux` then names `src`).
+    aux: Option<BufRef>,
+    dst: BufRef,
+}
+
+impl SfuOperands {
+    fn new(src: BufRef, aux: Option<BufRef>, dst: BufRef) -> Self {
+        SfuOperands { src, aux, dst }
+    }
+
+    /// The operands `bytes` further on (the same `aux` when it is shared by every row: only
+    /// element-wise operations advance it).
+    fn offset(self, bytes: u64) -> Self {
+        SfuOperands {
+            src: offset(self.src, bytes),
+            aux: self.aux,
+            dst: offset(self.dst, bytes),
+        }
+    }
+}
+
+/// `at`, `bytes` further on.
+fn offset(at: BufRef, bytes: u64) -> BufRef {
+    BufRef {
+        buffer: at.buffer,
+        addr: at.addr + bytes as u32,
+    }
+}
+
+/// A special-function operation over `rows × cols` elements, split so that no instruction
+/// exceeds 65,535 columns or rows, nor `capacity` bytes of fp16: whole rows when they fit, else
+/// row by row in pieces of columns (only element-wise operations are that wide). Pieces read and
+/// write where their elements are in row-major `src` and `dst` (and a same-shape `aux`); a
+/// `quantize` or `dequantize` that is split writes (or reads) each piece's values and scales
+/// after the previous piece's.
 fn sfu_rows(
-    roles: BufferRoles,
     capacity: u64,
     op: SfuOp,
-    rows: u64,
-    cols: u64,
+    (rows, cols): (u64, u64),
+    at: SfuOperands,
 ) -> Vec<Instruction> {
     let mut out = Vec::new();
     let (rows, cols) = (rows.max(1), cols.max(1));
     let elements = (capacity / 2).max(1);
     let col_chunk = cols.min(u16::MAX as u64).min(elements);
-    let row_chunk = (elements / col_chunk).clamp(1, u16::MAX as u64);
+    let row_chunk = if col_chunk < cols {
+        1
+    } else {
+        (elements / cols).clamp(1, u16::MAX as u64)
+    };
+    let element_wise = matches!(op, SfuOp::Add | SfuOp::Mul);
+    // Bytes per element of `src` and `dst`; int8 rows carry 2 bytes of scale.
+    let (src_bytes, dst_bytes) = match op {
+        SfuOp::Quantize => (2, 1),
+        SfuOp::Dequantize => (1, 2),
+        _ => (2, 2),
+    };
+    let scale_bytes = |bytes: u64, pieces_rows: u64| if bytes == 1 { 2 * pieces_rows } else { 0 };
+    // Operands larger than the buffer belong to timing models: every piece at the same place.
+    let advance = rows * cols <= elements;
+    let (mut src, mut dst) = (at.src, at.dst);
+    let mut aux = at.aux;
     for r in (0..rows).step_by(row_chunk as usize) {
         let rows_here = (rows - r).min(row_chunk);
         let mut c = 0;
@@ -646,21 +1030,26 @@ fn sfu_rows(
             out.push(Instruction::Sfu(SfuInstr {
                 sync: Sync::default(),
                 op,
-                src: BufRef {
-                    buffer: roles.activations,
-                    addr: 0,
-                },
-                aux: BufRef {
-                    buffer: roles.activations,
-                    addr: 0,
-                },
-                dst: BufRef {
-                    buffer: roles.activations,
-                    addr: 0,
-                },
+                src,
+                aux: aux.unwrap_or(src),
+                dst,
                 rows: rows_here as u16,
                 cols: cols_here as u16,
             }));
+            let elements = rows_here * cols_here;
+            if advance {
+                src = offset(
+                    src,
+                    elements * src_bytes + scale_bytes(src_bytes, rows_here),
+                );
+                dst = offset(
+                    dst,
+                    elements * dst_bytes + scale_bytes(dst_bytes, rows_here),
+                );
+                if element_wise {
+                    aux = aux.map(|a| offset(a, 2 * elements));
+                }
+            }
             c += cols_here;
         }
     }
@@ -755,6 +1144,10 @@ fn kv_stream<'a>(
         results: roles.results,
         channels: memory_channels(accel, Holds::Kv, &op.name)?,
         copies: 1,
+        a_addr: 0,
+        a_scaled: false,
+        c_addr: 0,
+        out: OutCode::Fp32,
     })
 }
 

@@ -275,19 +275,27 @@ impl DataState {
     }
 
     fn sfu(&mut self, s: &SfuInstr) {
-        let (rows, cols) = (s.rows as u64, s.cols as u64);
-        let src = f16_values(self.buf(s.src.buffer, s.src.addr, 2 * rows * cols));
-        let (_, aux_len, dst_len) = sfu_operand_bytes(s);
+        let (rows, cols) = (s.rows as usize, s.cols as usize);
+        let (src_len, aux_len, dst_len) = sfu_operand_bytes(s);
+        let src_raw = self.buf(s.src.buffer, s.src.addr, src_len);
+        // `dequantize` reads int8 values then one fp16 scale per row; the others read fp16.
+        let (src, row_scales) = if s.op == SfuOp::Dequantize {
+            let (values, scales) = src_raw.split_at(rows * cols);
+            let values = values.iter().map(|b| *b as i8 as f32).collect();
+            (values, f16_values(scales))
+        } else {
+            (f16_values(src_raw), Vec::new())
+        };
         let aux = f16_values(self.buf(s.aux.buffer, s.aux.addr, aux_len));
-        let per_row = matches!(s.op, SfuOp::Add | SfuOp::Mul | SfuOp::Rotary);
-        let mut out = Vec::with_capacity(src.len());
+        let per_row = matches!(s.op, SfuOp::Add | SfuOp::Mul);
+        let mut out = Vec::with_capacity(rows * cols);
         let mut scales = Vec::new();
-        for r in 0..rows as usize {
-            let x = &src[r * cols as usize..(r + 1) * cols as usize];
-            let a = if per_row {
-                &aux[r * cols as usize..(r + 1) * cols as usize]
-            } else {
-                &aux[..]
+        for r in 0..rows {
+            let x = &src[r * cols..(r + 1) * cols];
+            let a = match s.op {
+                _ if per_row => &aux[r * cols..(r + 1) * cols],
+                SfuOp::Dequantize => &row_scales[r..r + 1],
+                _ => &aux[..],
             };
             out.extend(sfu_row(s.op, x, a));
             if s.op == SfuOp::Quantize {

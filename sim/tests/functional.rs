@@ -227,24 +227,13 @@ fn run_compiled_linear(comp: &Compression, w: &QuantWeights, x: &[i8], m: usize)
     let program = &lowered.program;
     let report = simulate_functional(&accel, program, SimOptions::default(), &mut data).unwrap();
     assert!(report.functional);
-    // Each wave's product writes its `m × rows` results (row-major) after the previous waves'.
-    let results = data.buffer(roles.results);
-    let mut y = vec![0f32; m * n];
+    // One row-major `m × n` tensor: each wave's product writes its columns of every row.
     for ins in &program.instructions {
-        let (Instruction::Matvec(op) | Instruction::Matmul(op)) = ins else {
-            continue;
-        };
-        assert_eq!(op.m as usize, m, "decode shapes take every row at once");
-        let first = op.c.addr as usize / 4 / m;
-        let tile =
-            f32_values(&results[op.c.addr as usize..op.c.addr as usize + m * op.n as usize * 4]);
-        for r in 0..m {
-            for c in 0..op.n as usize {
-                y[r * n + first + c] = tile[r * op.n as usize + c];
-            }
+        if let Instruction::Matvec(op) | Instruction::Matmul(op) = ins {
+            assert_eq!(op.m as usize, m, "decode shapes take every row at once");
         }
     }
-    y
+    f32_values(&data.buffer(roles.results)[..m * n * 4])
 }
 
 #[test]
@@ -565,8 +554,9 @@ fn compiled_decode_attention_equals_the_golden_reference() {
 
 #[test]
 fn special_function_rows_land_where_the_operands_say() {
-    // rms_norm (γ shared by rows), rotary and add (per-row aux) over a 3 × 64 fp16 tile, each
-    // reading the previous result, against the row math applied to the logical values.
+    // rms_norm (γ shared by rows), rotary (one row of angles shared by rows), add (per-row aux)
+    // and dequantize over a 3 × 64 tile, each reading the previous result, against the row math
+    // applied to the logical values.
     let accel = u280();
     let mut data = DataState::new(&accel);
     let mut rng = Rng::new(9);
@@ -579,38 +569,66 @@ fn special_function_rows_land_where_the_operands_say() {
     };
     let x = random(rows * cols);
     let gamma = random(cols);
-    let table = random(rows * cols);
+    let angles = random(cols);
     let residual = random(rows * cols);
     data.write_dram(0, 0, &f16_bytes(&x));
     data.write_dram(0, 0x1000, &f16_bytes(&gamma));
-    data.write_dram(0, 0x2000, &f16_bytes(&table));
+    data.write_dram(0, 0x2000, &f16_bytes(&angles));
+    // int8 rows and their fp16 scales, as an embedding table stores them.
+    let row_scales = random(rows);
+    let int8: Vec<i8> = random(rows * cols)
+        .iter()
+        .map(|v| (v * 31.0) as i8)
+        .collect();
+    let mut stored: Vec<u8> = int8.iter().map(|v| *v as u8).collect();
+    stored.extend(f16_bytes(&row_scales));
+    data.write_dram(0, 0x5000, &stored);
     data.write_dram(0, 0x3000, &f16_bytes(&residual));
     let n = rows * cols * 2;
     let text = format!(
         "load buffer=1 channel=0 bytes={n} release=sys
          load buffer=1 channel=0 dram_addr_lo=0x1000 buf_addr=0x1000 bytes={} release=sys
-         load buffer=1 channel=0 dram_addr_lo=0x2000 buf_addr=0x2000 bytes={n} release=sys
+         load buffer=1 channel=0 dram_addr_lo=0x2000 buf_addr=0x2000 bytes={} release=sys
          load buffer=1 channel=0 dram_addr_lo=0x3000 buf_addr=0x3000 bytes={n} release=sys
+         load buffer=1 channel=0 dram_addr_lo=0x5000 buf_addr=0x5000 bytes={} release=sys
+         sys op=nop wait=ld
          sys op=nop wait=ld
          sys op=nop wait=ld
          sys op=nop wait=ld
          sys op=nop wait=ld release=sfu
          sfu wait=sys op=rms_norm src_buffer=1 aux_buffer=1 aux_addr=0x1000 dst_buffer=2 rows={rows} cols={cols}
          sfu op=rotary src_buffer=2 aux_buffer=1 aux_addr=0x2000 dst_buffer=2 dst_addr=0x4000 rows={rows} cols={cols}
-         sfu op=add src_buffer=2 src_addr=0x4000 aux_buffer=1 aux_addr=0x3000 dst_buffer=2 dst_addr=0x8000 rows={rows} cols={cols} release=st
-         store wait=sfu buffer=2 buf_addr=0x8000 channel=1 bytes={n}",
-        cols * 2
+         sfu op=add src_buffer=2 src_addr=0x4000 aux_buffer=1 aux_addr=0x3000 dst_buffer=2 dst_addr=0x8000 rows={rows} cols={cols}
+         sfu op=dequantize src_buffer=1 src_addr=0x5000 dst_buffer=2 dst_addr={} rows={rows} cols={cols} release=st
+         store wait=sfu buffer=2 buf_addr=0x8000 channel=1 bytes={}",
+        cols * 2,
+        cols * 2,
+        stored.len(),
+        0x8000 + n,
+        2 * n
     );
     let program = assemble(&text).unwrap();
     simulate_functional(&accel, &program, SimOptions::default(), &mut data).unwrap();
-    let got = f16_values(&data.read_dram(1, 0, n as u64));
+    let got = f16_values(&data.read_dram(1, 0, 2 * n as u64));
     let round = |v: Vec<f32>| f16_values(&f16_bytes(&v));
     let mut want = Vec::new();
     for r in 0..rows {
         let row = |v: &[f32]| v[r * cols..(r + 1) * cols].to_vec();
         let normed = round(sfu_row(SfuOp::RmsNorm, &row(&x), &gamma));
-        let rotated = round(sfu_row(SfuOp::Rotary, &normed, &row(&table)));
+        let rotated = round(sfu_row(SfuOp::Rotary, &normed, &angles));
         want.extend(round(sfu_row(SfuOp::Add, &rotated, &row(&residual))));
+    }
+    for r in 0..rows {
+        let values: Vec<f32> = int8[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|v| *v as f32)
+            .collect();
+        let scaled: Vec<f32> = values.iter().map(|v| v * row_scales[r]).collect();
+        assert_eq!(
+            sfu_row(SfuOp::Dequantize, &values, &row_scales[r..r + 1]),
+            scaled
+        );
+        want.extend(round(scaled));
     }
     assert_eq!(bits_of(&got), bits_of(&want));
 }

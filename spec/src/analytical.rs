@@ -387,22 +387,23 @@ pub fn result_extent(m: &MatrixOp) -> u64 {
     }
 }
 
-/// Bytes of fp16 elements a special-function instruction reads (`src`, and `aux` for add, mul,
-/// rotary and norms) and writes (`dst`; int8 values and row scales for `quantize`).
+/// Bytes a special-function instruction reads (`src`, and `aux` for add, mul, rotary and norms)
+/// and writes (`dst`): fp16 elements, except the int8 values and fp16 row scales that
+/// `quantize` writes and `dequantize` reads.
 pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
     let bytes = 2 * s.rows as u64 * s.cols as u64;
+    let scaled_int8 = s.rows as u64 * (s.cols as u64 + 2);
     let aux = match s.op {
-        SfuOp::Add | SfuOp::Mul | SfuOp::Rotary => bytes,
+        SfuOp::Add | SfuOp::Mul => bytes,
         SfuOp::LayerNorm => 4 * s.cols as u64,
-        SfuOp::RmsNorm => 2 * s.cols as u64,
+        SfuOp::RmsNorm | SfuOp::Rotary => 2 * s.cols as u64,
         _ => 0,
     };
-    // `quantize` writes int8 values and one fp16 scale per row.
-    let dst = match s.op {
-        SfuOp::Quantize => s.rows as u64 * (s.cols as u64 + 2),
-        _ => bytes,
-    };
-    (bytes, aux, dst)
+    match s.op {
+        SfuOp::Quantize => (bytes, aux, scaled_int8),
+        SfuOp::Dequantize => (scaled_int8, aux, bytes),
+        _ => (bytes, aux, bytes),
+    }
 }
 
 /// How a program's instructions reach the units.

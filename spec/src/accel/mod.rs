@@ -399,8 +399,9 @@ pub enum SfuOp {
     Gelu,
     /// ReLU. No `aux`.
     Relu,
-    /// Rotary position embedding: each pair `(x₂ᵢ, x₂ᵢ₊₁)` rotated by the angle whose cosine and
-    /// sine `aux` holds at the same positions (fp16, same shape as `src`).
+    /// Rotary position embedding: each pair `(x₂ᵢ, x₂ᵢ₊₁)` of every row rotated by the angle
+    /// whose cosine and sine `aux` holds at the same positions of one row (fp16, `cols`): the
+    /// rows of one token's heads share their position's angles.
     Rotary,
     /// Element-wise add of `aux` (same shape).
     Add,
@@ -410,11 +411,15 @@ pub enum SfuOp {
     /// `rows × cols` int8 values and then one fp16 scale per row, as scaled int8 activations of
     /// a matrix instruction (`a_scaled`). No `aux`.
     Quantize,
+    /// The inverse of `quantize`: `src` holds `rows × cols` int8 values and then one fp16 scale
+    /// per row (as `quantize` writes them, or an int8 embedding table's rows); `dst` gets each
+    /// value times its row's scale in fp16. No `aux`.
+    Dequantize,
 }
 
 impl SfuOp {
     /// Every operation, in a fixed order.
-    pub const ALL: [SfuOp; 10] = [
+    pub const ALL: [SfuOp; 11] = [
         SfuOp::Softmax,
         SfuOp::LayerNorm,
         SfuOp::RmsNorm,
@@ -425,6 +430,7 @@ impl SfuOp {
         SfuOp::Add,
         SfuOp::Mul,
         SfuOp::Quantize,
+        SfuOp::Dequantize,
     ];
 
     /// The key used in TOML files.
@@ -440,6 +446,7 @@ impl SfuOp {
             SfuOp::Add => "add",
             SfuOp::Mul => "mul",
             SfuOp::Quantize => "quantize",
+            SfuOp::Dequantize => "dequantize",
         }
     }
 }

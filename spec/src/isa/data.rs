@@ -32,7 +32,8 @@
 //! `aux` operand and [`LAYER_NORM_EPS`], [`RMS_NORM_EPS`]). `quantize` writes int8 instead,
 //! `rows × cols` values and then one fp16 scale per row: the scale is `max |x| / 127` rounded
 //! to fp16 ([`quantize_scale`]), each value `x / scale` in fp32 rounded to nearest (ties to even)
-//! and clamped to ±127, or 0 when the scale is 0.
+//! and clamped to ±127, or 0 when the scale is 0. `dequantize` reads that format and writes each
+//! value times its row's scale, in fp32 rounded to fp16.
 
 use crate::accel::SfuOp;
 use half::f16;
@@ -44,8 +45,9 @@ pub const RMS_NORM_EPS: f32 = 1e-6;
 
 /// One row of a special-function instruction in fp32: `x` is the row of `src`, `aux` the
 /// instruction's `aux` operand as [`SfuOp`] describes it (the row's part for same-shape operands,
-/// the whole `γ`/`β` vector for norms). Returns the row to round to fp16 for `dst`, or for
-/// `quantize` the row's int8 values (its scale is [`quantize_scale`]).
+/// the whole `γ`/`β` vector for norms, the angles' row for rotary, the row's scale for
+/// `dequantize`, whose `x` holds the row's int8 values). Returns the row to round to fp16 for
+/// `dst`, or for `quantize` the row's int8 values (its scale is [`quantize_scale`]).
 pub fn sfu_row(op: SfuOp, x: &[f32], aux: &[f32]) -> Vec<f32> {
     let n = x.len() as f32;
     match op {
@@ -87,6 +89,7 @@ pub fn sfu_row(op: SfuOp, x: &[f32], aux: &[f32]) -> Vec<f32> {
             y
         }
         SfuOp::Add => x.iter().zip(aux).map(|(a, b)| a + b).collect(),
+        SfuOp::Dequantize => x.iter().map(|v| v * aux[0]).collect(),
         SfuOp::Mul => x.iter().zip(aux).map(|(a, b)| a * b).collect(),
         SfuOp::Quantize => {
             let scale = quantize_scale(x).to_f32();
@@ -282,6 +285,10 @@ mod tests {
             vec![2.0, -127.0, 0.0, 2.0]
         );
         assert_eq!(sfu_row(SfuOp::Quantize, &[0.0, 0.0], &[]), vec![0.0, 0.0]);
+        assert_eq!(
+            sfu_row(SfuOp::Dequantize, &[2.0, -127.0], &[0.5]),
+            vec![1.0, -63.5]
+        );
     }
 
     #[test]

@@ -463,6 +463,7 @@ const SFU_NAMES: &[&str] = &[
     "add",
     "mul",
     "quantize",
+    "dequantize",
 ];
 
 const DMA: &[Field] = &[

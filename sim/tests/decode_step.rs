@@ -1,0 +1,264 @@
+//! A whole compiled decode step in functional mode: the program `compile_pass` emits for
+//! tiny-llama (embedding, two decoder layers with grouped-query attention over a filled KV cache,
+//! the LM head) computes the same logits, bit for bit, as a reference decoder written directly
+//! from the quantised math, for dense int8, int4-group and N:M sparse weights.
+
+use half::f16;
+use std::collections::BTreeMap;
+use tessera_compiler::frontend::build_graph;
+use tessera_compiler::program::compile_pass_mapped;
+use tessera_sim::golden::{quantize_rows, round_f16, QuantWeights, Rng};
+use tessera_sim::hazard::buffer_hazards;
+use tessera_sim::{simulate_functional, DataState, SimOptions};
+use tessera_spec::accel::{Accelerator, SfuOp};
+use tessera_spec::compression::{self, Compression, Sparsity};
+use tessera_spec::graph::{OpKind, Phase};
+use tessera_spec::isa::data::{encode_weights, f16_bytes, f16_values, sfu_row};
+use tessera_spec::model::{self, ModelConfig};
+
+/// The model's tensors as logical values (every fp16 value already rounded).
+struct Weights {
+    /// The step's token's embedding row: int8 values and their scale.
+    embedding: (Vec<i8>, f32),
+    /// Norm weights by operator name.
+    norms: BTreeMap<String, Vec<f32>>,
+    /// Linear layers by output tensor name.
+    linears: BTreeMap<String, QuantWeights>,
+    /// Keys and values in the cache: `[layer][kv head][position][dimension]`.
+    keys: Vec<Vec<Vec<Vec<f32>>>>,
+    values: Vec<Vec<Vec<Vec<f32>>>>,
+    /// The step position's rotary angles: a cosine and a sine per pair of dimensions.
+    angles: Vec<f32>,
+}
+
+fn fp16(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+/// The reference decoder step: every operator's math as `tessera_spec::isa::data` defines it,
+/// with results rounded to fp16 where the program keeps them. The query projection is taken to
+/// carry 1/√head_dim (folded into its weights), so softmax reads the raw dot products.
+fn reference_step(m: &ModelConfig, w: &mut Weights, context: usize) -> Vec<f32> {
+    let (hd, heads, kv_heads) = (m.head_dim as usize, m.heads as usize, m.kv_heads as usize);
+    let group = heads / kv_heads;
+    let row = |op: SfuOp, x: &[f32], aux: &[f32]| round_f16(&sfu_row(op, x, aux));
+    let linear = |w: &QuantWeights, x: &[f32]| {
+        let (q, s) = quantize_rows(x, x.len());
+        round_f16(&w.linear_int8_scaled(&q, &s))
+    };
+    let (values, scale) = &w.embedding;
+    let mut x: Vec<f32> = values.iter().map(|v| fp16(*v as f32 * scale)).collect();
+    for l in 0..m.layers as usize {
+        let name = |s: &str| format!("layer{l}.{s}");
+        let h = row(SfuOp::RmsNorm, &x, &w.norms[&name("attn_norm")]);
+        let q = linear(&w.linears[&name("attn.q_proj")], &h);
+        let k = linear(&w.linears[&name("attn.k_proj")], &h);
+        let v = linear(&w.linears[&name("attn.v_proj")], &h);
+        let rotate = |t: &[f32]| -> Vec<Vec<f32>> {
+            t.chunks(hd)
+                .map(|head| row(SfuOp::Rotary, head, &w.angles))
+                .collect()
+        };
+        let q = rotate(&q);
+        for (g, key) in rotate(&k).into_iter().enumerate() {
+            w.keys[l][g].push(key);
+            w.values[l][g].push(v[g * hd..(g + 1) * hd].to_vec());
+        }
+        let mut attended = Vec::new();
+        for (i, qh) in q.iter().enumerate() {
+            let g = i / group;
+            let scores: Vec<f32> = (0..=context)
+                .map(|p| fp16((0..hd).fold(0f32, |a, d| a + qh[d] * w.keys[l][g][p][d])))
+                .collect();
+            let p = row(SfuOp::Softmax, &scores, &[]);
+            attended.extend(
+                (0..hd).map(|d| {
+                    fp16((0..=context).fold(0f32, |a, t| a + p[t] * w.values[l][g][t][d]))
+                }),
+            );
+        }
+        let o = linear(&w.linears[&name("attn.o_proj")], &attended);
+        x = row(SfuOp::Add, &x, &o);
+        let h = row(SfuOp::RmsNorm, &x, &w.norms[&name("ffn_norm")]);
+        let gate = linear(&w.linears[&name("ffn.gate_proj")], &h);
+        let up = linear(&w.linears[&name("ffn.up_proj")], &h);
+        let gated = row(SfuOp::Mul, &row(SfuOp::Silu, &gate, &[]), &up);
+        let down = linear(&w.linears[&name("ffn.down_proj")], &gated);
+        x = row(SfuOp::Add, &x, &down);
+    }
+    let h = row(SfuOp::RmsNorm, &x, &w.norms["final_norm"]);
+    linear(&w.linears["lm_head"], &h)
+}
+
+/// Compiles and runs one decode step of tiny-llama at `context` under `comp` on the u280, and
+/// checks its logits against [`reference_step`].
+fn check_step(comp: &Compression, context: u64, seed: u64) {
+    let accel = Accelerator::preset("u280").unwrap();
+    let m = model::preset("tiny-llama").unwrap();
+    let graph = build_graph(&m, comp, Phase::Decode { context }, 1).unwrap();
+    let (program, map) = compile_pass_mapped(&accel, comp, &m, &graph, 64).unwrap();
+    assert!(map.functional, "{}", comp.name);
+    let mut rng = Rng::new(seed);
+    let mut value = |scale: f32| fp16(rng.int(-2000, 2000) as f32 / 2000.0 * scale);
+    let (hd, kv_heads) = (m.head_dim as usize, m.kv_heads as usize);
+    let cache = |value: &mut dyn FnMut(f32) -> f32| -> Vec<Vec<Vec<Vec<f32>>>> {
+        (0..m.layers)
+            .map(|_| {
+                (0..kv_heads)
+                    .map(|_| {
+                        (0..context)
+                            .map(|_| (0..hd).map(|_| value(2.0)).collect())
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let keys = cache(&mut value);
+    let values = cache(&mut value);
+    let mut norms = BTreeMap::new();
+    for op in graph.ops() {
+        if let OpKind::Norm { width, .. } = op.kind {
+            let gamma = (0..width).map(|_| 1.0 + value(0.5)).map(fp16).collect();
+            norms.insert(op.name.clone(), gamma);
+        }
+    }
+    let embedding = (
+        (0..m.hidden).map(|_| value(127.0) as i8).collect(),
+        fp16(0.01 + value(0.01).abs()),
+    );
+    let theta = 10_000f32;
+    let angles: Vec<f32> = (0..hd / 2)
+        .flat_map(|i| {
+            let a = context as f32 * theta.powf(-2.0 * i as f32 / hd as f32);
+            [fp16(a.cos()), fp16(a.sin())]
+        })
+        .collect();
+    // Every linear layer's weights, in the compression of its class.
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let mut linears = BTreeMap::new();
+    for op in graph.ops() {
+        if let OpKind::Linear { class, k, n, .. } = op.kind {
+            let wc = comp.weight(class);
+            let nm = match wc.sparsity {
+                Sparsity::NM { n, .. } => Some(n as usize),
+                _ => None,
+            };
+            let group = wc.format.group_size as usize;
+            let bits = wc.format.bits;
+            let mut w = QuantWeights::random(&mut rng, k as usize, n as usize, bits, group, nm);
+            // Scales by a power of two (still exact in fp16) so that wider weights keep the
+            // activations as far from fp16's range as int4 ones.
+            let shrink = (1u32 << bits.saturating_sub(4)) as f32;
+            w.scales.iter_mut().for_each(|s| *s /= shrink);
+            linears.insert(op.name.clone(), w);
+        }
+    }
+    let mut w = Weights {
+        embedding,
+        norms,
+        linears,
+        keys,
+        values,
+        angles,
+    };
+
+    // The memory image: streamed weights wave by wave, parameters, the cache.
+    let mut data = DataState::new(&accel);
+    for linear in &map.linears {
+        // The fused layers' columns one after another.
+        let parts: Vec<&QuantWeights> = linear
+            .parts
+            .iter()
+            .map(|(name, _)| &w.linears[name])
+            .collect();
+        let k = parts[0].k;
+        let groups = parts[0].scales.len() / parts[0].n;
+        let cat = |f: &dyn Fn(&QuantWeights) -> Vec<i32>| {
+            parts.iter().flat_map(|p| f(p)).collect::<Vec<_>>()
+        };
+        let values = cat(&|p| p.values.clone());
+        let scales: Vec<f32> = parts.iter().flat_map(|p| p.scales.clone()).collect();
+        let kept: Option<Vec<bool>> = parts[0]
+            .kept
+            .as_ref()
+            .map(|_| parts.iter().flat_map(|p| p.kept.clone().unwrap()).collect());
+        for wave in &linear.waves {
+            let cols = wave.rows.start as usize..wave.rows.end as usize;
+            let mask = kept
+                .as_ref()
+                .map(|m| m[cols.start * k..cols.end * k].to_vec());
+            let (mut bytes, meta) = encode_weights(
+                &values[cols.start * k..cols.end * k],
+                &scales[cols.start * groups..cols.end * groups],
+                k as u64,
+                parts[0].bits,
+                mask.as_deref(),
+            );
+            bytes.extend(meta);
+            for s in &wave.slices {
+                let piece = &bytes[s.offset as usize..(s.offset + s.bytes) as usize];
+                data.write_dram(s.channel, s.dram_addr, piece);
+            }
+        }
+    }
+    for load in &map.loads {
+        let bytes = if load.op == "embeddings" {
+            let (values, scale) = &w.embedding;
+            let mut b: Vec<u8> = values.iter().map(|v| *v as u8).collect();
+            b.extend(f16_bytes(&[*scale]));
+            b
+        } else if load.op.ends_with("rotary") {
+            f16_bytes(&w.angles)
+        } else {
+            f16_bytes(&w.norms[&load.op])
+        };
+        let total: u64 = load.pieces.iter().map(|p| p.2).sum();
+        assert_eq!(total, bytes.len() as u64, "{}", load.op);
+        let mut at = 0;
+        for &(channel, addr, len) in &load.pieces {
+            data.write_dram(channel, addr, &bytes[at..at + len as usize]);
+            at += len as usize;
+        }
+    }
+    let layout = map.kv.as_ref().unwrap();
+    let part = layout.part_dims() as usize;
+    for l in 0..m.layers as usize {
+        for h in 0..kv_heads {
+            for pos in 0..context as usize {
+                let (ch, at) = layout.key(0, l as u64, h as u64, pos as u64);
+                data.write_dram(ch, at, &f16_bytes(&w.keys[l][h][pos]));
+                for p in 0..layout.parts() as usize {
+                    let (ch, at) = layout.value(0, l as u64, h as u64, p as u64, pos as u64);
+                    let row = &w.values[l][h][pos][p * part..(p + 1) * part];
+                    data.write_dram(ch, at, &f16_bytes(row));
+                }
+            }
+        }
+    }
+
+    let report = simulate_functional(&accel, &program, SimOptions::default(), &mut data).unwrap();
+    assert!(report.functional);
+    assert!(buffer_hazards(&program, &report).is_empty());
+    let logits_at = map.tensors["lm_head"];
+    let start = logits_at.addr as usize;
+    let got = f16_values(&data.buffer(logits_at.buffer)[start..start + 2 * m.vocab as usize]);
+    // Finite, varied logits: the comparison is not between two overflows.
+    let varied = got.iter().filter(|v| v.is_finite() && **v != 0.0).count();
+    assert!(varied * 10 > 9 * got.len(), "{}: {got:?}", comp.name);
+    let want = reference_step(&m, &mut w, context as usize);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want), "{}", comp.name);
+    // The step stored its own key and value where the next step reads them.
+    let (ch, at) = layout.key(0, 1, 1, context);
+    let stored = f16_values(&data.read_dram(ch, at, 2 * hd as u64));
+    assert_eq!(bits(&stored), bits(&w.keys[1][1][context as usize]));
+}
+
+#[test]
+fn compiled_decode_steps_equal_the_reference_decoder() {
+    for (preset, context, seed) in [("w4a8-g128", 40, 1), ("w8a8", 17, 2), ("w4a8-nm8", 33, 3)] {
+        let comp = compression::preset(preset).unwrap();
+        check_step(&comp, context, seed);
+    }
+}
