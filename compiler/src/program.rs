@@ -188,9 +188,10 @@ pub fn data_semantics(
     let roles = BufferRoles::by_name(accel, "pass").map_err(|e| e.reason)?;
     let kv_buffer = roles_kv(accel, "pass").map_err(|e| e.reason)?;
     let embedding = comp.weight(OpClass::Embedding);
-    let per_row_int8 = embedding.format.bits == 8
-        && embedding.format.group_size == 0
-        && embedding.sparsity == Sparsity::Dense;
+    let rows_alike = match embedding.format.bits {
+        8 => embedding.format.group_size == 0,
+        bits => bits == 16,
+    } && embedding.sparsity == Sparsity::Dense;
     let reasons = [
         (
             !matches!(graph.phase, Phase::Decode { .. }),
@@ -205,8 +206,8 @@ pub fn data_semantics(
         ),
         (comp.kv.format != KvFormat::Fp16, "an integer KV cache"),
         (
-            !per_row_int8,
-            "embedding rows that are not int8 with one scale",
+            !rows_alike,
+            "embedding rows that are neither fp16 nor int8 with one scale",
         ),
         (
             model.qkv_bias || model.out_bias || model.ffn_bias,
@@ -564,8 +565,11 @@ fn lower_op(
             let quantized = s
                 .act_int8
                 .then(|| place.scratch(roles.activations, rows * (k + 2)));
+            // The matrix engine reads fp16 rows where they are (in the results buffer when
+            // another product wrote them).
             let s = Streamed {
                 a_addr: quantized.map_or(s.a_addr, |q| q.addr as u64),
+                activations: quantized.map_or(x.buffer, |q| q.buffer),
                 a_scaled: s.act_int8,
                 ..s
             };
@@ -811,12 +815,18 @@ fn lower_op(
         OpKind::Embedding { tokens, width, .. } => {
             let (first, channels) = memory_channels(accel, Holds::Weights, &op.name)?;
             let per_token = op.cost.weight_bytes / tokens.max(1);
-            // Each token's row lands beside the others, as the table stores it, and is
-            // dequantised to fp16; more rows than the activation buffer holds are gathered in
-            // blocks, each stored to the activation memory before the next overwrites it.
+            // Each token's row lands beside the others, as the table stores it: fp16 rows in
+            // place, int8 rows in a scratch area, then dequantised to fp16. More rows than the
+            // activation buffer holds are gathered in blocks, each stored to the activation
+            // memory before the next overwrites it.
             let block = (capacity / per_token.max(1)).clamp(1, tokens.max(1));
-            let raw = place.scratch(roles.activations, block * per_token);
+            let fp16_rows = per_token == 2 * width;
+            let raw = match fp16_rows {
+                true => None,
+                false => Some(place.scratch(roles.activations, block * per_token)),
+            };
             let out = fp16_out(place, tokens * width);
+            let raw = raw.unwrap_or(out);
             // The gathered rows fit the buffer by construction, wherever they start.
             let (raw_row, out_row) = (per_token, place.stride(2 * width));
             let gather = |range: std::ops::Range<u64>, cursors: &mut [u64]| -> Vec<Instruction> {
@@ -856,7 +866,9 @@ fn lower_op(
                     pieces: loads.iter().filter_map(dma_piece).collect(),
                 });
                 bodies.push(loads);
-                bodies.push(dequantize(b..end));
+                if !fp16_rows {
+                    bodies.push(dequantize(b..end));
+                }
                 if let Some(spill) = spill {
                     bodies.push(dma_spread(
                         false,

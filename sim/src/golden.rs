@@ -126,6 +126,31 @@ impl QuantWeights {
     }
 }
 
+impl QuantWeights {
+    /// `y[r·n + j] = Σ_g scale(j, g) · Σ_{p ∈ g} x[r·k + p] · w(p, j)` for fp16 activations
+    /// (given as fp32): fp32 partial sums per group in reduction order, scaled and summed over
+    /// groups in order in fp32.
+    pub fn linear_fp16(&self, x: &[f32]) -> Vec<f32> {
+        let group = if self.group == 0 { self.k } else { self.group };
+        let groups = self.k.div_ceil(group);
+        let rows = x.len() / self.k;
+        let mut y = vec![0f32; rows * self.n];
+        for r in 0..rows {
+            for j in 0..self.n {
+                let mut acc = 0f32;
+                for g in 0..groups {
+                    let psum = (g * group..((g + 1) * group).min(self.k)).fold(0f32, |s, p| {
+                        s + x[r * self.k + p] * self.values[j * self.k + p] as f32
+                    });
+                    acc += self.scales[j * groups + g] * psum;
+                }
+                y[r * self.n + j] = acc;
+            }
+        }
+        y
+    }
+}
+
 /// Rounds fp32 values to fp16 (nearest, ties to even) and back.
 pub fn round_f16(values: &[f32]) -> Vec<f32> {
     values.iter().map(|v| f16::from_f32(*v).to_f32()).collect()

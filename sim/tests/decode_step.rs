@@ -6,19 +6,21 @@
 use half::f16;
 use std::collections::BTreeMap;
 use tessera_compiler::frontend::build_graph;
+use tessera_compiler::kv::visible_keys;
 use tessera_compiler::program::compile_pass_mapped;
 use tessera_sim::golden::{quantize_rows, round_f16, QuantWeights, Rng};
 use tessera_sim::hazard::buffer_hazards;
 use tessera_sim::{simulate_functional, DataState, SimOptions};
 use tessera_spec::accel::{Accelerator, SfuOp};
-use tessera_spec::compression::{self, Compression, Sparsity};
+use tessera_spec::compression::{self, ActivationFormat, Compression, OpClass, Sparsity};
 use tessera_spec::graph::{OpKind, Phase};
 use tessera_spec::isa::data::{encode_weights, f16_bytes, f16_values, sfu_row};
 use tessera_spec::model::{self, ModelConfig};
 
 /// The model's tensors as logical values (every fp16 value already rounded).
 struct Weights {
-    /// The step's token's embedding row: int8 values and their scale.
+    /// The step's token's embedding row: int8 values and their scale (an fp16 table holds
+    /// their products).
     embedding: (Vec<i8>, f32),
     /// Norm weights by operator name.
     norms: BTreeMap<String, Vec<f32>>,
@@ -38,13 +40,21 @@ fn fp16(v: f32) -> f32 {
 /// The reference decoder step: every operator's math as `tessera_spec::isa::data` defines it,
 /// with results rounded to fp16 where the program keeps them. The query projection is taken to
 /// carry 1/√head_dim (folded into its weights), so softmax reads the raw dot products.
-fn reference_step(m: &ModelConfig, w: &mut Weights, context: usize) -> Vec<f32> {
+fn reference_step(
+    m: &ModelConfig,
+    w: &mut Weights,
+    visible: &[Vec<usize>],
+    int8: bool,
+) -> Vec<f32> {
     let (hd, heads, kv_heads) = (m.head_dim as usize, m.heads as usize, m.kv_heads as usize);
     let group = heads / kv_heads;
     let row = |op: SfuOp, x: &[f32], aux: &[f32]| round_f16(&sfu_row(op, x, aux));
-    let linear = |w: &QuantWeights, x: &[f32]| {
-        let (q, s) = quantize_rows(x, x.len());
-        round_f16(&w.linear_int8_scaled(&q, &s))
+    let linear = |w: &QuantWeights, x: &[f32]| match int8 {
+        true => {
+            let (q, s) = quantize_rows(x, x.len());
+            round_f16(&w.linear_int8_scaled(&q, &s))
+        }
+        false => round_f16(&w.linear_fp16(x)),
     };
     let (values, scale) = &w.embedding;
     let mut x: Vec<f32> = values.iter().map(|v| fp16(*v as f32 * scale)).collect();
@@ -67,15 +77,15 @@ fn reference_step(m: &ModelConfig, w: &mut Weights, context: usize) -> Vec<f32> 
         let mut attended = Vec::new();
         for (i, qh) in q.iter().enumerate() {
             let g = i / group;
-            let scores: Vec<f32> = (0..=context)
-                .map(|p| fp16((0..hd).fold(0f32, |a, d| a + qh[d] * w.keys[l][g][p][d])))
+            let scores: Vec<f32> = visible[g]
+                .iter()
+                .map(|&p| fp16((0..hd).fold(0f32, |a, d| a + qh[d] * w.keys[l][g][p][d])))
                 .collect();
             let p = row(SfuOp::Softmax, &scores, &[]);
-            attended.extend(
-                (0..hd).map(|d| {
-                    fp16((0..=context).fold(0f32, |a, t| a + p[t] * w.values[l][g][t][d]))
-                }),
-            );
+            attended.extend((0..hd).map(|d| {
+                let terms = visible[g].iter().zip(&p);
+                fp16(terms.fold(0f32, |a, (&t, p)| a + p * w.values[l][g][t][d]))
+            }));
         }
         let o = linear(&w.linears[&name("attn.o_proj")], &attended);
         x = row(SfuOp::Add, &x, &o);
@@ -204,10 +214,16 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
     }
     for load in &map.loads {
         let bytes = if load.op == "embeddings" {
+            // The table's row: int8 values and their scale, or the fp16 values they stand for.
             let (values, scale) = &w.embedding;
-            let mut b: Vec<u8> = values.iter().map(|v| *v as u8).collect();
-            b.extend(f16_bytes(&[*scale]));
-            b
+            if comp.weight(OpClass::Embedding).format.bits == 16 {
+                let row: Vec<f32> = values.iter().map(|v| *v as f32 * scale).collect();
+                f16_bytes(&row)
+            } else {
+                let mut b: Vec<u8> = values.iter().map(|v| *v as u8).collect();
+                b.extend(f16_bytes(&[*scale]));
+                b
+            }
         } else if load.op.ends_with("rotary") {
             f16_bytes(&w.angles)
         } else {
@@ -246,7 +262,17 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
     // Finite, varied logits: the comparison is not between two overflows.
     let varied = got.iter().filter(|v| v.is_finite() && **v != 0.0).count();
     assert!(varied * 10 > 9 * got.len(), "{}: {got:?}", comp.name);
-    let want = reference_step(&m, &mut w, context as usize);
+    let visible: Vec<Vec<usize>> = visible_keys(&m, comp, context)
+        .iter()
+        .map(|runs| {
+            runs.iter()
+                .flat_map(|r| r.clone())
+                .map(|p| p as usize)
+                .collect()
+        })
+        .collect();
+    let int8 = comp.activations == ActivationFormat::Int8;
+    let want = reference_step(&m, &mut w, &visible, int8);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&got), bits(&want), "{}", comp.name);
     // The step stored its own key and value where the next step reads them.
@@ -257,8 +283,21 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
 
 #[test]
 fn compiled_decode_steps_equal_the_reference_decoder() {
-    for (preset, context, seed) in [("w4a8-g128", 40, 1), ("w8a8", 17, 2), ("w4a8-nm8", 33, 3)] {
+    let cases = [
+        ("w4a8-g128", 40, 1),
+        ("w8a8", 17, 2),
+        ("w4a8-nm8", 33, 3),
+        ("w4a16-g128", 24, 4),
+    ];
+    for (preset, context, seed) in cases {
         let comp = compression::preset(preset).unwrap();
         check_step(&comp, context, seed);
     }
+    // One streaming KV head (4 sink + 8 recent keys) beside a full one: softmax runs per head
+    // over rows of different lengths.
+    let mut comp = compression::preset("w4a8-g128").unwrap();
+    comp.kv.policy.streaming_fraction = 0.5;
+    comp.kv.policy.sink = 4;
+    comp.kv.policy.window = 8;
+    check_step(&comp, 30, 5);
 }
