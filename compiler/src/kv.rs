@@ -31,7 +31,8 @@
 //! length bucket stores at the bucket's, so only exact-length programs place the step's key and
 //! value where the next step reads them.
 
-use crate::lower::{LowerError, DRAM_ALIGN, MIN_WAVES};
+use crate::lower::{memory_channels, LowerError, DRAM_ALIGN, MIN_WAVES};
+use crate::program::MIB;
 use std::ops::Range;
 use tessera_spec::accel::{Accelerator, Holds};
 use tessera_spec::analytical::{matrix_product_bytes, result_row_stride};
@@ -99,14 +100,14 @@ impl KvLayout {
             reason,
             key,
         };
-        let (index, memory) = accel
+        let (first, channels) = memory_channels(accel, Holds::Kv, op)?;
+        let index = accel
             .memories()
             .iter()
-            .enumerate()
-            .find(|(_, m)| m.holds(Holds::Kv))
-            .ok_or_else(|| err("no memory holds the KV cache".into(), "memories".into()))?;
-        let first: u64 = accel.memories()[..index].iter().map(|m| m.channels()).sum();
-        let channels = memory.channels().max(1);
+            .position(|m| m.holds(Holds::Kv))
+            .expect("a memory holds the KV cache");
+        let memory = &accel.memories()[index];
+        let channels = channels.max(1);
         let kv_heads = (model.kv_heads as u64).max(1);
         let head_dim = model.head_dim.max(1);
         let fp16 = comp.kv.format == KvFormat::Fp16;
@@ -118,19 +119,12 @@ impl KvLayout {
         let group = (channels / kv_heads).max(1);
         let slots = (kv_heads * group).div_ceil(channels);
         let value_channels = if fp16 {
-            (1..=group)
-                .rev()
-                .find(|g| head_dim % g == 0 && head_dim / g >= MIN_PART_DIMS)
-                .unwrap_or(1)
+            widest_split(head_dim, group)
         } else {
             1
         };
-        let per_channel_dims = head_dim / value_channels;
         let waves = if fp16 {
-            (1..=MIN_WAVES)
-                .rev()
-                .find(|r| per_channel_dims % r == 0 && per_channel_dims / r >= MIN_PART_DIMS)
-                .unwrap_or(1)
+            widest_split(head_dim / value_channels, MIN_WAVES)
         } else {
             1
         };
@@ -249,8 +243,14 @@ impl KvLayout {
     }
 }
 
-/// Bytes per MiB, for messages.
-const MIB: f64 = 1024.0 * 1024.0;
+/// The most parts, up to `most`, that `dims` dimensions divide into evenly with at least
+/// [`MIN_PART_DIMS`] each (1 when none does).
+fn widest_split(dims: u64, most: u64) -> u64 {
+    (1..=most.max(1))
+        .rev()
+        .find(|p| dims % p == 0 && dims / p >= MIN_PART_DIMS)
+        .unwrap_or(1)
+}
 
 /// One contiguous piece of a transfer: DRAM address, buffer address, bytes.
 type Piece = (u64, u64, u64);

@@ -318,7 +318,7 @@ fn check_capacity(
 }
 
 /// Bytes per MiB, for messages.
-const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 /// The first operator of `ops`, fused with the linear layers right after it that read the same
 /// input with the same shape of reduction, compression class and tokens (query, key and value
