@@ -241,10 +241,11 @@ impl Stream {
         self.issue_at_cycle(issued / self.bytes_per_cycle.max(1))
     }
 
-    /// The time (ps) of the engine's `cycles`-th issue cycle, rounded to the nearest picosecond
-    /// (times are never negative).
+    /// The time (ps) of the engine's `cycles`-th issue cycle, rounded to the nearest picosecond.
+    /// Times are never negative and stay far below `2^63` ps, where converting through `i64` is
+    /// exactly the `u64` conversion (and cheaper: x86-64 has no unsigned conversion instruction).
     fn issue_at_cycle(&self, cycles: u64) -> u64 {
-        (self.start_ps + cycles as f64 * self.period_ps + 0.5) as u64
+        (self.start_ps + cycles as i64 as f64 * self.period_ps + 0.5) as i64 as u64
     }
 
     /// The request at `c` and the cursor after it; `None` at the end.
@@ -955,9 +956,10 @@ impl DramChannel {
             ((index % t.banks) as usize, row + index / t.banks)
         };
         // The first round, against the banks' present state, up to the first row not in time.
-        // Quick case: no row hit, every bank free for a new row `tRP + tRCD + tCL` before the
-        // first row's data and the first head arriving that early too (the arrival margin only
-        // grows): then every first-round row is in time, a miss if its bank is closed.
+        // Quick case: no row hit, every bank free for a new row `tRP + tRCD + tCL` before its
+        // row's data and the first head arriving that early before the first row's data (the
+        // arrival margin only grows): then every first-round row is in time, a miss if its bank
+        // is closed.
         let round = rows.min(t.banks);
         let open_latency = t.t_rp + t.t_rcd + t.t_cl;
         // The first round's banks in order: `bank`, `bank + 1`, … wrapping to the next row.
@@ -965,23 +967,23 @@ impl DramChannel {
             (0..round as usize).map(move |j| {
                 let b = bank + j;
                 if b < t.banks as usize {
-                    (b, row)
+                    (b, row, j as u64)
                 } else {
-                    (b - t.banks as usize, row + 1)
+                    (b - t.banks as usize, row + 1, j as u64)
                 }
             })
         };
-        let idle = |(b, r): (usize, u64)| {
+        let idle = |(b, r, j): (usize, u64, u64)| {
             let k = self.banks[b];
             k.open_row != Some(r)
                 && (k.activated_at + t.t_ras)
                     .max(k.last_data_end)
                     .max(k.ready_at)
                     + open_latency
-                    <= start
+                    <= start + j * row_time
         };
         let (in_time, misses) = if arrival(0) + open_latency <= start && first_round().all(idle) {
-            let closed = first_round().filter(|&(b, _)| self.banks[b].open_row.is_none());
+            let closed = first_round().filter(|&(b, _, _)| self.banks[b].open_row.is_none());
             (round, closed.count() as u64)
         } else {
             let (mut in_time, mut misses) = (0, 0);
