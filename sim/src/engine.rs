@@ -281,6 +281,8 @@ struct Engine<'a> {
     /// The first instruction the functional model rejected.
     failed: Option<ProgramError>,
     instructions_streamed_from: Option<String>,
+    /// Bytes the program occupies in instruction memory.
+    instruction_bytes: u64,
 }
 
 /// How to simulate.
@@ -329,7 +331,8 @@ impl<'a> Engine<'a> {
         options: SimOptions,
         data: Option<&'a mut DataState>,
     ) -> Self {
-        let fetch = instruction_fetch(accel, program.storage_bytes());
+        let instruction_bytes = program.storage_bytes();
+        let fetch = instruction_fetch(accel, instruction_bytes);
         let fetch_bpc = accel.instruction_memory().fetch_bytes_per_cycle().max(1);
         let mut fetched_at = Vec::with_capacity(program.instructions.len());
         let (mut t, mut streamed) = (0, 0.0f64);
@@ -394,6 +397,7 @@ impl<'a> Engine<'a> {
             data,
             failed: None,
             instructions_streamed_from: None,
+            instruction_bytes,
         };
         if let Some(memory) = fetch.streamed_from {
             let pj_bit = accel
@@ -401,7 +405,7 @@ impl<'a> Engine<'a> {
                 .memory_pj_per_bit(accel.memories()[memory].kind())
                 .unwrap_or(0.0);
             let place = FIRST_BUFFER + accel.buffers().len() + memory;
-            let bytes = program.storage_bytes() as f64;
+            let bytes = instruction_bytes as f64;
             e.ledger
                 .charge(EnergyKind::Dram, Unit::System, place, bytes * 8.0 * pj_bit);
         }
@@ -487,12 +491,18 @@ impl<'a> Engine<'a> {
     }
 
     /// Starts every unit's head instruction that can start now; repeats until none can.
+    ///
+    /// Starting an instruction only takes resources (tokens owed to its own unit, the PE array,
+    /// ports, a DMA engine), so a unit that cannot start in one pass cannot in the next at the
+    /// same cycle: each pass after the first looks only at the units that started one.
     fn try_start(&mut self) {
+        let program = self.program;
+        let mut candidates = [true; 6];
         loop {
-            let mut started = false;
+            let mut started = [false; 6];
             for unit in Unit::ALL {
                 let u = unit as usize;
-                if !self.has_room(unit) {
+                if !candidates[u] || !self.has_room(unit) {
                     continue;
                 }
                 let Some(&i) = self.queues[u].front() else {
@@ -506,7 +516,7 @@ impl<'a> Engine<'a> {
                     }
                     continue;
                 }
-                let ins = self.program.instructions[i];
+                let ins = &program.instructions[i];
                 let tokens_ok = ins
                     .sync()
                     .wait
@@ -517,7 +527,7 @@ impl<'a> Engine<'a> {
                     Some(Stall::Token)
                 } else if needs_pe && self.pe_array_busy {
                     Some(Stall::PeArray)
-                } else if !self.ports_free(u, i, &ins) {
+                } else if !self.ports_free(u, i, ins) {
                     Some(Stall::Port)
                 } else {
                     None
@@ -548,7 +558,7 @@ impl<'a> Engine<'a> {
                     }
                 }
                 if let Some(data) = self.data.as_deref_mut() {
-                    if let Err(reason) = data.execute(&ins) {
+                    if let Err(reason) = data.execute(ins) {
                         self.failed.get_or_insert(ProgramError::Instruction {
                             index: i,
                             mnemonic: ins.opcode().mnemonic(),
@@ -563,7 +573,7 @@ impl<'a> Engine<'a> {
                 if needs_pe {
                     self.pe_array_busy = true;
                 }
-                let cycles = self.execute(unit, &ins).max(1);
+                let cycles = self.execute(unit, ins).max(1);
                 self.in_flight[u] += 1;
                 self.active_since[u].get_or_insert(self.now);
                 self.stats[u].instructions += 1;
@@ -574,11 +584,12 @@ impl<'a> Engine<'a> {
                     end: self.now + cycles,
                 };
                 self.push(self.now + cycles, Event::Done(u, i));
-                started = true;
+                started[u] = true;
             }
-            if !started {
+            if started == [false; 6] {
                 break;
             }
+            candidates = started;
         }
     }
 
@@ -766,7 +777,7 @@ impl<'a> Engine<'a> {
             cycles,
             seconds,
             instructions: self.program.instructions.len() as u64,
-            instruction_bytes: self.program.storage_bytes(),
+            instruction_bytes: self.instruction_bytes,
             events: self.seq,
             instructions_streamed_from: self.instructions_streamed_from,
             units: Unit::ALL
