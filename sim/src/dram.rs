@@ -273,36 +273,80 @@ impl Stream {
     }
 
     /// How many bytes of full bursts follow `c` contiguously in memory, counted up to `limit`
-    /// (and at least that many if there are).
+    /// (and at least that many if there are): the full bursts left in `c`'s chunk, then whole
+    /// chunks while each starts where the one before ends.
     fn contiguous_bytes(&self, c: Cursor, burst: u64, limit: u64) -> u64 {
-        let full = |bytes: u64| bytes / burst * burst;
-        let mut extent = full(self.chunk_bytes - c.offset);
-        let mut chunk = c.chunk;
-        let mut end = self.chunk_addr(chunk) + self.chunk_bytes;
-        while extent < limit && self.chunk_bytes % burst == 0 && chunk + 1 < self.chunks() {
-            chunk += 1;
-            if self.chunk_addr(chunk) != end {
+        let extent = (self.chunk_bytes - c.offset) / burst * burst;
+        if extent >= limit || self.chunk_bytes == 0 || self.chunk_bytes % burst != 0 {
+            return extent;
+        }
+        let wanted = (limit - extent).div_ceil(self.chunk_bytes);
+        extent + self.following_chunks(c.chunk, wanted) * self.chunk_bytes
+    }
+
+    /// How many chunks after `chunk` each start where the one before ends, counted up to
+    /// `most`. Found a loop level at a time: every step of a level moves the address by the
+    /// same amount, so a level whose step is one chunk is crossed at once.
+    fn following_chunks(&self, chunk: u64, most: u64) -> u64 {
+        let [n0, n1, n2] = self.counts();
+        let [(_, s0), (_, s1), (_, s2)] = self.loops;
+        let bytes = self.chunk_bytes;
+        // The address step to the next chunk when it advances loop 0, 1 or 2 (the inner loops
+        // restarting); only a step of exactly one chunk matters, so it may wrap.
+        let step0 = s0;
+        let step1 = s1.wrapping_sub((n0 - 1).wrapping_mul(s0));
+        let step2 = s2
+            .wrapping_sub((n1 - 1).wrapping_mul(s1))
+            .wrapping_sub((n0 - 1).wrapping_mul(s0));
+        let dense0 = n0 == 1 || step0 == bytes;
+        let dense1 = dense0 && (n1 == 1 || step1 == bytes);
+        let (mut i0, mut i1, mut i2) = (chunk % n0, chunk / n0 % n1, chunk / (n0 * n1));
+        let mut found = 0;
+        while found < most {
+            if i0 + 1 < n0 {
+                if step0 != bytes {
+                    break;
+                }
+                found += n0 - 1 - i0;
+                i0 = n0 - 1;
+            } else if i1 + 1 < n1 {
+                if step1 != bytes {
+                    break;
+                }
+                if dense0 {
+                    // With loop 0 dense too, the rest of loop 1 follows on.
+                    found += (n1 - 1 - i1) * n0;
+                    (i0, i1) = (n0 - 1, n1 - 1);
+                } else {
+                    found += 1;
+                    (i0, i1) = (0, i1 + 1);
+                }
+            } else if i2 + 1 < n2 {
+                if step2 != bytes {
+                    break;
+                }
+                // With loops 0 and 1 dense too, the rest of the stream follows on.
+                if dense1 {
+                    found += (n2 - 1 - i2) * n0 * n1;
+                    break;
+                }
+                found += 1;
+                (i0, i1, i2) = (0, 0, i2 + 1);
+            } else {
                 break;
             }
-            end += self.chunk_bytes;
-            extent += self.chunk_bytes;
         }
-        extent
+        found.min(most)
     }
 
     /// The cursor `bytes` (whole bursts over contiguous chunks) after `c`.
     fn advance(&self, mut c: Cursor, bytes: u64, burst: u64) -> Cursor {
         c.issued += bytes;
         c.seq += bytes / burst;
-        let mut left = bytes;
-        while left > 0 {
-            let step = left.min(self.chunk_bytes - c.offset);
-            c.offset += step;
-            left -= step;
-            if c.offset == self.chunk_bytes {
-                c.chunk += 1;
-                c.offset = 0;
-            }
+        if bytes > 0 {
+            let offset = c.offset + bytes;
+            c.chunk += offset / self.chunk_bytes;
+            c.offset = offset % self.chunk_bytes;
         }
         c
     }
