@@ -59,6 +59,17 @@ pub struct ChannelTiming {
     pub t_rfc: u64,
 }
 
+/// `(n / d, n % d)`, by shifting and masking when `d` is a power of two, as DRAM geometry and
+/// DMA widths usually are: the fast mode divides by them in its inner loops, where a 64-bit
+/// division costs tens of cycles.
+fn div_rem(n: u64, d: u64) -> (u64, u64) {
+    if d.is_power_of_two() {
+        (n >> d.trailing_zeros(), n & (d - 1))
+    } else {
+        (n / d, n % d)
+    }
+}
+
 fn ps(ns: f64) -> u64 {
     (ns * 1000.0).round() as u64
 }
@@ -85,8 +96,9 @@ impl ChannelTiming {
 
     /// `(bank, row)` of a byte address.
     pub fn locate(&self, addr: u64) -> (usize, u64) {
-        let row_index = addr / self.row_bytes;
-        ((row_index % self.banks) as usize, row_index / self.banks)
+        let (row_index, _) = div_rem(addr, self.row_bytes);
+        let (row, bank) = div_rem(row_index, self.banks);
+        (bank as usize, row)
     }
 }
 
@@ -220,6 +232,9 @@ impl Stream {
 
     fn chunk_addr(&self, chunk: u64) -> u64 {
         let [n0, n1, _] = self.counts();
+        if chunk < n0 {
+            return self.base + chunk * self.loops[0].1;
+        }
         let i = [chunk % n0, chunk / n0 % n1, chunk / (n0 * n1)];
         self.base + (0..3).map(|l| i[l] * self.loops[l].1).sum::<u64>()
     }
@@ -238,7 +253,7 @@ impl Stream {
 
     /// When the burst after `issued` bytes reaches the controller (ps).
     fn issue_ps(&self, issued: u64) -> u64 {
-        self.issue_at_cycle(issued / self.bytes_per_cycle.max(1))
+        self.issue_at_cycle(div_rem(issued, self.bytes_per_cycle.max(1)).0)
     }
 
     /// The time (ps) of the engine's `cycles`-th issue cycle, rounded to the nearest picosecond.
@@ -475,12 +490,14 @@ impl DramChannel {
             {
                 // A clean boundary (every older request is served and none younger) at the start
                 // of a row, of the stream, or right after a refresh.
-                let boundary = front.req.addr % self.timing.row_bytes == 0
-                    || served == 0
-                    || self.stats.refreshes != refreshes_seen;
+                let boundary = || {
+                    served == 0
+                        || self.stats.refreshes != refreshes_seen
+                        || div_rem(front.req.addr, self.timing.row_bytes).1 == 0
+                };
                 if let Some(at) = front
                     .at
-                    .filter(|c| boundary && c.seq == served && last_try != Some(c.seq))
+                    .filter(|c| c.seq == served && last_try != Some(c.seq) && boundary())
                 {
                     last_try = Some(at.seq);
                     refreshes_seen = self.stats.refreshes;
@@ -586,7 +603,7 @@ impl DramChannel {
         // Issue times advance in whole cycles: (cycles, leftover bytes) of the segment's head,
         // stepped without dividing in the loop.
         let bpc = s.bytes_per_cycle.max(1);
-        let mut head_cycles = (at.issued / bpc, at.issued % bpc);
+        let mut head_cycles = div_rem(at.issued, bpc);
         let step = |(q, r): (u64, u64), bytes: (u64, u64)| {
             let r = r + bytes.1;
             if r >= bpc {
@@ -595,9 +612,9 @@ impl DramChannel {
                 (q + bytes.0, r)
             }
         };
-        let burst_step = (burst / bpc, burst % bpc);
+        let burst_step = div_rem(burst, bpc);
         let issue_per_burst = burst as f64 * s.period_ps / bpc as f64;
-        let row_step = (t.row_bytes / bpc, t.row_bytes % bpc);
+        let row_step = div_rem(t.row_bytes, bpc);
         let mut start = start;
         let mut outcome = outcome;
         let mut column_at = column_at;
@@ -627,7 +644,8 @@ impl DramChannel {
                     bank_index = (next % t.banks) as usize;
                     row += next / t.banks;
                     let total = head_cycles.1 + rows * t.row_bytes;
-                    head_cycles = (head_cycles.0 + total / bpc, total % bpc);
+                    let (q, r) = div_rem(total, bpc);
+                    head_cycles = (head_cycles.0 + q, r);
                     head = Request {
                         tag: 0,
                         arrival: s.issue_at_cycle(head_cycles.0),
@@ -701,7 +719,7 @@ impl DramChannel {
             head_cycles = if seg_bytes == t.row_bytes {
                 step(head_cycles, row_step)
             } else {
-                step(head_cycles, (seg_bytes / bpc, seg_bytes % bpc))
+                step(head_cycles, div_rem(seg_bytes, bpc))
             };
             head = Request {
                 tag: 0,
@@ -993,11 +1011,12 @@ impl DramChannel {
         let bpc = s.bytes_per_cycle.max(1);
         let arrival = |j: u64| {
             let issued = head_cycles.1 + j * t.row_bytes;
-            s.issue_at_cycle(head_cycles.0 + issued / bpc)
+            s.issue_at_cycle(head_cycles.0 + div_rem(issued, bpc).0)
         };
         let place = |j: u64| {
             let index = bank as u64 + j;
-            ((index % t.banks) as usize, row + index / t.banks)
+            let (rows, bank) = div_rem(index, t.banks);
+            (bank as usize, row + rows)
         };
         // The first round, against the banks' present state, up to the first row not in time.
         // Quick case: no row hit, every bank free for a new row `tRP + tRCD + tCL` before its
@@ -1059,8 +1078,9 @@ impl DramChannel {
         let first = rows.saturating_sub(t.banks);
         let (mut b, mut r) = place(first);
         let issued = head_cycles.1 + first * t.row_bytes;
-        let (mut cycles, mut rest) = (head_cycles.0 + issued / bpc, issued % bpc);
-        let row_step = (t.row_bytes / bpc, t.row_bytes % bpc);
+        let (q, mut rest) = div_rem(issued, bpc);
+        let mut cycles = head_cycles.0 + q;
+        let row_step = div_rem(t.row_bytes, bpc);
         for j in first..rows {
             let data = start + j * row_time;
             let arrival = s.issue_at_cycle(cycles);
