@@ -27,8 +27,8 @@
 //!   last burst. A channel serves DMA instructions in the order they start. [`SimOptions::dram`]
 //!   chooses burst-by-burst scheduling or the exact closed-form row advances
 //!   ([`crate::dram::DramMode`]); the report says which.
-//! - At one cycle, instruction fetches come before completions, and ties are broken by insertion
-//!   order, so runs are deterministic.
+//! - At one cycle, instruction fetches come before completions, and completions go in unit
+//!   order, then program order, so runs are deterministic.
 
 use crate::check::{channel_count, check_program, dma_extent, ProgramError};
 use crate::dram::{ChannelStats, ChannelTiming, DramChannel, DramMode, Stream};
@@ -224,15 +224,53 @@ enum Stall {
     Port,
 }
 
-/// An event. At one cycle, fetches come before completions (`Fetched < Done`), then insertion
-/// order: a unit whose head arrives from instruction memory at the cycle another unit's
-/// instruction finishes sees the fetch first.
+/// An event. At one cycle, fetches come before completions (`Fetched < Done`), and completions
+/// go by unit, then instruction: a unit whose head arrives from instruction memory at the cycle
+/// another unit's instruction finishes sees the fetch first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     /// A unit's head instruction has been fetched: wake the units up.
     Fetched,
     /// Unit, instruction.
     Done(usize, usize),
+}
+
+/// An event and its cycle packed into one integer that orders as `(cycle, event)`: the cycle in
+/// the high 64 bits, then 0 for [`Event::Fetched`], or for [`Event::Done`] a set top bit above
+/// the unit (3 bits) and the instruction (60 bits). Fetches at one cycle are alike, so their
+/// order among themselves does not matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Pending(u128);
+
+impl Pending {
+    const DONE: u64 = 1 << 63;
+    const INSTRUCTION_BITS: u32 = 60;
+
+    fn new(at: u64, ev: Event) -> Self {
+        let event = match ev {
+            Event::Fetched => 0,
+            Event::Done(u, i) => {
+                debug_assert!(u < 8 && (i as u64) < 1 << Self::INSTRUCTION_BITS);
+                Self::DONE | (u as u64) << Self::INSTRUCTION_BITS | i as u64
+            }
+        };
+        Pending((at as u128) << 64 | event as u128)
+    }
+
+    fn cycle(self) -> u64 {
+        (self.0 >> 64) as u64
+    }
+
+    fn event(self) -> Event {
+        let event = self.0 as u64;
+        if event & Self::DONE == 0 {
+            Event::Fetched
+        } else {
+            let unit = (event & !Self::DONE) >> Self::INSTRUCTION_BITS;
+            let index = event & ((1 << Self::INSTRUCTION_BITS) - 1);
+            Event::Done(unit as usize, index as usize)
+        }
+    }
 }
 
 /// The compute ports an instruction holds while it runs: `(buffer, ports)`, at most one entry per
@@ -243,10 +281,11 @@ struct Engine<'a> {
     accel: &'a Accelerator,
     program: &'a Program,
     now: u64,
+    /// Events scheduled so far.
     seq: u64,
-    /// Pending events by (cycle, kind, insertion sequence): only completions and the fetches
-    /// some unit waits for, so the heap stays as small as the work in flight.
-    events: BinaryHeap<Reverse<(u64, Event, u64)>>,
+    /// Pending events by (cycle, event): only completions and the fetches some unit waits for,
+    /// so the heap stays as small as the work in flight.
+    events: BinaryHeap<Reverse<Pending>>,
     fetched_at: Vec<u64>,
     /// The fetch cycle each unit has a wake-up pending for.
     wake_at: [Option<u64>; 6],
@@ -416,15 +455,15 @@ impl<'a> Engine<'a> {
     }
 
     fn push(&mut self, at: u64, ev: Event) {
-        self.events.push(Reverse((at, ev, self.seq)));
+        self.events.push(Reverse(Pending::new(at, ev)));
         self.seq += 1;
     }
 
     fn run(&mut self) -> Result<(), ProgramError> {
         self.try_start();
-        while let Some(Reverse((t, ev, _))) = self.events.pop() {
-            self.now = t;
-            if let Event::Done(u, i) = ev {
+        while let Some(Reverse(pending)) = self.events.pop() {
+            self.now = pending.cycle();
+            if let Event::Done(u, i) = pending.event() {
                 self.finish(u, i);
             }
             self.try_start();
