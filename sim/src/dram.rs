@@ -292,7 +292,11 @@ impl Stream {
     /// chunks while each starts where the one before ends.
     fn contiguous_bytes(&self, c: Cursor, burst: u64, limit: u64) -> u64 {
         let extent = (self.chunk_bytes - c.offset) / burst * burst;
-        if extent >= limit || self.chunk_bytes == 0 || self.chunk_bytes % burst != 0 {
+        if extent >= limit
+            || c.chunk + 1 >= self.chunks()
+            || self.chunk_bytes == 0
+            || self.chunk_bytes % burst != 0
+        {
             return extent;
         }
         let wanted = (limit - extent).div_ceil(self.chunk_bytes);

@@ -536,12 +536,13 @@ impl<'a> Engine<'a> {
     /// same cycle: each pass after the first looks only at the units that started one.
     fn try_start(&mut self) {
         let program = self.program;
-        let mut candidates = [true; 6];
+        // Units to look at, one bit per unit (`1 << unit`).
+        let mut candidates = u8::MAX;
         loop {
-            let mut started = [false; 6];
+            let mut started = 0u8;
             for unit in Unit::ALL {
                 let u = unit as usize;
-                if !candidates[u] || !self.has_room(unit) {
+                if candidates & 1 << u == 0 || !self.has_room(unit) {
                     continue;
                 }
                 let Some(&i) = self.queues[u].front() else {
@@ -623,9 +624,9 @@ impl<'a> Engine<'a> {
                     end: self.now + cycles,
                 };
                 self.push(self.now + cycles, Event::Done(u, i));
-                started[u] = true;
+                started |= 1 << u;
             }
-            if started == [false; 6] {
+            if started == 0 {
                 break;
             }
             candidates = started;
