@@ -460,13 +460,14 @@ impl<'a> Engine<'a> {
     }
 
     fn run(&mut self) -> Result<(), ProgramError> {
-        self.try_start();
+        self.try_start(u8::MAX);
         while let Some(Reverse(pending)) = self.events.pop() {
             self.now = pending.cycle();
-            if let Event::Done(u, i) = pending.event() {
-                self.finish(u, i);
-            }
-            self.try_start();
+            let woken = match pending.event() {
+                Event::Done(u, i) => self.finish(u, i),
+                Event::Fetched => u8::MAX,
+            };
+            self.try_start(woken);
             if let Some(e) = self.failed.take() {
                 return Err(e);
             }
@@ -503,7 +504,12 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn finish(&mut self, u: usize, i: usize) {
+    /// Retires unit `u`'s instruction `i` and returns the units (one bit per unit, as in
+    /// [`tessera_spec::isa::UnitMask`]) whose head may start now and could not before: `u`
+    /// itself, the units it releases tokens to, the DMA units when a DMA engine frees, the PE
+    /// array's units when it frees, the compute units when compute ports free (or a DMA ends on
+    /// a single-port buffer), and the DMA units when a single-port buffer's compute ports free.
+    fn finish(&mut self, u: usize, i: usize) -> u8 {
         self.in_flight[u] -= 1;
         if self.in_flight[u] == 0 {
             if let Some(since) = self.active_since[u].take() {
@@ -511,33 +517,49 @@ impl<'a> Engine<'a> {
             }
         }
         let ins = self.program.instructions[i];
+        let dma_units = Unit::Load.bit() | Unit::Store.bit();
+        let compute_units = Unit::Matrix.bit() | Unit::Vector.bit() | Unit::Sfu.bit();
+        let single_port = |b: usize| self.accel.buffers()[b].ports() <= 1;
+        let mut woken = Unit::ALL[u].bit() | ins.sync().release.0;
         if matches!(ins, Instruction::Matmul(_) | Instruction::Matvec(_)) {
             self.pe_array_busy = false;
+            woken |= Unit::Matrix.bit() | Unit::Vector.bit();
         }
         match ins {
             Instruction::Load(d) | Instruction::Store(d) => {
-                self.dma_active[d.buf.buffer as usize] -= 1;
+                let b = d.buf.buffer as usize;
+                self.dma_active[b] -= 1;
+                woken |= dma_units;
+                if single_port(b) {
+                    woken |= compute_units;
+                }
             }
             _ => {
                 for &(b, n) in &self.held_ports[u] {
                     self.ports_held[b] -= n;
+                    woken |= compute_units;
+                    if single_port(b) {
+                        woken |= dma_units;
+                    }
                 }
             }
         }
         for to in ins.sync().release.units() {
             self.tokens[u][to as usize] += 1;
         }
+        woken
     }
 
-    /// Starts every unit's head instruction that can start now; repeats until none can.
+    /// Starts every unit's head instruction that can start now; repeats until none can. Only
+    /// the units in `woken` (one bit per unit) can have become able to start since the last
+    /// call; the others are left alone.
     ///
     /// Starting an instruction only takes resources (tokens owed to its own unit, the PE array,
     /// ports, a DMA engine), so a unit that cannot start in one pass cannot in the next at the
     /// same cycle: each pass after the first looks only at the units that started one.
-    fn try_start(&mut self) {
+    fn try_start(&mut self, woken: u8) {
         let program = self.program;
-        // Units to look at, one bit per unit (`1 << unit`).
-        let mut candidates = u8::MAX;
+        let mut candidates = woken;
         loop {
             let mut started = 0u8;
             for unit in Unit::ALL {
