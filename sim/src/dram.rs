@@ -679,10 +679,17 @@ impl DramChannel {
                 // arrives no later than the head's real-valued issue time plus `m` bus slots
                 // (+0.5 ps rounding, +1 ps for floating-point error): if that bound is in time,
                 // every burst is, and the check burst by burst is not needed.
-                let head_issue = s.start_ps
-                    + (head_cycles.0 as f64 + head_cycles.1 as f64 / bpc as f64) * s.period_ps;
+                // A head on a whole cycle (the usual case) needs no division; times convert
+                // through `i64` exactly ([`Stream::issue_at_cycle`]).
+                let cycles = head_cycles.0 as i64 as f64;
+                let cycles = if head_cycles.1 == 0 {
+                    cycles
+                } else {
+                    cycles + head_cycles.1 as f64 / bpc as f64
+                };
+                let head_issue = s.start_ps + cycles * s.period_ps;
                 let bounded = issue_per_burst <= t.t_burst as f64
-                    && head_issue + 1.5 + t.t_cl as f64 <= start as f64;
+                    && head_issue + 1.5 + t.t_cl as f64 <= start as i64 as f64;
                 if !bounded {
                     let mut c = head_cycles;
                     for m in 1..n {
