@@ -75,6 +75,9 @@ pub fn check_program(accel: &Accelerator, program: &Program) -> Result<(), Progr
     let mut released = [[0usize; 6]; 6];
     let mut waited = [[0usize; 6]; 6];
     let mut first_wait = [[None::<usize>; 6]; 6];
+    let capacities: Vec<u64> = (0..channel_count(accel))
+        .map(|c| channel_capacity(accel, c))
+        .collect();
     for (index, ins) in program.instructions.iter().enumerate() {
         let op = ins.opcode();
         let err = |reason: String| ProgramError::Instruction {
@@ -82,7 +85,7 @@ pub fn check_program(accel: &Accelerator, program: &Program) -> Result<(), Progr
             mnemonic: op.mnemonic(),
             reason,
         };
-        check_instruction(accel, ins).map_err(err)?;
+        check_instruction(accel, &capacities, ins).map_err(err)?;
         let me = op.unit() as usize;
         let sync = ins.sync();
         for u in sync.wait.units() {
@@ -146,10 +149,15 @@ pub fn dma_extent(d: &Dma) -> (u64, u64) {
     (total, buf_extent)
 }
 
-fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), String> {
+/// Checks one instruction; `capacities` holds each channel's [`channel_capacity`].
+fn check_instruction(
+    accel: &Accelerator,
+    capacities: &[u64],
+    ins: &Instruction,
+) -> Result<(), String> {
     match ins {
         Instruction::Load(d) | Instruction::Store(d) => {
-            let channels = channel_count(accel);
+            let channels = capacities.len() as u64;
             if d.channel as u64 >= channels {
                 return Err(format!(
                     "channel {} does not exist; the memories have {channels} channels (0 ..= {})",
@@ -166,7 +174,7 @@ fn check_instruction(accel: &Accelerator, ins: &Instruction) -> Result<(), Strin
                     "moves {total} bytes; one DMA instruction moves at most {MAX_DMA_BYTES}"
                 ));
             }
-            let capacity = channel_capacity(accel, d.channel as u64);
+            let capacity = capacities[d.channel as usize];
             let dram_end = d.dram_addr
                 + d.bytes as u64
                 + d.loops

@@ -59,6 +59,17 @@ pub struct ChannelTiming {
     pub t_rfc: u64,
 }
 
+/// `(n / d, n % d)`, by shifting and masking when `d` is a power of two, as DRAM geometry and
+/// DMA widths usually are: the fast mode divides by them in its inner loops, where a 64-bit
+/// division costs tens of cycles.
+fn div_rem(n: u64, d: u64) -> (u64, u64) {
+    if d.is_power_of_two() {
+        (n >> d.trailing_zeros(), n & (d - 1))
+    } else {
+        (n / d, n % d)
+    }
+}
+
 fn ps(ns: f64) -> u64 {
     (ns * 1000.0).round() as u64
 }
@@ -85,8 +96,9 @@ impl ChannelTiming {
 
     /// `(bank, row)` of a byte address.
     pub fn locate(&self, addr: u64) -> (usize, u64) {
-        let row_index = addr / self.row_bytes;
-        ((row_index % self.banks) as usize, row_index / self.banks)
+        let (row_index, _) = div_rem(addr, self.row_bytes);
+        let (row, bank) = div_rem(row_index, self.banks);
+        (bank as usize, row)
     }
 }
 
@@ -220,6 +232,9 @@ impl Stream {
 
     fn chunk_addr(&self, chunk: u64) -> u64 {
         let [n0, n1, _] = self.counts();
+        if chunk < n0 {
+            return self.base + chunk * self.loops[0].1;
+        }
         let i = [chunk % n0, chunk / n0 % n1, chunk / (n0 * n1)];
         self.base + (0..3).map(|l| i[l] * self.loops[l].1).sum::<u64>()
     }
@@ -238,13 +253,14 @@ impl Stream {
 
     /// When the burst after `issued` bytes reaches the controller (ps).
     fn issue_ps(&self, issued: u64) -> u64 {
-        self.issue_at_cycle(issued / self.bytes_per_cycle.max(1))
+        self.issue_at_cycle(div_rem(issued, self.bytes_per_cycle.max(1)).0)
     }
 
-    /// The time (ps) of the engine's `cycles`-th issue cycle, rounded to the nearest picosecond
-    /// (times are never negative).
+    /// The time (ps) of the engine's `cycles`-th issue cycle, rounded to the nearest picosecond.
+    /// Times are never negative and stay far below `2^63` ps, where converting through `i64` is
+    /// exactly the `u64` conversion (and cheaper: x86-64 has no unsigned conversion instruction).
     fn issue_at_cycle(&self, cycles: u64) -> u64 {
-        (self.start_ps + cycles as f64 * self.period_ps + 0.5) as u64
+        (self.start_ps + cycles as i64 as f64 * self.period_ps + 0.5) as i64 as u64
     }
 
     /// The request at `c` and the cursor after it; `None` at the end.
@@ -272,36 +288,84 @@ impl Stream {
     }
 
     /// How many bytes of full bursts follow `c` contiguously in memory, counted up to `limit`
-    /// (and at least that many if there are).
+    /// (and at least that many if there are): the full bursts left in `c`'s chunk, then whole
+    /// chunks while each starts where the one before ends.
     fn contiguous_bytes(&self, c: Cursor, burst: u64, limit: u64) -> u64 {
-        let full = |bytes: u64| bytes / burst * burst;
-        let mut extent = full(self.chunk_bytes - c.offset);
-        let mut chunk = c.chunk;
-        let mut end = self.chunk_addr(chunk) + self.chunk_bytes;
-        while extent < limit && self.chunk_bytes % burst == 0 && chunk + 1 < self.chunks() {
-            chunk += 1;
-            if self.chunk_addr(chunk) != end {
+        let extent = (self.chunk_bytes - c.offset) / burst * burst;
+        if extent >= limit
+            || c.chunk + 1 >= self.chunks()
+            || self.chunk_bytes == 0
+            || self.chunk_bytes % burst != 0
+        {
+            return extent;
+        }
+        let wanted = (limit - extent).div_ceil(self.chunk_bytes);
+        extent + self.following_chunks(c.chunk, wanted) * self.chunk_bytes
+    }
+
+    /// How many chunks after `chunk` each start where the one before ends, counted up to
+    /// `most`. Found a loop level at a time: every step of a level moves the address by the
+    /// same amount, so a level whose step is one chunk is crossed at once.
+    fn following_chunks(&self, chunk: u64, most: u64) -> u64 {
+        let [n0, n1, n2] = self.counts();
+        let [(_, s0), (_, s1), (_, s2)] = self.loops;
+        let bytes = self.chunk_bytes;
+        // The address step to the next chunk when it advances loop 0, 1 or 2 (the inner loops
+        // restarting); only a step of exactly one chunk matters, so it may wrap.
+        let step0 = s0;
+        let step1 = s1.wrapping_sub((n0 - 1).wrapping_mul(s0));
+        let step2 = s2
+            .wrapping_sub((n1 - 1).wrapping_mul(s1))
+            .wrapping_sub((n0 - 1).wrapping_mul(s0));
+        let dense0 = n0 == 1 || step0 == bytes;
+        let dense1 = dense0 && (n1 == 1 || step1 == bytes);
+        let (mut i0, mut i1, mut i2) = (chunk % n0, chunk / n0 % n1, chunk / (n0 * n1));
+        let mut found = 0;
+        while found < most {
+            if i0 + 1 < n0 {
+                if step0 != bytes {
+                    break;
+                }
+                found += n0 - 1 - i0;
+                i0 = n0 - 1;
+            } else if i1 + 1 < n1 {
+                if step1 != bytes {
+                    break;
+                }
+                if dense0 {
+                    // With loop 0 dense too, the rest of loop 1 follows on.
+                    found += (n1 - 1 - i1) * n0;
+                    (i0, i1) = (n0 - 1, n1 - 1);
+                } else {
+                    found += 1;
+                    (i0, i1) = (0, i1 + 1);
+                }
+            } else if i2 + 1 < n2 {
+                if step2 != bytes {
+                    break;
+                }
+                // With loops 0 and 1 dense too, the rest of the stream follows on.
+                if dense1 {
+                    found += (n2 - 1 - i2) * n0 * n1;
+                    break;
+                }
+                found += 1;
+                (i0, i1, i2) = (0, 0, i2 + 1);
+            } else {
                 break;
             }
-            end += self.chunk_bytes;
-            extent += self.chunk_bytes;
         }
-        extent
+        found.min(most)
     }
 
     /// The cursor `bytes` (whole bursts over contiguous chunks) after `c`.
     fn advance(&self, mut c: Cursor, bytes: u64, burst: u64) -> Cursor {
         c.issued += bytes;
         c.seq += bytes / burst;
-        let mut left = bytes;
-        while left > 0 {
-            let step = left.min(self.chunk_bytes - c.offset);
-            c.offset += step;
-            left -= step;
-            if c.offset == self.chunk_bytes {
-                c.chunk += 1;
-                c.offset = 0;
-            }
+        if bytes > 0 {
+            let offset = c.offset + bytes;
+            c.chunk += offset / self.chunk_bytes;
+            c.offset = offset % self.chunk_bytes;
         }
         c
     }
@@ -430,12 +494,14 @@ impl DramChannel {
             {
                 // A clean boundary (every older request is served and none younger) at the start
                 // of a row, of the stream, or right after a refresh.
-                let boundary = front.req.addr % self.timing.row_bytes == 0
-                    || served == 0
-                    || self.stats.refreshes != refreshes_seen;
+                let boundary = || {
+                    served == 0
+                        || self.stats.refreshes != refreshes_seen
+                        || div_rem(front.req.addr, self.timing.row_bytes).1 == 0
+                };
                 if let Some(at) = front
                     .at
-                    .filter(|c| boundary && c.seq == served && last_try != Some(c.seq))
+                    .filter(|c| c.seq == served && last_try != Some(c.seq) && boundary())
                 {
                     last_try = Some(at.seq);
                     refreshes_seen = self.stats.refreshes;
@@ -541,7 +607,7 @@ impl DramChannel {
         // Issue times advance in whole cycles: (cycles, leftover bytes) of the segment's head,
         // stepped without dividing in the loop.
         let bpc = s.bytes_per_cycle.max(1);
-        let mut head_cycles = (at.issued / bpc, at.issued % bpc);
+        let mut head_cycles = div_rem(at.issued, bpc);
         let step = |(q, r): (u64, u64), bytes: (u64, u64)| {
             let r = r + bytes.1;
             if r >= bpc {
@@ -550,9 +616,9 @@ impl DramChannel {
                 (q + bytes.0, r)
             }
         };
-        let burst_step = (burst / bpc, burst % bpc);
+        let burst_step = div_rem(burst, bpc);
         let issue_per_burst = burst as f64 * s.period_ps / bpc as f64;
-        let row_step = (t.row_bytes / bpc, t.row_bytes % bpc);
+        let row_step = div_rem(t.row_bytes, bpc);
         let mut start = start;
         let mut outcome = outcome;
         let mut column_at = column_at;
@@ -582,7 +648,8 @@ impl DramChannel {
                     bank_index = (next % t.banks) as usize;
                     row += next / t.banks;
                     let total = head_cycles.1 + rows * t.row_bytes;
-                    head_cycles = (head_cycles.0 + total / bpc, total % bpc);
+                    let (q, r) = div_rem(total, bpc);
+                    head_cycles = (head_cycles.0 + q, r);
                     head = Request {
                         tag: 0,
                         arrival: s.issue_at_cycle(head_cycles.0),
@@ -612,10 +679,17 @@ impl DramChannel {
                 // arrives no later than the head's real-valued issue time plus `m` bus slots
                 // (+0.5 ps rounding, +1 ps for floating-point error): if that bound is in time,
                 // every burst is, and the check burst by burst is not needed.
-                let head_issue = s.start_ps
-                    + (head_cycles.0 as f64 + head_cycles.1 as f64 / bpc as f64) * s.period_ps;
+                // A head on a whole cycle (the usual case) needs no division; times convert
+                // through `i64` exactly ([`Stream::issue_at_cycle`]).
+                let cycles = head_cycles.0 as i64 as f64;
+                let cycles = if head_cycles.1 == 0 {
+                    cycles
+                } else {
+                    cycles + head_cycles.1 as f64 / bpc as f64
+                };
+                let head_issue = s.start_ps + cycles * s.period_ps;
                 let bounded = issue_per_burst <= t.t_burst as f64
-                    && head_issue + 1.5 + t.t_cl as f64 <= start as f64;
+                    && head_issue + 1.5 + t.t_cl as f64 <= start as i64 as f64;
                 if !bounded {
                     let mut c = head_cycles;
                     for m in 1..n {
@@ -656,7 +730,7 @@ impl DramChannel {
             head_cycles = if seg_bytes == t.row_bytes {
                 step(head_cycles, row_step)
             } else {
-                step(head_cycles, (seg_bytes / bpc, seg_bytes % bpc))
+                step(head_cycles, div_rem(seg_bytes, bpc))
             };
             head = Request {
                 tag: 0,
@@ -948,16 +1022,18 @@ impl DramChannel {
         let bpc = s.bytes_per_cycle.max(1);
         let arrival = |j: u64| {
             let issued = head_cycles.1 + j * t.row_bytes;
-            s.issue_at_cycle(head_cycles.0 + issued / bpc)
+            s.issue_at_cycle(head_cycles.0 + div_rem(issued, bpc).0)
         };
         let place = |j: u64| {
             let index = bank as u64 + j;
-            ((index % t.banks) as usize, row + index / t.banks)
+            let (rows, bank) = div_rem(index, t.banks);
+            (bank as usize, row + rows)
         };
         // The first round, against the banks' present state, up to the first row not in time.
-        // Quick case: no row hit, every bank free for a new row `tRP + tRCD + tCL` before the
-        // first row's data and the first head arriving that early too (the arrival margin only
-        // grows): then every first-round row is in time, a miss if its bank is closed.
+        // Quick case: no row hit, every bank free for a new row `tRP + tRCD + tCL` before its
+        // row's data and the first head arriving that early before the first row's data (the
+        // arrival margin only grows): then every first-round row is in time, a miss if its bank
+        // is closed.
         let round = rows.min(t.banks);
         let open_latency = t.t_rp + t.t_rcd + t.t_cl;
         // The first round's banks in order: `bank`, `bank + 1`, … wrapping to the next row.
@@ -965,23 +1041,23 @@ impl DramChannel {
             (0..round as usize).map(move |j| {
                 let b = bank + j;
                 if b < t.banks as usize {
-                    (b, row)
+                    (b, row, j as u64)
                 } else {
-                    (b - t.banks as usize, row + 1)
+                    (b - t.banks as usize, row + 1, j as u64)
                 }
             })
         };
-        let idle = |(b, r): (usize, u64)| {
+        let idle = |(b, r, j): (usize, u64, u64)| {
             let k = self.banks[b];
             k.open_row != Some(r)
                 && (k.activated_at + t.t_ras)
                     .max(k.last_data_end)
                     .max(k.ready_at)
                     + open_latency
-                    <= start
+                    <= start + j * row_time
         };
         let (in_time, misses) = if arrival(0) + open_latency <= start && first_round().all(idle) {
-            let closed = first_round().filter(|&(b, _)| self.banks[b].open_row.is_none());
+            let closed = first_round().filter(|&(b, _, _)| self.banks[b].open_row.is_none());
             (round, closed.count() as u64)
         } else {
             let (mut in_time, mut misses) = (0, 0);
@@ -1013,8 +1089,9 @@ impl DramChannel {
         let first = rows.saturating_sub(t.banks);
         let (mut b, mut r) = place(first);
         let issued = head_cycles.1 + first * t.row_bytes;
-        let (mut cycles, mut rest) = (head_cycles.0 + issued / bpc, issued % bpc);
-        let row_step = (t.row_bytes / bpc, t.row_bytes % bpc);
+        let (q, mut rest) = div_rem(issued, bpc);
+        let mut cycles = head_cycles.0 + q;
+        let row_step = div_rem(t.row_bytes, bpc);
         for j in first..rows {
             let data = start + j * row_time;
             let arrival = s.issue_at_cycle(cycles);

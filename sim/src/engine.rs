@@ -27,8 +27,8 @@
 //!   last burst. A channel serves DMA instructions in the order they start. [`SimOptions::dram`]
 //!   chooses burst-by-burst scheduling or the exact closed-form row advances
 //!   ([`crate::dram::DramMode`]); the report says which.
-//! - At one cycle, instruction fetches come before completions, and ties are broken by insertion
-//!   order, so runs are deterministic.
+//! - At one cycle, instruction fetches come before completions, and completions go in unit
+//!   order, then program order, so runs are deterministic.
 
 use crate::check::{channel_count, check_program, dma_extent, ProgramError};
 use crate::dram::{ChannelStats, ChannelTiming, DramChannel, DramMode, Stream};
@@ -224,15 +224,53 @@ enum Stall {
     Port,
 }
 
-/// An event. At one cycle, fetches come before completions (`Fetched < Done`), then insertion
-/// order: a unit whose head arrives from instruction memory at the cycle another unit's
-/// instruction finishes sees the fetch first.
+/// An event. At one cycle, fetches come before completions (`Fetched < Done`), and completions
+/// go by unit, then instruction: a unit whose head arrives from instruction memory at the cycle
+/// another unit's instruction finishes sees the fetch first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     /// A unit's head instruction has been fetched: wake the units up.
     Fetched,
     /// Unit, instruction.
     Done(usize, usize),
+}
+
+/// An event and its cycle packed into one integer that orders as `(cycle, event)`: the cycle in
+/// the high 64 bits, then 0 for [`Event::Fetched`], or for [`Event::Done`] a set top bit above
+/// the unit (3 bits) and the instruction (60 bits). Fetches at one cycle are alike, so their
+/// order among themselves does not matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Pending(u128);
+
+impl Pending {
+    const DONE: u64 = 1 << 63;
+    const INSTRUCTION_BITS: u32 = 60;
+
+    fn new(at: u64, ev: Event) -> Self {
+        let event = match ev {
+            Event::Fetched => 0,
+            Event::Done(u, i) => {
+                debug_assert!(u < 8 && (i as u64) < 1 << Self::INSTRUCTION_BITS);
+                Self::DONE | (u as u64) << Self::INSTRUCTION_BITS | i as u64
+            }
+        };
+        Pending((at as u128) << 64 | event as u128)
+    }
+
+    fn cycle(self) -> u64 {
+        (self.0 >> 64) as u64
+    }
+
+    fn event(self) -> Event {
+        let event = self.0 as u64;
+        if event & Self::DONE == 0 {
+            Event::Fetched
+        } else {
+            let unit = (event & !Self::DONE) >> Self::INSTRUCTION_BITS;
+            let index = event & ((1 << Self::INSTRUCTION_BITS) - 1);
+            Event::Done(unit as usize, index as usize)
+        }
+    }
 }
 
 /// The compute ports an instruction holds while it runs: `(buffer, ports)`, at most one entry per
@@ -243,10 +281,11 @@ struct Engine<'a> {
     accel: &'a Accelerator,
     program: &'a Program,
     now: u64,
+    /// Events scheduled so far.
     seq: u64,
-    /// Pending events by (cycle, kind, insertion sequence): only completions and the fetches
-    /// some unit waits for, so the heap stays as small as the work in flight.
-    events: BinaryHeap<Reverse<(u64, Event, u64)>>,
+    /// Pending events by (cycle, event): only completions and the fetches some unit waits for,
+    /// so the heap stays as small as the work in flight.
+    events: BinaryHeap<Reverse<Pending>>,
     fetched_at: Vec<u64>,
     /// The fetch cycle each unit has a wake-up pending for.
     wake_at: [Option<u64>; 6],
@@ -281,6 +320,8 @@ struct Engine<'a> {
     /// The first instruction the functional model rejected.
     failed: Option<ProgramError>,
     instructions_streamed_from: Option<String>,
+    /// Bytes the program occupies in instruction memory.
+    instruction_bytes: u64,
 }
 
 /// How to simulate.
@@ -329,7 +370,8 @@ impl<'a> Engine<'a> {
         options: SimOptions,
         data: Option<&'a mut DataState>,
     ) -> Self {
-        let fetch = instruction_fetch(accel, program.storage_bytes());
+        let instruction_bytes = program.storage_bytes();
+        let fetch = instruction_fetch(accel, instruction_bytes);
         let fetch_bpc = accel.instruction_memory().fetch_bytes_per_cycle().max(1);
         let mut fetched_at = Vec::with_capacity(program.instructions.len());
         let (mut t, mut streamed) = (0, 0.0f64);
@@ -394,6 +436,7 @@ impl<'a> Engine<'a> {
             data,
             failed: None,
             instructions_streamed_from: None,
+            instruction_bytes,
         };
         if let Some(memory) = fetch.streamed_from {
             let pj_bit = accel
@@ -401,7 +444,7 @@ impl<'a> Engine<'a> {
                 .memory_pj_per_bit(accel.memories()[memory].kind())
                 .unwrap_or(0.0);
             let place = FIRST_BUFFER + accel.buffers().len() + memory;
-            let bytes = program.storage_bytes() as f64;
+            let bytes = instruction_bytes as f64;
             e.ledger
                 .charge(EnergyKind::Dram, Unit::System, place, bytes * 8.0 * pj_bit);
         }
@@ -412,18 +455,19 @@ impl<'a> Engine<'a> {
     }
 
     fn push(&mut self, at: u64, ev: Event) {
-        self.events.push(Reverse((at, ev, self.seq)));
+        self.events.push(Reverse(Pending::new(at, ev)));
         self.seq += 1;
     }
 
     fn run(&mut self) -> Result<(), ProgramError> {
-        self.try_start();
-        while let Some(Reverse((t, ev, _))) = self.events.pop() {
-            self.now = t;
-            if let Event::Done(u, i) = ev {
-                self.finish(u, i);
-            }
-            self.try_start();
+        self.try_start(u8::MAX);
+        while let Some(Reverse(pending)) = self.events.pop() {
+            self.now = pending.cycle();
+            let woken = match pending.event() {
+                Event::Done(u, i) => self.finish(u, i),
+                Event::Fetched => u8::MAX,
+            };
+            self.try_start(woken);
             if let Some(e) = self.failed.take() {
                 return Err(e);
             }
@@ -460,7 +504,12 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn finish(&mut self, u: usize, i: usize) {
+    /// Retires unit `u`'s instruction `i` and returns the units (one bit per unit, as in
+    /// [`tessera_spec::isa::UnitMask`]) whose head may start now and could not before: `u`
+    /// itself, the units it releases tokens to, the DMA units when a DMA engine frees, the PE
+    /// array's units when it frees, the compute units when compute ports free (or a DMA ends on
+    /// a single-port buffer), and the DMA units when a single-port buffer's compute ports free.
+    fn finish(&mut self, u: usize, i: usize) -> u8 {
         self.in_flight[u] -= 1;
         if self.in_flight[u] == 0 {
             if let Some(since) = self.active_since[u].take() {
@@ -468,31 +517,54 @@ impl<'a> Engine<'a> {
             }
         }
         let ins = self.program.instructions[i];
+        let dma_units = Unit::Load.bit() | Unit::Store.bit();
+        let compute_units = Unit::Matrix.bit() | Unit::Vector.bit() | Unit::Sfu.bit();
+        let single_port = |b: usize| self.accel.buffers()[b].ports() <= 1;
+        let mut woken = Unit::ALL[u].bit() | ins.sync().release.0;
         if matches!(ins, Instruction::Matmul(_) | Instruction::Matvec(_)) {
             self.pe_array_busy = false;
+            woken |= Unit::Matrix.bit() | Unit::Vector.bit();
         }
         match ins {
             Instruction::Load(d) | Instruction::Store(d) => {
-                self.dma_active[d.buf.buffer as usize] -= 1;
+                let b = d.buf.buffer as usize;
+                self.dma_active[b] -= 1;
+                woken |= dma_units;
+                if single_port(b) {
+                    woken |= compute_units;
+                }
             }
             _ => {
                 for &(b, n) in &self.held_ports[u] {
                     self.ports_held[b] -= n;
+                    woken |= compute_units;
+                    if single_port(b) {
+                        woken |= dma_units;
+                    }
                 }
             }
         }
         for to in ins.sync().release.units() {
             self.tokens[u][to as usize] += 1;
         }
+        woken
     }
 
-    /// Starts every unit's head instruction that can start now; repeats until none can.
-    fn try_start(&mut self) {
+    /// Starts every unit's head instruction that can start now; repeats until none can. Only
+    /// the units in `woken` (one bit per unit) can have become able to start since the last
+    /// call; the others are left alone.
+    ///
+    /// Starting an instruction only takes resources (tokens owed to its own unit, the PE array,
+    /// ports, a DMA engine), so a unit that cannot start in one pass cannot in the next at the
+    /// same cycle: each pass after the first looks only at the units that started one.
+    fn try_start(&mut self, woken: u8) {
+        let program = self.program;
+        let mut candidates = woken;
         loop {
-            let mut started = false;
+            let mut started = 0u8;
             for unit in Unit::ALL {
                 let u = unit as usize;
-                if !self.has_room(unit) {
+                if candidates & 1 << u == 0 || !self.has_room(unit) {
                     continue;
                 }
                 let Some(&i) = self.queues[u].front() else {
@@ -506,7 +578,7 @@ impl<'a> Engine<'a> {
                     }
                     continue;
                 }
-                let ins = self.program.instructions[i];
+                let ins = &program.instructions[i];
                 let tokens_ok = ins
                     .sync()
                     .wait
@@ -517,7 +589,7 @@ impl<'a> Engine<'a> {
                     Some(Stall::Token)
                 } else if needs_pe && self.pe_array_busy {
                     Some(Stall::PeArray)
-                } else if !self.ports_free(u, i, &ins) {
+                } else if !self.ports_free(u, i, ins) {
                     Some(Stall::Port)
                 } else {
                     None
@@ -548,7 +620,7 @@ impl<'a> Engine<'a> {
                     }
                 }
                 if let Some(data) = self.data.as_deref_mut() {
-                    if let Err(reason) = data.execute(&ins) {
+                    if let Err(reason) = data.execute(ins) {
                         self.failed.get_or_insert(ProgramError::Instruction {
                             index: i,
                             mnemonic: ins.opcode().mnemonic(),
@@ -563,7 +635,7 @@ impl<'a> Engine<'a> {
                 if needs_pe {
                     self.pe_array_busy = true;
                 }
-                let cycles = self.execute(unit, &ins).max(1);
+                let cycles = self.execute(unit, ins).max(1);
                 self.in_flight[u] += 1;
                 self.active_since[u].get_or_insert(self.now);
                 self.stats[u].instructions += 1;
@@ -574,11 +646,12 @@ impl<'a> Engine<'a> {
                     end: self.now + cycles,
                 };
                 self.push(self.now + cycles, Event::Done(u, i));
-                started = true;
+                started |= 1 << u;
             }
-            if !started {
+            if started == 0 {
                 break;
             }
+            candidates = started;
         }
     }
 
@@ -766,7 +839,7 @@ impl<'a> Engine<'a> {
             cycles,
             seconds,
             instructions: self.program.instructions.len() as u64,
-            instruction_bytes: self.program.storage_bytes(),
+            instruction_bytes: self.instruction_bytes,
             events: self.seq,
             instructions_streamed_from: self.instructions_streamed_from,
             units: Unit::ALL
