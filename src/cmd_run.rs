@@ -53,8 +53,8 @@ pub struct Args {
     #[arg(long)]
     pub trace: Option<std::path::PathBuf>,
     /// A machine's price for cost efficiency (decode tokens/s per $1,000): `NAME=USD`, NAME the
-    /// accelerator or a GPU of `--gpu` (repeatable). Tessera ships no prices: give them with
-    /// their source.
+    /// accelerator or a GPU of `--gpu` (repeatable; it overrides the accelerator file's
+    /// `price_usd`). Tessera ships no prices: give them with their source.
     #[arg(long, value_name = "NAME=USD")]
     pub price: Vec<String>,
 }

@@ -367,16 +367,13 @@ pub struct RunReport {
     pub decode: Option<DecodeReport>,
     /// GPU baselines.
     pub gpu_baselines: Vec<GpuBaseline>,
-    /// The accelerator's price in US dollars, when given (`tessera run --price`).
+    /// The accelerator's price in US dollars, when given (`price_usd` in its file, or
+    /// `tessera run --price`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price_usd: Option<f64>,
 }
 
-/// Decode tokens per second per 1,000 US dollars of price: the cost efficiency the run report
-/// compares. `None` without a price or a decode phase.
-pub fn tokens_per_s_per_kusd(tokens_per_s: Option<f64>, price_usd: Option<f64>) -> Option<f64> {
-    Some(tokens_per_s? / price_usd? * 1000.0)
-}
+pub use tessera_reports::tokens_per_s_per_kusd;
 
 fn gbps(bytes: f64, seconds: f64) -> f64 {
     if seconds > 0.0 {
@@ -534,7 +531,7 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
         prefill: prefill_report,
         decode,
         gpu_baselines,
-        price_usd: None,
+        price_usd: accel.price_usd(),
     })
 }
 

@@ -432,6 +432,7 @@ fn run_point(spec: &SweepSpec, spec_hash: u64, point: &Point) -> Record {
             weight_bytes: r.weight_bytes,
             dsps: tessera_spec::resource_model::engine_dsps(inputs.accel.matrix()),
             fidelity: r.fidelity.to_string(),
+            price_usd: r.price_usd,
         })
     });
     let (summary, error) = match outcome {

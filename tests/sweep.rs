@@ -83,6 +83,36 @@ fn grid_runs_every_point_once() {
 }
 
 #[test]
+fn accelerator_prices_sweep_into_cost_efficiency() {
+    // The base accelerator quotes a price; an axis varies it.
+    let d = dir("price");
+    let accel = tessera_spec::accel::Accelerator::preset_text("u280")
+        .unwrap()
+        .replacen("\n[matrix]", "price_usd = 8000.0\n\n[matrix]", 1);
+    let accel = write(&d, "priced.toml", &accel);
+    let spec = format!(
+        "[base]\nmodel = \"tiny-llama\"\naccel = {accel:?}\ncompression = \"w4a8-g128\"\n\
+         prefill = 32\ndecode = 4\n\n[axes]\n\"accel.price_usd\" = [4000.0, 8000.0]\n"
+    );
+    let spec = write(&d, "spec.toml", &spec);
+    let out = d.join("r.jsonl").display().to_string();
+    ok(&["sweep", &spec, "-o", &out, "-q"]);
+    let r = records(&out);
+    let price = |i: usize| r[i]["summary"]["price_usd"].as_f64();
+    assert_eq!((price(0), price(1)), (Some(4000.0), Some(8000.0)));
+    let report = d.join("report");
+    ok(&["report", &out, "-o", &report.display().to_string(), "-q"]);
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("tok/s per $1k"), "{md}");
+    let csv = std::fs::read_to_string(report.join("results.csv")).unwrap();
+    // The same tokens/s at half the price: twice the cost efficiency.
+    let cost = |line: &str| -> f64 { line.split(',').rev().nth(1).unwrap().parse().unwrap() };
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    let ratio = cost(rows[0]) / cost(rows[1]);
+    assert!((ratio - 2.0).abs() < 1e-9, "{csv}");
+}
+
+#[test]
 fn resume_after_a_killed_run_gives_the_same_records() {
     let d = dir("resume");
     let spec = write(&d, "spec.toml", SPEC);

@@ -44,6 +44,17 @@ pub struct Summary {
     pub dsps: u64,
     /// How the figures were produced.
     pub fidelity: String,
+    /// The accelerator's price in US dollars, when its file quotes one (`price_usd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_usd: Option<f64>,
+}
+
+impl Summary {
+    /// Decode tokens per second per $1,000 of the accelerator's price, when it has one.
+    pub fn tokens_per_s_per_kusd(&self) -> Option<f64> {
+        crate::tokens_per_s_per_kusd(Some(self.decode_tokens_per_s), self.price_usd)
+            .filter(|_| self.decode_tokens_per_s > 0.0)
+    }
 }
 
 /// The header line of a results file.
@@ -102,6 +113,13 @@ fn axes(records: &[Record]) -> Vec<String> {
     keys
 }
 
+/// Whether some point's accelerator quotes a price.
+fn priced(records: &[Record]) -> bool {
+    records
+        .iter()
+        .any(|r| r.summary.as_ref().is_some_and(|m| m.price_usd.is_some()))
+}
+
 /// CSV with one row per record: index, every axis, the summary figures and the error.
 pub fn csv(records: &[Record]) -> String {
     let axes = axes(records);
@@ -109,7 +127,7 @@ pub fn csv(records: &[Record]) -> String {
     for a in &axes {
         let _ = write!(s, ",{a}");
     }
-    s.push_str(",model,accelerator,prefill_latency_s,prefill_energy_j,decode_tokens_per_s,decode_tokens_per_j,weight_bytes,dsps,fidelity,error\n");
+    s.push_str(",model,accelerator,prefill_latency_s,prefill_energy_j,decode_tokens_per_s,decode_tokens_per_j,weight_bytes,dsps,fidelity,price_usd,decode_tokens_per_s_per_kusd,error\n");
     for r in records {
         let _ = write!(s, "{}", r.index);
         for a in &axes {
@@ -121,9 +139,10 @@ pub fn csv(records: &[Record]) -> String {
         }
         match &r.summary {
             Some(m) => {
+                let optional = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
                 let _ = write!(
                     s,
-                    ",{},{},{},{},{},{},{},{},{},",
+                    ",{},{},{},{},{},{},{},{},{},{},{},",
                     m.model,
                     m.accelerator,
                     m.prefill_latency_s,
@@ -132,10 +151,12 @@ pub fn csv(records: &[Record]) -> String {
                     m.decode_tokens_per_j,
                     m.weight_bytes,
                     m.dsps,
-                    m.fidelity
+                    m.fidelity,
+                    optional(m.price_usd),
+                    optional(m.tokens_per_s_per_kusd())
                 );
             }
-            None => s.push_str(",,,,,,,,,,"),
+            None => s.push_str(",,,,,,,,,,,,"),
         }
         // Quote the error: it may hold commas.
         if let Some(e) = &r.error {
@@ -171,6 +192,12 @@ pub fn markdown(title: &str, records: &[Record]) -> String {
     }
     header.push_str(" decode tok/s | tokens/J | prefill s | DSPs |");
     rule.push_str("---|---|---|---|");
+    // Cost efficiency when some point's accelerator quotes a price.
+    let priced = priced(records);
+    if priced {
+        header.push_str(" tok/s per $1k |");
+        rule.push_str("---|");
+    }
     let _ = writeln!(s, "{header}\n{rule}");
     for &i in &front {
         let r = &records[i];
@@ -188,6 +215,10 @@ pub fn markdown(title: &str, records: &[Record]) -> String {
             " {:.2} | {:.3} | {:.3e} | {} |",
             m.decode_tokens_per_s, m.decode_tokens_per_j, m.prefill_latency_s, m.dsps
         );
+        if priced {
+            let cost = m.tokens_per_s_per_kusd();
+            let _ = write!(row, " {} |", cost.map_or("—".into(), |v| format!("{v:.3}")));
+        }
         let _ = writeln!(s, "{row}");
     }
     if !failed.is_empty() {
@@ -258,6 +289,11 @@ pub fn html(title: &str, records: &[Record]) -> Result<String, crate::plots::Plo
     let mut header: Vec<&str> = vec!["index"];
     header.extend(axes.iter().map(String::as_str));
     header.extend(["decode tok/s", "tokens/J", "prefill s", "DSPs", "fidelity"]);
+    // Cost efficiency when some point's accelerator quotes a price.
+    let priced = priced(records);
+    if priced {
+        header.push("tok/s per $1k");
+    }
     let row = |r: &Record| -> Vec<String> {
         let m = r.summary.as_ref().expect("ran");
         let mut row = vec![r.index.to_string()];
@@ -272,6 +308,9 @@ pub fn html(title: &str, records: &[Record]) -> Result<String, crate::plots::Plo
             m.dsps.to_string(),
             m.fidelity.clone(),
         ]);
+        if priced {
+            row.push(m.tokens_per_s_per_kusd().map_or("—".into(), |v| sig(v, 4)));
+        }
         row
     };
     page.heading("Pareto front");
@@ -323,6 +362,7 @@ mod tests {
                 weight_bytes: 1,
                 dsps,
                 fidelity: "roofline".into(),
+                price_usd: None,
             }),
             error: None,
         }
@@ -350,5 +390,38 @@ mod tests {
         let csv = csv(&with_failed);
         assert_eq!(csv.lines().count(), 7);
         assert!(csv.lines().last().unwrap().ends_with(",\"no\""), "{csv}");
+        // Without prices no cost column; the CSV's price fields stay empty.
+        assert!(!md.contains("per $1k"), "{md}");
+        assert!(
+            csv.lines().nth(1).unwrap().ends_with(",roofline,,,"),
+            "{csv}"
+        );
+    }
+
+    #[test]
+    fn quoted_prices_give_cost_efficiency() {
+        let mut records = vec![rec(0, 20.0, 2.0, 100), rec(1, 30.0, 1.0, 400)];
+        if let Some(m) = records[0].summary.as_mut() {
+            m.price_usd = Some(4000.0);
+        }
+        assert_eq!(
+            records[0].summary.as_ref().unwrap().tokens_per_s_per_kusd(),
+            Some(5.0)
+        );
+        assert_eq!(
+            records[1].summary.as_ref().unwrap().tokens_per_s_per_kusd(),
+            None
+        );
+        let md = markdown("t", &records);
+        assert!(md.contains("| tok/s per $1k |"), "{md}");
+        assert!(md.contains("| 100 | 5.000 |"), "{md}");
+        assert!(md.contains("| 400 | — |"), "{md}");
+        let csv = csv(&records);
+        assert!(
+            csv.lines().nth(1).unwrap().ends_with(",roofline,4000,5,"),
+            "{csv}"
+        );
+        let html = html("t", &records).unwrap();
+        assert!(html.contains("tok/s per $1k"));
     }
 }

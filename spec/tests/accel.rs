@@ -137,6 +137,27 @@ fn clock_out_of_range() {
 }
 
 #[test]
+fn prices_are_optional_and_positive() {
+    assert_eq!(Accelerator::preset("tiny").unwrap().price_usd(), None);
+    let priced = TINY.replace("clock_mhz = 200.0", "clock_mhz = 200.0\nprice_usd = 2500.0");
+    let a = Accelerator::from_toml_str(&priced, "priced.toml").unwrap();
+    assert_eq!(a.price_usd(), Some(2500.0));
+    let p = "clock_mhz = 200.0\nprice_usd";
+    check_err(
+        TINY,
+        "clock_mhz = 200.0",
+        &format!("{p} = 0.0"),
+        "price_usd",
+    );
+    check_err(
+        TINY,
+        "clock_mhz = 200.0",
+        &format!("{p} = -1.0"),
+        "price_usd",
+    );
+}
+
+#[test]
 fn n_of_n16_out_of_range() {
     let s = check_err(
         TINY,

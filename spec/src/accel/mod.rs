@@ -75,6 +75,10 @@ pub struct Accelerator {
     pub(crate) instruction_memory: InstructionMemory,
     pub(crate) energy: EnergyTable,
     pub(crate) resources: Resources,
+    /// The price the user quotes for the board or chip, in US dollars (optional: no price is
+    /// built in), for cost efficiency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) price_usd: Option<f64>,
 }
 
 impl Accelerator {
@@ -132,6 +136,10 @@ impl Accelerator {
     /// Whether the target is an FPGA.
     pub fn is_fpga(&self) -> bool {
         self.kind == TargetKind::Fpga
+    }
+    /// The price quoted in the file (`price_usd`), in US dollars.
+    pub fn price_usd(&self) -> Option<f64> {
+        self.price_usd
     }
     /// Compute clock.
     pub fn clock(&self) -> Hertz {

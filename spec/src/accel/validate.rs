@@ -31,6 +31,9 @@ pub(super) fn validate(a: &Accelerator, file: &str) -> Result<(), SpecError> {
         c.push("name", "the name is empty", "give the accelerator a name");
     }
     finite_positive(&mut c, "clock_mhz", a.clock_mhz, 10_000.0);
+    if let Some(usd) = a.price_usd {
+        finite_positive(&mut c, "price_usd", usd, 1e9);
+    }
 
     let m = &a.matrix;
     c.range_u64("matrix.rows", m.rows, 1, 4096);
