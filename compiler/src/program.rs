@@ -712,17 +712,6 @@ fn lower_op(
                 SfuOperands::new(x, None, fp16_out(place, elements)),
             )
         }
-        OpKind::GatedMultiply { elements } => {
-            let (a, b) = (
-                input(place, 0, roles.activations),
-                input(place, 1, roles.activations),
-            );
-            sfu(
-                SfuOp::Mul,
-                (1, elements),
-                SfuOperands::new(a, Some(b), fp16_out(place, elements)),
-            )
-        }
         OpKind::Rotary { elements } => {
             // Each token's query and key heads (side by side in the fused projection's rows)
             // rotated by its position's angles, into one row of queries then keys per token.
@@ -758,13 +747,19 @@ fn lower_op(
             }
             body
         }
-        OpKind::ResidualAdd { elements } | OpKind::ExpertCombine { elements } => {
+        OpKind::GatedMultiply { elements }
+        | OpKind::ResidualAdd { elements }
+        | OpKind::ExpertCombine { elements } => {
+            let code = match op.kind {
+                OpKind::GatedMultiply { .. } => SfuOp::Mul,
+                _ => SfuOp::Add,
+            };
             let (a, b) = (
                 input(place, 0, roles.activations),
                 input(place, 1, roles.activations),
             );
             sfu(
-                SfuOp::Add,
+                code,
                 (1, elements),
                 SfuOperands::new(a, Some(b), fp16_out(place, elements)),
             )
