@@ -157,8 +157,8 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     };
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create `{}`", args.output.display()))?;
-    let mut listed = Vec::new();
-    for (phase, tokens) in wanted {
+    // Buckets compile (and their files are written) in parallel; the listing keeps their order.
+    let one = |&(phase, tokens): &(&'static str, u64)| -> Result<Compiled> {
         let program = compile(phase, tokens)?;
         let name = match phase {
             "prefill" => format!("prefill-seq{tokens}"),
@@ -170,21 +170,29 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         let text = args.output.join(format!("{name}.tasm"));
         std::fs::write(&text, disassemble(&program))
             .with_context(|| format!("cannot write `{}`", text.display()))?;
-        if verbosity != Verbosity::Quiet {
-            println!(
-                "{}: {} instructions, {} bytes",
-                bin.display(),
-                program.instructions.len(),
-                program.storage_bytes()
-            );
-        }
-        listed.push(Compiled {
+        Ok(Compiled {
             phase,
             tokens,
             file: format!("{name}.bin"),
             instructions: program.instructions.len(),
             instruction_bytes: program.storage_bytes(),
-        });
+        })
+    };
+    let listed: Vec<Compiled> = {
+        use rayon::prelude::*;
+        // The first failing bucket in order is the one reported, whatever the thread count.
+        let results: Vec<Result<Compiled>> = wanted.par_iter().map(one).collect();
+        results.into_iter().collect::<Result<_>>()?
+    };
+    if verbosity != Verbosity::Quiet {
+        for c in &listed {
+            println!(
+                "{}: {} instructions, {} bytes",
+                args.output.join(&c.file).display(),
+                c.instructions,
+                c.instruction_bytes
+            );
+        }
     }
     let manifest = args.output.join("programs.json");
     std::fs::write(&manifest, serde_json::to_string_pretty(&listed)? + "\n")
