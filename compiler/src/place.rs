@@ -6,6 +6,7 @@ use crate::kv::KvLayout;
 use crate::lower::Wave;
 use std::collections::BTreeMap;
 use tessera_spec::accel::Accelerator;
+use tessera_spec::analytical::port_bytes_per_cycle;
 use tessera_spec::graph::{Graph, TensorId};
 use tessera_spec::isa::BufRef;
 
@@ -63,6 +64,9 @@ struct Region {
 #[derive(Debug)]
 pub(crate) struct OnChip {
     capacity: Vec<u64>,
+    /// Per buffer, the alignment of every region: one access across all banks
+    /// ([`port_bytes_per_cycle`]), so a tensor starts on bank 0.
+    align: Vec<u64>,
     regions: Vec<Region>,
     places: BTreeMap<TensorId, BufRef>,
     /// Per tensor, the index of the last operator reading it (`usize::MAX` for pass outputs).
@@ -89,6 +93,7 @@ impl OnChip {
         }
         OnChip {
             capacity: accel.buffers().iter().map(|b| b.bytes().0).collect(),
+            align: accel.buffers().iter().map(port_bytes_per_cycle).collect(),
             regions: Vec::new(),
             places: BTreeMap::new(),
             last_use,
@@ -101,8 +106,8 @@ impl OnChip {
         self.regions.retain(|r| r.last_use >= op);
     }
 
-    /// `bytes` in `buffer`, kept until operator `last_use`: the first gap that holds them
-    /// (aligned to 64 bytes). Once one allocation finds no room ([`Self::fits`] turns false),
+    /// `bytes` in `buffer`, kept until operator `last_use`: the first gap that holds them,
+    /// aligned to the buffer's access width. Once one allocation finds no room ([`Self::fits`] turns false),
     /// every later one gives `None`: the pass is a timing model.
     fn alloc(&mut self, buffer: u8, bytes: u64, last_use: usize) -> Option<u64> {
         if !self.fits {
@@ -120,7 +125,7 @@ impl OnChip {
             if at + bytes <= start {
                 break;
             }
-            at = at.max(end.next_multiple_of(64));
+            at = at.max(end.next_multiple_of(self.align[buffer as usize]));
         }
         if at + bytes > self.capacity[buffer as usize] {
             self.fits = false;
