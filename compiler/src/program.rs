@@ -188,10 +188,9 @@ pub fn data_semantics(
     let roles = BufferRoles::by_name(accel, "pass").map_err(|e| e.reason)?;
     let kv_buffer = roles_kv(accel, "pass").map_err(|e| e.reason)?;
     let embedding = comp.weight(OpClass::Embedding);
-    let rows_alike = match embedding.format.bits {
-        8 => embedding.format.group_size == 0,
-        bits => bits == 16,
-    } && embedding.sparsity == Sparsity::Dense;
+    let format = embedding.format;
+    let rows_alike = ((format.bits == 8 && format.group_size == 0) || format.bits == 16)
+        && embedding.sparsity == Sparsity::Dense;
     let reasons = [
         (
             !matches!(graph.phase, Phase::Decode { .. }),

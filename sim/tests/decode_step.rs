@@ -7,7 +7,7 @@ use half::f16;
 use std::collections::BTreeMap;
 use tessera_compiler::frontend::build_graph;
 use tessera_compiler::kv::visible_keys;
-use tessera_compiler::program::compile_pass_mapped;
+use tessera_compiler::program::{compile_pass_mapped, data_semantics};
 use tessera_sim::golden::{quantize_rows, round_f16, QuantWeights, Rng};
 use tessera_sim::hazard::buffer_hazards;
 use tessera_sim::{simulate_functional, DataState, SimOptions};
@@ -279,6 +279,30 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
     let (ch, at) = layout.key(0, 1, 1, context);
     let stored = f16_values(&data.read_dram(ch, at, 2 * hd as u64));
     assert_eq!(bits(&stored), bits(&w.keys[1][1][context as usize]));
+}
+
+#[test]
+fn passes_that_cannot_compute_on_data_say_why() {
+    let m = model::preset("tiny-llama").unwrap();
+    let w4 = compression::preset("w4a8-g128").unwrap();
+    let u280 = Accelerator::preset("u280").unwrap();
+    let tiny = Accelerator::preset("tiny").unwrap();
+    let decode = Phase::Decode { context: 8 };
+    let why = |accel: &Accelerator, comp: &Compression, phase: Phase, batch: u64| {
+        let graph = build_graph(&m, comp, phase, batch).unwrap();
+        let (_, map) = compile_pass_mapped(accel, comp, &m, &graph, 64).unwrap();
+        let reason = data_semantics(accel, comp, &m, &graph);
+        // Small enough to fit: the map computes on data exactly when nothing forbids it.
+        assert_eq!(map.functional, reason.is_ok(), "{reason:?}");
+        reason.err().unwrap_or_default()
+    };
+    assert_eq!(why(&u280, &w4, decode, 1), "");
+    assert!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 1).contains("prefill"));
+    assert!(why(&u280, &w4, decode, 2).contains("more than one sequence"));
+    // The `tiny` accelerator streams weights through the buffer that holds its activations.
+    assert!(why(&tiny, &w4, decode, 1).contains("weight or KV buffer"));
+    let kv4 = compression::preset("w4a8-kv4-duo").unwrap();
+    assert!(why(&u280, &kv4, decode, 1).contains("integer KV"));
 }
 
 #[test]
