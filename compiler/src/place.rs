@@ -78,17 +78,11 @@ pub(crate) struct OnChip {
 impl OnChip {
     /// An empty allocator for `graph`'s tensors on `accel`.
     pub fn new(accel: &Accelerator, graph: &Graph) -> Self {
+        // Tensors nobody reads (the pass's outputs) keep `usize::MAX`.
         let mut last_use = vec![usize::MAX; graph.tensors().len()];
-        let mut read = vec![false; last_use.len()];
         for (i, op) in graph.ops().enumerate() {
             for t in &op.inputs {
                 last_use[t.0 as usize] = i;
-                read[t.0 as usize] = true;
-            }
-        }
-        for (t, r) in read.iter().enumerate() {
-            if !r {
-                last_use[t] = usize::MAX;
             }
         }
         OnChip {
