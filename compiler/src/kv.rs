@@ -271,6 +271,8 @@ fn coalesce(load: bool, channel: u8, buffer: u8, pieces: &[Piece]) -> Vec<Instru
         dram_addr: dram,
         bytes: bytes as u32,
         loops: [Loop::default(); 3],
+        lanes: 1,
+        lane_stride: 0,
     };
     for &(dram, buf, bytes) in pieces {
         if let Some(d) = dmas.last_mut() {

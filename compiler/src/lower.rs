@@ -467,21 +467,26 @@ pub(crate) fn lower_streamed(
             channel_addr[ch] = (channel_addr[ch] + slice.bytes).next_multiple_of(DRAM_ALIGN);
             slices.push(slice);
         }
-        // The loads. The first waits until the previous wave's loads are all counted in (tokens
-        // count per unit pair, so a later wave's load must not finish into an earlier wave's
-        // count) and, from the third wave on, until the compute two waves back has released the
-        // half; the load queue is in order, so the others wait behind it.
-        for (c, slice) in slices.iter().enumerate() {
-            let load_wait = match (c, g) {
+        // The loads, one multi-channel load per run of alike slices. The first waits until the
+        // previous wave's loads are all counted in (tokens count per unit pair, so a later wave's
+        // load must not finish into an earlier wave's count) and, from the third wave on, until
+        // the compute two waves back has released the half; the load queue is in order, so the
+        // others wait behind it.
+        let at = |c: usize| {
+            if decompressed {
+                c as u64 * buffer_per.max(per)
+            } else {
+                slices[c].offset
+            }
+        };
+        let runs = lane_runs(&slices, at, accel.dma().engines());
+        for (r, (lanes, lane_stride)) in runs.iter().enumerate() {
+            let load_wait = match (r, g) {
                 (1.., _) | (0, 0) => UnitMask::NONE,
                 (0, 1) => UnitMask::of(&[Unit::System]),
                 (0, _) => UnitMask::of(&[Unit::System, compute_unit]),
             };
-            let at = if decompressed {
-                c as u64 * buffer_per.max(per)
-            } else {
-                slice.offset
-            };
+            let slice = &slices[lanes.start];
             instructions.push(Instruction::Load(Dma {
                 sync: Sync {
                     wait: load_wait,
@@ -489,21 +494,23 @@ pub(crate) fn lower_streamed(
                 },
                 buf: BufRef {
                     buffer: s.buffer,
-                    addr: (half_addr + at) as u32,
+                    addr: (half_addr + at(lanes.start)) as u32,
                 },
                 channel: slice.channel,
                 dram_addr: slice.dram_addr,
                 bytes: slice.bytes as u32,
                 loops: [Loop::default(); 3],
+                lanes: lanes.len() as u8,
+                lane_stride: *lane_stride as u32,
             }));
         }
         // The system unit counts the wave's loads in, then lets one matrix instruction consume
         // the whole wave (one pipeline fill per wave, not per slice) and the next wave's loads go.
-        for c in 0..slices.len() {
+        for r in 0..runs.len() {
             instructions.push(Instruction::Sys(SysInstr {
                 sync: Sync {
                     wait: UnitMask::of(&[Unit::Load]),
-                    release: match (c + 1 == slices.len(), g + 1 < total) {
+                    release: match (r + 1 == runs.len(), g + 1 < total) {
                         (true, true) => UnitMask::of(&[compute_unit, Unit::Load]),
                         (true, false) => UnitMask::of(&[compute_unit]),
                         (false, _) => UnitMask::NONE,
@@ -589,6 +596,37 @@ pub(crate) fn lower_streamed(
         instructions,
         waves: placed,
     })
+}
+
+/// The runs of `slices` (index ranges) that one multi-channel load each moves, with the buffer
+/// step between their lanes: slices on consecutive channels with equal sizes and DRAM addresses
+/// whose buffer addresses (`at(index)`) advance by one step no shorter than a slice, at most
+/// `engines` lanes (one DMA engine each) and 255 (the `lanes` field).
+fn lane_runs(
+    slices: &[Slice],
+    at: impl Fn(usize) -> u64,
+    engines: u64,
+) -> Vec<(Range<usize>, u64)> {
+    let most = engines.clamp(1, u8::MAX as u64) as usize;
+    let mut runs: Vec<(Range<usize>, u64)> = Vec::new();
+    for (c, slice) in slices.iter().enumerate() {
+        if let Some((run, step)) = runs.last_mut() {
+            let (head, prev) = (&slices[run.start], &slices[c - 1]);
+            let gap = at(c).checked_sub(at(c - 1));
+            let joins = run.len() < most
+                && slice.channel as u16 == prev.channel as u16 + 1
+                && slice.bytes == head.bytes
+                && slice.dram_addr == head.dram_addr
+                && gap.is_some_and(|g| g >= head.bytes && (run.len() == 1 || g == *step));
+            if let (true, Some(gap)) = (joins, gap) {
+                *step = gap;
+                run.end = c + 1;
+                continue;
+            }
+        }
+        runs.push((c..c + 1, 0));
+    }
+    runs
 }
 
 /// How a streamed product's input rows are cut into the products of one wave.

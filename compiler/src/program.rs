@@ -157,7 +157,7 @@ pub fn compile_pass_mapped(
             );
             place.map.loads.push(ParamLoad {
                 op: op.name.clone(),
-                pieces: loads.iter().filter_map(dma_piece).collect(),
+                pieces: loads.iter().flat_map(dma_pieces).collect(),
             });
             chain.push(loads);
         }
@@ -230,13 +230,14 @@ pub fn data_semantics(
     }
 }
 
-/// `(channel, address, bytes)` of a DMA without loops.
-fn dma_piece(ins: &Instruction) -> Option<(u8, u64, u64)> {
+/// `(channel, address, bytes)` of each lane of a DMA without loops.
+fn dma_pieces(ins: &Instruction) -> Vec<(u8, u64, u64)> {
     match ins {
-        Instruction::Load(d) | Instruction::Store(d) => {
-            Some((d.channel, d.dram_addr, d.bytes as u64))
-        }
-        _ => None,
+        Instruction::Load(d) | Instruction::Store(d) => d
+            .lanes()
+            .map(|l| (l.channel, l.dram_addr, l.bytes as u64))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -857,7 +858,7 @@ fn lower_op(
                 let loads = gather(b..end, cursors);
                 place.map.loads.push(ParamLoad {
                     op: op.name.clone(),
-                    pieces: loads.iter().filter_map(dma_piece).collect(),
+                    pieces: loads.iter().flat_map(dma_pieces).collect(),
                 });
                 bodies.push(loads);
                 if !fp16_rows {
@@ -1092,6 +1093,8 @@ fn dma_spread(
                 dram_addr: cursors[ch],
                 bytes: piece as u32,
                 loops: [Loop::default(); 3],
+                lanes: 1,
+                lane_stride: 0,
             };
             cursors[ch] = (cursors[ch] + piece).next_multiple_of(DRAM_ALIGN);
             buf_addr += piece;

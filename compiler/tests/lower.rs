@@ -39,6 +39,28 @@ fn decode_projections_match_the_analytical_model() {
             let program = lower_linear(&accel, &comp, name, class, (rows, k, n))
                 .unwrap()
                 .program;
+            // A wave's slices go out as multi-channel loads: at most two per wave (the full
+            // slices and a shorter last one), each counted in by one `sys`.
+            let loads: Vec<_> = program
+                .instructions
+                .iter()
+                .filter_map(|i| match i {
+                    Instruction::Load(d) => Some(d),
+                    _ => None,
+                })
+                .collect();
+            let matvecs = program
+                .instructions
+                .iter()
+                .filter(|i| matches!(i, Instruction::Matvec(_)))
+                .count();
+            assert!(loads.len() <= 2 * matvecs, "{name}: {} loads", loads.len());
+            let lanes: u64 = loads.iter().map(|d| d.lane_count()).sum();
+            assert_eq!(
+                lanes,
+                32 * matvecs as u64,
+                "{name}: one lane per channel and wave"
+            );
             let report = simulate(&accel, &program).unwrap_or_else(|e| panic!("{name}: {e}"));
             // Every weight byte (values, indices, scales) streams exactly once.
             let weight_bytes = op.cost.weight_bytes;

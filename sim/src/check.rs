@@ -137,16 +137,12 @@ fn check_buf(accel: &Accelerator, what: &str, r: BufRef, extent: u64) -> Result<
     Ok(())
 }
 
-/// Bytes a DMA moves and the buffer extent it touches.
+/// Bytes one lane of a DMA moves and the buffer extent that lane touches.
 pub fn dma_extent(d: &Dma) -> (u64, u64) {
-    let mut total = d.bytes as u64;
-    let mut buf_extent = d.bytes as u64;
-    for l in &d.loops {
-        let n = l.count.max(1) as u64;
-        total *= n;
-        buf_extent += (n - 1) * l.buf_stride as u64;
-    }
-    (total, buf_extent)
+    let buf_extent = d.loops.iter().fold(d.bytes as u64, |e, l| {
+        e + (l.count.max(1) as u64 - 1) * l.buf_stride as u64
+    });
+    (d.lane_bytes(), buf_extent)
 }
 
 /// Checks one instruction; `capacities` holds each channel's [`channel_capacity`].
@@ -157,11 +153,18 @@ fn check_instruction(
 ) -> Result<(), String> {
     match ins {
         Instruction::Load(d) | Instruction::Store(d) => {
-            let channels = capacities.len() as u64;
-            if d.channel as u64 >= channels {
+            let engines = accel.dma().engines();
+            if d.lane_count() > engines {
                 return Err(format!(
-                    "channel {} does not exist; the memories have {channels} channels (0 ..= {})",
-                    d.channel,
+                    "runs on {} channels at once, one DMA engine each; dma.engines is {engines}",
+                    d.lane_count()
+                ));
+            }
+            let channels = capacities.len() as u64;
+            let last = d.channel as u64 + d.lane_count() - 1;
+            if last >= channels {
+                return Err(format!(
+                    "channel {last} does not exist; the memories have {channels} channels (0 ..= {})",
                     channels - 1
                 ));
             }
@@ -171,23 +174,34 @@ fn check_instruction(
             let (total, extent) = dma_extent(d);
             if total > MAX_DMA_BYTES {
                 return Err(format!(
-                    "moves {total} bytes; one DMA instruction moves at most {MAX_DMA_BYTES}"
+                    "moves {total} bytes per channel; one DMA instruction moves at most {MAX_DMA_BYTES}"
                 ));
             }
-            let capacity = capacities[d.channel as usize];
-            let dram_end = d.dram_addr
-                + d.bytes as u64
-                + d.loops
-                    .iter()
-                    .map(|l| (l.count.max(1) as u64 - 1) * l.dram_stride as u64)
-                    .sum::<u64>();
-            if dram_end > capacity {
+            let load = matches!(ins, Instruction::Load(_));
+            if load && d.lane_count() > 1 && (d.lane_stride as u64) < extent {
                 return Err(format!(
-                    "spans DRAM bytes {}..{dram_end} of channel {}, which holds {capacity} bytes",
-                    d.dram_addr, d.channel
+                    "lane_stride {} is below one lane's buffer extent {extent}: lanes would write the same bytes",
+                    d.lane_stride
                 ));
             }
-            check_buf(accel, "the buffer side", d.buf, extent)
+            for lane in d.lanes() {
+                let capacity = capacities[lane.channel as usize];
+                let dram_end = lane.dram_addr
+                    + lane.bytes as u64
+                    + lane
+                        .loops
+                        .iter()
+                        .map(|l| (l.count.max(1) as u64 - 1) * l.dram_stride as u64)
+                        .sum::<u64>();
+                if dram_end > capacity {
+                    return Err(format!(
+                        "spans DRAM bytes {}..{dram_end} of channel {}, which holds {capacity} bytes",
+                        lane.dram_addr, lane.channel
+                    ));
+                }
+                check_buf(accel, "the buffer side", lane.buf, extent)?;
+            }
+            Ok(())
         }
         Instruction::Matmul(m) | Instruction::Matvec(m) => {
             let act = if m.act_int8 {

@@ -30,7 +30,7 @@
 //! - At one cycle, instruction fetches come before completions, and completions go in unit
 //!   order, then program order, so runs are deterministic.
 
-use crate::check::{channel_count, check_program, dma_extent, ProgramError};
+use crate::check::{channel_count, check_program, ProgramError};
 use crate::dram::{ChannelStats, ChannelTiming, DramChannel, DramMode, Stream};
 use crate::functional::DataState;
 use serde::Serialize;
@@ -303,6 +303,8 @@ struct Engine<'a> {
     ports_held: Vec<u64>,
     /// DMA instructions running per buffer.
     dma_active: Vec<u64>,
+    /// DMA engines in use: one per lane of every load and store in flight.
+    dma_engines_busy: u64,
     tokens: [[u64; 6]; 6],
     pe_array_busy: bool,
     channels: Vec<(DramChannel, u64)>,
@@ -424,6 +426,7 @@ impl<'a> Engine<'a> {
             blocked_since: [None; 6],
             ports_held: vec![0; accel.buffers().len()],
             dma_active: vec![0; accel.buffers().len()],
+            dma_engines_busy: 0,
             tokens: [[0; 6]; 6],
             pe_array_busy: false,
             channels,
@@ -529,6 +532,7 @@ impl<'a> Engine<'a> {
             Instruction::Load(d) | Instruction::Store(d) => {
                 let b = d.buf.buffer as usize;
                 self.dma_active[b] -= 1;
+                self.dma_engines_busy -= d.lane_count();
                 woken |= dma_units;
                 if single_port(b) {
                     woken |= compute_units;
@@ -610,6 +614,7 @@ impl<'a> Engine<'a> {
                 match ins {
                     Instruction::Load(d) | Instruction::Store(d) => {
                         self.dma_active[d.buf.buffer as usize] += 1;
+                        self.dma_engines_busy += d.lane_count();
                     }
                     _ => {
                         let (_, needs) = self.head_ports[u].take().unwrap_or_default();
@@ -656,13 +661,19 @@ impl<'a> Engine<'a> {
     }
 
     /// Whether `unit` can take another instruction: the load and store units share the DMA
-    /// engines; every other unit runs one instruction at a time.
+    /// engines (one per lane of the unit's next transfer); every other unit runs one instruction
+    /// at a time.
     fn has_room(&self, unit: Unit) -> bool {
         match unit {
             Unit::Load | Unit::Store => {
-                let dma =
-                    self.in_flight[Unit::Load as usize] + self.in_flight[Unit::Store as usize];
-                (dma as u64) < self.accel.dma().engines()
+                let lanes = match self.queues[unit as usize]
+                    .front()
+                    .map(|&i| &self.program.instructions[i])
+                {
+                    Some(Instruction::Load(d) | Instruction::Store(d)) => d.lane_count(),
+                    _ => 1,
+                };
+                self.dma_engines_busy + lanes <= self.accel.dma().engines()
             }
             _ => self.in_flight[unit as usize] == 0,
         }
@@ -752,19 +763,24 @@ impl<'a> Engine<'a> {
                 SysOp::Nop | SysOp::Halt => 1,
             },
             Instruction::Load(d) | Instruction::Store(d) => {
-                let (bytes, _) = dma_extent(d);
-                self.charge_buffer(unit, d.buf.buffer, bytes);
-                let ch = d.channel as usize;
-                let memory = self.channel_memory[ch];
-                let pj_bit = self
-                    .accel
-                    .energy()
-                    .memory_pj_per_bit(self.accel.memories()[memory].kind())
-                    .unwrap_or(0.0);
-                let place = FIRST_BUFFER + self.accel.buffers().len() + memory;
-                self.ledger
-                    .charge(EnergyKind::Dram, unit, place, bytes as f64 * 8.0 * pj_bit);
-                self.dma(d, ch)
+                // Every lane runs at once on its own engine; the instruction ends with the last.
+                let mut cycles = 0;
+                for lane in d.lanes() {
+                    let bytes = lane.lane_bytes();
+                    self.charge_buffer(unit, lane.buf.buffer, bytes);
+                    let ch = lane.channel as usize;
+                    let memory = self.channel_memory[ch];
+                    let pj_bit = self
+                        .accel
+                        .energy()
+                        .memory_pj_per_bit(self.accel.memories()[memory].kind())
+                        .unwrap_or(0.0);
+                    let place = FIRST_BUFFER + self.accel.buffers().len() + memory;
+                    self.ledger
+                        .charge(EnergyKind::Dram, unit, place, bytes as f64 * 8.0 * pj_bit);
+                    cycles = cycles.max(self.dma(&lane, ch));
+                }
+                cycles
             }
         }
     }
@@ -875,7 +891,7 @@ impl SimReport {
             else {
                 continue;
             };
-            let bytes = crate::check::dma_extent(d).0 as f64;
+            let bytes = d.total_bytes() as f64;
             let (start, end) = (e.start as f64, (e.end.max(e.start + 1)) as f64);
             let rate = bytes / (end - start);
             let first = ((start / width) as usize).min(out.len() - 1);

@@ -81,12 +81,11 @@ impl DataState {
     /// Applies `ins`. Errors say what the functional model does not support.
     pub(crate) fn execute(&mut self, ins: &Instruction) -> Result<(), String> {
         match ins {
-            Instruction::Load(d) => {
-                self.dma(d, true);
-                Ok(())
-            }
-            Instruction::Store(d) => {
-                self.dma(d, false);
+            Instruction::Load(d) | Instruction::Store(d) => {
+                let load = matches!(ins, Instruction::Load(_));
+                for lane in d.lanes() {
+                    self.dma(&lane, load);
+                }
                 Ok(())
             }
             Instruction::Matmul(m) | Instruction::Matvec(m) => {
@@ -118,6 +117,7 @@ impl DataState {
         }
     }
 
+    /// Moves one lane's bytes (`d` has one lane).
     fn dma(&mut self, d: &Dma, load: bool) {
         let n = |l: usize| d.loops[l].count.max(1) as u64;
         for i2 in 0..n(2) {

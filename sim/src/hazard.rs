@@ -48,8 +48,8 @@ fn dma_accesses(d: &Dma, writes: bool) -> Vec<Access> {
 /// Every buffer range an instruction touches.
 fn accesses(ins: &Instruction) -> Vec<Access> {
     match ins {
-        Instruction::Load(d) => dma_accesses(d, true),
-        Instruction::Store(d) => dma_accesses(d, false),
+        Instruction::Load(d) => d.lanes().flat_map(|l| dma_accesses(&l, true)).collect(),
+        Instruction::Store(d) => d.lanes().flat_map(|l| dma_accesses(&l, false)).collect(),
         Instruction::Matmul(m) | Instruction::Matvec(m) => {
             let o = matrix_operand_bytes(m);
             let mut v = vec![

@@ -2,7 +2,9 @@
 //! and bad-program errors, determinism and physical bounds.
 
 use tessera_sim::check::channel_count;
-use tessera_sim::{simulate, simulate_with, DramMode, ProgramError, SimOptions};
+use tessera_sim::{
+    simulate, simulate_functional, simulate_with, DataState, DramMode, ProgramError, SimOptions,
+};
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
 use tessera_spec::analytical::{
     compute_instruction_cycles, compute_ports, dma_bytes_per_cycle, matrix_instr_work,
@@ -245,6 +247,10 @@ fn ill_formed_programs_are_rejected_before_running() {
             "matmul weight=int8 act_int8=1 m=2 n=8 k=16 c_stride=4",
             "c_stride 4 is below n = 8",
         ),
+        (
+            "load bytes=64 lanes=2 lane_stride=64",
+            "runs on 2 channels at once, one DMA engine each; dma.engines is 1",
+        ),
     ];
     for (src, needle) in cases {
         let p = assemble(src).unwrap();
@@ -435,6 +441,63 @@ fn single_port_buffers_alternate_dma_and_compute() {
     let r = simulate(&two, &p).unwrap();
     assert!(r.timeline[1].start < r.timeline[0].end);
     assert_eq!(r.units["ld"].stall_port_cycles, 0);
+}
+
+#[test]
+fn a_multi_channel_load_is_its_lanes_side_by_side() {
+    // Four lanes of 4 KiB from channels 2..=5 against the same four loads issued together: the
+    // same bytes land in the same places, every channel moves the same traffic, the energy of
+    // the moves is the same, and the multi-channel load ends when its slowest lane does.
+    let a = accel("u280");
+    let lanes = assemble(
+        "load buffer=0 channel=2 dram_addr_lo=0x2000 bytes=4096 lanes=4 lane_stride=0x1800",
+    )
+    .unwrap();
+    let mut separate = String::new();
+    for i in 0..4 {
+        separate += &format!(
+            "load buffer=0 channel={} dram_addr_lo=0x2000 buf_addr={} bytes=4096\n",
+            2 + i,
+            i * 0x1800
+        );
+    }
+    let separate = assemble(&separate).unwrap();
+    let run = |p: &tessera_spec::isa::Program| {
+        let mut data = DataState::new(&a);
+        for ch in 0..8u8 {
+            let bytes: Vec<u8> = (0..0x4000u32)
+                .map(|i| (i as u8) ^ ch.wrapping_mul(37))
+                .collect();
+            data.write_dram(ch, 0, &bytes);
+        }
+        let r = simulate_functional(&a, p, SimOptions::default(), &mut data).unwrap();
+        (r, data.buffer(0)[..0x6000].to_vec())
+    };
+    let (one, one_bytes) = run(&lanes);
+    let (four, four_bytes) = run(&separate);
+    assert_eq!(one_bytes, four_bytes);
+    assert!(one_bytes[..4096].iter().any(|&b| b != 0));
+    assert_eq!(one.dram_bytes, 4 * 4096);
+    assert_eq!(one.dram_bytes, four.dram_bytes);
+    for (x, y) in one.channels.iter().zip(&four.channels) {
+        assert_eq!((x.bytes, x.row_misses), (y.bytes, y.row_misses));
+    }
+    let moved = |r: &tessera_sim::SimReport| r.energy_j.dram + r.energy_j.buffer;
+    assert_eq!(
+        moved(&one),
+        moved(&four),
+        "{:?} {:?}",
+        one.energy_j,
+        four.energy_j
+    );
+    // Idle channels: each lane takes as long as its own load (which starts later, once fetched).
+    let slowest = four.timeline.iter().map(|e| e.end - e.start).max().unwrap();
+    assert_eq!(one.timeline[0].end - one.timeline[0].start, slowest);
+    assert_eq!(lanes.instructions[0].opcode().mnemonic(), "load");
+    // Lanes that would write the same bytes are refused.
+    let overlapping = assemble("load bytes=4096 lanes=2 lane_stride=2048").unwrap();
+    let e = simulate(&a, &overlapping).unwrap_err().to_string();
+    assert!(e.contains("lanes would write the same bytes"), "{e}");
 }
 
 #[test]

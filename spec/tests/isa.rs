@@ -74,15 +74,15 @@ fn layouts_fit_words_and_their_sizes() {
         };
         p.storage_bytes() / 4
     };
-    // Full 32-bit addresses and strides and three DMA loop levels: wider than FlightLLM's
-    // 7 / 4 / 3-word load / matrix / misc instructions.
-    assert_eq!(words(Opcode::Load), 12);
+    // Full 32-bit addresses and strides, three DMA loop levels and a lane stride: wider than
+    // FlightLLM's 7 / 4 / 3-word load / matrix / misc instructions.
+    assert_eq!(words(Opcode::Load), 13);
     assert_eq!(words(Opcode::Matmul), 9);
     assert_eq!(words(Opcode::Sfu), 5);
     assert_eq!(words(Opcode::Sys), 1);
     let doc = layout_doc();
     assert!(
-        doc.contains("### `load` (opcode 1, unit `ld`, 12 words)"),
+        doc.contains("### `load` (opcode 1, unit `ld`, 13 words)"),
         "{doc}"
     );
     assert!(doc.contains("| 0 | 0..3 | `opcode` |"));
@@ -119,6 +119,8 @@ fn typed_program_text_form() {
                     Loop::default(),
                     Loop::default(),
                 ],
+                lanes: 4,
+                lane_stride: 0x1_0000,
             }),
             Instruction::Matmul(MatrixOp {
                 sync: Sync {
@@ -173,7 +175,7 @@ fn typed_program_text_form() {
     };
     let text = disassemble(&p);
     let expected = "\
-load    wait=- release=mm channel=3 dram_addr_lo=0x34567890 dram_addr_hi=18 bytes=0x1000 n0=16 dram_stride0=0x1000 buf_stride0=0x1000
+load    wait=- release=mm channel=3 dram_addr_lo=0x34567890 dram_addr_hi=18 bytes=0x1000 n0=16 lanes=4 dram_stride0=0x1000 buf_stride0=0x1000 lane_stride=0x10000
 matmul  wait=ld release=sfu a_buffer=1 c_buffer=2 meta_buffer=3 c_addr=64 m=16 n=64 k=256 weight=int4 act_int8=1 sparse=nm nm_n=8 accumulate=1 a_scaled=1 out=fp16 group=128 c_stride=96
 sfu     wait=mm release=- op=softmax src_buffer=2 dst_buffer=2 src_addr=64 dst_addr=64 rows=16 cols=64
 sys     wait=- release=- op=halt

@@ -121,8 +121,8 @@ pub struct Loop {
     pub buf_stride: u32,
 }
 
-/// A DMA transfer between a DRAM channel and a buffer: `bytes` per innermost transfer, repeated
-/// over up to three loop levels (level 0 innermost).
+/// A DMA transfer between DRAM channels and a buffer: `bytes` per innermost transfer, repeated
+/// over up to three loop levels (level 0 innermost), on `lanes` consecutive channels at once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Dma {
     /// Dependency tokens.
@@ -137,15 +137,51 @@ pub struct Dma {
     pub bytes: u32,
     /// Loop nest, innermost first.
     pub loops: [Loop; 3],
+    /// Consecutive channels from `channel` that run the same transfer at once, each on a DMA
+    /// engine of its own, at the same DRAM addresses (0 and 1 both mean one): a multi-channel
+    /// descriptor, as one wave of weights striped over every channel needs.
+    pub lanes: u8,
+    /// Buffer address step from one lane to the next (bytes).
+    pub lane_stride: u32,
 }
 
 impl Dma {
-    /// Bytes the transfer moves: `bytes` per innermost transfer times every loop's count (a count
-    /// of 0 counts as 1).
-    pub fn total_bytes(&self) -> u64 {
+    /// Lanes the transfer runs on (at least one).
+    pub fn lane_count(&self) -> u64 {
+        self.lanes.max(1) as u64
+    }
+
+    /// Bytes one lane moves: `bytes` per innermost transfer times every loop's count (a count of
+    /// 0 counts as 1).
+    pub fn lane_bytes(&self) -> u64 {
         self.loops
             .iter()
             .fold(self.bytes as u64, |b, l| b * l.count.max(1) as u64)
+    }
+
+    /// Bytes the transfer moves over all its lanes.
+    pub fn total_bytes(&self) -> u64 {
+        self.lane_bytes() * self.lane_count()
+    }
+
+    /// Lane `i` as a one-lane transfer: channel `channel + i`, buffer side `lane_stride · i`
+    /// further on.
+    pub fn lane(&self, i: u64) -> Dma {
+        Dma {
+            channel: self.channel + i as u8,
+            buf: BufRef {
+                buffer: self.buf.buffer,
+                addr: self.buf.addr + (i * self.lane_stride as u64) as u32,
+            },
+            lanes: 1,
+            lane_stride: 0,
+            ..*self
+        }
+    }
+
+    /// Every lane as a one-lane transfer, in channel order.
+    pub fn lanes(&self) -> impl Iterator<Item = Dma> + '_ {
+        (0..self.lane_count()).map(|i| self.lane(i))
     }
 }
 
@@ -476,12 +512,14 @@ const DMA: &[Field] = &[
     int("n0", 16),
     int("n1", 16),
     int("n2", 16),
+    int("lanes", 8),
     int("dram_stride0", 32),
     int("dram_stride1", 32),
     int("dram_stride2", 32),
     int("buf_stride0", 32),
     int("buf_stride1", 32),
     int("buf_stride2", 32),
+    int("lane_stride", 32),
 ];
 
 const MATRIX: &[Field] = &[
@@ -643,12 +681,14 @@ impl Instruction {
                     l[0].count as u64,
                     l[1].count as u64,
                     l[2].count as u64,
+                    d.lanes as u64,
                     l[0].dram_stride as u64,
                     l[1].dram_stride as u64,
                     l[2].dram_stride as u64,
                     l[0].buf_stride as u64,
                     l[1].buf_stride as u64,
                     l[2].buf_stride as u64,
+                    d.lane_stride as u64,
                 ]
             }
             Instruction::Matmul(m) | Instruction::Matvec(m) => vec![
@@ -704,8 +744,8 @@ impl Instruction {
             Opcode::Load | Opcode::Store => {
                 let lp = |i: usize| Loop {
                     count: f[6 + i] as u16,
-                    dram_stride: f[9 + i] as u32,
-                    buf_stride: f[12 + i] as u32,
+                    dram_stride: f[10 + i] as u32,
+                    buf_stride: f[13 + i] as u32,
                 };
                 let d = Dma {
                     sync,
@@ -714,6 +754,8 @@ impl Instruction {
                     dram_addr: f[3] | (f[4] << 32),
                     bytes: f[5] as u32,
                     loops: [lp(0), lp(1), lp(2)],
+                    lanes: f[9] as u8,
+                    lane_stride: f[16] as u32,
                 };
                 if op == Opcode::Load {
                     Instruction::Load(d)
