@@ -1,6 +1,8 @@
 //! `tessera run`: the main job on a model, compression, accelerator and scenario.
 
-use crate::pipeline::{run, tokens_per_s_per_kusd, ClassShare, Fidelity, RunInputs, RunReport};
+use crate::pipeline::{
+    run, tokens_per_s_per_kusd, ClassShare, Fidelity, LayerMode, RunInputs, RunReport,
+};
 use crate::{inputs, Verbosity};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -45,6 +47,11 @@ pub struct Args {
     /// compiled prefill (1: the prompt's own length).
     #[arg(long, default_value_t = 128)]
     pub prefill_bucket: u64,
+    /// With `--fidelity sim`: simulate each program with one and with two decoder layers and
+    /// extrapolate to all of them, instead of simulating every layer (much faster; the layers of
+    /// a model are alike).
+    #[arg(long)]
+    pub layer_reuse: bool,
     /// Also write `report.html` (plots embedded as SVG) and `report.json` into this directory.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
@@ -97,6 +104,7 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
             FidelityArg::Sim => Fidelity::Simulation {
                 bucket: args.bucket,
                 prefill_bucket: args.prefill_bucket,
+                layer_reuse: args.layer_reuse,
             },
         },
     };
@@ -251,12 +259,14 @@ pub fn run_view(inputs: &RunInputs, r: &RunReport) -> tessera_reports::run::RunV
         });
         if let Some(s) = &d.simulation {
             let t = &s.last_step_bandwidth;
-            bandwidth = Some((
-                t.context,
-                t.slice_s,
-                t.gbps.clone(),
-                r.streaming_bandwidth_gbps,
-            ));
+            bandwidth = (!t.gbps.is_empty()).then(|| {
+                (
+                    t.context,
+                    t.slice_s,
+                    t.gbps.clone(),
+                    r.streaming_bandwidth_gbps,
+                )
+            });
             let rows = s
                 .units
                 .iter()
@@ -312,10 +322,22 @@ fn si(x: f64, unit: &str) -> String {
 pub fn render_table(r: &RunReport) -> String {
     let mut s = String::new();
     let sc = &r.scenario;
+    let reused = r
+        .prefill
+        .simulation
+        .as_ref()
+        .is_some_and(|p| p.layers == LayerMode::LayerReuse);
     let _ = writeln!(
         s,
-        "{} on {} ({}), batch {}, prefill {}, decode {} [fidelity: {}]",
-        r.model, r.accelerator, r.compression, sc.batch, r.prefill.tokens, sc.decode, r.fidelity
+        "{} on {} ({}), batch {}, prefill {}, decode {} [fidelity: {}{}]",
+        r.model,
+        r.accelerator,
+        r.compression,
+        sc.batch,
+        r.prefill.tokens,
+        sc.decode,
+        r.fidelity,
+        if reused { ", layer reuse" } else { "" }
     );
     let _ = writeln!(
         s,

@@ -145,6 +145,7 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
     let program = read_program(&args.program)?;
     let options = SimOptions {
         dram: args.dram.into(),
+        ..SimOptions::default()
     };
     let report = if args.functional {
         let sizes = channel_bytes(&accel);

@@ -7,8 +7,11 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tessera_compiler::frontend::{build_graph, FrontendError};
 use tessera_compiler::lower::LowerError;
-use tessera_compiler::program::{bucket_length, compile_pass};
-use tessera_sim::{simulate, EnergyReport, ProgramError, SimReport, UnitStats};
+use tessera_compiler::program::{
+    bucket_length, check_repeated_layers_fit, compile_pass, compile_pass_mapped,
+};
+use tessera_sim::UnitStats;
+use tessera_sim::{simulate, simulate_with, EnergyReport, ProgramError, SimOptions, SimReport};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{dominant_bound, AccelModel, Bound, Energy, GpuModel, PassEstimate};
 use tessera_spec::compression::validate_for_model;
@@ -53,7 +56,21 @@ pub enum Fidelity {
         bucket: u64,
         /// The prompt rounds up to a multiple of this for the compiled prefill.
         prefill_bucket: u64,
+        /// Simulate each pass with one and with two decoder layers and extrapolate to all of
+        /// them ([`SimReport::repeat`]) instead of simulating every layer.
+        layer_reuse: bool,
     },
+}
+
+/// How many of a model's decoder layers a simulated pass ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerMode {
+    /// Every layer was simulated.
+    EveryLayer,
+    /// The pass ran with one and with two layers; the figures extrapolate the second layer's
+    /// cost to every further one ([`SimReport::repeat`]).
+    LayerReuse,
 }
 
 /// How the simulated prefill figures were produced.
@@ -68,6 +85,8 @@ pub struct PrefillSimulation {
     pub instructions: u64,
     /// Instruction-memory bytes of the program.
     pub instruction_bytes: u64,
+    /// Whether every decoder layer was simulated.
+    pub layers: LayerMode,
     /// What each unit spent its cycles on.
     pub units: BTreeMap<&'static str, UnitStats>,
 }
@@ -85,7 +104,10 @@ pub struct DecodeSimulation {
     pub instructions: u64,
     /// Instruction-memory bytes of the bucketed program set.
     pub instruction_bytes: u64,
-    /// Off-chip bandwidth over the last decode step's program, in equal time slices.
+    /// Whether every decoder layer was simulated.
+    pub layers: LayerMode,
+    /// Off-chip bandwidth over the last decode step's program, in equal time slices (none with
+    /// layer reuse: no run executed the whole program).
     pub last_step_bandwidth: BandwidthTimeline,
     /// What each unit spent its cycles on, over every decode step.
     pub units: BTreeMap<&'static str, UnitStats>,
@@ -483,6 +505,7 @@ pub fn run(inputs: &RunInputs) -> Result<RunReport, RunError> {
     if let Fidelity::Simulation {
         bucket,
         prefill_bucket,
+        ..
     } = inputs.fidelity
     {
         let (p, d) = rayon::join(
@@ -633,6 +656,65 @@ pub fn pass_program(
     )?)
 }
 
+/// Decoder layers a pass is simulated with under layer reuse besides the first: two, so that
+/// layers whose cost alternates (a layer's weights start on alternate DRAM banks or buffer
+/// halves) average out; one layer left a 1% error on GPT-2's decode step where two leave 0.1%.
+const LATER_LAYERS: u64 = 2;
+
+/// One pass compiled and simulated from an idle accelerator: its report, the program when the
+/// whole of it ran, and how many layers ran. With layer reuse (and more than `1 + LATER_LAYERS`
+/// layers) the pass is compiled and simulated with one and with `1 + LATER_LAYERS` decoder
+/// layers, both fetching instructions as the whole program would, and [`SimReport::repeat`]
+/// extends the later layers' mean cost to every further one; the whole model's off-chip
+/// footprint is checked the same way ([`check_repeated_layers_fit`]).
+fn simulate_pass(
+    inputs: &RunInputs,
+    phase: Phase,
+) -> Result<(SimReport, Option<tessera_spec::isa::Program>, LayerMode), RunError> {
+    let layers = inputs.model.layers as u64;
+    let reuse = matches!(
+        inputs.fidelity,
+        Fidelity::Simulation {
+            layer_reuse: true,
+            ..
+        }
+    );
+    if !reuse || layers <= 1 + LATER_LAYERS {
+        let program = pass_program(inputs, phase)?;
+        let report = simulate(&inputs.accel, &program)?;
+        return Ok((report, Some(program), LayerMode::EveryLayer));
+    }
+    let with_layers = |n: u64| {
+        let model = ModelConfig {
+            layers: n as u32,
+            ..inputs.model.clone()
+        };
+        let g = build_graph(&model, &inputs.compression, phase, inputs.scenario.batch)?;
+        Ok::<_, RunError>(compile_pass_mapped(
+            &inputs.accel,
+            &inputs.compression,
+            &model,
+            &g,
+            kv_tokens(inputs),
+        )?)
+    };
+    let (one, one_map) = with_layers(1)?;
+    let (more, more_map) = with_layers(1 + LATER_LAYERS)?;
+    check_repeated_layers_fit(&inputs.accel, &one_map, &more_map, LATER_LAYERS, layers)?;
+    let (b1, b2) = (one.storage_bytes(), more.storage_bytes());
+    let options = SimOptions {
+        fetch_as_bytes: Some(b1 + (layers - 1) * b2.saturating_sub(b1) / LATER_LAYERS),
+        ..SimOptions::default()
+    };
+    let r1 = simulate_with(&inputs.accel, &one, options)?;
+    let r2 = simulate_with(&inputs.accel, &more, options)?;
+    Ok((
+        SimReport::repeat(&r1, &r2, LATER_LAYERS, layers),
+        None,
+        LayerMode::LayerReuse,
+    ))
+}
+
 /// Tokens per sequence the KV cache holds in every program of a run: the longest pass compiled,
 /// the prompt's bucket or the last decode step's context bucket and its own token.
 fn kv_tokens(inputs: &RunInputs) -> u64 {
@@ -642,6 +724,7 @@ fn kv_tokens(inputs: &RunInputs) -> u64 {
         Fidelity::Simulation {
             bucket,
             prefill_bucket,
+            ..
         } => (bucket, prefill_bucket),
     };
     let last = (s.prefill + s.decode).saturating_sub(1);
@@ -657,8 +740,7 @@ fn simulate_prefill(
 ) -> Result<(), RunError> {
     let bucket = bucket.max(1);
     let seq = bucket_length(inputs.scenario.prefill, bucket);
-    let program = pass_program(inputs, Phase::Prefill { seq })?;
-    let r = simulate(&inputs.accel, &program)?;
+    let (r, _, layers) = simulate_pass(inputs, Phase::Prefill { seq })?;
     let energy = EnergyBreakdown::from(&r.energy_j);
     p.fidelity = "simulation";
     p.simulation = Some(PrefillSimulation {
@@ -670,6 +752,7 @@ fn simulate_prefill(
         },
         instructions: r.instructions,
         instruction_bytes: r.instruction_bytes,
+        layers,
         units: r.units.clone(),
     });
     p.latency_s = r.seconds;
@@ -690,9 +773,7 @@ pub fn last_decode_context(inputs: &RunInputs, bucket: u64) -> u64 {
 /// Replaces `d`'s time, traffic and energy with simulations of compiled decode programs, one per
 /// context bucket, simulated in parallel and reused for every step of the bucket.
 fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Result<(), RunError> {
-    let RunInputs {
-        accel, scenario, ..
-    } = inputs;
+    let scenario = &inputs.scenario;
     let bucket = bucket.max(1);
     let contexts: Vec<u64> = (0..scenario.decode)
         .map(|step| bucket_length(scenario.prefill + step, bucket))
@@ -700,20 +781,20 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
     let mut distinct = contexts.clone();
     distinct.dedup();
     let last = contexts.last().copied().unwrap_or(0);
-    let runs: Vec<(u64, SimReport, Option<Vec<f64>>)> = distinct
+    let runs: Vec<(u64, SimReport, Option<Vec<f64>>, LayerMode)> = distinct
         .par_iter()
         .map(|&context| {
-            let program = pass_program(inputs, Phase::Decode { context })?;
-            let report = simulate(accel, &program)?;
-            let traffic =
-                (context == last).then(|| report.dram_traffic(&program, BANDWIDTH_SLICES));
-            Ok((context, report, traffic))
+            let (report, program, layers) = simulate_pass(inputs, Phase::Decode { context })?;
+            let traffic = program
+                .filter(|_| context == last)
+                .map(|p| report.dram_traffic(&p, BANDWIDTH_SLICES));
+            Ok((context, report, traffic, layers))
         })
         .collect::<Result<_, RunError>>()?;
-    let by_context: BTreeMap<u64, &SimReport> = runs.iter().map(|(c, r, _)| (*c, r)).collect();
+    let by_context: BTreeMap<u64, &SimReport> = runs.iter().map(|(c, r, _, _)| (*c, r)).collect();
     let last_step_bandwidth = runs
         .iter()
-        .find_map(|(c, r, t)| {
+        .find_map(|(c, r, t, _)| {
             let slice_s = r.seconds / BANDWIDTH_SLICES as f64;
             t.as_ref().map(|t| BandwidthTimeline {
                 context: *c,
@@ -773,8 +854,11 @@ fn simulate_decode(inputs: &RunInputs, bucket: u64, d: &mut DecodeReport) -> Res
             "bucket-reuse"
         },
         programs: runs.len() as u64,
-        instructions: runs.iter().map(|(_, r, _)| r.instructions).sum(),
-        instruction_bytes: runs.iter().map(|(_, r, _)| r.instruction_bytes).sum(),
+        instructions: runs.iter().map(|(_, r, _, _)| r.instructions).sum(),
+        instruction_bytes: runs.iter().map(|(_, r, _, _)| r.instruction_bytes).sum(),
+        layers: runs
+            .first()
+            .map_or(LayerMode::EveryLayer, |(_, _, _, layers)| *layers),
         last_step_bandwidth,
         units,
         channels,

@@ -33,7 +33,7 @@
 //! Lines are written whole and flushed; a rerun skips finished points and drops a torn last line.
 
 use crate::inputs;
-use crate::pipeline::{run, RunInputs};
+use crate::pipeline::{run, LayerMode, RunInputs};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,6 +126,10 @@ pub struct Base {
     /// compiled prefill.
     #[serde(default = "one_hundred_twenty_eight")]
     pub prefill_bucket: u64,
+    /// With simulation fidelity: simulate each program with one and with two decoder layers and
+    /// extrapolate to all of them instead of simulating every layer.
+    #[serde(default)]
+    pub layer_reuse: bool,
 }
 
 /// `base.fidelity`.
@@ -396,6 +400,7 @@ pub fn point_inputs(spec: &SweepSpec, point: &Point) -> Result<RunInputs> {
             SweepFidelity::Simulation => crate::pipeline::Fidelity::Simulation {
                 bucket: spec.base.bucket.max(1),
                 prefill_bucket: spec.base.prefill_bucket.max(1),
+                layer_reuse: spec.base.layer_reuse,
             },
         },
     })
@@ -431,7 +436,10 @@ fn run_point(spec: &SweepSpec, spec_hash: u64, point: &Point) -> Record {
             decode_tokens_per_j: r.decode.as_ref().map_or(0.0, |d| d.tokens_per_j),
             weight_bytes: r.weight_bytes,
             dsps: tessera_spec::resource_model::engine_dsps(inputs.accel.matrix()),
-            fidelity: r.fidelity.to_string(),
+            fidelity: match r.prefill.simulation.as_ref().map(|s| s.layers) {
+                Some(LayerMode::LayerReuse) => format!("{} (layer reuse)", r.fidelity),
+                _ => r.fidelity.to_string(),
+            },
             price_usd: r.price_usd,
         })
     });

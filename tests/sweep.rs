@@ -302,6 +302,27 @@ fn simulation_fidelity_runs_compiled_decode_steps() {
     for rec in &r {
         assert_eq!(rec["summary"]["fidelity"], "simulation", "{rec}");
     }
+    // With layer reuse the records say their figures extrapolate sampled layers.
+    let reuse = write(
+        &d,
+        "reuse.toml",
+        &SPEC
+            .replace(
+                "decode = 4\n",
+                "decode = 4\nfidelity = \"simulation\"\nlayer_reuse = true\n",
+            )
+            .replace("tiny-llama", "gpt2")
+            .replace("[4, 8, 16]", "[8]")
+            .replace("[1, 2]", "[1]"),
+    );
+    let out = d.join("reuse.jsonl").display().to_string();
+    ok(&["sweep", &reuse, "-o", &out, "-q"]);
+    for rec in &records(&out) {
+        assert_eq!(
+            rec["summary"]["fidelity"], "simulation (layer reuse)",
+            "{rec}"
+        );
+    }
     // An unknown fidelity names the key and the allowed values.
     let bad = write(
         &d,

@@ -23,6 +23,9 @@ pub struct PassMap {
     pub tensors: BTreeMap<String, BufRef>,
     /// The KV cache's layout, when the pass has one.
     pub kv: Option<KvLayout>,
+    /// Bytes the program places off chip below the KV cache in each channel (weights,
+    /// parameters, spilled activations, a prefill's stored rows), by global channel.
+    pub off_chip_bytes: Vec<u64>,
     /// Every activation has a place of its own for its lifetime, so the program computes on
     /// real data. False when they do not all fit (long prefills), the activation buffer is also
     /// the weight or KV buffer, or the pass has more than one sequence: such programs are

@@ -165,13 +165,18 @@ pub fn compile_pass_mapped(
             chain.push(body);
         }
     }
-    check_capacity(accel, &cursors, kv.as_ref())?;
+    check_capacity(
+        accel,
+        &cursors,
+        kv.as_ref().map_or(0, KvLayout::area_per_channel),
+    )?;
     let mut instructions = chain.finish();
     instructions.push(Instruction::Sys(SysInstr {
         sync: Sync::default(),
         op: SysOp::Halt,
     }));
     let mut map = place.map;
+    map.off_chip_bytes = cursors;
     map.tensors = place.on_chip.named(graph);
     map.functional = place.data && place.on_chip.fits;
     Ok((Program { instructions }, map))
@@ -280,20 +285,46 @@ impl Placement {
     }
 }
 
+/// Checks that a model whose decoder layers all look alike fits off chip, from its pass compiled
+/// with one of its `layers` and with `1 + extra` ([`PassMap`]s `one` and `more`): every further
+/// layer places as many bytes in each channel, and takes as much KV cache, as the later ones
+/// did on average (rounded up).
+pub fn check_repeated_layers_fit(
+    accel: &Accelerator,
+    one: &PassMap,
+    more: &PassMap,
+    extra: u64,
+    layers: u64,
+) -> Result<(), LowerError> {
+    let grow = |a: u64, b: u64| {
+        a + (layers.saturating_sub(1) * b.saturating_sub(a)).div_ceil(extra.max(1))
+    };
+    let placed: Vec<u64> = one
+        .off_chip_bytes
+        .iter()
+        .zip(&more.off_chip_bytes)
+        .map(|(&a, &b)| grow(a, b))
+        .collect();
+    let cache = |m: &PassMap| m.kv.as_ref().map_or(0, KvLayout::area_per_channel);
+    check_capacity(accel, &placed, grow(cache(one), cache(more)))
+}
+
 /// Fails when the off-chip data a program places (weights, spilled activations) ends past a
-/// channel's share of its memory's capacity, less the KV cache's area in the KV memory.
+/// channel's share of its memory's capacity, less the KV cache's `cache_per_channel` bytes in
+/// the KV memory.
 fn check_capacity(
     accel: &Accelerator,
     cursors: &[u64],
-    kv: Option<&KvLayout>,
+    cache_per_channel: u64,
 ) -> Result<(), LowerError> {
     let mut first = 0;
     for (i, memory) in accel.memories().iter().enumerate() {
         let channels = memory.channels();
         let per_channel = memory.capacity().0 / channels.max(1);
-        let cache = match kv {
-            Some(layout) if memory.holds(Holds::Kv) => layout.area_per_channel(),
-            _ => 0,
+        let cache = if memory.holds(Holds::Kv) {
+            cache_per_channel
+        } else {
+            0
         };
         for c in first..first + channels {
             let used = cursors[c as usize] + cache;

@@ -16,6 +16,7 @@ use tessera_spec::{compression, model};
 
 const FAST: SimOptions = SimOptions {
     dram: DramMode::Fast,
+    fetch_as_bytes: None,
 };
 
 /// LLaMA2-7B's `phase` compiled for the u280.
@@ -61,6 +62,7 @@ fn dram_layer(c: &mut Criterion) {
     .expect("example assembles");
     let reference = SimOptions {
         dram: DramMode::Reference,
+        ..FAST
     };
     let report = simulate_with(&accel, &program, FAST).expect("example runs");
     let bursts = report.dram_bytes / 32;

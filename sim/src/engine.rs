@@ -331,6 +331,10 @@ struct Engine<'a> {
 pub struct SimOptions {
     /// DRAM scheduling: burst by burst, or with closed-form whole-row advances (same results).
     pub dram: DramMode,
+    /// Fetch instructions as a program of this many bytes would (streamed from DRAM when it
+    /// exceeds the instruction memory): a part of a larger program ([`SimReport::repeat`])
+    /// fetches as the whole does. `None`: the program's own size.
+    pub fetch_as_bytes: Option<u64>,
 }
 
 /// Runs `program` on `accel` after checking it, with the default options. Errors name the
@@ -373,7 +377,7 @@ impl<'a> Engine<'a> {
         data: Option<&'a mut DataState>,
     ) -> Self {
         let instruction_bytes = program.storage_bytes();
-        let fetch = instruction_fetch(accel, instruction_bytes);
+        let fetch = instruction_fetch(accel, options.fetch_as_bytes.unwrap_or(instruction_bytes));
         let fetch_bpc = accel.instruction_memory().fetch_bytes_per_cycle().max(1);
         let mut fetched_at = Vec::with_capacity(program.instructions.len());
         let (mut t, mut streamed) = (0, 0.0f64);
@@ -879,7 +883,122 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// How a report's figures repeat: from a run with the repeated part once to one with it
+/// `1 + extra` times, extended to `times` times.
+#[derive(Debug, Clone, Copy)]
+struct Repeat {
+    extra: u64,
+    times: u64,
+}
+
+impl Repeat {
+    /// `once + (times − 1) · (more − once) / extra`, rounded to nearest, never below zero.
+    fn count(self, once: u64, more: u64) -> u64 {
+        let grown = (self.times as i128 - 1) * (more as i128 - once as i128);
+        let extra = self.extra.max(1) as i128;
+        let per = grown.signum() * ((2 * grown.abs() + extra) / (2 * extra));
+        (once as i128 + per).clamp(0, u64::MAX as i128) as u64
+    }
+
+    /// [`Repeat::count`] for real-valued figures.
+    fn value(self, once: f64, more: f64) -> f64 {
+        let per = (more - once) / self.extra.max(1) as f64;
+        (once + (self.times as f64 - 1.0) * per).max(0.0)
+    }
+}
+
 impl SimReport {
+    /// The figures of a program whose middle part (a decoder layer) repeats `times` times, from
+    /// simulations of the same program, both from an idle accelerator, with that part once
+    /// (`one`) and `1 + extra` times (`more`): every count, time and energy is
+    /// `one + (times − 1) · (more − one) / extra`, the first repetition with the fixed parts
+    /// around it plus the later repetitions' mean cost per further time (counts rounded to
+    /// nearest). Exact when the later repetitions' costs repeat with a period dividing `extra`;
+    /// bandwidths are recomputed from the totals. No instruction ran in such a report, so its
+    /// timeline is empty.
+    pub fn repeat(one: &SimReport, more: &SimReport, extra: u64, times: u64) -> SimReport {
+        let r = Repeat { extra, times };
+        let count = |a: u64, b: u64| r.count(a, b);
+        let value = |a: f64, b: f64| r.value(a, b);
+        let cycles = count(one.cycles, more.cycles);
+        let seconds = value(one.seconds, more.seconds);
+        let units = more
+            .units
+            .iter()
+            .map(|(name, b)| {
+                let a = one.units.get(name).copied().unwrap_or_default();
+                let stats = UnitStats {
+                    instructions: count(a.instructions, b.instructions),
+                    busy_cycles: count(a.busy_cycles, b.busy_cycles),
+                    stall_token_cycles: count(a.stall_token_cycles, b.stall_token_cycles),
+                    stall_resource_cycles: count(a.stall_resource_cycles, b.stall_resource_cycles),
+                    stall_port_cycles: count(a.stall_port_cycles, b.stall_port_cycles),
+                };
+                (*name, stats)
+            })
+            .collect();
+        let channels: Vec<ChannelReport> = more
+            .channels
+            .iter()
+            .map(|b| {
+                let a = one
+                    .channels
+                    .iter()
+                    .find(|a| a.memory == b.memory && a.channel == b.channel);
+                let of = |f: fn(&ChannelReport) -> u64| count(a.map_or(0, f), f(b));
+                let bytes = of(|c| c.bytes);
+                ChannelReport {
+                    bytes,
+                    achieved_gbps: if seconds > 0.0 {
+                        bytes as f64 / seconds / 1e9
+                    } else {
+                        0.0
+                    },
+                    row_hits: of(|c| c.row_hits),
+                    row_misses: of(|c| c.row_misses),
+                    row_conflicts: of(|c| c.row_conflicts),
+                    ..b.clone()
+                }
+            })
+            .collect();
+        let (e1, e2) = (&one.energy_j, &more.energy_j);
+        fn by_map<K: Ord + Clone>(
+            a: &BTreeMap<K, f64>,
+            b: &BTreeMap<K, f64>,
+            r: Repeat,
+        ) -> BTreeMap<K, f64> {
+            b.iter()
+                .map(|(k, &v)| (k.clone(), r.value(a.get(k).copied().unwrap_or(0.0), v)))
+                .collect()
+        }
+        let energy_j = EnergyReport {
+            mac: value(e1.mac, e2.mac),
+            vector: value(e1.vector, e2.vector),
+            buffer: value(e1.buffer, e2.buffer),
+            dram: value(e1.dram, e2.dram),
+            r#static: value(e1.r#static, e2.r#static),
+            total: value(e1.total, e2.total),
+            by_unit: by_map(&e1.by_unit, &e2.by_unit, r),
+            by_place: by_map(&e1.by_place, &e2.by_place, r),
+        };
+        SimReport {
+            accelerator: more.accelerator.clone(),
+            dram_mode: more.dram_mode,
+            functional: false,
+            cycles,
+            seconds,
+            instructions: count(one.instructions, more.instructions),
+            instruction_bytes: count(one.instruction_bytes, more.instruction_bytes),
+            events: count(one.events, more.events),
+            instructions_streamed_from: more.instructions_streamed_from.clone(),
+            units,
+            dram_bytes: channels.iter().map(|c| c.bytes).sum(),
+            channels,
+            energy_j,
+            timeline: Vec::new(),
+        }
+    }
+
     /// Off-chip bytes moved in each of `bins` equal slices of the run: every load and store
     /// spread evenly over the cycles it was in flight. The slices sum to `dram_bytes`.
     pub fn dram_traffic(&self, program: &Program, bins: usize) -> Vec<f64> {
@@ -927,5 +1046,27 @@ impl SimReport {
             }));
         }
         serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ns" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Repeat;
+
+    #[test]
+    fn repeated_counts_extend_the_mean_later_cost_rounded_to_nearest() {
+        let r = Repeat {
+            extra: 2,
+            times: 12,
+        };
+        // 100 once, 130 with three: 15 per further repetition, 11 more of them.
+        assert_eq!(r.count(100, 130), 265);
+        // Odd differences round to nearest, shrinking ones too, and never below zero.
+        assert_eq!(r.count(100, 101), 106);
+        assert_eq!(r.count(100, 99), 94);
+        assert_eq!(r.count(10, 0), 0);
+        assert_eq!(r.value(1.0, 2.0), 6.5);
+        let once = Repeat { extra: 1, times: 1 };
+        assert_eq!(once.count(7, 1000), 7);
     }
 }

@@ -163,7 +163,17 @@ fn dram_modes_give_identical_reports() {
         .join("\n");
     let p = assemble(&text).unwrap();
     let a = accel("u280");
-    let run = |dram| simulate_with(&a, &p, SimOptions { dram }).unwrap();
+    let run = |dram| {
+        simulate_with(
+            &a,
+            &p,
+            SimOptions {
+                dram,
+                ..SimOptions::default()
+            },
+        )
+        .unwrap()
+    };
     let (fast, reference) = (run(DramMode::Fast), run(DramMode::Reference));
     assert_eq!(fast.dram_mode, DramMode::Fast);
     assert_eq!(
