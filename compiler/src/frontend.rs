@@ -372,6 +372,8 @@ impl Builder<'_> {
             vec![y],
             OpCost {
                 macs: m * k * n,
+                // The bias is added to every output row by the special-function unit.
+                vector: bias.then_some((SfuOp::AddRow, m * n)),
                 weight_bytes,
                 ..OpCost::default()
             },

@@ -129,12 +129,14 @@ pub fn compile_pass_mapped(
             kv_stored: &kv_stored,
         };
         let roles = BufferRoles::by_name(accel, &op.name)?;
-        // Norm weights and rotary angles are their operator's `aux` operand.
-        place.params = matches!(op.kind, OpKind::Norm { .. } | OpKind::Rotary { .. }).then(|| {
-            place
-                .on_chip
-                .scratch(roles.activations, op.cost.weight_bytes, place.op)
-        });
+        // Norm weights, rotary angles and biases are their operator's `aux` operand.
+        let param_bytes = match op.kind {
+            OpKind::Norm { .. } | OpKind::Rotary { .. } => Some(op.cost.weight_bytes),
+            OpKind::Linear { n, bias: true, .. } => Some(2 * n),
+            _ => None,
+        };
+        place.params =
+            param_bytes.map(|bytes| place.on_chip.scratch(roles.activations, bytes, place.op));
         let bodies = lower_op(&ctx, op, &mut cursors, &mut place)?;
         // Parameters that are not streamed rows (norm weights, biases, angles) load into the
         // activation buffer before the operator runs.
@@ -363,6 +365,7 @@ fn fuse_siblings(ops: &[&Op]) -> (Op, usize) {
         m,
         k,
         weight_copies,
+        bias,
         ..
     } = first.kind
     else {
@@ -377,12 +380,13 @@ fn fuse_siblings(ops: &[&Op]) -> (Op, usize) {
             k: kk,
             n: nn,
             weight_copies: w,
-            ..
+            bias: b,
         } = op.kind
         else {
             break;
         };
-        if (c, mm, kk, w) != (class, m, k, weight_copies)
+        // Biased siblings' biases load side by side, as their outputs are.
+        if (c, mm, kk, w, b) != (class, m, k, weight_copies, bias)
             || op.inputs.first() != first.inputs.first()
         {
             break;
@@ -394,6 +398,10 @@ fn fuse_siblings(ops: &[&Op]) -> (Op, usize) {
         fused.name = format!("{}+{suffix}", fused.name);
         fused.cost.macs += op.cost.macs;
         fused.cost.weight_bytes += op.cost.weight_bytes;
+        fused.cost.vector = match (fused.cost.vector, op.cost.vector) {
+            (Some((sfu, a)), Some((_, b))) => Some((sfu, a + b)),
+            (one, other) => one.or(other),
+        };
         fused.cost.act_out_bytes += op.cost.act_out_bytes;
         fused.outputs.extend(op.outputs.iter().copied());
         count += 1;
@@ -562,7 +570,7 @@ fn lower_op(
             k,
             n,
             weight_copies,
-            ..
+            bias,
         } => {
             let copies = weight_copies.max(1);
             let rows = m.div_ceil(copies).max(1);
@@ -610,12 +618,13 @@ fn lower_op(
                 waves: lowered.waves,
             });
             let mut body = lowered.instructions;
+            // The unit running the products (as `lower_streamed` picks it).
+            let compute = if rows == 1 {
+                Unit::Vector
+            } else {
+                Unit::Matrix
+            };
             if let Some(q) = quantized {
-                let compute = if rows == 1 {
-                    Unit::Vector
-                } else {
-                    Unit::Matrix
-                };
                 let mut quantize = sfu(SfuOp::Quantize, (rows, k), SfuOperands::new(x, None, q));
                 if let Some(last) = quantize.last_mut() {
                     add_release(last, compute);
@@ -625,6 +634,20 @@ fn lower_op(
                 }
                 quantize.extend(body);
                 body = quantize;
+            }
+            // The bias (loaded before the operator, `place.params`) is added to every result
+            // row once the last product is done.
+            if let (true, Some(b)) = (bias, place.params) {
+                if let Some(last) = body.iter_mut().rev().find(|i| i.opcode().unit() == compute) {
+                    add_release(last, Unit::Sfu);
+                }
+                let results = accel.buffers()[c.buffer as usize].bytes().0;
+                let operands = SfuOperands::new(c, Some(b), c);
+                let mut add = sfu_rows(results, SfuOp::AddRow, (m, n), operands);
+                if let Some(first) = add.first_mut() {
+                    add_wait(first, compute);
+                }
+                body.extend(add);
             }
             body
         }
@@ -1030,7 +1053,8 @@ fn offset(at: BufRef, bytes: u64) -> BufRef {
 /// A special-function operation over `rows × cols` elements, split so that no instruction
 /// exceeds 65,535 columns or rows, nor `capacity` bytes of fp16: whole rows when they fit, else
 /// row by row in pieces of columns (only element-wise operations are that wide). Pieces read and
-/// write where their elements are in row-major `src` and `dst` (and a same-shape `aux`); a
+/// write where their elements are in row-major `src` and `dst` (and a same-shape `aux`; an
+/// `add_row` piece reads the bias from its first column on); a
 /// `quantize` or `dequantize` that is split writes (or reads) each piece's values and scales
 /// after the previous piece's.
 fn sfu_rows(
@@ -1065,11 +1089,15 @@ fn sfu_rows(
         let mut c = 0;
         while c < cols {
             let cols_here = col_chunk.min(cols - c);
+            let aux_here = match op {
+                SfuOp::AddRow if advance => at.aux.map(|a| offset(a, 2 * c)),
+                _ => aux,
+            };
             out.push(Instruction::Sfu(SfuInstr {
                 sync: Sync::default(),
                 op,
                 src,
-                aux: aux.unwrap_or(src),
+                aux: aux_here.unwrap_or(src),
                 dst,
                 rows: rows_here as u16,
                 cols: cols_here as u16,

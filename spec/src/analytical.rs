@@ -396,7 +396,7 @@ pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
     let aux = match s.op {
         SfuOp::Add | SfuOp::Mul => bytes,
         SfuOp::LayerNorm => 4 * s.cols as u64,
-        SfuOp::RmsNorm | SfuOp::Rotary => 2 * s.cols as u64,
+        SfuOp::RmsNorm | SfuOp::Rotary | SfuOp::AddRow => 2 * s.cols as u64,
         _ => 0,
     };
     match s.op {

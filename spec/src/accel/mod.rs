@@ -423,11 +423,14 @@ pub enum SfuOp {
     /// per row (as `quantize` writes them, or an int8 embedding table's rows); `dst` gets each
     /// value times its row's scale in fp16. No `aux`.
     Dequantize,
+    /// Adds `aux`, one row of `cols` (fp16), to every row: a linear layer's bias, read from the
+    /// products' results on chip.
+    AddRow,
 }
 
 impl SfuOp {
     /// Every operation, in a fixed order.
-    pub const ALL: [SfuOp; 11] = [
+    pub const ALL: [SfuOp; 12] = [
         SfuOp::Softmax,
         SfuOp::LayerNorm,
         SfuOp::RmsNorm,
@@ -439,6 +442,7 @@ impl SfuOp {
         SfuOp::Mul,
         SfuOp::Quantize,
         SfuOp::Dequantize,
+        SfuOp::AddRow,
     ];
 
     /// The key used in TOML files.
@@ -455,6 +459,7 @@ impl SfuOp {
             SfuOp::Mul => "mul",
             SfuOp::Quantize => "quantize",
             SfuOp::Dequantize => "dequantize",
+            SfuOp::AddRow => "add_row",
         }
     }
 }

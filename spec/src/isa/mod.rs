@@ -500,6 +500,7 @@ const SFU_NAMES: &[&str] = &[
     "mul",
     "quantize",
     "dequantize",
+    "add_row",
 ];
 
 const DMA: &[Field] = &[
