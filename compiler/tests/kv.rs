@@ -1,12 +1,12 @@
-//! The KV cache layout: every key row and value-part row of every sequence, layer and head has
-//! its own bytes, inside the cache's area at the top of its channel, and a head's keys spread
-//! over all of its channels.
+//! The KV cache layout: every key row and value-part row (and integer row scale) of every
+//! sequence, layer and head has its own bytes, inside the cache's area at the top of its
+//! channel, and a head's keys spread over all of its channels.
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tessera_compiler::kv::KvLayout;
 use tessera_spec::accel::{Accelerator, Holds};
-use tessera_spec::compression;
+use tessera_spec::compression::{self, KvFormat};
 use tessera_spec::model;
 
 proptest! {
@@ -45,6 +45,15 @@ proptest! {
                         for part in 0..layout.parts() {
                             place(layout.value(seq, layer, head, part, pos), layout.part_row())?;
                         }
+                        // An integer cache's fp16 row scales.
+                        let scales = [
+                            layout.key_scale(seq, layer, head, pos),
+                            layout.value_scale(seq, layer, head, pos),
+                        ];
+                        prop_assert_eq!(scales[0].is_some(), comp.kv.format != KvFormat::Fp16);
+                        for at in scales.into_iter().flatten() {
+                            place(at, 2)?;
+                        }
                     }
                 }
             }
@@ -61,7 +70,8 @@ proptest! {
         let channels: std::collections::BTreeSet<u8> =
             (0..tokens).map(|p| layout.key(0, 0, 0, p).0).collect();
         let share = (memory.channels() / m.kv_heads as u64).max(1);
-        let blocks = tokens.div_ceil((memory.timing().row_bytes / layout.key_row()).max(1));
+        let key_bytes = comp.kv.format.row_bytes(m.head_dim);
+        let blocks = tokens.div_ceil((memory.timing().row_bytes / key_bytes).max(1));
         prop_assert_eq!(channels.len() as u64, share.min(blocks));
     }
 }

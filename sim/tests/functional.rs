@@ -456,6 +456,8 @@ fn compiled_decode_attention_equals_the_golden_reference() {
         buffer: roles.activations,
         addr,
         token_stride: (kv_heads * d * 2) as u64,
+        head_stride: (d * 2) as u64,
+        scales: None,
     };
     let span = context..context + 1;
     let mut append = layout.append((0, 1), span.clone(), rows(k_new), false);
