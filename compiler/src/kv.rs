@@ -14,8 +14,8 @@
 //!   in the head's channel `j mod G_v` (`G_v ≤ G` channels, so every part keeps 16 or more
 //!   dimensions); each part is a `tokens × dims` array of its own, so reading a part streams
 //!   whole rows. Integer formats keep whole rows, one part, all of a head's rows then their row
-//!   scales: a run of positions loads as the rows-then-scales operand of the special-function
-//!   unit's `dequantize`.
+//!   scales: a run of positions loads as int8 `b_rows` weights and, apart, the scales the
+//!   probabilities are multiplied by.
 //! - The cache fills the top of every channel, below the capacity; weights and other data grow
 //!   from address 0.
 //!
@@ -34,12 +34,15 @@
 //! **Integer caches** hold each key and value row quantised by the special-function unit's
 //! `quantize` (int8 values and one fp16 scale per row) before the KV append stores them. Scores
 //! are the matrix engine's integer-weight product, a key's scale being its output column's scale
-//! (queries quantised per row first when activations are int8). A value's scale lies along the
-//! reduction of `p · V`, which per-column scales cannot express, and `b_rows` takes fp16 values
-//! only: the special-function unit dequantises each wave's value rows to fp16 (`dequantize`, each
-//! value times its row's scale rounded to fp16) beside them in the KV buffer, and the product
-//! reads those fp16 rows against fp16 probabilities. The special-function unit writes int8 rows
-//! only, so an int4 cache is a timing model (its stores and dequantisation sized as int8's).
+//! (queries quantised per row first when activations are int8). A value's scale `s_t` lies along
+//! the reduction of `p · V`, which per-column scales cannot express, so it is folded into the
+//! probabilities: `Σ_t p_t · (s_t · v_t) = Σ_t (p_t · s_t) · v_t`. Per wave, the special-function
+//! unit multiplies each query row's probabilities by the head's value scales (`mul`, loaded
+//! beside the rows in the KV buffer) and, for int8 activations, quantises them per row
+//! (`quantize`); the product then reads the int8 value rows as they were loaded (int8 `b_rows`
+//! weights, which carry no scales), so it needs 8-bit weights × the activations in
+//! `matrix.precisions`. The special-function unit writes int8 rows only, so an int4 cache is a
+//! timing model (its stores and its values product sized as int8's).
 //!
 //! The KV append of a decode step stores at its context's position; a program compiled for a
 //! length bucket stores at the bucket's, so only exact-length programs place the step's key and
@@ -290,10 +293,12 @@ impl KvLayout {
         self.part_row
     }
 
-    /// Bytes of `rows` integer value rows and their scales as `dequantize` reads them (int8
-    /// values, then one fp16 scale per row; an int4 cache's timing model takes the same room).
-    fn dequantize_bytes(&self, rows: u64) -> u64 {
-        rows * (self.head_dim + self.row_scale)
+    /// Bytes of the KV buffer one head's integer values over `keys` keys take with `rows` query
+    /// rows: the int8 rows (an int4 cache's timing model takes the same room), their fp16 scales,
+    /// the folded probabilities (fp16) and, for int8 activations, those quantised.
+    fn folded_bytes(&self, keys: u64, rows: u64, act_int8: bool) -> u64 {
+        let quantized = if act_int8 { rows * (keys + 2) } else { 0 };
+        keys * (self.head_dim + self.row_scale) + 2 * rows * keys + quantized
     }
 }
 
@@ -526,12 +531,30 @@ impl KvLayout {
             return Ok(Vec::new());
         }
         let half = accel.buffers()[at.kv_buffer as usize].bytes().0 / 2;
-        // Integer values are dequantised to fp16 rows (module documentation).
-        let dequantize = values && !self.fp16;
-        let (weight, act_int8) = match dequantize {
-            true => (WeightCode::Fp16, false),
+        // Integer values: int8 rows against probabilities folded with their scales (module
+        // documentation).
+        let fold = values && !self.fp16;
+        let (weight, act_int8) = match fold {
+            true => (WeightCode::Int8, kv_precision(comp).1),
             false => kv_precision(comp),
         };
+        if fold {
+            let act = if act_int8 {
+                ActivationFormat::Int8
+            } else {
+                ActivationFormat::Fp16
+            };
+            if accel.matrix().peak_macs_per_cycle(8, act).is_none() {
+                return Err(LowerError {
+                    op: op.to_string(),
+                    reason: format!(
+                        "the values product over an integer KV cache needs 8-bit weights × {act:?} \
+                         activations, which the matrix engine does not support"
+                    ),
+                    key: "matrix.precisions".into(),
+                });
+            }
+        }
         let heads = keys.len() as u64;
         // Waves: for scores, ranges of keys of every head; for values, groups of `G_v` value parts
         // of every head, the heads split into sets when one group does not fit a half.
@@ -543,16 +566,16 @@ impl KvLayout {
         let mut waves = Vec::new();
         if values {
             let row = self.part_row * self.value_channels;
-            // A head's operand: its rows; integer rows with their scales (as `dequantize` reads
-            // them) and the fp16 rows it writes.
-            let per_key = match dequantize {
-                true => self.dequantize_bytes(1) + 2 * self.head_dim,
-                false => row,
+            // A head's room: its rows; integer rows with their scales and the folded
+            // probabilities.
+            let room = match fold {
+                true => self.folded_bytes(most, rows, act_int8),
+                false => most * row,
             };
-            let per_set = (half / (most * per_key).max(1)).min(heads);
+            let per_set = (half / room.max(1)).min(heads);
             if per_set == 0 {
                 return Err(err(format!(
-                    "the values of one head ({most} keys × {per_key} bytes) do not fit half of the KV buffer ({half} bytes)"
+                    "the values of one head ({most} keys, {room} bytes) do not fit half of the KV buffer ({half} bytes)"
                 )));
             }
             for w in 0..self.parts / self.value_channels {
@@ -596,8 +619,8 @@ impl KvLayout {
         };
         let total = waves.len();
         // The unit that runs a wave's products once its loads are in: the special-function unit
-        // first when it dequantises the values.
-        let first_unit = if dequantize { Unit::Sfu } else { compute_unit };
+        // first when it folds the value scales into the probabilities.
+        let first_unit = if fold { Unit::Sfu } else { compute_unit };
         let mut out = Vec::new();
         // Offsets of each head's scores (rows × keys, heads one after another).
         let score_at: Vec<u64> = counts
@@ -612,11 +635,24 @@ impl KvLayout {
             let half_addr = (g as u64 % 2) * half;
             let mut pieces = Vec::new();
             let mut products = Vec::new();
-            let mut dequantized = Vec::new();
+            let mut folds = Vec::new();
+            let mut quantized = Vec::new();
             let mut offset = half_addr;
+            // Integer values: each region holds every head of the wave one after another (so
+            // that equal heads' products join into one batch): the int8 rows, their scales, the
+            // folded probabilities (fp16), and those quantised for int8 activations.
+            let mut folded = Folded::default();
+            if fold {
+                let wave_keys: u64 = wave.heads.clone().map(|h| counts[h as usize]).sum();
+                folded.scales = half_addr + wave_keys * self.head_dim;
+                folded.probs = folded.scales + wave_keys * self.row_scale;
+                folded.quantized = folded.probs + 2 * rows * wave_keys;
+            }
             for h in wave.heads.clone() {
                 let (head_keys, count) = (&keys[h as usize], counts[h as usize]);
-                // Query rows of the head (scores), or its fp16 probabilities (values).
+                // Query rows of the head (scores), or its probabilities (values): fp16, or for an
+                // integer cache folded with the value scales (and quantised for int8
+                // activations).
                 let a_offset = if values {
                     score_at[h as usize] * 2
                 } else {
@@ -628,9 +664,14 @@ impl KvLayout {
                     };
                     h * matrix_product_bytes(&query).a
                 };
-                let a = BufRef {
+                let probs = BufRef {
                     buffer: at.a.buffer,
                     addr: (at.a.addr as u64 + a_offset) as u32,
+                };
+                let a = match (fold, act_int8) {
+                    (false, _) => probs,
+                    (true, false) => kv_ref(at.kv_buffer, folded.probs),
+                    (true, true) => kv_ref(at.kv_buffer, folded.quantized),
                 };
                 // The head's product: `b` at the wave's offset, results `c_offset` bytes into `c`.
                 let product = |b_offset: u64,
@@ -651,7 +692,7 @@ impl KvLayout {
                     k: k as u16,
                     c_stride: c_stride as u16,
                     b_rows,
-                    // Int8 queries carry their row scales (`quantize`).
+                    // Int8 queries or probabilities carry their row scales (`quantize`).
                     a_scaled: act_int8,
                     ..matrix(weight, act_int8)
                 };
@@ -662,45 +703,49 @@ impl KvLayout {
                     }
                     let dims = self.part_dims() * (wave.span.end - wave.span.start);
                     let row_bytes = self.part_row * (wave.span.end - wave.span.start);
-                    if dequantize {
-                        // The head's rows, then their scales; `dequantize` writes the fp16 rows
-                        // after them, which the product reads.
+                    if fold {
+                        // The head's int8 rows, which the product reads as they are, and their
+                        // scales, which each query row's probabilities are multiplied by.
                         for (t0, pos0, n) in runs_between(head_keys, 0, count) {
                             let (ch, dram) = self.value(seq, layer, h, 0, pos0);
-                            pieces
-                                .push((ch, (dram, offset + t0 * self.part_row, n * self.part_row)));
+                            let buf = offset + t0 * self.head_dim;
+                            pieces.push((ch, (dram, buf, n * self.part_row)));
                             let (ch, dram) = self
                                 .value_scale(seq, layer, h, pos0)
                                 .expect("an integer cache has row scales");
-                            // The scales after the int8 values.
-                            let scales = offset + count * self.head_dim;
-                            pieces.push((
-                                ch,
-                                (dram, scales + t0 * self.row_scale, n * self.row_scale),
-                            ));
+                            let buf = folded.scales + t0 * self.row_scale;
+                            pieces.push((ch, (dram, buf, n * self.row_scale)));
                         }
-                        let fp16_rows = offset + self.dequantize_bytes(count);
-                        dequantized.push(SfuInstr {
-                            sync: Sync::default(),
-                            op: SfuOp::Dequantize,
-                            src: BufRef {
-                                buffer: at.kv_buffer,
-                                addr: offset as u32,
-                            },
-                            aux: BufRef {
-                                buffer: at.kv_buffer,
-                                addr: offset as u32,
-                            },
-                            dst: BufRef {
-                                buffer: at.kv_buffer,
-                                addr: fp16_rows as u32,
-                            },
-                            rows: count as u16,
-                            cols: self.head_dim as u16,
-                        });
-                        offset = fp16_rows;
+                        for r in 0..rows {
+                            folds.push(SfuInstr {
+                                sync: Sync::default(),
+                                op: SfuOp::Mul,
+                                src: BufRef {
+                                    buffer: probs.buffer,
+                                    addr: probs.addr + (2 * r * count) as u32,
+                                },
+                                aux: kv_ref(at.kv_buffer, folded.scales),
+                                dst: kv_ref(at.kv_buffer, folded.probs + 2 * r * count),
+                                rows: 1,
+                                cols: count as u16,
+                            });
+                        }
+                        if act_int8 {
+                            quantized.push(SfuInstr {
+                                sync: Sync::default(),
+                                op: SfuOp::Quantize,
+                                src: kv_ref(at.kv_buffer, folded.probs),
+                                aux: kv_ref(at.kv_buffer, folded.probs),
+                                dst: kv_ref(at.kv_buffer, folded.quantized),
+                                rows: rows as u16,
+                                cols: count as u16,
+                            });
+                        }
+                        folded.scales += count * self.row_scale;
+                        folded.probs += 2 * rows * count;
+                        folded.quantized += rows * (count + 2);
                     }
-                    for part in wave.span.clone().filter(|_| !dequantize) {
+                    for part in wave.span.clone().filter(|_| !fold) {
                         let lane = (part - wave.span.start) * self.part_row;
                         for (t0, pos0, n) in runs_between(head_keys, 0, count) {
                             // A part's rows of consecutive positions are consecutive in DRAM;
@@ -717,7 +762,6 @@ impl KvLayout {
                     let c_offset =
                         (h * rows * self.head_dim + wave.span.start * self.part_dims()) * 2;
                     products.push(product(offset, c_offset, (dims, n, self.head_dim), true));
-                    // Integer values' operand has column scales after the values.
                     offset += matrix_product_bytes(products.last().expect("pushed")).b;
                 } else {
                     let range = wave.span.start.min(count)..wave.span.end.min(count);
@@ -784,9 +828,10 @@ impl KvLayout {
                     op: SysOp::Nop,
                 }));
             }
-            // Dequantisation waits for the loads and lets the products go.
-            let last = dequantized.len();
-            for (i, mut d) in dequantized.into_iter().enumerate() {
+            // Folding (and quantising) waits for the loads and lets the products go.
+            let sfu: Vec<SfuInstr> = joined(folds).into_iter().chain(quantized).collect();
+            let last = sfu.len();
+            for (i, mut d) in sfu.into_iter().enumerate() {
                 d.sync = Sync {
                     wait: match i {
                         0 => UnitMask::of(&[Unit::System]),
@@ -803,7 +848,7 @@ impl KvLayout {
             for (i, mut p) in products.into_iter().enumerate() {
                 p.sync = Sync {
                     wait: if i == 0 {
-                        UnitMask::of(&[if dequantize { Unit::Sfu } else { Unit::System }])
+                        UnitMask::of(&[if fold { Unit::Sfu } else { Unit::System }])
                     } else {
                         UnitMask::NONE
                     },
@@ -822,6 +867,51 @@ impl KvLayout {
         }
         Ok(out)
     }
+}
+
+/// Where the next head's integer-value operands go in the KV buffer (see [`KvLayout::attention`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Folded {
+    /// Its value rows' fp16 scales.
+    scales: u64,
+    /// Its probabilities times the scales (fp16, `rows × keys`).
+    probs: u64,
+    /// Those quantised (int8 values, then a scale per row) for int8 activations.
+    quantized: u64,
+}
+
+/// `addr` in `buffer`.
+fn kv_ref(buffer: u8, addr: u64) -> BufRef {
+    BufRef {
+        buffer,
+        addr: addr as u32,
+    }
+}
+
+/// Element-wise special-function instructions with every run of consecutive ones of the same
+/// op and width whose operands each continue the previous one's joined into one of more rows.
+fn joined(sfu: Vec<SfuInstr>) -> Vec<SfuInstr> {
+    let mut out: Vec<SfuInstr> = Vec::new();
+    for s in sfu {
+        if let Some(run) = out.last_mut() {
+            let bytes = 2 * run.rows as u32 * run.cols as u32;
+            let follows = |next: BufRef, first: BufRef| {
+                next.buffer == first.buffer && next.addr == first.addr + bytes
+            };
+            if run.op == s.op
+                && run.cols == s.cols
+                && run.rows < u16::MAX - s.rows
+                && follows(s.src, run.src)
+                && follows(s.aux, run.aux)
+                && follows(s.dst, run.dst)
+            {
+                run.rows += s.rows;
+                continue;
+            }
+        }
+        out.push(s);
+    }
+    out
 }
 
 /// `products` with every run of consecutive ones that read and write consecutive operands of the

@@ -74,8 +74,9 @@ fn fp16(v: f32) -> f32 {
 /// with results rounded to fp16 where the program keeps them. The query projection is taken to
 /// carry 1/√head_dim (folded into its weights), so softmax reads the raw dot products. An int8
 /// cache stores the step's key and value rows quantised; scores are integer-weight products (a
-/// key's scale per output column, int8 queries with their row scale), and value rows are
-/// dequantised to fp16 before the fp16 product with the probabilities.
+/// key's scale per output column, int8 queries with their row scale), and the probabilities are
+/// multiplied by the value rows' scales (`mul`, quantised per row for int8 activations) before
+/// the product with the int8 value rows (`b_rows`, no weight scales).
 fn reference_step(
     m: &ModelConfig,
     w: &mut Weights,
@@ -128,21 +129,30 @@ fn reference_step(
                 .map(|&p| fp16(score(&w.keys[l][g][p])))
                 .collect();
             let p = row(SfuOp::Softmax, &scores, &[]);
-            // Value rows as fp16.
-            let rows: Vec<Vec<f32>> = visible[g]
-                .iter()
-                .map(|&t| {
-                    let cached = &w.values[l][g][t];
-                    match cached.scale {
-                        Some(s) => row(SfuOp::Dequantize, &cached.values, &[s]),
-                        None => cached.values.clone(),
-                    }
-                })
-                .collect();
-            attended.extend((0..hd).map(|d| {
-                let terms = rows.iter().zip(&p);
-                fp16(terms.fold(0f32, |a, (v, p)| a + p * v[d]))
-            }));
+            let rows: Vec<&CachedRow> = visible[g].iter().map(|&t| &w.values[l][g][t]).collect();
+            let scales: Option<Vec<f32>> = rows.iter().map(|r| r.scale).collect();
+            match scales {
+                // fp16 rows against the probabilities.
+                None => attended.extend((0..hd).map(|d| {
+                    let terms = rows.iter().zip(&p);
+                    fp16(terms.fold(0f32, |a, (v, p)| a + p * v.values[d]))
+                })),
+                // Σ_t (p_t · s_t) · v_t over the int8 rows.
+                Some(scales) => {
+                    let folded = row(SfuOp::Mul, &p, &scales);
+                    let (f8, f_scale) = quantize_rows(&folded, folded.len());
+                    attended.extend((0..hd).map(|d| {
+                        let terms = rows.iter().enumerate();
+                        fp16(if int8 {
+                            let dot =
+                                terms.fold(0i32, |a, (t, v)| a + f8[t] as i32 * v.values[d] as i32);
+                            dot as f32 * f_scale[0]
+                        } else {
+                            terms.fold(0f32, |a, (t, v)| a + folded[t] * v.values[d])
+                        })
+                    }));
+                }
+            }
         }
         let o = linear(&w.linears[&name("attn.o_proj")], &attended);
         x = row(SfuOp::Add, &x, &o);
