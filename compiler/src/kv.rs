@@ -768,6 +768,9 @@ impl KvLayout {
                     if range.is_empty() {
                         continue;
                     }
+                    // Integer keys' scales follow the head's rows, so that each channel's
+                    // blocks of rows, and of scales, join into one looped transfer.
+                    let mut scale_pieces = Vec::new();
                     for (t0, pos0, n) in runs_between(head_keys, range.start, range.end) {
                         let t0 = t0 - range.start;
                         // Consecutive keys of one block are consecutive in DRAM.
@@ -782,11 +785,12 @@ impl KvLayout {
                             if let Some((ch, dram)) = self.key_scale(seq, layer, h, pos) {
                                 let scales = offset + (range.end - range.start) * self.key_row;
                                 let buf = scales + (t0 + done) * self.row_scale;
-                                pieces.push((ch, (dram, buf, rows * self.row_scale)));
+                                scale_pieces.push((ch, (dram, buf, rows * self.row_scale)));
                             }
                             done += rows;
                         }
                     }
+                    pieces.extend(scale_pieces);
                     let n = range.end - range.start;
                     let c_offset = (score_at[h as usize] + range.start) * 2;
                     let shape = (n, self.head_dim, counts[h as usize]);
