@@ -646,7 +646,9 @@ impl Builder<'_> {
         let group = (m.heads / m.kv_heads) as u64;
         let (full_limit, stream_limit) = self.key_limits();
         let kv_dtype = DType::from_bits(self.comp.kv.format.bits());
-        let kv_bytes = |tokens_times_heads: u64| bytes_of(2 * tokens_times_heads * hd, kv_dtype);
+        // A key row and a value row per token and head, integer rows with their scale.
+        let kv_bytes =
+            |tokens_times_heads: u64| 2 * tokens_times_heads * self.comp.kv.format.row_bytes(hd);
         let retained = |ctx: u64| full_kv * ctx.min(full_limit) + stream_kv * ctx.min(stream_limit);
         // The retained cache of every sequence at `ctx` tokens, as a tensor.
         let kv_cache = |name: &str, ctx: u64| {

@@ -5,13 +5,17 @@
 //! - Each KV head has `G = max(1, C / kv_heads)` of the KV memory's `C` channels (heads share
 //!   channels when there are more heads than channels), so one layer's heads stream from every
 //!   channel at once.
-//! - Keys are token-major rows (`head_dim` fp16, or the integer format's values and row scale) in
-//!   blocks of as many keys as fill one DRAM row; block `i` of a head lives in its channel
-//!   `i mod G`, so any range of keys streams from all `G`.
+//! - Keys are token-major rows (`head_dim` fp16, or the integer format's values) in blocks of as
+//!   many keys as fill one DRAM row, an integer block's row scales (fp16, one per key) after its
+//!   rows; block `i` of a head lives in its channel `i mod G`, so any range of keys streams from
+//!   all `G`, values and scales landing where a matrix instruction reads an integer weight
+//!   operand's columns and their scales (`isa::data`).
 //! - Values are token-major too, cut by columns into `P` parts of at least 16 dimensions, part `j`
 //!   in the head's channel `j mod G_v` (`G_v ≤ G` channels, so every part keeps 16 or more
 //!   dimensions); each part is a `tokens × dims` array of its own, so reading a part streams
-//!   whole rows. (Integer formats keep whole rows, one part.)
+//!   whole rows. Integer formats keep whole rows, one part, all of a head's rows then their row
+//!   scales: a run of positions loads as int8 `b_rows` weights and, apart, the scales the
+//!   probabilities are multiplied by.
 //! - The cache fills the top of every channel, below the capacity; weights and other data grow
 //!   from address 0.
 //!
@@ -27,6 +31,19 @@
 //!   instruction per head over all its keys (no partial sums), writing its dimensions of the
 //!   context rows (`c_stride = head_dim`).
 //!
+//! **Integer caches** hold each key and value row quantised by the special-function unit's
+//! `quantize` (int8 values and one fp16 scale per row) before the KV append stores them. Scores
+//! are the matrix engine's integer-weight product, a key's scale being its output column's scale
+//! (queries quantised per row first when activations are int8). A value's scale `s_t` lies along
+//! the reduction of `p · V`, which per-column scales cannot express, so it is folded into the
+//! probabilities: `Σ_t p_t · (s_t · v_t) = Σ_t (p_t · s_t) · v_t`. Per wave, the special-function
+//! unit multiplies each query row's probabilities by the head's value scales (`mul`, loaded
+//! beside the rows in the KV buffer) and, for int8 activations, quantises them per row
+//! (`quantize`); the product then reads the int8 value rows as they were loaded (int8 `b_rows`
+//! weights, which carry no scales), so it needs 8-bit weights × the activations in
+//! `matrix.precisions`. The special-function unit writes int8 rows only, so an int4 cache is a
+//! timing model (its stores and its values product sized as int8's).
+//!
 //! The KV append of a decode step stores at its context's position; a program compiled for a
 //! length bucket stores at the bucket's, so only exact-length programs place the step's key and
 //! value where the next step reads them.
@@ -34,12 +51,12 @@
 use crate::lower::{memory_channels, LowerError, DRAM_ALIGN, MIN_WAVES};
 use crate::program::MIB;
 use std::ops::Range;
-use tessera_spec::accel::{Accelerator, Holds};
+use tessera_spec::accel::{Accelerator, Holds, SfuOp};
 use tessera_spec::analytical::{matrix_product_bytes, result_row_stride};
 use tessera_spec::compression::{ActivationFormat, Compression, KvFormat};
 use tessera_spec::isa::{
-    BufRef, Dma, Instruction, Loop, MatrixOp, OutCode, SparseCode, Sync, SysInstr, SysOp, Unit,
-    UnitMask, WeightCode,
+    BufRef, Dma, Instruction, Loop, MatrixOp, OutCode, SfuInstr, SparseCode, Sync, SysInstr, SysOp,
+    Unit, UnitMask, WeightCode,
 };
 use tessera_spec::model::ModelConfig;
 
@@ -63,8 +80,10 @@ pub struct KvLayout {
     head_dim: u64,
     /// Tokens each sequence's cache holds.
     tokens: u64,
-    /// Bytes of one key row.
+    /// Bytes of one key row's values.
     key_row: u64,
+    /// Bytes of one row's scale (0 for fp16, else one fp16 scale).
+    row_scale: u64,
     /// Keys per block.
     block: u64,
     /// Channels per head (`G`).
@@ -79,7 +98,7 @@ pub struct KvLayout {
     slots: u64,
     /// Address of the cache in every channel.
     base: u64,
-    /// fp16 cache (functional data layout); integer formats are modelled for timing.
+    /// fp16 cache (else integer rows with row scales).
     fp16: bool,
 }
 
@@ -111,11 +130,10 @@ impl KvLayout {
         let kv_heads = (model.kv_heads as u64).max(1);
         let head_dim = model.head_dim.max(1);
         let fp16 = comp.kv.format == KvFormat::Fp16;
-        let bits = comp.kv.format.bits() as u64;
-        // Keys as the graph counts them: the values (integer formats' row scales are not
-        // modelled in the cache's bytes).
-        let key_row = (head_dim * bits).div_ceil(8);
-        let block = (memory.timing().row_bytes / key_row).max(1);
+        // Rows as the graph counts them: the values and, for integer formats, a scale.
+        let row_scale = comp.kv.format.row_scale_bytes();
+        let key_row = comp.kv.format.row_bytes(head_dim) - row_scale;
+        let block = (memory.timing().row_bytes / (key_row + row_scale)).max(1);
         let group = (channels / kv_heads).max(1);
         let slots = (kv_heads * group).div_ceil(channels);
         let value_channels = if fp16 {
@@ -139,6 +157,7 @@ impl KvLayout {
             head_dim,
             tokens: tokens.max(1),
             key_row,
+            row_scale,
             block,
             group,
             value_channels,
@@ -168,14 +187,21 @@ impl KvLayout {
         Ok(layout)
     }
 
-    /// Bytes of one sequence-layer-slot region's keys in one channel.
-    fn key_area(&self) -> u64 {
-        self.tokens.div_ceil(self.block).div_ceil(self.group) * self.block * self.key_row
+    /// Bytes of one key block: its rows, then their scales.
+    fn block_bytes(&self) -> u64 {
+        self.block * (self.key_row + self.row_scale)
     }
 
-    /// Bytes of one sequence-layer-slot region's value parts in one channel.
+    /// Bytes of one sequence-layer-slot region's keys in one channel.
+    fn key_area(&self) -> u64 {
+        self.tokens.div_ceil(self.block).div_ceil(self.group) * self.block_bytes()
+    }
+
+    /// Bytes of one sequence-layer-slot region's value parts in one channel (an integer cache's
+    /// row scales after its rows).
     fn value_area(&self) -> u64 {
         self.parts / self.value_channels * self.tokens * self.part_row
+            + self.tokens * self.row_scale
     }
 
     /// Bytes of the cache in each channel.
@@ -202,10 +228,27 @@ impl KvLayout {
 
     /// Channel and address of key `pos` of `head` (layer `layer`, sequence `seq`).
     pub fn key(&self, seq: u64, layer: u64, head: u64, pos: u64) -> (u8, u64) {
+        let (ch, block_at) = self.key_block(seq, layer, head, pos);
+        (ch, block_at + pos % self.block * self.key_row)
+    }
+
+    /// Channel and address of the fp16 scale of key `pos` of `head` in an integer cache (`None`
+    /// for fp16).
+    pub fn key_scale(&self, seq: u64, layer: u64, head: u64, pos: u64) -> Option<(u8, u64)> {
+        let (ch, block_at) = self.key_block(seq, layer, head, pos);
+        let scales = block_at + self.block * self.key_row;
+        (!self.fp16).then_some((ch, scales + pos % self.block * self.row_scale))
+    }
+
+    /// Channel and address of the block holding key `pos` of `head`.
+    fn key_block(&self, seq: u64, layer: u64, head: u64, pos: u64) -> (u8, u64) {
         let block = pos / self.block;
         let (ch, slot) = self.channel(head, block % self.group);
-        let row = block / self.group * self.block + pos % self.block;
-        (ch as u8, self.region(seq, layer, slot) + row * self.key_row)
+        let index = block / self.group;
+        (
+            ch as u8,
+            self.region(seq, layer, slot) + index * self.block_bytes(),
+        )
     }
 
     /// Channel and address of `pos`'s row of value part `part` of `head`.
@@ -218,12 +261,20 @@ impl KvLayout {
         )
     }
 
+    /// Channel and address of the fp16 scale of `pos`'s value row of `head` in an integer cache
+    /// (one part; `None` for fp16).
+    pub fn value_scale(&self, seq: u64, layer: u64, head: u64, pos: u64) -> Option<(u8, u64)> {
+        let (ch, slot) = self.channel(head, 0);
+        let scales = self.region(seq, layer, slot) + self.key_area() + self.tokens * self.part_row;
+        (!self.fp16).then_some((ch as u8, scales + pos * self.row_scale))
+    }
+
     /// Value parts.
     pub fn parts(&self) -> u64 {
         self.parts
     }
 
-    /// Bytes of one key row.
+    /// Bytes of one key row's values (its scale apart).
     pub fn key_row(&self) -> u64 {
         self.key_row
     }
@@ -240,6 +291,14 @@ impl KvLayout {
     /// Bytes of one token's row of a value part.
     pub fn part_row(&self) -> u64 {
         self.part_row
+    }
+
+    /// Bytes of the KV buffer one head's integer values over `keys` keys take with `rows` query
+    /// rows: the int8 rows (an int4 cache's timing model takes the same room), their fp16 scales,
+    /// the folded probabilities (fp16) and, for int8 activations, those quantised.
+    fn folded_bytes(&self, keys: u64, rows: u64, act_int8: bool) -> u64 {
+        let quantized = if act_int8 { rows * (keys + 2) } else { 0 };
+        keys * (self.head_dim + self.row_scale) + 2 * rows * keys + quantized
     }
 }
 
@@ -346,7 +405,8 @@ fn runs_between(runs: &[Range<u64>], from: u64, to: u64) -> Vec<(u64, u64, u64)>
 }
 
 /// Where the rows of a KV append come from on chip: `buffer`, the first token's first head at
-/// `addr`, consecutive tokens `token_stride` bytes apart and heads `head_dim` elements apart.
+/// `addr`, consecutive tokens `token_stride` bytes apart and heads `head_stride` bytes apart; for
+/// an integer cache the rows `quantize` wrote, whose scales follow them.
 #[derive(Debug, Clone, Copy)]
 pub struct Rows {
     /// Buffer.
@@ -355,12 +415,16 @@ pub struct Rows {
     pub addr: u64,
     /// Bytes from one token's rows to the next's.
     pub token_stride: u64,
+    /// Bytes from one head's row to the next's.
+    pub head_stride: u64,
+    /// Integer rows: the first token's first head's fp16 scale, every token's heads' scales
+    /// following one another.
+    pub scales: Option<u64>,
 }
 
 impl KvLayout {
     /// Stores of the keys (`values = false`) or values of tokens `positions` of sequence `seq`,
-    /// layer `layer`, every head, from `src`, whose head `h` row starts `h · head_dim · 2` bytes
-    /// into each token's.
+    /// layer `layer`, every head, from `src` (and, for an integer cache, their scales).
     pub fn append(
         &self,
         (seq, layer): (u64, u64),
@@ -368,22 +432,33 @@ impl KvLayout {
         src: Rows,
         values: bool,
     ) -> Vec<Instruction> {
-        let head_bytes = self.head_dim * 2;
         let mut pieces = Vec::new();
         // Piece order lets a part's (or the keys') tokens join into one looped transfer.
         let parts = if values { self.parts } else { 1 };
         for h in 0..self.kv_heads {
             for part in 0..parts {
                 for (t, pos) in positions.clone().enumerate() {
-                    let row = src.addr + t as u64 * src.token_stride + h * head_bytes;
+                    let row = src.addr + t as u64 * src.token_stride + h * src.head_stride;
                     pieces.push(if values {
                         let (ch, dram) = self.value(seq, layer, h, part, pos);
-                        let at = row + part * (head_bytes / self.parts);
+                        let at = row + part * self.part_row;
                         (ch, (dram, at, self.part_row))
                     } else {
                         let (ch, dram) = self.key(seq, layer, h, pos);
                         (ch, (dram, row, self.key_row))
                     });
+                }
+            }
+            if let Some(scales) = src.scales {
+                for (t, pos) in positions.clone().enumerate() {
+                    let scale = if values {
+                        self.value_scale(seq, layer, h, pos)
+                    } else {
+                        self.key_scale(seq, layer, h, pos)
+                    };
+                    let (ch, dram) = scale.expect("an integer cache stores row scales");
+                    let at = scales + (t as u64 * self.kv_heads + h) * self.row_scale;
+                    pieces.push((ch, (dram, at, self.row_scale)));
                 }
             }
         }
@@ -417,7 +492,8 @@ pub fn visible_keys(model: &ModelConfig, comp: &Compression, context: u64) -> Ve
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionOperands {
     /// Query rows (scores) or probabilities (values): head `h`'s rows start at `a.addr` plus
-    /// the rows of the heads before it.
+    /// the rows of the heads before it. Scores over an integer cache with int8 activations read
+    /// the queries as `quantize` writes each head's rows (int8 values, then their scales).
     pub a: BufRef,
     /// Scores (`rows × keys` per head, heads one after another) or context rows (query head
     /// `r`'s `head_dim` values at `r · head_dim`).
@@ -455,8 +531,30 @@ impl KvLayout {
             return Ok(Vec::new());
         }
         let half = accel.buffers()[at.kv_buffer as usize].bytes().0 / 2;
-        let (weight, act_int8) = kv_precision(comp);
-        let act_bytes = if act_int8 { 1 } else { 2 };
+        // Integer values: int8 rows against probabilities folded with their scales (module
+        // documentation).
+        let fold = values && !self.fp16;
+        let (weight, act_int8) = match fold {
+            true => (WeightCode::Int8, kv_precision(comp).1),
+            false => kv_precision(comp),
+        };
+        if fold {
+            let act = if act_int8 {
+                ActivationFormat::Int8
+            } else {
+                ActivationFormat::Fp16
+            };
+            if accel.matrix().peak_macs_per_cycle(8, act).is_none() {
+                return Err(LowerError {
+                    op: op.to_string(),
+                    reason: format!(
+                        "the values product over an integer KV cache needs 8-bit weights × {act:?} \
+                         activations, which the matrix engine does not support"
+                    ),
+                    key: "matrix.precisions".into(),
+                });
+            }
+        }
         let heads = keys.len() as u64;
         // Waves: for scores, ranges of keys of every head; for values, groups of `G_v` value parts
         // of every head, the heads split into sets when one group does not fit a half.
@@ -468,12 +566,16 @@ impl KvLayout {
         let mut waves = Vec::new();
         if values {
             let row = self.part_row * self.value_channels;
-            // A head's operand: its rows and, for integer values, a scale per dimension.
-            let scales = if self.fp16 { 0 } else { 2 * self.head_dim };
-            let per_set = (half / (most * row + scales).max(1)).min(heads);
+            // A head's room: its rows; integer rows with their scales and the folded
+            // probabilities.
+            let room = match fold {
+                true => self.folded_bytes(most, rows, act_int8),
+                false => most * row,
+            };
+            let per_set = (half / room.max(1)).min(heads);
             if per_set == 0 {
                 return Err(err(format!(
-                    "the values of one head ({most} keys × {row} bytes) do not fit half of the KV buffer ({half} bytes)"
+                    "the values of one head ({most} keys, {room} bytes) do not fit half of the KV buffer ({half} bytes)"
                 )));
             }
             for w in 0..self.parts / self.value_channels {
@@ -516,6 +618,9 @@ impl KvLayout {
             Unit::Matrix
         };
         let total = waves.len();
+        // The unit that runs a wave's products once its loads are in: the special-function unit
+        // first when it folds the value scales into the probabilities.
+        let first_unit = if fold { Unit::Sfu } else { compute_unit };
         let mut out = Vec::new();
         // Offsets of each head's scores (rows × keys, heads one after another).
         let score_at: Vec<u64> = counts
@@ -530,38 +635,67 @@ impl KvLayout {
             let half_addr = (g as u64 % 2) * half;
             let mut pieces = Vec::new();
             let mut products = Vec::new();
+            let mut folds = Vec::new();
+            let mut quantized = Vec::new();
             let mut offset = half_addr;
+            // Integer values: each region holds every head of the wave one after another (so
+            // that equal heads' products join into one batch): the int8 rows, their scales, the
+            // folded probabilities (fp16), and those quantised for int8 activations.
+            let mut folded = Folded::default();
+            if fold {
+                let wave_keys: u64 = wave.heads.clone().map(|h| counts[h as usize]).sum();
+                folded.scales = half_addr + wave_keys * self.head_dim;
+                folded.probs = folded.scales + wave_keys * self.row_scale;
+                folded.quantized = folded.probs + 2 * rows * wave_keys;
+            }
             for h in wave.heads.clone() {
                 let (head_keys, count) = (&keys[h as usize], counts[h as usize]);
-                // Query rows of the head (scores), or its probabilities (values).
+                // Query rows of the head (scores), or its probabilities (values): fp16, or for an
+                // integer cache folded with the value scales (and quantised for int8
+                // activations).
                 let a_offset = if values {
-                    score_at[h as usize] * act_bytes
+                    score_at[h as usize] * 2
                 } else {
-                    h * rows * self.head_dim * act_bytes
+                    let query = MatrixOp {
+                        m: rows as u16,
+                        k: self.head_dim as u16,
+                        a_scaled: act_int8,
+                        ..matrix(weight, act_int8)
+                    };
+                    h * matrix_product_bytes(&query).a
                 };
-                let a = BufRef {
+                let probs = BufRef {
                     buffer: at.a.buffer,
                     addr: (at.a.addr as u64 + a_offset) as u32,
                 };
+                let a = match (fold, act_int8) {
+                    (false, _) => probs,
+                    (true, false) => kv_ref(at.kv_buffer, folded.probs),
+                    (true, true) => kv_ref(at.kv_buffer, folded.quantized),
+                };
                 // The head's product: `b` at the wave's offset, results `c_offset` bytes into `c`.
-                let product =
-                    |c_offset: u64, (n, k, c_stride): (u64, u64, u64), b_rows: bool| MatrixOp {
-                        a,
-                        b: BufRef {
-                            buffer: at.kv_buffer,
-                            addr: offset as u32,
-                        },
-                        c: BufRef {
-                            buffer: at.c.buffer,
-                            addr: (at.c.addr as u64 + c_offset) as u32,
-                        },
-                        m: rows as u16,
-                        n: n as u16,
-                        k: k as u16,
-                        c_stride: c_stride as u16,
-                        b_rows,
-                        ..matrix(weight, act_int8)
-                    };
+                let product = |b_offset: u64,
+                               c_offset: u64,
+                               (n, k, c_stride): (u64, u64, u64),
+                               b_rows: bool| MatrixOp {
+                    a,
+                    b: BufRef {
+                        buffer: at.kv_buffer,
+                        addr: b_offset as u32,
+                    },
+                    c: BufRef {
+                        buffer: at.c.buffer,
+                        addr: (at.c.addr as u64 + c_offset) as u32,
+                    },
+                    m: rows as u16,
+                    n: n as u16,
+                    k: k as u16,
+                    c_stride: c_stride as u16,
+                    b_rows,
+                    // Int8 queries or probabilities carry their row scales (`quantize`).
+                    a_scaled: act_int8,
+                    ..matrix(weight, act_int8)
+                };
                 if values {
                     let n = count;
                     if n == 0 {
@@ -569,7 +703,49 @@ impl KvLayout {
                     }
                     let dims = self.part_dims() * (wave.span.end - wave.span.start);
                     let row_bytes = self.part_row * (wave.span.end - wave.span.start);
-                    for part in wave.span.clone() {
+                    if fold {
+                        // The head's int8 rows, which the product reads as they are, and their
+                        // scales, which each query row's probabilities are multiplied by.
+                        for (t0, pos0, n) in runs_between(head_keys, 0, count) {
+                            let (ch, dram) = self.value(seq, layer, h, 0, pos0);
+                            let buf = offset + t0 * self.head_dim;
+                            pieces.push((ch, (dram, buf, n * self.part_row)));
+                            let (ch, dram) = self
+                                .value_scale(seq, layer, h, pos0)
+                                .expect("an integer cache has row scales");
+                            let buf = folded.scales + t0 * self.row_scale;
+                            pieces.push((ch, (dram, buf, n * self.row_scale)));
+                        }
+                        for r in 0..rows {
+                            folds.push(SfuInstr {
+                                sync: Sync::default(),
+                                op: SfuOp::Mul,
+                                src: BufRef {
+                                    buffer: probs.buffer,
+                                    addr: probs.addr + (2 * r * count) as u32,
+                                },
+                                aux: kv_ref(at.kv_buffer, folded.scales),
+                                dst: kv_ref(at.kv_buffer, folded.probs + 2 * r * count),
+                                rows: 1,
+                                cols: count as u16,
+                            });
+                        }
+                        if act_int8 {
+                            quantized.push(SfuInstr {
+                                sync: Sync::default(),
+                                op: SfuOp::Quantize,
+                                src: kv_ref(at.kv_buffer, folded.probs),
+                                aux: kv_ref(at.kv_buffer, folded.probs),
+                                dst: kv_ref(at.kv_buffer, folded.quantized),
+                                rows: rows as u16,
+                                cols: count as u16,
+                            });
+                        }
+                        folded.scales += count * self.row_scale;
+                        folded.probs += 2 * rows * count;
+                        folded.quantized += rows * (count + 2);
+                    }
+                    for part in wave.span.clone().filter(|_| !fold) {
                         let lane = (part - wave.span.start) * self.part_row;
                         for (t0, pos0, n) in runs_between(head_keys, 0, count) {
                             // A part's rows of consecutive positions are consecutive in DRAM;
@@ -585,14 +761,16 @@ impl KvLayout {
                     }
                     let c_offset =
                         (h * rows * self.head_dim + wave.span.start * self.part_dims()) * 2;
-                    products.push(product(c_offset, (dims, n, self.head_dim), true));
-                    // Integer values' operand has column scales after the values.
+                    products.push(product(offset, c_offset, (dims, n, self.head_dim), true));
                     offset += matrix_product_bytes(products.last().expect("pushed")).b;
                 } else {
                     let range = wave.span.start.min(count)..wave.span.end.min(count);
                     if range.is_empty() {
                         continue;
                     }
+                    // Integer keys' scales follow the head's rows, so that each channel's
+                    // blocks of rows, and of scales, join into one looped transfer.
+                    let mut scale_pieces = Vec::new();
                     for (t0, pos0, n) in runs_between(head_keys, range.start, range.end) {
                         let t0 = t0 - range.start;
                         // Consecutive keys of one block are consecutive in DRAM.
@@ -603,13 +781,20 @@ impl KvLayout {
                             let (ch, dram) = self.key(seq, layer, h, pos);
                             let buf = offset + (t0 + done) * self.key_row;
                             pieces.push((ch, (dram, buf, rows * self.key_row)));
+                            // Integer keys' scales after the wave's rows, one per column.
+                            if let Some((ch, dram)) = self.key_scale(seq, layer, h, pos) {
+                                let scales = offset + (range.end - range.start) * self.key_row;
+                                let buf = scales + (t0 + done) * self.row_scale;
+                                scale_pieces.push((ch, (dram, buf, rows * self.row_scale)));
+                            }
                             done += rows;
                         }
                     }
+                    pieces.extend(scale_pieces);
                     let n = range.end - range.start;
                     let c_offset = (score_at[h as usize] + range.start) * 2;
                     let shape = (n, self.head_dim, counts[h as usize]);
-                    products.push(product(c_offset, shape, false));
+                    products.push(product(offset, c_offset, shape, false));
                     // Integer keys' operand has their row scales after the values.
                     offset += matrix_product_bytes(products.last().expect("pushed")).b;
                 }
@@ -639,19 +824,35 @@ impl KvLayout {
                     sync: Sync {
                         wait: UnitMask::of(&[Unit::Load]),
                         release: match (i + 1 == count, g + 1 < total) {
-                            (true, true) => UnitMask::of(&[compute_unit, Unit::Load]),
-                            (true, false) => UnitMask::of(&[compute_unit]),
+                            (true, true) => UnitMask::of(&[first_unit, Unit::Load]),
+                            (true, false) => UnitMask::of(&[first_unit]),
                             (false, _) => UnitMask::NONE,
                         },
                     },
                     op: SysOp::Nop,
                 }));
             }
+            // Folding (and quantising) waits for the loads and lets the products go.
+            let sfu: Vec<SfuInstr> = joined(folds).into_iter().chain(quantized).collect();
+            let last = sfu.len();
+            for (i, mut d) in sfu.into_iter().enumerate() {
+                d.sync = Sync {
+                    wait: match i {
+                        0 => UnitMask::of(&[Unit::System]),
+                        _ => UnitMask::NONE,
+                    },
+                    release: match i + 1 == last {
+                        true => UnitMask::of(&[compute_unit]),
+                        false => UnitMask::NONE,
+                    },
+                };
+                out.push(Instruction::Sfu(d));
+            }
             let last = products.len();
             for (i, mut p) in products.into_iter().enumerate() {
                 p.sync = Sync {
                     wait: if i == 0 {
-                        UnitMask::of(&[Unit::System])
+                        UnitMask::of(&[if fold { Unit::Sfu } else { Unit::System }])
                     } else {
                         UnitMask::NONE
                     },
@@ -670,6 +871,51 @@ impl KvLayout {
         }
         Ok(out)
     }
+}
+
+/// Where the next head's integer-value operands go in the KV buffer (see [`KvLayout::attention`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Folded {
+    /// Its value rows' fp16 scales.
+    scales: u64,
+    /// Its probabilities times the scales (fp16, `rows × keys`).
+    probs: u64,
+    /// Those quantised (int8 values, then a scale per row) for int8 activations.
+    quantized: u64,
+}
+
+/// `addr` in `buffer`.
+fn kv_ref(buffer: u8, addr: u64) -> BufRef {
+    BufRef {
+        buffer,
+        addr: addr as u32,
+    }
+}
+
+/// Element-wise special-function instructions with every run of consecutive ones of the same
+/// op and width whose operands each continue the previous one's joined into one of more rows.
+fn joined(sfu: Vec<SfuInstr>) -> Vec<SfuInstr> {
+    let mut out: Vec<SfuInstr> = Vec::new();
+    for s in sfu {
+        if let Some(run) = out.last_mut() {
+            let bytes = 2 * run.rows as u32 * run.cols as u32;
+            let follows = |next: BufRef, first: BufRef| {
+                next.buffer == first.buffer && next.addr == first.addr + bytes
+            };
+            if run.op == s.op
+                && run.cols == s.cols
+                && run.rows < u16::MAX - s.rows
+                && follows(s.src, run.src)
+                && follows(s.aux, run.aux)
+                && follows(s.dst, run.dst)
+            {
+                run.rows += s.rows;
+                continue;
+            }
+        }
+        out.push(s);
+    }
+    out
 }
 
 /// `products` with every run of consecutive ones that read and write consecutive operands of the

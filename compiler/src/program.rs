@@ -210,7 +210,10 @@ pub fn data_semantics(
                 || [roles.activations, roles.results].contains(&kv_buffer),
             "the activation or results buffer is also the weight or KV buffer",
         ),
-        (comp.kv.format != KvFormat::Fp16, "an integer KV cache"),
+        (
+            comp.kv.format == KvFormat::Int4,
+            "an int4 KV cache (the special-function unit quantises rows to int8 only)",
+        ),
         (
             !rows_alike,
             "embedding rows that are neither fp16 nor int8 with one scale",
@@ -683,13 +686,37 @@ fn lower_op(
                 .map(|t| graph.tensor(t).shape.iter().product::<u64>())
                 .sum::<u64>();
             let outputs: Vec<(TensorId, u64)> = out_tensor(0).map(|t| (t, 0)).collect();
-            let at = AttentionOperands {
+            let mut at = AttentionOperands {
                 a: input(place, 0, roles.activations),
                 c: place.output(roles.results, 2 * elements, &outputs),
                 kv_buffer: roles_kv(accel, &op.name)?,
             };
             let layer = op.layer.unwrap_or(0) as u64;
             let mut body = Vec::new();
+            // Scores over an integer cache with int8 activations: each KV head's query rows
+            // quantised (values, then a scale per row) for the matrix engine.
+            let (_, act_int8) = kv_precision(comp);
+            let quantize_queries = !values && act_int8 && comp.kv.format != KvFormat::Fp16;
+            let compute = if rows == 1 {
+                Unit::Vector
+            } else {
+                Unit::Matrix
+            };
+            if quantize_queries {
+                let per_head = rows * (head_dim + 2);
+                let q8 = place.scratch(roles.activations, kv_heads * per_head);
+                for h in 0..kv_heads {
+                    let src = offset(at.a, place.stride(h * rows * head_dim * 2));
+                    let dst = offset(q8, place.stride(h * per_head));
+                    let at = SfuOperands::new(src, None, dst);
+                    body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
+                }
+                if let Some(last) = body.last_mut() {
+                    add_release(last, compute);
+                }
+                at.a = q8;
+            }
+            let first_product = body.len();
             for seq in 0..graph.batch.max(1) {
                 body.extend(layout.attention(
                     accel,
@@ -701,6 +728,14 @@ fn lower_op(
                     at,
                     &op.name,
                 )?);
+            }
+            if quantize_queries {
+                if let Some(first) = body[first_product..]
+                    .iter_mut()
+                    .find(|i| i.opcode().unit() == compute)
+                {
+                    add_wait(first, Unit::Sfu);
+                }
             }
             body
         }
@@ -844,21 +879,66 @@ fn lower_op(
                 input(place, 0, roles.activations),
                 input(place, 1, roles.activations),
             );
-            let mut body = Vec::new();
+            let head_dim = model.head_dim;
+            let kv_heads = model.kv_heads as u64;
+            let integer = comp.kv.format != KvFormat::Fp16;
+            // An integer cache stores rows `quantize` wrote (int8 values, then a scale per row),
+            // into a scratch area per keys and values; each piece of tokens then follows the
+            // previous through a barrier, so that its quantisation does not overwrite rows still
+            // being stored.
+            let quantized = integer.then(|| {
+                let per_rows = piece.min(positions.end - positions.start) * kv_heads;
+                let bytes = per_rows * (head_dim + 2);
+                [
+                    place.scratch(roles.activations, bytes),
+                    place.scratch(roles.activations, bytes),
+                ]
+            });
+            let mut bodies = Vec::new();
             for seq in 0..graph.batch.max(1) {
                 for start in positions.clone().step_by(piece as usize) {
                     let part = start..(start + piece).min(positions.end);
-                    for (values, from) in [(false, keys), (true, values)] {
-                        let src = Rows {
-                            buffer: from.buffer,
-                            addr: from.addr as u64,
-                            token_stride,
+                    let tokens = part.end - part.start;
+                    let rows = tokens * kv_heads;
+                    let mut body = Vec::new();
+                    let mut stores = Vec::new();
+                    for (i, (values, from)) in
+                        [(false, keys), (true, values)].into_iter().enumerate()
+                    {
+                        let src = match quantized {
+                            Some(q) => {
+                                let at = SfuOperands::new(from, None, q[i]);
+                                body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
+                                Rows {
+                                    buffer: q[i].buffer,
+                                    addr: q[i].addr as u64,
+                                    token_stride: kv_heads * head_dim,
+                                    head_stride: head_dim,
+                                    scales: Some(q[i].addr as u64 + rows * head_dim),
+                                }
+                            }
+                            None => Rows {
+                                buffer: from.buffer,
+                                addr: from.addr as u64,
+                                token_stride,
+                                head_stride: head_dim * 2,
+                                scales: None,
+                            },
                         };
-                        body.extend(layout.append((seq, layer), part.clone(), src, values));
+                        stores.extend(layout.append((seq, layer), part.clone(), src, values));
                     }
+                    if let (Some(last), Some(first)) = (body.last_mut(), stores.first_mut()) {
+                        add_release(last, Unit::Store);
+                        add_wait(first, Unit::Sfu);
+                    }
+                    body.extend(stores);
+                    bodies.push(body);
                 }
             }
-            body
+            if integer {
+                return Ok(bodies);
+            }
+            bodies.concat()
         }
         OpKind::KvRead { .. } => Vec::new(),
         OpKind::Embedding { tokens, width, .. } => {

@@ -219,8 +219,17 @@ fn check_instruction(
             if m.a_scaled && !m.act_int8 {
                 return Err("a_scaled needs int8 activations (act_int8=1)".into());
             }
-            if m.b_rows && (m.weight != WeightCode::Fp16 || m.sparse != SparseCode::Dense) {
-                return Err("b_rows needs dense fp16 weights (weight=fp16)".into());
+            if m.b_rows && !matches!(m.weight, WeightCode::Fp16 | WeightCode::Int8) {
+                let weight = format!("{:?}", m.weight).to_lowercase();
+                return Err(format!(
+                    "b_rows needs int8 or fp16 weights (weight=int8 or weight=fp16), not weight={weight}"
+                ));
+            }
+            if m.b_rows && m.sparse != SparseCode::Dense {
+                let sparse = format!("{:?}", m.sparse).to_lowercase();
+                return Err(format!(
+                    "b_rows needs dense weights (sparse=dense), not sparse={sparse}"
+                ));
             }
             if m.c_stride != 0 && m.c_stride < m.n {
                 return Err(format!(
@@ -249,7 +258,8 @@ fn check_instruction(
                     m.sparse, m.nm_n
                 ));
             }
-            if m.weight.bits() < 16 && !matrix.supports_group_size(m.group as u32) {
+            // Int8 `b_rows` weights have no scales, so no groups.
+            if m.weight.bits() < 16 && !m.b_rows && !matrix.supports_group_size(m.group as u32) {
                 return Err(format!(
                     "group size {} is not in matrix.group_sizes",
                     m.group

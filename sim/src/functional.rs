@@ -214,6 +214,25 @@ impl DataState {
                 }
                 continue;
             }
+            if m.b_rows {
+                // Int8 rows without scales: the plain dot product (`isa::data`).
+                let w: Vec<i32> = (0..k)
+                    .map(|p| b_raw[(p * n + j) as usize] as i8 as i32)
+                    .collect();
+                for r in 0..rows {
+                    let row = (r * k) as usize..((r + 1) * k) as usize;
+                    out[(r * n + j) as usize] = if m.act_int8 {
+                        let a = &act_int[row];
+                        a.iter().zip(&w).map(|(a, w)| a * w).sum::<i32>() as f32
+                    } else {
+                        let a = &act_f32[row];
+                        a.iter()
+                            .zip(&w)
+                            .fold(0f32, |acc, (a, w)| acc + a * *w as f32)
+                    };
+                }
+                continue;
+            }
             let w = unpack_ints(&b_raw, j * kept, kept, bits, true);
             let scale_at = (scales_at + 2 * j * groups) as usize;
             let scales = f16_values(&b_raw[scale_at..scale_at + 2 * groups as usize]);

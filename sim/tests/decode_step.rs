@@ -1,7 +1,8 @@
 //! A whole compiled decode step in functional mode: the program `compile_pass` emits for
 //! tiny-llama (embedding, two decoder layers with grouped-query attention over a filled KV cache,
 //! the LM head) computes the same logits, bit for bit, as a reference decoder written directly
-//! from the quantised math, for dense int8, int4-group and N:M sparse weights.
+//! from the quantised math, for dense int8, int4-group and N:M sparse weights, over an fp16 or an
+//! int8 KV cache.
 
 use half::f16;
 use std::collections::BTreeMap;
@@ -12,10 +13,42 @@ use tessera_sim::golden::{quantize_rows, round_f16, QuantWeights, Rng};
 use tessera_sim::hazard::buffer_hazards;
 use tessera_sim::{simulate_functional, DataState, SimOptions};
 use tessera_spec::accel::{Accelerator, SfuOp};
-use tessera_spec::compression::{self, ActivationFormat, Compression, OpClass, Sparsity};
+use tessera_spec::compression::{self, ActivationFormat, Compression, KvFormat, OpClass, Sparsity};
 use tessera_spec::graph::{OpKind, Phase};
-use tessera_spec::isa::data::{encode_weights, f16_bytes, f16_values, sfu_row};
+use tessera_spec::isa::data::{encode_weights, f16_bytes, f16_values, quantize_scale, sfu_row};
 use tessera_spec::model::{self, ModelConfig};
+
+/// One cached key or value row: fp16 values, or int8 values (exact in `f32`) and their scale.
+#[derive(Clone)]
+struct CachedRow {
+    values: Vec<f32>,
+    scale: Option<f32>,
+}
+
+impl CachedRow {
+    /// `row` (fp16 values) as the cache stores it: as it is, or quantised to int8 as the
+    /// special-function unit's `quantize` defines it.
+    fn store(row: &[f32], int8: bool) -> CachedRow {
+        match int8 {
+            true => CachedRow {
+                values: sfu_row(SfuOp::Quantize, row, &[]),
+                scale: Some(quantize_scale(row).to_f32()),
+            },
+            false => CachedRow {
+                values: row.to_vec(),
+                scale: None,
+            },
+        }
+    }
+
+    /// The row's bytes in the cache: fp16 values, or int8 values (their scale apart).
+    fn bytes(&self) -> Vec<u8> {
+        match self.scale {
+            Some(_) => self.values.iter().map(|v| *v as i8 as u8).collect(),
+            None => f16_bytes(&self.values),
+        }
+    }
+}
 
 /// The model's tensors as logical values (every fp16 value already rounded).
 struct Weights {
@@ -26,9 +59,9 @@ struct Weights {
     norms: BTreeMap<String, Vec<f32>>,
     /// Linear layers by output tensor name.
     linears: BTreeMap<String, QuantWeights>,
-    /// Keys and values in the cache: `[layer][kv head][position][dimension]`.
-    keys: Vec<Vec<Vec<Vec<f32>>>>,
-    values: Vec<Vec<Vec<Vec<f32>>>>,
+    /// Keys and values in the cache: `[layer][kv head][position]`.
+    keys: Vec<Vec<Vec<CachedRow>>>,
+    values: Vec<Vec<Vec<CachedRow>>>,
     /// The step position's rotary angles: a cosine and a sine per pair of dimensions.
     angles: Vec<f32>,
 }
@@ -39,12 +72,17 @@ fn fp16(v: f32) -> f32 {
 
 /// The reference decoder step: every operator's math as `tessera_spec::isa::data` defines it,
 /// with results rounded to fp16 where the program keeps them. The query projection is taken to
-/// carry 1/√head_dim (folded into its weights), so softmax reads the raw dot products.
+/// carry 1/√head_dim (folded into its weights), so softmax reads the raw dot products. An int8
+/// cache stores the step's key and value rows quantised; scores are integer-weight products (a
+/// key's scale per output column, int8 queries with their row scale), and the probabilities are
+/// multiplied by the value rows' scales (`mul`, quantised per row for int8 activations) before
+/// the product with the int8 value rows (`b_rows`, no weight scales).
 fn reference_step(
     m: &ModelConfig,
     w: &mut Weights,
     visible: &[Vec<usize>],
     int8: bool,
+    kv_int8: bool,
 ) -> Vec<f32> {
     let (hd, heads, kv_heads) = (m.head_dim as usize, m.heads as usize, m.kv_heads as usize);
     let group = heads / kv_heads;
@@ -71,21 +109,50 @@ fn reference_step(
         };
         let q = rotate(&q);
         for (g, key) in rotate(&k).into_iter().enumerate() {
-            w.keys[l][g].push(key);
-            w.values[l][g].push(v[g * hd..(g + 1) * hd].to_vec());
+            w.keys[l][g].push(CachedRow::store(&key, kv_int8));
+            w.values[l][g].push(CachedRow::store(&v[g * hd..(g + 1) * hd], kv_int8));
         }
         let mut attended = Vec::new();
         for (i, qh) in q.iter().enumerate() {
             let g = i / group;
+            let (q8, q_scale) = quantize_rows(qh, hd);
+            let score = |key: &CachedRow| match key.scale {
+                None => (0..hd).fold(0f32, |a, d| a + qh[d] * key.values[d]),
+                Some(scale) if int8 => {
+                    let dot = (0..hd).fold(0i32, |a, d| a + q8[d] as i32 * key.values[d] as i32);
+                    scale * dot as f32 * q_scale[0]
+                }
+                Some(scale) => scale * (0..hd).fold(0f32, |a, d| a + qh[d] * key.values[d]),
+            };
             let scores: Vec<f32> = visible[g]
                 .iter()
-                .map(|&p| fp16((0..hd).fold(0f32, |a, d| a + qh[d] * w.keys[l][g][p][d])))
+                .map(|&p| fp16(score(&w.keys[l][g][p])))
                 .collect();
             let p = row(SfuOp::Softmax, &scores, &[]);
-            attended.extend((0..hd).map(|d| {
-                let terms = visible[g].iter().zip(&p);
-                fp16(terms.fold(0f32, |a, (&t, p)| a + p * w.values[l][g][t][d]))
-            }));
+            let rows: Vec<&CachedRow> = visible[g].iter().map(|&t| &w.values[l][g][t]).collect();
+            let scales: Option<Vec<f32>> = rows.iter().map(|r| r.scale).collect();
+            match scales {
+                // fp16 rows against the probabilities.
+                None => attended.extend((0..hd).map(|d| {
+                    let terms = rows.iter().zip(&p);
+                    fp16(terms.fold(0f32, |a, (v, p)| a + p * v.values[d]))
+                })),
+                // Σ_t (p_t · s_t) · v_t over the int8 rows.
+                Some(scales) => {
+                    let folded = row(SfuOp::Mul, &p, &scales);
+                    let (f8, f_scale) = quantize_rows(&folded, folded.len());
+                    attended.extend((0..hd).map(|d| {
+                        let terms = rows.iter().enumerate();
+                        fp16(if int8 {
+                            let dot =
+                                terms.fold(0i32, |a, (t, v)| a + f8[t] as i32 * v.values[d] as i32);
+                            dot as f32 * f_scale[0]
+                        } else {
+                            terms.fold(0f32, |a, (t, v)| a + folded[t] * v.values[d])
+                        })
+                    }));
+                }
+            }
         }
         let o = linear(&w.linears[&name("attn.o_proj")], &attended);
         x = row(SfuOp::Add, &x, &o);
@@ -111,13 +178,24 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
     let mut rng = Rng::new(seed);
     let mut value = |scale: f32| fp16(rng.int(-2000, 2000) as f32 / 2000.0 * scale);
     let (hd, kv_heads) = (m.head_dim as usize, m.kv_heads as usize);
-    let cache = |value: &mut dyn FnMut(f32) -> f32| -> Vec<Vec<Vec<Vec<f32>>>> {
+    let kv_int8 = comp.kv.format == KvFormat::Int8;
+    // Cached rows of values up to ±2: fp16, or int8 with a scale of up to 2 / 127.
+    let cache = |value: &mut dyn FnMut(f32) -> f32| -> Vec<Vec<Vec<CachedRow>>> {
         (0..m.layers)
             .map(|_| {
                 (0..kv_heads)
                     .map(|_| {
                         (0..context)
-                            .map(|_| (0..hd).map(|_| value(2.0)).collect())
+                            .map(|_| match kv_int8 {
+                                true => CachedRow {
+                                    values: (0..hd).map(|_| value(127.0).round()).collect(),
+                                    scale: Some(fp16((1.0 + value(1.0).abs()) / 127.0)),
+                                },
+                                false => CachedRow {
+                                    values: (0..hd).map(|_| value(2.0)).collect(),
+                                    scale: None,
+                                },
+                            })
                             .collect()
                     })
                     .collect()
@@ -238,16 +316,29 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
         }
     }
     let layout = map.kv.as_ref().unwrap();
-    let part = layout.part_dims() as usize;
     for l in 0..m.layers as usize {
         for h in 0..kv_heads {
             for pos in 0..context as usize {
-                let (ch, at) = layout.key(0, l as u64, h as u64, pos as u64);
-                data.write_dram(ch, at, &f16_bytes(&w.keys[l][h][pos]));
+                let (seq, layer, head, at_pos) = (0, l as u64, h as u64, pos as u64);
+                let (key, value) = (&w.keys[l][h][pos], &w.values[l][h][pos]);
+                let (ch, at) = layout.key(seq, layer, head, at_pos);
+                data.write_dram(ch, at, &key.bytes());
+                let value_bytes = value.bytes();
+                let part_bytes = value_bytes.len() / layout.parts() as usize;
                 for p in 0..layout.parts() as usize {
-                    let (ch, at) = layout.value(0, l as u64, h as u64, p as u64, pos as u64);
-                    let row = &w.values[l][h][pos][p * part..(p + 1) * part];
-                    data.write_dram(ch, at, &f16_bytes(row));
+                    let (ch, at) = layout.value(seq, layer, head, p as u64, at_pos);
+                    data.write_dram(ch, at, &value_bytes[p * part_bytes..(p + 1) * part_bytes]);
+                }
+                // An integer cache's row scales.
+                let scales = [
+                    (layout.key_scale(seq, layer, head, at_pos), key.scale),
+                    (layout.value_scale(seq, layer, head, at_pos), value.scale),
+                ];
+                for (place, scale) in scales {
+                    assert_eq!(place.is_some(), scale.is_some());
+                    if let (Some((ch, at)), Some(s)) = (place, scale) {
+                        data.write_dram(ch, at, &f16_bytes(&[s]));
+                    }
                 }
             }
         }
@@ -272,13 +363,35 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
         })
         .collect();
     let int8 = comp.activations == ActivationFormat::Int8;
-    let want = reference_step(&m, &mut w, &visible, int8);
+    let want = reference_step(&m, &mut w, &visible, int8, kv_int8);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&got), bits(&want), "{}", comp.name);
-    // The step stored its own key and value where the next step reads them.
+    // The step stored its own key and value (and their scales) where the next step reads them.
+    let (key, value) = (
+        &w.keys[1][1][context as usize],
+        &w.values[1][1][context as usize],
+    );
     let (ch, at) = layout.key(0, 1, 1, context);
-    let stored = f16_values(&data.read_dram(ch, at, 2 * hd as u64));
-    assert_eq!(bits(&stored), bits(&w.keys[1][1][context as usize]));
+    let stored = data.read_dram(ch, at, key.bytes().len() as u64);
+    assert_eq!(stored, key.bytes(), "{}", comp.name);
+    let (ch, at) = layout.value(0, 1, 1, 0, context);
+    let stored = data.read_dram(ch, at, layout.part_row());
+    assert_eq!(
+        stored,
+        value.bytes()[..layout.part_row() as usize],
+        "{}",
+        comp.name
+    );
+    let scales = [
+        (layout.key_scale(0, 1, 1, context), key.scale),
+        (layout.value_scale(0, 1, 1, context), value.scale),
+    ];
+    for (place, scale) in scales {
+        if let (Some((ch, at)), Some(s)) = (place, scale) {
+            let stored = f16_values(&data.read_dram(ch, at, 2));
+            assert_eq!(bits(&stored), bits(&[s]), "{}", comp.name);
+        }
+    }
 }
 
 #[test]
@@ -302,7 +415,10 @@ fn passes_that_cannot_compute_on_data_say_why() {
     // The `tiny` accelerator streams weights through the buffer that holds its activations.
     assert!(why(&tiny, &w4, decode, 1).contains("weight or KV buffer"));
     let kv4 = compression::preset("w4a8-kv4-duo").unwrap();
-    assert!(why(&u280, &kv4, decode, 1).contains("integer KV"));
+    assert!(why(&u280, &kv4, decode, 1).contains("int4 KV cache"));
+    let mut kv8 = kv4.clone();
+    kv8.kv.format = KvFormat::Int8;
+    assert_eq!(why(&u280, &kv8, decode, 1), "");
 }
 
 #[test]
@@ -324,4 +440,12 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
     comp.kv.policy.sink = 4;
     comp.kv.policy.window = 8;
     check_step(&comp, 30, 5);
+    // An int8 KV cache, with int8 and fp16 activations, and with the streaming head.
+    for (preset, context, seed) in [("w4a8-g128", 40, 6), ("w4a16-g128", 21, 7)] {
+        let mut comp = compression::preset(preset).unwrap();
+        comp.kv.format = KvFormat::Int8;
+        check_step(&comp, context, seed);
+    }
+    comp.kv.format = KvFormat::Int8;
+    check_step(&comp, 30, 8);
 }

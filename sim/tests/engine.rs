@@ -258,6 +258,14 @@ fn ill_formed_programs_are_rejected_before_running() {
             "c_stride 4 is below n = 8",
         ),
         (
+            "matmul weight=int4 act_int8=1 b_rows=1 m=1 n=16 k=16",
+            "b_rows needs int8 or fp16 weights (weight=int8 or weight=fp16), not weight=int4",
+        ),
+        (
+            "matmul weight=int8 act_int8=1 b_rows=1 sparse=nm nm_n=8 m=1 n=16 k=16",
+            "b_rows needs dense weights (sparse=dense), not sparse=nm",
+        ),
+        (
             "load bytes=64 lanes=2 lane_stride=64",
             "runs on 2 channels at once, one DMA engine each; dma.engines is 1",
         ),

@@ -7,6 +7,7 @@ use tessera_compiler::lower::{lower_linear, BufferRoles};
 use tessera_sim::golden::{quantize_rows, round_f16, QuantWeights, Rng};
 use tessera_sim::{simulate_functional, simulate_with, DataState, SimOptions};
 use tessera_spec::accel::{Accelerator, SfuOp};
+use tessera_spec::analytical::matrix_operand_bytes;
 use tessera_spec::compression::{self, Compression, OpClass};
 use tessera_spec::isa::data::{encode_weights, f16_bytes, f16_values, f32_values, sfu_row};
 use tessera_spec::isa::{assemble, BufRef, Instruction, Program, Sync, SysInstr, SysOp, UnitMask};
@@ -377,12 +378,40 @@ fn weights_stored_by_rows_multiply_as_their_layout_says() {
         })
         .collect();
     assert_eq!(bits_of(&got), bits_of(&round_f16(&want)));
-    // Integer weights have no row layout.
-    let bad = assemble("matmul m=1 n=1 k=16 weight=int8 act_int8=1 b_rows=1").unwrap();
-    let e = simulate_with(&accel, &bad, SimOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("b_rows needs dense fp16 weights"), "{e}");
+}
+
+#[test]
+fn int8_weights_stored_by_rows_multiply_without_scales() {
+    // W[3 × 2] by rows, int8, no scales: k × n = 6 bytes.
+    let accel = u280();
+    let w: [i8; 6] = [10, -1, 5, 2, -3, 7];
+    let run = |a: &[u8], act: &str| {
+        let mut data = DataState::new(&accel);
+        data.write_buffer(ACTS, 0, a);
+        data.write_buffer(WEIGHTS, 0, &w.map(|v| v as u8));
+        let program = assemble(&format!(
+            "matmul a_buffer={ACTS} b_buffer={WEIGHTS} c_buffer={ACTS} c_addr=4096 m=2 n=2 k=3 \
+             weight=int8 b_rows=1 out=fp32 {act}"
+        ))
+        .unwrap();
+        let Instruction::Matmul(op) = program.instructions[0] else {
+            panic!("a matmul")
+        };
+        assert_eq!(matrix_operand_bytes(&op).b, 6);
+        simulate_functional(&accel, &program, SimOptions::default(), &mut data).unwrap();
+        f32_values(&data.buffer(ACTS)[4096..4096 + 16])
+    };
+    // Int8 rows [1, −2, 3] (scale 0.5) and [4, 0, −1] (scale 2): int32 dot products
+    // (−9, 16; 43, −11) times the row scales.
+    let mut a: Vec<u8> = [1i8, -2, 3, 4, 0, -1].map(|v| v as u8).to_vec();
+    a.extend(f16_bytes(&[0.5, 2.0]));
+    assert_eq!(
+        run(&a, "act_int8=1 a_scaled=1"),
+        vec![-4.5, 8.0, 86.0, -22.0]
+    );
+    // fp16 rows [0.5, −1.25, 2] and [−1, 0.25, 0]: fp32 dot products with the exact int8 weights.
+    let a = f16_bytes(&[0.5, -1.25, 2.0, -1.0, 0.25, 0.0]);
+    assert_eq!(run(&a, "act_int8=0"), vec![-7.25, 11.0, -8.75, 1.5]);
 }
 
 /// `instructions` and a `halt`, each instruction waiting for nothing its predecessors do not
@@ -456,6 +485,8 @@ fn compiled_decode_attention_equals_the_golden_reference() {
         buffer: roles.activations,
         addr,
         token_stride: (kv_heads * d * 2) as u64,
+        head_stride: (d * 2) as u64,
+        scales: None,
     };
     let span = context..context + 1;
     let mut append = layout.append((0, 1), span.clone(), rows(k_new), false);

@@ -302,7 +302,8 @@ pub fn matrix_instr_work(m: &MatrixOp) -> MatrixWork {
         },
         nm,
         density: nm as f64 / 16.0,
-        group: (m.weight.bits() < 16).then_some(m.group as u32),
+        // Int8 `b_rows` weights carry no scales (`isa::data`).
+        group: (m.weight.bits() < 16 && !m.b_rows).then_some(m.group as u32),
     }
 }
 
@@ -348,8 +349,9 @@ pub fn matrix_product_bytes(m: &MatrixOp) -> MatrixOperandBytes {
         SparseCode::Block => (k.div_ceil(16) * n.div_ceil(16)).div_ceil(8),
         SparseCode::Unstructured => (k * n).div_ceil(8),
     };
-    // Integer weights carry their fp16 group scales after them (`isa::data`).
-    let scales = if m.weight == WeightCode::Fp16 {
+    // Integer weights carry their fp16 group scales after them, except int8 `b_rows` weights,
+    // whose row scales are folded into the activations (`isa::data`).
+    let scales = if m.weight == WeightCode::Fp16 || m.b_rows {
         0
     } else {
         data::weight_scale_bytes(n, k, m.group as u64)

@@ -258,6 +258,23 @@ impl KvFormat {
             KvFormat::Int4 => 4,
         }
     }
+
+    /// Bytes of one cached row (one token's key or value of one head) of `dims` elements:
+    /// fp16 values, or the packed integers followed by their row's fp16 scale, as the special-
+    /// function unit's `quantize` gives it (`isa::data`). The graph's KV traffic and the cache's
+    /// layout both count rows with this.
+    pub fn row_bytes(&self, dims: u64) -> u64 {
+        (dims * self.bits() as u64).div_ceil(8) + self.row_scale_bytes()
+    }
+
+    /// Bytes of the scale stored with each cached row: one fp16 scale for integer formats, none
+    /// for fp16.
+    pub fn row_scale_bytes(&self) -> u64 {
+        match self {
+            KvFormat::Fp16 => 0,
+            KvFormat::Int8 | KvFormat::Int4 => 2,
+        }
+    }
 }
 
 /// Head-wise KV policy in the manner of DuoAttention / RazorAttention: a fraction of heads keep the

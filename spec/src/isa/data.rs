@@ -10,8 +10,10 @@
 //!   two's-complement `bits`-wide integers ([`pack_ints`]), or fp16 for `weight=fp16`. Integer
 //!   weights are followed, from the next byte, by their fp16 scales: per column, one per group of
 //!   `group` reduction indices (`group = 0`: one per column) — [`weight_scales_offset`].
-//!   With `b_rows` (fp16 weights only) `W` is stored by reduction rows instead: row `p` holds
-//!   `w(p, 0..n)`, as a value cache's token-major rows are.
+//!   With `b_rows` (dense int8 or fp16 weights) `W` is stored by reduction rows instead: row `p`
+//!   holds `w(p, 0..n)`, as a value cache's token-major rows are. Int8 rows carry no scales
+//!   (`k × n` bytes): a row's scale `s_p` is folded into `A` beforehand, since
+//!   `Σ_p a_p · (s_p · w_p) = Σ_p (a_p · s_p) · w_p`.
 //! - `batch` products run one after another: product `h` reads `A`, `W` and the metadata `h`
 //!   operands (their byte sizes) after the first's and writes its rows after the previous
 //!   product's, `m · c_stride` elements on.
@@ -23,9 +25,12 @@
 //!   after `c` (`c_stride = 0`: `n`, rows packed). Each output is `Σ_g scale_g · psum_g` over the
 //!   column's groups in order, accumulated in fp32, where `psum_g` is the group's int32 dot
 //!   product (int8 activations) or its fp32 dot product in reduction order (fp16 activations).
-//!   fp16 weights: one fp32 dot product in reduction order. With `a_scaled` the sum is then
-//!   multiplied by its row's `s_r` in fp32. `accumulate` adds, in fp32, the value already there
-//!   (read in the `out` format). fp16 results are the fp32 value rounded to nearest, ties to even.
+//!   fp16 weights: one fp32 dot product in reduction order. Int8 `b_rows` weights: the plain
+//!   dot product over the whole reduction, int32 (int8 activations) or fp32 in reduction order
+//!   (fp16 activations, each int8 weight converted exactly), with no weight scale. With
+//!   `a_scaled` the sum is then multiplied by its row's `s_r` in fp32. `accumulate` adds, in
+//!   fp32, the value already there (read in the `out` format). fp16 results are the fp32 value
+//!   rounded to nearest, ties to even.
 //!
 //! **Special-function instructions** read `rows × cols` fp16 at `src` (row-major) and write the
 //! same shape as fp16 at `dst`, computing in fp32 (see [`crate::accel::SfuOp`] for each op's

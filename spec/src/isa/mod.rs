@@ -295,8 +295,9 @@ pub struct MatrixOp {
     pub a_scaled: bool,
     /// Result format.
     pub out: OutCode,
-    /// fp16 weights stored by reduction rows (row `p` holds `w(p, 0..n)`) instead of by columns:
-    /// a value cache's token-major rows as the operand of the attention-weighted sum.
+    /// Dense fp16 or int8 weights stored by reduction rows (row `p` holds `w(p, 0..n)`) instead
+    /// of by columns, int8 rows without scales (each row's scale folded into `a`): a value
+    /// cache's token-major rows as the operand of the attention-weighted sum.
     pub b_rows: bool,
     /// Weight storage.
     pub sparse: SparseCode,
