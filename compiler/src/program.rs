@@ -219,10 +219,6 @@ pub fn data_semantics(
             "embedding rows that are neither fp16 nor int8 with one scale",
         ),
         (
-            model.qkv_bias || model.out_bias || model.ffn_bias,
-            "biases (no epilogue adds them)",
-        ),
-        (
             model.moe.is_some() || model.vision.is_some(),
             "experts or image inputs",
         ),

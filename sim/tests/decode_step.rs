@@ -2,7 +2,7 @@
 //! tiny-llama (embedding, two decoder layers with grouped-query attention over a filled KV cache,
 //! the LM head) computes the same logits, bit for bit, as a reference decoder written directly
 //! from the quantised math, for dense int8, int4-group and N:M sparse weights, over an fp16 or an
-//! int8 KV cache.
+//! int8 KV cache, with and without biases.
 
 use half::f16;
 use std::collections::BTreeMap;
@@ -59,6 +59,8 @@ struct Weights {
     norms: BTreeMap<String, Vec<f32>>,
     /// Linear layers by output tensor name.
     linears: BTreeMap<String, QuantWeights>,
+    /// Biases of the linear layers that have one, by output tensor name.
+    biases: BTreeMap<String, Vec<f32>>,
     /// Keys and values in the cache: `[layer][kv head][position]`.
     keys: Vec<Vec<Vec<CachedRow>>>,
     values: Vec<Vec<Vec<CachedRow>>>,
@@ -87,21 +89,29 @@ fn reference_step(
     let (hd, heads, kv_heads) = (m.head_dim as usize, m.heads as usize, m.kv_heads as usize);
     let group = heads / kv_heads;
     let row = |op: SfuOp, x: &[f32], aux: &[f32]| round_f16(&sfu_row(op, x, aux));
-    let linear = |w: &QuantWeights, x: &[f32]| match int8 {
-        true => {
-            let (q, s) = quantize_rows(x, x.len());
-            round_f16(&w.linear_int8_scaled(&q, &s))
+    // A linear layer's fp16 results, then its bias added by `add_row`.
+    let linear = |w: &Weights, name: &str, x: &[f32]| {
+        let q = &w.linears[name];
+        let y = match int8 {
+            true => {
+                let (values, scales) = quantize_rows(x, x.len());
+                round_f16(&q.linear_int8_scaled(&values, &scales))
+            }
+            false => round_f16(&q.linear_fp16(x)),
+        };
+        match w.biases.get(name) {
+            Some(b) => row(SfuOp::AddRow, &y, b),
+            None => y,
         }
-        false => round_f16(&w.linear_fp16(x)),
     };
     let (values, scale) = &w.embedding;
     let mut x: Vec<f32> = values.iter().map(|v| fp16(*v as f32 * scale)).collect();
     for l in 0..m.layers as usize {
         let name = |s: &str| format!("layer{l}.{s}");
         let h = row(SfuOp::RmsNorm, &x, &w.norms[&name("attn_norm")]);
-        let q = linear(&w.linears[&name("attn.q_proj")], &h);
-        let k = linear(&w.linears[&name("attn.k_proj")], &h);
-        let v = linear(&w.linears[&name("attn.v_proj")], &h);
+        let q = linear(w, &name("attn.q_proj"), &h);
+        let k = linear(w, &name("attn.k_proj"), &h);
+        let v = linear(w, &name("attn.v_proj"), &h);
         let rotate = |t: &[f32]| -> Vec<Vec<f32>> {
             t.chunks(hd)
                 .map(|head| row(SfuOp::Rotary, head, &w.angles))
@@ -154,24 +164,37 @@ fn reference_step(
                 }
             }
         }
-        let o = linear(&w.linears[&name("attn.o_proj")], &attended);
+        let o = linear(w, &name("attn.o_proj"), &attended);
         x = row(SfuOp::Add, &x, &o);
         let h = row(SfuOp::RmsNorm, &x, &w.norms[&name("ffn_norm")]);
-        let gate = linear(&w.linears[&name("ffn.gate_proj")], &h);
-        let up = linear(&w.linears[&name("ffn.up_proj")], &h);
+        let gate = linear(w, &name("ffn.gate_proj"), &h);
+        let up = linear(w, &name("ffn.up_proj"), &h);
         let gated = row(SfuOp::Mul, &row(SfuOp::Silu, &gate, &[]), &up);
-        let down = linear(&w.linears[&name("ffn.down_proj")], &gated);
+        let down = linear(w, &name("ffn.down_proj"), &gated);
         x = row(SfuOp::Add, &x, &down);
     }
     let h = row(SfuOp::RmsNorm, &x, &w.norms["final_norm"]);
-    linear(&w.linears["lm_head"], &h)
+    linear(w, "lm_head", &h)
 }
 
-/// Compiles and runs one decode step of tiny-llama at `context` under `comp` on the u280, and
-/// checks its logits against [`reference_step`].
-fn check_step(comp: &Compression, context: u64, seed: u64) {
+/// The bias a linear operator loads: its own, or fused siblings'
+/// (`layer0.attn.q_proj+k_proj+v_proj`) side by side; `None` for other operators.
+fn biases_of(w: &Weights, op: &str) -> Option<Vec<f32>> {
+    let mut names = op.split('+');
+    let first = names.next()?;
+    let prefix = first.rsplit_once('.').map_or("", |(p, _)| p);
+    std::iter::once(first.to_string())
+        .chain(names.map(|s| format!("{prefix}.{s}")))
+        .map(|name| w.biases.get(&name).cloned())
+        .collect::<Option<Vec<_>>>()
+        .map(|parts| parts.concat())
+}
+
+/// Compiles and runs one decode step of `m` (tiny-llama, or a variant) at `context` under `comp`
+/// on the u280, and checks its logits against [`reference_step`].
+fn check_step(m: &ModelConfig, comp: &Compression, context: u64, seed: u64) {
     let accel = Accelerator::preset("u280").unwrap();
-    let m = model::preset("tiny-llama").unwrap();
+    let m = m.clone();
     let graph = build_graph(&m, comp, Phase::Decode { context }, 1).unwrap();
     let (program, map) = compile_pass_mapped(&accel, comp, &m, &graph, 64).unwrap();
     assert!(map.functional, "{}", comp.name);
@@ -225,8 +248,18 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
     // Every linear layer's weights, in the compression of its class.
     let mut rng = Rng::new(seed ^ 0x5eed);
     let mut linears = BTreeMap::new();
+    let mut biases = BTreeMap::new();
     for op in graph.ops() {
-        if let OpKind::Linear { class, k, n, .. } = op.kind {
+        if let OpKind::Linear {
+            class, k, n, bias, ..
+        } = op.kind
+        {
+            if bias {
+                let b: Vec<f32> = (0..n)
+                    .map(|_| fp16(rng.int(-500, 500) as f32 / 1000.0))
+                    .collect();
+                biases.insert(op.name.clone(), b);
+            }
             let wc = comp.weight(class);
             let nm = match wc.sparsity {
                 Sparsity::NM { n, .. } => Some(n as usize),
@@ -246,6 +279,7 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
         embedding,
         norms,
         linears,
+        biases,
         keys,
         values,
         angles,
@@ -304,6 +338,8 @@ fn check_step(comp: &Compression, context: u64, seed: u64) {
             }
         } else if load.op.ends_with("rotary") {
             f16_bytes(&w.angles)
+        } else if let Some(bias) = biases_of(&w, &load.op) {
+            f16_bytes(&bias)
         } else {
             f16_bytes(&w.norms[&load.op])
         };
@@ -423,6 +459,7 @@ fn passes_that_cannot_compute_on_data_say_why() {
 
 #[test]
 fn compiled_decode_steps_equal_the_reference_decoder() {
+    let tiny_llama = model::preset("tiny-llama").unwrap();
     let cases = [
         ("w4a8-g128", 40, 1),
         ("w8a8", 17, 2),
@@ -431,7 +468,7 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
     ];
     for (preset, context, seed) in cases {
         let comp = compression::preset(preset).unwrap();
-        check_step(&comp, context, seed);
+        check_step(&tiny_llama, &comp, context, seed);
     }
     // One streaming KV head (4 sink + 8 recent keys) beside a full one: softmax runs per head
     // over rows of different lengths.
@@ -439,13 +476,29 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
     comp.kv.policy.streaming_fraction = 0.5;
     comp.kv.policy.sink = 4;
     comp.kv.policy.window = 8;
-    check_step(&comp, 30, 5);
+    check_step(&tiny_llama, &comp, 30, 5);
     // An int8 KV cache, with int8 and fp16 activations, and with the streaming head.
     for (preset, context, seed) in [("w4a8-g128", 40, 6), ("w4a16-g128", 21, 7)] {
         let mut comp = compression::preset(preset).unwrap();
         comp.kv.format = KvFormat::Int8;
-        check_step(&comp, context, seed);
+        check_step(&tiny_llama, &comp, context, seed);
     }
     comp.kv.format = KvFormat::Int8;
-    check_step(&comp, 30, 8);
+    check_step(&tiny_llama, &comp, 30, 8);
+    // Biases on every projection (fused q/k/v and gate/up siblings load theirs side by side),
+    // int8 and fp16 activations: the special-function unit adds them to the results.
+    let biased = ModelConfig {
+        qkv_bias: true,
+        out_bias: true,
+        ffn_bias: true,
+        ..tiny_llama.clone()
+    };
+    for (preset, context, seed) in [("w4a8-g128", 19, 9), ("w4a16-g128", 27, 10)] {
+        check_step(
+            &biased,
+            &compression::preset(preset).unwrap(),
+            context,
+            seed,
+        );
+    }
 }
