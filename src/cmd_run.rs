@@ -47,7 +47,7 @@ pub struct Args {
     /// compiled prefill (1: the prompt's own length).
     #[arg(long, default_value_t = 128)]
     pub prefill_bucket: u64,
-    /// With `--fidelity sim`: simulate each program with one and with two decoder layers and
+    /// With `--fidelity sim`: simulate each program with one and with three decoder layers and
     /// extrapolate to all of them, instead of simulating every layer (much faster; the layers of
     /// a model are alike).
     #[arg(long)]

@@ -11,7 +11,9 @@ use tessera_compiler::program::{
     bucket_length, check_repeated_layers_fit, compile_pass, compile_pass_mapped,
 };
 use tessera_sim::UnitStats;
-use tessera_sim::{simulate, simulate_with, EnergyReport, ProgramError, SimOptions, SimReport};
+use tessera_sim::{
+    simulate, simulate_with, EnergyReport, ProgramError, Repeat, SimOptions, SimReport,
+};
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{dominant_bound, AccelModel, Bound, Energy, GpuModel, PassEstimate};
 use tessera_spec::compression::validate_for_model;
@@ -56,7 +58,7 @@ pub enum Fidelity {
         bucket: u64,
         /// The prompt rounds up to a multiple of this for the compiled prefill.
         prefill_bucket: u64,
-        /// Simulate each pass with one and with two decoder layers and extrapolate to all of
+        /// Simulate each pass with one and with three decoder layers and extrapolate to all of
         /// them ([`SimReport::repeat`]) instead of simulating every layer.
         layer_reuse: bool,
     },
@@ -68,7 +70,7 @@ pub enum Fidelity {
 pub enum LayerMode {
     /// Every layer was simulated.
     EveryLayer,
-    /// The pass ran with one and with two layers; the figures extrapolate the second layer's
+    /// The pass ran with one and with three layers; the figures extend the later layers' mean
     /// cost to every further one ([`SimReport::repeat`]).
     LayerReuse,
 }
@@ -701,15 +703,18 @@ fn simulate_pass(
     let (one, one_map) = with_layers(1)?;
     let (more, more_map) = with_layers(1 + LATER_LAYERS)?;
     check_repeated_layers_fit(&inputs.accel, &one_map, &more_map, LATER_LAYERS, layers)?;
-    let (b1, b2) = (one.storage_bytes(), more.storage_bytes());
+    let repeat = Repeat {
+        extra: LATER_LAYERS,
+        times: layers,
+    };
     let options = SimOptions {
-        fetch_as_bytes: Some(b1 + (layers - 1) * b2.saturating_sub(b1) / LATER_LAYERS),
+        fetch_as_bytes: Some(repeat.count(one.storage_bytes(), more.storage_bytes())),
         ..SimOptions::default()
     };
     let r1 = simulate_with(&inputs.accel, &one, options)?;
     let r2 = simulate_with(&inputs.accel, &more, options)?;
     Ok((
-        SimReport::repeat(&r1, &r2, LATER_LAYERS, layers),
+        SimReport::repeat(&r1, &r2, repeat),
         None,
         LayerMode::LayerReuse,
     ))

@@ -126,7 +126,7 @@ pub struct Base {
     /// compiled prefill.
     #[serde(default = "one_hundred_twenty_eight")]
     pub prefill_bucket: u64,
-    /// With simulation fidelity: simulate each program with one and with two decoder layers and
+    /// With simulation fidelity: simulate each program with one and with three decoder layers and
     /// extrapolate to all of them instead of simulating every layer.
     #[serde(default)]
     pub layer_reuse: bool,

@@ -883,17 +883,19 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// How a report's figures repeat: from a run with the repeated part once to one with it
-/// `1 + extra` times, extended to `times` times.
-#[derive(Debug, Clone, Copy)]
-struct Repeat {
-    extra: u64,
-    times: u64,
+/// How a program's figures repeat ([`SimReport::repeat`]): from a run with its middle part
+/// once to one with it `1 + extra` times, extended to `times` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeat {
+    /// Repetitions the second run has beyond the first's one.
+    pub extra: u64,
+    /// Repetitions to extend to.
+    pub times: u64,
 }
 
 impl Repeat {
     /// `once + (times − 1) · (more − once) / extra`, rounded to nearest, never below zero.
-    fn count(self, once: u64, more: u64) -> u64 {
+    pub fn count(self, once: u64, more: u64) -> u64 {
         let grown = (self.times as i128 - 1) * (more as i128 - once as i128);
         let extra = self.extra.max(1) as i128;
         let per = grown.signum() * ((2 * grown.abs() + extra) / (2 * extra));
@@ -908,16 +910,15 @@ impl Repeat {
 }
 
 impl SimReport {
-    /// The figures of a program whose middle part (a decoder layer) repeats `times` times, from
-    /// simulations of the same program, both from an idle accelerator, with that part once
-    /// (`one`) and `1 + extra` times (`more`): every count, time and energy is
-    /// `one + (times − 1) · (more − one) / extra`, the first repetition with the fixed parts
+    /// The figures of a program whose middle part (a decoder layer) repeats `r.times` times,
+    /// from simulations of the same program, both from an idle accelerator, with that part once
+    /// (`one`) and `1 + r.extra` times (`more`): every count, time and energy is
+    /// `one + (times − 1) · (more − one) / extra` ([`Repeat`]), the first repetition with the fixed parts
     /// around it plus the later repetitions' mean cost per further time (counts rounded to
     /// nearest). Exact when the later repetitions' costs repeat with a period dividing `extra`;
     /// bandwidths are recomputed from the totals. No instruction ran in such a report, so its
     /// timeline is empty.
-    pub fn repeat(one: &SimReport, more: &SimReport, extra: u64, times: u64) -> SimReport {
-        let r = Repeat { extra, times };
+    pub fn repeat(one: &SimReport, more: &SimReport, r: Repeat) -> SimReport {
         let count = |a: u64, b: u64| r.count(a, b);
         let value = |a: f64, b: f64| r.value(a, b);
         let cycles = count(one.cycles, more.cycles);

@@ -16,6 +16,7 @@ pub mod hazard;
 pub use check::ProgramError;
 pub use dram::DramMode;
 pub use engine::{
-    simulate, simulate_functional, simulate_with, EnergyReport, SimOptions, SimReport, UnitStats,
+    simulate, simulate_functional, simulate_with, EnergyReport, Repeat, SimOptions, SimReport,
+    UnitStats,
 };
 pub use functional::DataState;
