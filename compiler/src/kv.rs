@@ -48,7 +48,7 @@
 //! length bucket stores at the bucket's, so only exact-length programs place the step's key and
 //! value where the next step reads them.
 
-use crate::lower::{memory_channels, LowerError, DRAM_ALIGN, MIN_WAVES};
+use crate::lower::{memory_channels, product_unit, LowerError, DRAM_ALIGN, MIN_WAVES};
 use crate::program::MIB;
 use std::ops::Range;
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
@@ -612,11 +612,7 @@ impl KvLayout {
                 });
             }
         }
-        let compute_unit = if rows == 1 {
-            Unit::Vector
-        } else {
-            Unit::Matrix
-        };
+        let compute_unit = product_unit(rows);
         let total = waves.len();
         // The unit that runs a wave's products once its loads are in: the special-function unit
         // first when it folds the value scales into the probabilities.

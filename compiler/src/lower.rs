@@ -293,6 +293,16 @@ pub fn lower_linear(
 }
 
 /// Channels of every memory, numbered as DMA instructions number them.
+/// The unit that runs products of `rows` activation rows: one row (a token) uses the
+/// matrix-vector unit; more use the matrix-matrix unit.
+pub(crate) fn product_unit(rows: u64) -> Unit {
+    if rows == 1 {
+        Unit::Vector
+    } else {
+        Unit::Matrix
+    }
+}
+
 pub(crate) fn accel_channels(accel: &Accelerator) -> u64 {
     accel.memories().iter().map(|m| m.channels()).sum()
 }
@@ -436,8 +446,7 @@ pub(crate) fn lower_streamed(
     let decompressed = s.encoding.buffer_bytes(wave_rows) != s.encoding.bytes(wave_rows);
     let tiles = row_tiles(accel, s, wave_rows)?;
     let out_bytes = s.out.bytes();
-    // One token uses the matrix-vector unit; more use the matrix-matrix unit.
-    let compute_unit = if m == 1 { Unit::Vector } else { Unit::Matrix };
+    let compute_unit = product_unit(m);
     let mut tile_count = 0u64;
     let mut instructions = Vec::new();
     let mut placed = Vec::new();

@@ -24,8 +24,8 @@
 
 use crate::kv::{kv_precision, visible_keys, AttentionOperands, KvLayout, Rows};
 use crate::lower::{
-    accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, BufferRoles,
-    Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
+    accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, product_unit,
+    BufferRoles, Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
 };
 use crate::place::{MappedLinear, OnChip, ParamLoad, PassMap};
 use std::collections::BTreeSet;
@@ -595,8 +595,9 @@ fn lower_op(
                 a_addr: x.addr as u64,
                 ..stream
             };
+            let bias = bias.then_some(place.params).flatten();
             if copies == 1 && rows * row_bytes > capacity {
-                return spilled_linear(accel, op, &s, capacity, cursors);
+                return spilled_linear(accel, op, &s, (c, bias, n), capacity, cursors);
             }
             // Int8 activations: the special-function unit quantises the rows (with a scale
             // each) first.
@@ -617,12 +618,7 @@ fn lower_op(
                 waves: lowered.waves,
             });
             let mut body = lowered.instructions;
-            // The unit running the products (as `lower_streamed` picks it).
-            let compute = if rows == 1 {
-                Unit::Vector
-            } else {
-                Unit::Matrix
-            };
+            let compute = product_unit(rows);
             if let Some(q) = quantized {
                 let mut quantize = sfu(SfuOp::Quantize, (rows, k), SfuOperands::new(x, None, q));
                 if let Some(last) = quantize.last_mut() {
@@ -634,19 +630,8 @@ fn lower_op(
                 quantize.extend(body);
                 body = quantize;
             }
-            // The bias (loaded before the operator, `place.params`) is added to every result
-            // row once the last product is done.
-            if let (true, Some(b)) = (bias, place.params) {
-                if let Some(last) = body.iter_mut().rev().find(|i| i.opcode().unit() == compute) {
-                    add_release(last, Unit::Sfu);
-                }
-                let results = accel.buffers()[c.buffer as usize].bytes().0;
-                let operands = SfuOperands::new(c, Some(b), c);
-                let mut add = sfu_rows(results, SfuOp::AddRow, (m, n), operands);
-                if let Some(first) = add.first_mut() {
-                    add_wait(first, compute);
-                }
-                body.extend(add);
+            if let Some(b) = bias {
+                add_bias(accel, &mut body, compute, (c, b), (m, n));
             }
             body
         }
@@ -693,11 +678,7 @@ fn lower_op(
             // quantised (values, then a scale per row) for the matrix engine.
             let (_, act_int8) = kv_precision(comp);
             let quantize_queries = !values && act_int8 && comp.kv.format != KvFormat::Fp16;
-            let compute = if rows == 1 {
-                Unit::Vector
-            } else {
-                Unit::Matrix
-            };
+            let compute = product_unit(rows);
             if quantize_queries {
                 let per_head = rows * (head_dim + 2);
                 let q8 = place.scratch(roles.activations, kv_heads * per_head);
@@ -1015,11 +996,13 @@ fn lower_op(
 /// multiplied by the whole weight stream (read again for every block, from the same addresses)
 /// and its results stored back, the three steps of a block following each other through
 /// barriers. The spill traffic is the layer's input and output activations, as in the analytical
-/// model's spill.
+/// model's spill. With a bias at `bias`, each block adds it to its `n`-wide result rows at `c`
+/// before they are stored.
 fn spilled_linear(
     accel: &Accelerator,
     op: &Op,
     s: &Streamed,
+    (c, bias, n): (BufRef, Option<BufRef>, u64),
     capacity: u64,
     cursors: &mut [u64],
 ) -> Result<Vec<Vec<Instruction>>, LowerError> {
@@ -1037,11 +1020,12 @@ fn spilled_linear(
             m: rows,
             ..s.clone()
         };
-        streams.push((
-            rows,
-            done,
-            lower_streamed(accel, &block, &mut read)?.instructions,
-        ));
+        let mut stream = lower_streamed(accel, &block, &mut read)?.instructions;
+        if let Some(b) = bias {
+            let compute = product_unit(rows);
+            add_bias(accel, &mut stream, compute, (c, b), (rows, n));
+        }
+        streams.push((rows, done, stream));
         for (c, r) in cursors.iter_mut().zip(read) {
             *c = (*c).max(r);
         }
@@ -1074,6 +1058,31 @@ fn spilled_linear(
         }
     }
     Ok(bodies)
+}
+
+/// Appends to `body` the add of the bias at `b` (loaded before the operator, `place.params`) to
+/// each of the `rows × cols` fp16 results at `c`, once `compute`'s last product is done.
+fn add_bias(
+    accel: &Accelerator,
+    body: &mut Vec<Instruction>,
+    compute: Unit,
+    (c, b): (BufRef, BufRef),
+    (rows, cols): (u64, u64),
+) {
+    if let Some(last) = body.iter_mut().rev().find(|i| i.opcode().unit() == compute) {
+        add_release(last, Unit::Sfu);
+    }
+    let results = accel.buffers()[c.buffer as usize].bytes().0;
+    let mut add = sfu_rows(
+        results,
+        SfuOp::AddRow,
+        (rows, cols),
+        SfuOperands::new(c, Some(b), c),
+    );
+    if let Some(first) = add.first_mut() {
+        add_wait(first, compute);
+    }
+    body.extend(add);
 }
 
 /// The pass's KV layout; an attention operator or KV append without one is a compiler error.

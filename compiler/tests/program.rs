@@ -4,7 +4,8 @@
 use tessera_compiler::frontend::build_graph;
 use tessera_compiler::program::compile_pass;
 use tessera_sim::simulate;
-use tessera_spec::accel::Accelerator;
+use tessera_spec::accel::{Accelerator, SfuOp};
+use tessera_spec::isa::Instruction;
 use tessera_spec::analytical::AccelModel;
 use tessera_spec::compression;
 use tessera_spec::graph::Phase;
@@ -62,7 +63,6 @@ fn prefill(model_name: &str, accel_name: &str, seq: u64) -> [f64; 7] {
 
 /// Multiply-accumulates of a program's matrix instructions.
 fn program_macs(p: &tessera_spec::isa::Program) -> u64 {
-    use tessera_spec::isa::Instruction;
     p.instructions
         .iter()
         .map(|i| match i {
@@ -249,4 +249,36 @@ fn off_chip_data_beyond_a_channel_names_the_capacity_key() {
     let graph = build_graph(&m, &comp, Phase::Decode { context: 1024 }, 4).unwrap();
     let e = compile_pass(&accel, &comp, &m, &graph, 0).unwrap_err();
     assert!(e.to_string().contains("memories[0].capacity_gib"), "{e}");
+}
+
+#[test]
+fn spilled_prefill_blocks_add_their_biases() {
+    // OPT-6.7B's projections carry biases. Four 512-token prompts spill the MLP's 16,384-wide
+    // rows through the activation memory in row blocks; every block adds the bias to its results
+    // before storing them, so the program's `add_row` work is the graph's, element for element.
+    let accel = Accelerator::preset("u280").unwrap();
+    let mut m = model::preset("opt-6.7b").unwrap();
+    m.layers = 1;
+    let comp = compression::preset("w4a8-g128").unwrap();
+    let graph = build_graph(&m, &comp, Phase::Prefill { seq: 512 }, 4).unwrap();
+    let program = compile_pass(&accel, &comp, &m, &graph, 0).unwrap();
+    let added: u64 = program
+        .instructions
+        .iter()
+        .filter_map(|i| match i {
+            Instruction::Sfu(s) if s.op == SfuOp::AddRow => Some(s.rows as u64 * s.cols as u64),
+            _ => None,
+        })
+        .sum();
+    let biases: u64 = graph
+        .ops()
+        .filter_map(|o| match o.cost.vector {
+            Some((SfuOp::AddRow, elements)) => Some(elements),
+            _ => None,
+        })
+        .sum();
+    assert!(biases > 0);
+    assert_eq!(added, biases);
+    let report = simulate(&accel, &program).unwrap();
+    assert!(tessera_sim::hazard::buffer_hazards(&program, &report).is_empty());
 }
