@@ -100,6 +100,8 @@ pub struct KvLayout {
     base: u64,
     /// fp16 cache (else integer rows with row scales).
     fp16: bool,
+    /// Lanes one DMA instruction may run on (`dma.engines`).
+    dma_lanes: u64,
 }
 
 impl KvLayout {
@@ -166,6 +168,7 @@ impl KvLayout {
             slots,
             base: 0,
             fp16,
+            dma_lanes: accel.dma().engines().min(u8::MAX as u64),
         };
         let per_channel = memory.capacity().0 / channels;
         let area = layout.area_per_channel();
@@ -314,10 +317,10 @@ fn widest_split(dims: u64, most: u64) -> u64 {
 /// One contiguous piece of a transfer: DRAM address, buffer address, bytes.
 type Piece = (u64, u64, u64);
 
-/// The DMA instructions (loads, or stores with `load = false`) moving `pieces` (in order) between
-/// `channel` and `buffer`: pieces contiguous on both sides join into one chunk; equal chunks at a
-/// constant stride on both sides become one instruction's loop.
-fn coalesce(load: bool, channel: u8, buffer: u8, pieces: &[Piece]) -> Vec<Instruction> {
+/// The DMA transfers moving `pieces` (in order) between `channel` and `buffer`: pieces
+/// contiguous on both sides join into one chunk; equal chunks at a constant stride on both sides
+/// become one transfer's loop.
+fn coalesce(channel: u8, buffer: u8, pieces: &[Piece]) -> Vec<Dma> {
     const MAX_CHUNK: u64 = (1 << 24) - 1;
     let mut dmas: Vec<Dma> = Vec::new();
     let dma = |(dram, buf, bytes): Piece| Dma {
@@ -360,7 +363,56 @@ fn coalesce(load: bool, channel: u8, buffer: u8, pieces: &[Piece]) -> Vec<Instru
         }
         dmas.push(dma((dram, buf, bytes)));
     }
-    dmas.into_iter()
+    dmas
+}
+
+/// Groups `pieces` (channel, piece) by channel in first-seen order and coalesces each group;
+/// consecutive channels whose transfers differ only in their buffer addresses, by one stride,
+/// then run as the lanes of one multi-channel transfer (at most `most_lanes`, the lanes
+/// touching disjoint buffer bytes: [`Dma::lanes_disjoint`]).
+fn by_channel(
+    load: bool,
+    buffer: u8,
+    pieces: Vec<(u8, Piece)>,
+    most_lanes: u64,
+) -> Vec<Instruction> {
+    let mut order: Vec<u8> = Vec::new();
+    let mut mine: std::collections::BTreeMap<u8, Vec<Piece>> = Default::default();
+    for (ch, p) in pieces {
+        let list = mine.entry(ch).or_default();
+        if list.is_empty() {
+            order.push(ch);
+        }
+        list.push(p);
+    }
+    let per_channel: Vec<Vec<Dma>> = order
+        .into_iter()
+        .map(|ch| coalesce(ch, buffer, &mine[&ch]))
+        .collect();
+    // Runs of channels: each channel's transfers as lanes of the run's first channel's.
+    let mut runs: Vec<Vec<Dma>> = Vec::new();
+    let mut lanes = 1u64;
+    for dmas in per_channel {
+        if let Some(run) = runs.last_mut() {
+            let joined: Option<Vec<Dma>> = (lanes < most_lanes && run.len() == dmas.len())
+                .then(|| {
+                    run.iter()
+                        .zip(&dmas)
+                        .map(|(r, d)| as_lane(r, d, lanes))
+                        .collect()
+                })
+                .flatten();
+            if let Some(joined) = joined {
+                *run = joined;
+                lanes += 1;
+                continue;
+            }
+        }
+        runs.push(dmas);
+        lanes = 1;
+    }
+    runs.into_iter()
+        .flatten()
         .map(|d| {
             if load {
                 Instruction::Load(d)
@@ -371,21 +423,33 @@ fn coalesce(load: bool, channel: u8, buffer: u8, pieces: &[Piece]) -> Vec<Instru
         .collect()
 }
 
-/// Groups `pieces` (channel, piece) by channel in first-seen order and coalesces each group.
-fn by_channel(load: bool, buffer: u8, pieces: Vec<(u8, Piece)>) -> Vec<Instruction> {
-    let mut order: Vec<u8> = Vec::new();
-    let mut mine: std::collections::BTreeMap<u8, Vec<Piece>> = Default::default();
-    for (ch, p) in pieces {
-        let list = mine.entry(ch).or_default();
-        if list.is_empty() {
-            order.push(ch);
-        }
-        list.push(p);
-    }
-    order
-        .into_iter()
-        .flat_map(|ch| coalesce(load, ch, buffer, &mine[&ch]))
-        .collect()
+/// `run` (of `lanes` lanes) with `next` as one lane more, when `next` is the same transfer on
+/// the next channel at the next lane's buffer address and the lanes stay disjoint.
+fn as_lane(run: &Dma, next: &Dma, lanes: u64) -> Option<Dma> {
+    let step = next.buf.addr.checked_sub(run.buf.addr)? as u64;
+    let same = Dma {
+        channel: run.channel,
+        buf: run.buf,
+        lanes: run.lanes,
+        lane_stride: run.lane_stride,
+        ..*next
+    };
+    let stride = if lanes == 1 {
+        step
+    } else {
+        run.lane_stride as u64
+    };
+    let joined = Dma {
+        lanes: (lanes + 1) as u8,
+        lane_stride: u32::try_from(stride).ok()?,
+        ..*run
+    };
+    (same == *run
+        && next.channel as u64 == run.channel as u64 + lanes
+        && step == lanes * stride
+        && stride > 0
+        && joined.lanes_disjoint())
+    .then_some(joined)
 }
 
 /// The keys `from..to` (indices into the concatenation of `runs`) as runs: (index of the first,
@@ -462,7 +526,7 @@ impl KvLayout {
                 }
             }
         }
-        by_channel(false, src.buffer, pieces)
+        by_channel(false, src.buffer, pieces, self.dma_lanes)
     }
 }
 
@@ -796,7 +860,7 @@ impl KvLayout {
                 }
             }
             let products = batched(products);
-            let mut loads = by_channel(true, at.kv_buffer, pieces);
+            let mut loads = by_channel(true, at.kv_buffer, pieces, self.dma_lanes);
             // Tokens as for streamed weights (`lower::lower_streamed`): the wave's first load
             // waits for the previous wave to be counted in and, from the third wave on, for the
             // compute two waves back to give the half back; the system unit counts the loads in

@@ -5,10 +5,10 @@ use tessera_compiler::frontend::build_graph;
 use tessera_compiler::program::compile_pass;
 use tessera_sim::simulate;
 use tessera_spec::accel::{Accelerator, SfuOp};
-use tessera_spec::isa::Instruction;
 use tessera_spec::analytical::AccelModel;
 use tessera_spec::compression;
 use tessera_spec::graph::Phase;
+use tessera_spec::isa::Instruction;
 use tessera_spec::model;
 
 fn step(model_name: &str, comp_name: &str, accel_name: &str, context: u64) -> (u64, u64, f64, f64) {
@@ -279,6 +279,34 @@ fn spilled_prefill_blocks_add_their_biases() {
         .sum();
     assert!(biases > 0);
     assert_eq!(added, biases);
+    let report = simulate(&accel, &program).unwrap();
+    assert!(tessera_sim::hazard::buffer_hazards(&program, &report).is_empty());
+}
+
+#[test]
+fn kv_rows_load_and_store_over_their_channels_at_once() {
+    // LLaMA2-7B on the u280: the 32 KV heads sit on the 32 HBM channels at the same addresses,
+    // so a wave's keys or values of every head load as one multi-channel transfer, and a step's
+    // key or value rows append as one store per layer. One transfer per channel would take
+    // 10,037 loads and 2,048 stores; the weights already stream over every channel at once.
+    let accel = Accelerator::preset("u280").unwrap();
+    let m = model::preset("llama2-7b").unwrap();
+    let comp = compression::preset("w4a8-g128").unwrap();
+    let graph = build_graph(&m, &comp, Phase::Decode { context: 1024 }, 1).unwrap();
+    let program = compile_pass(&accel, &comp, &m, &graph, 0).unwrap();
+    let (mut loads, mut lanes, mut stores) = (0, 0, 0);
+    for i in &program.instructions {
+        match i {
+            Instruction::Load(d) => {
+                loads += 1;
+                lanes += d.lane_count();
+            }
+            Instruction::Store(_) => stores += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(stores, 2 * m.layers as u64);
+    assert!(lanes >= 8 * loads, "{loads} loads over {lanes} lanes");
     let report = simulate(&accel, &program).unwrap();
     assert!(tessera_sim::hazard::buffer_hazards(&program, &report).is_empty());
 }

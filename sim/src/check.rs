@@ -5,7 +5,7 @@
 use tessera_spec::accel::Accelerator;
 use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_bytes};
 use tessera_spec::compression::{ActivationFormat, Sparsity};
-use tessera_spec::isa::{BufRef, Dma, Instruction, Program, SparseCode, Unit, WeightCode};
+use tessera_spec::isa::{BufRef, Instruction, Program, SparseCode, Unit, WeightCode};
 
 /// Why a program cannot run, with the instruction it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,14 +137,6 @@ fn check_buf(accel: &Accelerator, what: &str, r: BufRef, extent: u64) -> Result<
     Ok(())
 }
 
-/// Bytes one lane of a DMA moves and the buffer extent that lane touches.
-pub fn dma_extent(d: &Dma) -> (u64, u64) {
-    let buf_extent = d.loops.iter().fold(d.bytes as u64, |e, l| {
-        e + (l.count.max(1) as u64 - 1) * l.buf_stride as u64
-    });
-    (d.lane_bytes(), buf_extent)
-}
-
 /// Checks one instruction; `capacities` holds each channel's [`channel_capacity`].
 fn check_instruction(
     accel: &Accelerator,
@@ -171,16 +163,16 @@ fn check_instruction(
             if d.bytes == 0 {
                 return Err("moves 0 bytes".into());
             }
-            let (total, extent) = dma_extent(d);
+            let (total, extent) = (d.lane_bytes(), d.lane_extent());
             if total > MAX_DMA_BYTES {
                 return Err(format!(
                     "moves {total} bytes per channel; one DMA instruction moves at most {MAX_DMA_BYTES}"
                 ));
             }
             let load = matches!(ins, Instruction::Load(_));
-            if load && d.lane_count() > 1 && (d.lane_stride as u64) < extent {
+            if load && !d.lanes_disjoint() {
                 return Err(format!(
-                    "lane_stride {} is below one lane's buffer extent {extent}: lanes would write the same bytes",
+                    "lane_stride {} is below one lane's buffer extent {extent} and the lanes do not interleave within one loop level (lane_stride ≥ bytes, lanes × lane_stride ≤ loops[0].buf_stride, no outer loop): lanes would write the same bytes",
                     d.lane_stride
                 ));
             }

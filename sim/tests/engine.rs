@@ -461,35 +461,23 @@ fn single_port_buffers_alternate_dma_and_compute() {
     assert_eq!(r.units["ld"].stall_port_cycles, 0);
 }
 
-#[test]
-fn a_multi_channel_load_is_its_lanes_side_by_side() {
-    // Four lanes of 4 KiB from channels 2..=5 against the same four loads issued together: the
-    // same bytes land in the same places, every channel moves the same traffic, the energy of
-    // the moves is the same, and the multi-channel load ends when its slowest lane does.
+/// Checks that the multi-channel load `lanes` and the one-lane loads `separate` issued together
+/// put the same bytes in the same places, move the same traffic on every channel with the same
+/// energy, and that the multi-channel load ends when its slowest lane does.
+fn assert_lanes_match(lanes: &str, separate: &str) {
     let a = accel("u280");
-    let lanes = assemble(
-        "load buffer=0 channel=2 dram_addr_lo=0x2000 bytes=4096 lanes=4 lane_stride=0x1800",
-    )
-    .unwrap();
-    let mut separate = String::new();
-    for i in 0..4 {
-        separate += &format!(
-            "load buffer=0 channel={} dram_addr_lo=0x2000 buf_addr={} bytes=4096\n",
-            2 + i,
-            i * 0x1800
-        );
-    }
-    let separate = assemble(&separate).unwrap();
+    let lanes = assemble(lanes).unwrap();
+    let separate = assemble(separate).unwrap();
     let run = |p: &tessera_spec::isa::Program| {
         let mut data = DataState::new(&a);
         for ch in 0..8u8 {
-            let bytes: Vec<u8> = (0..0x4000u32)
+            let bytes: Vec<u8> = (0..0x8000u32)
                 .map(|i| (i as u8) ^ ch.wrapping_mul(37))
                 .collect();
             data.write_dram(ch, 0, &bytes);
         }
         let r = simulate_functional(&a, p, SimOptions::default(), &mut data).unwrap();
-        (r, data.buffer(0)[..0x6000].to_vec())
+        (r, data.buffer(0)[..0x8000].to_vec())
     };
     let (one, one_bytes) = run(&lanes);
     let (four, four_bytes) = run(&separate);
@@ -512,10 +500,52 @@ fn a_multi_channel_load_is_its_lanes_side_by_side() {
     let slowest = four.timeline.iter().map(|e| e.end - e.start).max().unwrap();
     assert_eq!(one.timeline[0].end - one.timeline[0].start, slowest);
     assert_eq!(lanes.instructions[0].opcode().mnemonic(), "load");
-    // Lanes that would write the same bytes are refused.
-    let overlapping = assemble("load bytes=4096 lanes=2 lane_stride=2048").unwrap();
-    let e = simulate(&a, &overlapping).unwrap_err().to_string();
-    assert!(e.contains("lanes would write the same bytes"), "{e}");
+}
+
+#[test]
+fn a_multi_channel_load_is_its_lanes_side_by_side() {
+    // Four lanes of 4 KiB from channels 2..=5, one after another in the buffer.
+    let mut separate = String::new();
+    for i in 0..4 {
+        separate += &format!(
+            "load buffer=0 channel={} dram_addr_lo=0x2000 buf_addr={} bytes=4096\n",
+            2 + i,
+            i * 0x1800
+        );
+    }
+    assert_lanes_match(
+        "load buffer=0 channel=2 dram_addr_lo=0x2000 bytes=4096 lanes=4 lane_stride=0x1800",
+        &separate,
+    );
+    // Interleaved: each lane's 8 chunks of 512 bytes, every 2 KiB in the buffer, the four lanes'
+    // chunks side by side in each iteration (as a KV head's key blocks rotate over channels).
+    let mut separate = String::new();
+    for i in 0..4 {
+        separate += &format!(
+            "load buffer=0 channel={} dram_addr_lo=0x2000 buf_addr={} bytes=512 n0=8 dram_stride0=1024 buf_stride0=2048\n",
+            2 + i,
+            i * 512
+        );
+    }
+    assert_lanes_match(
+        "load buffer=0 channel=2 dram_addr_lo=0x2000 bytes=512 n0=8 dram_stride0=1024 buf_stride0=2048 lanes=4 lane_stride=512",
+        &separate,
+    );
+    // Lanes that would write the same bytes are refused: side by side closer than a lane's
+    // extent, or interleaved with more lanes than an iteration's gap holds.
+    let a = accel("u280");
+    for overlapping in [
+        "load bytes=4096 lanes=2 lane_stride=2048",
+        "load bytes=512 n0=8 dram_stride0=1024 buf_stride0=2048 lanes=5 lane_stride=512",
+        "load bytes=512 n0=8 dram_stride0=1024 buf_stride0=2048 lanes=4 lane_stride=256",
+    ] {
+        let p = assemble(overlapping).unwrap();
+        let e = simulate(&a, &p).unwrap_err().to_string();
+        assert!(
+            e.contains("lanes would write the same bytes"),
+            "{overlapping}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -141,7 +141,8 @@ pub struct Dma {
     /// engine of its own, at the same DRAM addresses (0 and 1 both mean one): a multi-channel
     /// descriptor, as one wave of weights striped over every channel needs.
     pub lanes: u8,
-    /// Buffer address step from one lane to the next (bytes).
+    /// Buffer address step from one lane to the next (bytes). A load's lanes lie side by side
+    /// or interleave within one loop level ([`Dma::lanes_disjoint`]).
     pub lane_stride: u32,
 }
 
@@ -162,6 +163,29 @@ impl Dma {
     /// Bytes the transfer moves over all its lanes.
     pub fn total_bytes(&self) -> u64 {
         self.lane_bytes() * self.lane_count()
+    }
+
+    /// Bytes from the first to the last byte one lane touches in the buffer, plus one: `bytes`
+    /// plus each loop's last step.
+    pub fn lane_extent(&self) -> u64 {
+        self.loops.iter().fold(self.bytes as u64, |e, l| {
+            e + (l.count.max(1) as u64 - 1) * l.buf_stride as u64
+        })
+    }
+
+    /// Whether the lanes touch disjoint buffer bytes: side by side (`lane_stride` at least one
+    /// lane's extent), or interleaved within a single loop level (each iteration's chunks of
+    /// every lane, `lane_stride` apart, fit before the next iteration's, `buf_stride` on). One
+    /// lane is always disjoint.
+    pub fn lanes_disjoint(&self) -> bool {
+        let (lanes, stride) = (self.lane_count(), self.lane_stride as u64);
+        if lanes == 1 || stride >= self.lane_extent() {
+            return true;
+        }
+        let [inner, outer @ ..] = self.loops;
+        stride >= self.bytes as u64
+            && outer.iter().all(|l| l.count <= 1)
+            && lanes * stride <= inner.buf_stride as u64
     }
 
     /// Lane `i` as a one-lane transfer: channel `channel + i`, buffer side `lane_stride · i`
