@@ -28,8 +28,8 @@ pub struct PassMap {
     pub off_chip_bytes: Vec<u64>,
     /// Every activation has a place of its own for its lifetime, so the program computes on
     /// real data. False when they do not all fit (long prefills), the activation buffer is also
-    /// the weight or KV buffer, or the pass has more than one sequence: such programs are
-    /// timing models.
+    /// the weight or KV buffer, or [`crate::program::data_semantics`] gives another reason: such
+    /// programs are timing models.
     pub functional: bool,
 }
 

@@ -28,7 +28,7 @@ use crate::lower::{
     Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
 };
 use crate::place::{MappedLinear, OnChip, ParamLoad, PassMap};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
 use tessera_spec::analytical::{self, MatrixWork};
 use tessera_spec::compression::{ActivationFormat, Compression, KvFormat, OpClass, Sparsity};
@@ -96,6 +96,7 @@ pub fn compile_pass_mapped(
         op: 0,
         params: None,
         data: data_semantics(accel, comp, model, graph).is_ok(),
+        row_bytes: BTreeMap::new(),
     };
     // Prefill attention streams the prompt's keys and values as rows spread over the channels
     // (timing only: `prefill_attention`), from a region reserved after each KV append.
@@ -203,7 +204,6 @@ pub fn data_semantics(
             !matches!(graph.phase, Phase::Decode { .. }),
             "prefill tiles rows through alternating result halves and streams attention as rows",
         ),
-        (graph.batch != 1, "more than one sequence"),
         (
             roles.activations == roles.weights
                 || roles.results == roles.weights
@@ -257,6 +257,10 @@ struct Placement {
     params: Option<BufRef>,
     /// The pass can compute on real data ([`data_semantics`]).
     data: bool,
+    /// Bytes from one token's row to the next of the tensors whose rows are not packed: a fused
+    /// linear layer's parts (rows as wide as the fused output) and the rotated queries and keys
+    /// (one row of queries then keys per token).
+    row_bytes: BTreeMap<TensorId, u64>,
 }
 
 impl Placement {
@@ -283,6 +287,13 @@ impl Placement {
         } else {
             0
         }
+    }
+
+    /// Bytes between the token rows of `tensor`, whose rows hold `packed` bytes each when they
+    /// follow each other packed ([`Self::stride`]).
+    fn row_stride(&self, tensor: Option<&TensorId>, packed: u64) -> u64 {
+        let bytes = tensor.and_then(|t| self.row_bytes.get(t)).copied();
+        self.stride(bytes.unwrap_or(packed))
     }
 }
 
@@ -585,6 +596,9 @@ fn lower_op(
                 offset += features;
             }
             let c = place.output(roles.results, 2 * m * n, &outputs);
+            for &(t, _) in &outputs {
+                place.row_bytes.insert(t, 2 * n);
+            }
             let stream = linear_stream(accel, comp, &op.name, class, (rows, k, n), roles)?;
             // Int8 rows carry their scale.
             let row_bytes = if stream.act_int8 { k + 2 } else { 2 * k };
@@ -682,13 +696,12 @@ fn lower_op(
                 .map(|t| graph.tensor(t).shape.iter().product::<u64>())
                 .sum::<u64>();
             let outputs: Vec<(TensorId, u64)> = out_tensor(0).map(|t| (t, 0)).collect();
-            let mut at = AttentionOperands {
+            let at = AttentionOperands {
                 a: input(place, 0, roles.activations),
                 c: place.output(roles.results, 2 * elements, &outputs),
                 kv_buffer: roles_kv(accel, &op.name)?,
             };
             let layer = op.layer.unwrap_or(0) as u64;
-            let mut body = Vec::new();
             // Scores over an integer cache with int8 activations: each KV head's query rows
             // quantised (values, then a scale per row) for the matrix engine.
             let (_, act_int8) = kv_precision(comp);
@@ -698,22 +711,47 @@ fn lower_op(
             } else {
                 Unit::Matrix
             };
-            if quantize_queries {
-                let per_head = rows * (head_dim + 2);
-                let q8 = place.scratch(roles.activations, kv_heads * per_head);
-                for h in 0..kv_heads {
-                    let src = offset(at.a, place.stride(h * rows * head_dim * 2));
-                    let dst = offset(q8, place.stride(h * per_head));
-                    let at = SfuOperands::new(src, None, dst);
-                    body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
-                }
-                if let Some(last) = body.last_mut() {
-                    add_release(last, compute);
-                }
-                at.a = q8;
-            }
-            let first_product = body.len();
+            let per_head = rows * (head_dim + 2);
+            // Every sequence quantises into the same scratch rows: sequences follow each other
+            // through barriers.
+            let q8 =
+                quantize_queries.then(|| place.scratch(roles.activations, kv_heads * per_head));
+            // Each sequence's operands: its query rows (a row of the rotated queries, or of the
+            // fused projection's output) or probabilities (`rows × keys` per head, heads one
+            // after another), and its scores or context rows, packed after the previous
+            // sequence's.
+            let scores = 2 * rows * counts_sum(&keys);
+            let (a_row, c_row) = match values {
+                false => (
+                    place.row_stride(op.inputs.first(), 2 * heads * head_dim),
+                    scores,
+                ),
+                true => (place.stride(scores), 2 * heads * head_dim),
+            };
+            let c_row = place.stride(c_row);
+            // Sequences follow each other through barriers: each streams its own cache through
+            // the KV buffer's halves from the first.
+            let mut bodies = Vec::new();
             for seq in 0..graph.batch.max(1) {
+                let mut body = Vec::new();
+                let mut seq_at = AttentionOperands {
+                    a: offset(at.a, seq * a_row),
+                    c: offset(at.c, seq * c_row),
+                    ..at
+                };
+                if let Some(q8) = q8 {
+                    for h in 0..kv_heads {
+                        let src = offset(seq_at.a, place.stride(h * rows * head_dim * 2));
+                        let dst = offset(q8, place.stride(h * per_head));
+                        let at = SfuOperands::new(src, None, dst);
+                        body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
+                    }
+                    if let Some(last) = body.last_mut() {
+                        add_release(last, compute);
+                    }
+                    seq_at.a = q8;
+                }
+                let first_product = body.len();
                 body.extend(layout.attention(
                     accel,
                     comp,
@@ -721,19 +759,20 @@ fn lower_op(
                     rows,
                     &keys,
                     values,
-                    at,
+                    seq_at,
                     &op.name,
                 )?);
-            }
-            if quantize_queries {
-                if let Some(first) = body[first_product..]
-                    .iter_mut()
-                    .find(|i| i.opcode().unit() == compute)
-                {
-                    add_wait(first, Unit::Sfu);
+                if quantize_queries {
+                    if let Some(first) = body[first_product..]
+                        .iter_mut()
+                        .find(|i| i.opcode().unit() == compute)
+                    {
+                        add_wait(first, Unit::Sfu);
+                    }
                 }
+                bodies.push(body);
             }
-            body
+            return Ok(bodies);
         }
         OpKind::Softmax { elements } => {
             let at = SfuOperands::new(
@@ -791,10 +830,14 @@ fn lower_op(
                 Activation::Relu => SfuOp::Relu,
             };
             let x = input(place, 0, roles.activations);
-            sfu(
+            let out = fp16_out(place, elements);
+            element_wise(
+                place,
+                op,
                 code,
-                (1, elements),
-                SfuOperands::new(x, None, fp16_out(place, elements)),
+                (tokens, elements),
+                (x, None, out),
+                capacity,
             )
         }
         OpKind::Rotary { elements } => {
@@ -809,6 +852,9 @@ fn lower_op(
                 .filter_map(|&(i, offset)| op.outputs.get(i).map(|&t| (t, offset)))
                 .collect();
             let dst = place.output(roles.activations, 2 * elements, &outputs);
+            for &(t, _) in &outputs {
+                place.row_bytes.insert(t, 2 * (q_width + kv_width));
+            }
             let angles = place.params.unwrap_or(dst);
             let src_row = place.stride(2 * (q_width + 2 * kv_width));
             let dst_row = place.stride(2 * (q_width + kv_width));
@@ -843,10 +889,14 @@ fn lower_op(
                 input(place, 0, roles.activations),
                 input(place, 1, roles.activations),
             );
-            sfu(
+            let out = fp16_out(place, elements);
+            element_wise(
+                place,
+                op,
                 code,
-                (1, elements),
-                SfuOperands::new(a, Some(b), fp16_out(place, elements)),
+                (tokens, elements),
+                (a, Some(b), out),
+                capacity,
             )
         }
         OpKind::ExpertDispatch {
@@ -890,8 +940,18 @@ fn lower_op(
                     place.scratch(roles.activations, bytes),
                 ]
             });
+            // Each sequence's tokens follow the previous sequence's, rows as the keys' and
+            // values' producers left them (the rotated keys' rows hold the queries too; the
+            // values are a part of the fused projection's rows).
+            let seq_tokens = positions.end - positions.start;
+            let key_row = place.row_stride(op.inputs.first(), token_stride);
+            let value_row = place.row_stride(op.inputs.get(1), token_stride);
             let mut bodies = Vec::new();
             for seq in 0..graph.batch.max(1) {
+                let (keys, values) = (
+                    offset(keys, seq * seq_tokens * key_row),
+                    offset(values, seq * seq_tokens * value_row),
+                );
                 for start in positions.clone().step_by(piece as usize) {
                     let part = start..(start + piece).min(positions.end);
                     let tokens = part.end - part.start;
@@ -1008,6 +1068,48 @@ fn lower_op(
         }
     };
     Ok(vec![body])
+}
+
+/// Visible keys of every KV head together.
+fn counts_sum(keys: &[Vec<std::ops::Range<u64>>]) -> u64 {
+    keys.iter().flatten().map(|r| r.end - r.start).sum()
+}
+
+/// An element-wise special-function operation over `elements` fp16 values of `tokens` rows
+/// (operands `(a, b, out)`), the output packed: one instruction over them all when the inputs'
+/// rows are packed too, else one per token row, each reading its row where the input's rows lie
+/// (a fused linear layer's part, whose rows are as wide as the fused output).
+fn element_wise(
+    place: &Placement,
+    op: &Op,
+    code: SfuOp,
+    (tokens, elements): (u64, u64),
+    (a, b, out): (BufRef, Option<BufRef>, BufRef),
+    capacity: u64,
+) -> Vec<Instruction> {
+    let width = elements / tokens.max(1);
+    let packed = 2 * width;
+    let strided = tokens > 1
+        && op
+            .inputs
+            .iter()
+            .any(|t| place.row_bytes.get(t).is_some_and(|&b| b != packed));
+    if !strided {
+        return sfu_rows(capacity, code, (1, elements), SfuOperands::new(a, b, out));
+    }
+    let a_row = place.row_stride(op.inputs.first(), packed);
+    let b_row = place.row_stride(op.inputs.get(1), packed);
+    let out_row = place.stride(packed);
+    (0..tokens)
+        .flat_map(|t| {
+            let at = SfuOperands::new(
+                offset(a, t * a_row),
+                b.map(|b| offset(b, t * b_row)),
+                offset(out, t * out_row),
+            );
+            sfu_rows(capacity, code, (1, width), at)
+        })
+        .collect()
 }
 
 /// A linear layer whose input rows exceed the activation buffer (`capacity` bytes): the rows go
