@@ -712,10 +712,7 @@ fn lower_op(
                 Unit::Matrix
             };
             let per_head = rows * (head_dim + 2);
-            // Every sequence quantises into the same scratch rows: sequences follow each other
-            // through barriers.
-            let q8 =
-                quantize_queries.then(|| place.scratch(roles.activations, kv_heads * per_head));
+            let batch = graph.batch.max(1);
             // Each sequence's operands: its query rows (a row of the rotated queries, or of the
             // fused projection's output) or probabilities (`rows × keys` per head, heads one
             // after another), and its scores or context rows, packed after the previous
@@ -729,50 +726,45 @@ fn lower_op(
                 true => (place.stride(scores), 2 * heads * head_dim),
             };
             let c_row = place.stride(c_row);
-            // Sequences follow each other through barriers: each streams its own cache through
-            // the KV buffer's halves from the first.
-            let mut bodies = Vec::new();
-            for seq in 0..graph.batch.max(1) {
-                let mut body = Vec::new();
-                let mut seq_at = AttentionOperands {
-                    a: offset(at.a, seq * a_row),
-                    c: offset(at.c, seq * c_row),
-                    ..at
-                };
-                if let Some(q8) = q8 {
+            let mut seqs: Vec<(u64, AttentionOperands)> = (0..batch)
+                .map(|seq| {
+                    let a = offset(at.a, seq * a_row);
+                    let c = offset(at.c, seq * c_row);
+                    (seq, AttentionOperands { a, c, ..at })
+                })
+                .collect();
+            let mut body = Vec::new();
+            if quantize_queries {
+                // Every sequence's query rows, quantised one sequence after another.
+                let q8 = place.scratch(roles.activations, batch * kv_heads * per_head);
+                for (seq, seq_at) in seqs.iter_mut() {
+                    let q8 = offset(q8, place.stride(*seq * kv_heads * per_head));
                     for h in 0..kv_heads {
                         let src = offset(seq_at.a, place.stride(h * rows * head_dim * 2));
                         let dst = offset(q8, place.stride(h * per_head));
                         let at = SfuOperands::new(src, None, dst);
                         body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
                     }
-                    if let Some(last) = body.last_mut() {
-                        add_release(last, compute);
-                    }
                     seq_at.a = q8;
                 }
-                let first_product = body.len();
-                body.extend(layout.attention(
-                    accel,
-                    comp,
-                    (seq, layer),
-                    rows,
-                    &keys,
-                    values,
-                    seq_at,
-                    &op.name,
-                )?);
-                if quantize_queries {
-                    if let Some(first) = body[first_product..]
-                        .iter_mut()
-                        .find(|i| i.opcode().unit() == compute)
-                    {
-                        add_wait(first, Unit::Sfu);
-                    }
+                if let Some(last) = body.last_mut() {
+                    add_release(last, compute);
                 }
-                bodies.push(body);
             }
-            return Ok(bodies);
+            let first_product = body.len();
+            // The sequences' waves stream through the KV buffer's halves as one stream.
+            body.extend(
+                layout.attention_batch(accel, comp, layer, rows, &keys, values, &seqs, &op.name)?,
+            );
+            if quantize_queries {
+                if let Some(first) = body[first_product..]
+                    .iter_mut()
+                    .find(|i| i.opcode().unit() == compute)
+                {
+                    add_wait(first, Unit::Sfu);
+                }
+            }
+            body
         }
         OpKind::Softmax { elements } => {
             let at = SfuOperands::new(
