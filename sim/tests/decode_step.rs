@@ -546,4 +546,21 @@ fn batched_decode_steps_equal_the_reference_decoder_per_sequence() {
         comp.kv.format = kv;
         check_step(&tiny_llama, &comp, context, batch, seed);
     }
+    // A streaming KV head beside a full one over an int8 cache: each sequence's softmax rows of
+    // different lengths after the previous sequence's.
+    let mut comp = compression::preset("w4a8-g128").unwrap();
+    comp.kv.policy.streaming_fraction = 0.5;
+    comp.kv.policy.sink = 4;
+    comp.kv.policy.window = 8;
+    comp.kv.format = KvFormat::Int8;
+    check_step(&tiny_llama, &comp, 30, 2, 15);
+    // Biases on every projection: `add_row` adds each bias to every sequence's row.
+    let biased = ModelConfig {
+        qkv_bias: true,
+        out_bias: true,
+        ffn_bias: true,
+        ..tiny_llama.clone()
+    };
+    let comp = compression::preset("w4a16-g128").unwrap();
+    check_step(&biased, &comp, 19, 3, 16);
 }
