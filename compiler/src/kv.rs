@@ -31,6 +31,10 @@
 //!   instruction per head over all its keys (no partial sums), writing its dimensions of the
 //!   context rows (`c_stride = head_dim`).
 //!
+//! A batch's sequences each attend to their own cache region with their own query rows, their
+//! waves one after another as one stream through the KV buffer's halves
+//! ([`KvLayout::attention_batch`]).
+//!
 //! **Integer caches** hold each key and value row quantised by the special-function unit's
 //! `quantize` (int8 values and one fp16 scale per row) before the KV append stores them. Scores
 //! are the matrix engine's integer-weight product, a key's scale being its output column's scale

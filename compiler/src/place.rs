@@ -19,7 +19,8 @@ pub struct PassMap {
     pub loads: Vec<ParamLoad>,
     /// The on-chip place of each activation tensor, by graph tensor name (its first row; rows
     /// of several tokens follow each other packed, except a fused linear layer's parts, whose
-    /// rows are as wide as the fused output).
+    /// rows are as wide as the fused output, and the rotated queries and keys, one row of
+    /// queries then keys per token).
     pub tensors: BTreeMap<String, BufRef>,
     /// The KV cache's layout, when the pass has one.
     pub kv: Option<KvLayout>,

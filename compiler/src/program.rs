@@ -10,6 +10,9 @@
 //!   Prefill attention runs in blocks of query tokens, each streaming back the keys and values
 //!   the KV append stored, up to its last query for causal models; the block size is the one the
 //!   shared cost model finds cheapest.
+//! - A decode step of several sequences computes every linear layer as one product of `batch`
+//!   rows over the shared weights (int8 rows quantised with a scale each); each sequence appends
+//!   to and attends over its own cache region, the sequences' attention waves streaming as one.
 //! - Norms, softmax, activations, gated multiplies, rotary and residual adds run on the
 //!   special-function unit, in pieces that fit the activation buffer; the KV append stores the
 //!   new keys and values; the embedding gathers its rows.

@@ -2,7 +2,8 @@
 //! tiny-llama (embedding, two decoder layers with grouped-query attention over a filled KV cache,
 //! the LM head) computes the same logits, bit for bit, as a reference decoder written directly
 //! from the quantised math, for dense int8, int4-group and N:M sparse weights, over an fp16 or an
-//! int8 KV cache, with and without biases.
+//! int8 KV cache, with and without biases, for one sequence and for batches of two and three
+//! (each sequence with its own token and cache, checked against the reference run per sequence).
 
 use half::f16;
 use std::collections::BTreeMap;
