@@ -208,6 +208,11 @@ pub fn data_semantics(
             "prefill tiles rows through alternating result halves and streams attention as rows",
         ),
         (
+            graph.batch > accel.matrix().rows(),
+            "more sequences than the matrix engine has PE rows (a product's rows would tile \
+             through alternating halves of the results buffer)",
+        ),
+        (
             roles.activations == roles.weights
                 || roles.results == roles.weights
                 || [roles.activations, roles.results].contains(&kv_buffer),

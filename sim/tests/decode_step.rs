@@ -474,6 +474,9 @@ fn passes_that_cannot_compute_on_data_say_why() {
     assert_eq!(why(&u280, &w4, decode, 1), "");
     assert!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 1).contains("prefill"));
     assert_eq!(why(&u280, &w4, decode, 3), "");
+    // The u280's 16 PE rows: a 17th sequence would tile the products' rows.
+    assert_eq!(why(&u280, &w4, decode, 16), "");
+    assert!(why(&u280, &w4, decode, 17).contains("PE rows"));
     // The `tiny` accelerator streams weights through the buffer that holds its activations.
     assert!(why(&tiny, &w4, decode, 1).contains("weight or KV buffer"));
     let kv4 = compression::preset("w4a8-kv4-duo").unwrap();
@@ -533,7 +536,7 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
 #[test]
 fn batched_decode_steps_equal_the_reference_decoder_per_sequence() {
     let tiny_llama = model::preset("tiny-llama").unwrap();
-    // Two and three sequences at one context (the graph's sequences share their position), each
+    // Two, three and sixteen sequences at one context (the graph's sequences share their position), each
     // with its own token and cache: products of `batch` rows over shared weights, per-row int8
     // scales, each sequence's attention over its own cache region.
     let cases = [
@@ -541,6 +544,8 @@ fn batched_decode_steps_equal_the_reference_decoder_per_sequence() {
         ("w4a16-g128", KvFormat::Fp16, 3, 24, 12),
         ("w4a8-g128", KvFormat::Int8, 3, 21, 13),
         ("w4a16-g128", KvFormat::Int8, 2, 33, 14),
+        // As many sequences as the u280 has PE rows: one product over every row.
+        ("w4a8-g128", KvFormat::Int8, 16, 33, 17),
     ];
     for (preset, kv, batch, context, seed) in cases {
         let mut comp = compression::preset(preset).unwrap();
