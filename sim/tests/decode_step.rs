@@ -536,9 +536,9 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
 #[test]
 fn batched_decode_steps_equal_the_reference_decoder_per_sequence() {
     let tiny_llama = model::preset("tiny-llama").unwrap();
-    // Two, three and sixteen sequences at one context (the graph's sequences share their position), each
-    // with its own token and cache: products of `batch` rows over shared weights, per-row int8
-    // scales, each sequence's attention over its own cache region.
+    // Two, three and sixteen sequences at one context (the graph's sequences share their
+    // position), each with its own token and cache: products of `batch` rows over shared weights,
+    // per-row int8 scales, each sequence's attention over its own cache region.
     let cases = [
         ("w4a8-g128", KvFormat::Fp16, 2, 40, 11),
         ("w4a16-g128", KvFormat::Fp16, 3, 24, 12),
