@@ -571,6 +571,7 @@ fn lower_op(
     let roles = BufferRoles::by_name(accel, &op.name)?;
     let capacity = accel.buffers()[roles.activations as usize].bytes().0;
     let tokens = graph.tokens();
+    let decode = matches!(graph.phase, Phase::Decode { .. });
     let input = |place: &Placement, i: usize, fallback: u8| place.input(op.inputs.get(i), fallback);
     let out_tensor = |i: usize| op.outputs.get(i).copied().into_iter();
     // An fp16 output of `elements` in the activation buffer.
@@ -835,7 +836,7 @@ fn lower_op(
                 place,
                 op,
                 code,
-                (tokens, elements),
+                (tokens, elements, decode),
                 (x, None, out),
                 capacity,
             )
@@ -894,7 +895,7 @@ fn lower_op(
                 place,
                 op,
                 code,
-                (tokens, elements),
+                (tokens, elements, decode),
                 (a, Some(b), out),
                 capacity,
             )
@@ -1077,19 +1078,21 @@ fn counts_sum(keys: &[Vec<std::ops::Range<u64>>]) -> u64 {
 
 /// An element-wise special-function operation over `elements` fp16 values of `tokens` rows
 /// (operands `(a, b, out)`), the output packed: one instruction over them all when the inputs'
-/// rows are packed too, else one per token row, each reading its row where the input's rows lie
-/// (a fused linear layer's part, whose rows are as wide as the fused output).
+/// rows are packed too, else, in decode (`decode`), one per token row, each reading its row where
+/// the input's rows lie (a fused linear layer's part, whose rows are as wide as the fused
+/// output). Prefill, a timing model, keeps one instruction over its many rows.
 fn element_wise(
     place: &Placement,
     op: &Op,
     code: SfuOp,
-    (tokens, elements): (u64, u64),
+    (tokens, elements, decode): (u64, u64, bool),
     (a, b, out): (BufRef, Option<BufRef>, BufRef),
     capacity: u64,
 ) -> Vec<Instruction> {
     let width = elements / tokens.max(1);
     let packed = 2 * width;
-    let strided = tokens > 1
+    let strided = decode
+        && tokens > 1
         && op
             .inputs
             .iter()
