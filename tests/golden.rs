@@ -91,3 +91,27 @@ fn diagnostics_of_a_bad_accelerator() {
         &["check", "tests/golden/bad-accelerator.toml"],
     );
 }
+
+#[test]
+fn tiny_llama_simulated_runs_at_batch_one_and_two() {
+    // Compiled prefill and decode programs in the simulator: pins their cycles, one sequence and
+    // two (a batched decode step's products of two rows and its sequences' attention streams).
+    for batch in ["1", "2"] {
+        check(
+            &format!("run-tiny-llama-u280-sim-b{batch}.txt"),
+            &[
+                "run",
+                "--model",
+                "tiny-llama",
+                "--fidelity",
+                "sim",
+                "--batch",
+                batch,
+                "--prefill",
+                "32",
+                "--decode",
+                "2",
+            ],
+        );
+    }
+}

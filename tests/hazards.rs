@@ -1,7 +1,8 @@
 //! Compiled decode steps and prefills are free of buffer hazards in the simulator: no instruction
 //! writes bytes of a buffer that another instruction in flight reads or writes (dense,
 //! grouped-query and MoE models, where experts stream one after another through the same buffer
-//! halves; prefill products tiled by rows, attention by query blocks).
+//! halves; batched decode steps, whose sequences' attentions stream through the same halves;
+//! prefill products tiled by rows, attention by query blocks).
 
 use tessera_compiler::frontend::build_graph;
 use tessera_compiler::program::compile_pass;
@@ -15,24 +16,26 @@ use tessera_spec::model;
 #[test]
 fn compiled_passes_have_no_buffer_hazards() {
     let decode = Phase::Decode { context: 48 };
-    for (name, accel, phase) in [
-        ("tiny-llama", "u280", decode),
-        ("tiny-llama", "vhk158", decode),
-        ("mixtral-8x7b", "u280", decode),
-        ("tiny-llama", "u280", Phase::Prefill { seq: 200 }),
-        ("llama2-7b", "u280", Phase::Prefill { seq: 512 }),
-        ("mixtral-8x7b", "vhk158", Phase::Prefill { seq: 128 }),
+    for (name, accel, phase, batch) in [
+        ("tiny-llama", "u280", decode, 1),
+        ("tiny-llama", "vhk158", decode, 1),
+        ("mixtral-8x7b", "u280", decode, 1),
+        ("tiny-llama", "u280", decode, 3),
+        ("mixtral-8x7b", "vhk158", decode, 2),
+        ("tiny-llama", "u280", Phase::Prefill { seq: 200 }, 1),
+        ("llama2-7b", "u280", Phase::Prefill { seq: 512 }, 1),
+        ("mixtral-8x7b", "vhk158", Phase::Prefill { seq: 128 }, 1),
     ] {
         let m = model::preset(name).unwrap();
         let c = compression::preset("w4a8-g128").unwrap();
         let a = Accelerator::preset(accel).unwrap();
-        let g = build_graph(&m, &c, phase, 1).unwrap();
+        let g = build_graph(&m, &c, phase, batch).unwrap();
         let p = compile_pass(&a, &c, &m, &g, 0).unwrap();
         let r = simulate(&a, &p).unwrap();
         let h = buffer_hazards(&p, &r);
         assert!(
             h.is_empty(),
-            "{name} on {accel} ({phase:?}): {} hazards, first {:?}",
+            "{name} on {accel} ({phase:?}, batch {batch}): {} hazards, first {:?}",
             h.len(),
             h[0]
         );

@@ -31,6 +31,10 @@
 //!   instruction per head over all its keys (no partial sums), writing its dimensions of the
 //!   context rows (`c_stride = head_dim`).
 //!
+//! A batch's sequences each attend to their own cache region with their own query rows, their
+//! waves one after another as one stream through the KV buffer's halves
+//! ([`KvLayout::attention_batch`]).
+//!
 //! **Integer caches** hold each key and value row quantised by the special-function unit's
 //! `quantize` (int8 values and one fp16 scale per row) before the KV append stores them. Scores
 //! are the matrix engine's integer-weight product, a key's scale being its output column's scale
@@ -581,6 +585,29 @@ impl KvLayout {
         at: AttentionOperands,
         op: &str,
     ) -> Result<Vec<Instruction>, LowerError> {
+        self.attention_batch(accel, comp, layer, rows, keys, values, &[(seq, at)], op)
+    }
+
+    /// [`Self::attention`] of several sequences, each `(seq, operands)` over its own cache with
+    /// its own operands (all with the same KV buffer): the sequences' waves stream one after
+    /// another through the KV buffer's halves as one stream, so that a sequence's first waves
+    /// load while the previous one's last compute.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_batch(
+        &self,
+        accel: &Accelerator,
+        comp: &Compression,
+        layer: u64,
+        rows: u64,
+        keys: &[Vec<Range<u64>>],
+        values: bool,
+        seqs: &[(u64, AttentionOperands)],
+        op: &str,
+    ) -> Result<Vec<Instruction>, LowerError> {
+        let Some(&(_, first)) = seqs.first() else {
+            return Ok(Vec::new());
+        };
+        let kv_buffer = first.kv_buffer;
         let err = |reason: String| LowerError {
             op: op.to_string(),
             reason,
@@ -594,7 +621,7 @@ impl KvLayout {
         if most == 0 || rows == 0 {
             return Ok(Vec::new());
         }
-        let half = accel.buffers()[at.kv_buffer as usize].bytes().0 / 2;
+        let half = accel.buffers()[kv_buffer as usize].bytes().0 / 2;
         // Integer values: int8 rows against probabilities folded with their scales (module
         // documentation).
         let fold = values && !self.fp16;
@@ -677,7 +704,7 @@ impl KvLayout {
             }
         }
         let compute_unit = product_unit(rows);
-        let total = waves.len();
+        let total = waves.len() * seqs.len();
         // The unit that runs a wave's products once its loads are in: the special-function unit
         // first when it folds the value scales into the probabilities.
         let first_unit = if fold { Unit::Sfu } else { compute_unit };
@@ -691,7 +718,10 @@ impl KvLayout {
                 Some(at)
             })
             .collect();
-        for (g, wave) in waves.iter().enumerate() {
+        let stream = seqs
+            .iter()
+            .flat_map(|&(seq, at)| waves.iter().map(move |wave| (seq, at, wave)));
+        for (g, (seq, at, wave)) in stream.enumerate() {
             let half_addr = (g as u64 % 2) * half;
             let mut pieces = Vec::new();
             let mut products = Vec::new();

@@ -19,7 +19,8 @@ pub struct PassMap {
     pub loads: Vec<ParamLoad>,
     /// The on-chip place of each activation tensor, by graph tensor name (its first row; rows
     /// of several tokens follow each other packed, except a fused linear layer's parts, whose
-    /// rows are as wide as the fused output).
+    /// rows are as wide as the fused output, and the rotated queries and keys, one row of
+    /// queries then keys per token).
     pub tensors: BTreeMap<String, BufRef>,
     /// The KV cache's layout, when the pass has one.
     pub kv: Option<KvLayout>,
@@ -28,8 +29,8 @@ pub struct PassMap {
     pub off_chip_bytes: Vec<u64>,
     /// Every activation has a place of its own for its lifetime, so the program computes on
     /// real data. False when they do not all fit (long prefills), the activation buffer is also
-    /// the weight or KV buffer, or the pass has more than one sequence: such programs are
-    /// timing models.
+    /// the weight or KV buffer, or [`crate::program::data_semantics`] gives another reason: such
+    /// programs are timing models.
     pub functional: bool,
 }
 

@@ -10,6 +10,9 @@
 //!   Prefill attention runs in blocks of query tokens, each streaming back the keys and values
 //!   the KV append stored, up to its last query for causal models; the block size is the one the
 //!   shared cost model finds cheapest.
+//! - A decode step of several sequences computes every linear layer as one product of `batch`
+//!   rows over the shared weights (int8 rows quantised with a scale each); each sequence appends
+//!   to and attends over its own cache region, the sequences' attention waves streaming as one.
 //! - Norms, softmax, activations, gated multiplies, rotary and residual adds run on the
 //!   special-function unit, in pieces that fit the activation buffer; the KV append stores the
 //!   new keys and values; the embedding gathers its rows.
@@ -28,7 +31,7 @@ use crate::lower::{
     BufferRoles, Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
 };
 use crate::place::{MappedLinear, OnChip, ParamLoad, PassMap};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
 use tessera_spec::analytical::{self, MatrixWork};
 use tessera_spec::compression::{ActivationFormat, Compression, KvFormat, OpClass, Sparsity};
@@ -96,6 +99,7 @@ pub fn compile_pass_mapped(
         op: 0,
         params: None,
         data: data_semantics(accel, comp, model, graph).is_ok(),
+        row_bytes: BTreeMap::new(),
     };
     // Prefill attention streams the prompt's keys and values as rows spread over the channels
     // (timing only: `prefill_attention`), from a region reserved after each KV append.
@@ -203,7 +207,11 @@ pub fn data_semantics(
             !matches!(graph.phase, Phase::Decode { .. }),
             "prefill tiles rows through alternating result halves and streams attention as rows",
         ),
-        (graph.batch != 1, "more than one sequence"),
+        (
+            graph.batch > accel.matrix().rows(),
+            "more sequences than the matrix engine has PE rows (a product's rows would tile \
+             through alternating halves of the results buffer)",
+        ),
         (
             roles.activations == roles.weights
                 || roles.results == roles.weights
@@ -257,6 +265,10 @@ struct Placement {
     params: Option<BufRef>,
     /// The pass can compute on real data ([`data_semantics`]).
     data: bool,
+    /// Bytes from one token's row to the next of the tensors whose rows are not packed: a fused
+    /// linear layer's parts (rows as wide as the fused output) and the rotated queries and keys
+    /// (one row of queries then keys per token).
+    row_bytes: BTreeMap<TensorId, u64>,
 }
 
 impl Placement {
@@ -283,6 +295,13 @@ impl Placement {
         } else {
             0
         }
+    }
+
+    /// Bytes between the token rows of `tensor`, whose rows hold `packed` bytes each when they
+    /// follow each other packed ([`Self::stride`]).
+    fn row_stride(&self, tensor: Option<&TensorId>, packed: u64) -> u64 {
+        let bytes = tensor.and_then(|t| self.row_bytes.get(t)).copied();
+        self.stride(bytes.unwrap_or(packed))
     }
 }
 
@@ -552,6 +571,7 @@ fn lower_op(
     let roles = BufferRoles::by_name(accel, &op.name)?;
     let capacity = accel.buffers()[roles.activations as usize].bytes().0;
     let tokens = graph.tokens();
+    let decode = matches!(graph.phase, Phase::Decode { .. });
     let input = |place: &Placement, i: usize, fallback: u8| place.input(op.inputs.get(i), fallback);
     let out_tensor = |i: usize| op.outputs.get(i).copied().into_iter();
     // An fp16 output of `elements` in the activation buffer.
@@ -585,6 +605,9 @@ fn lower_op(
                 offset += features;
             }
             let c = place.output(roles.results, 2 * m * n, &outputs);
+            for &(t, _) in &outputs {
+                place.row_bytes.insert(t, 2 * n);
+            }
             let stream = linear_stream(accel, comp, &op.name, class, (rows, k, n), roles)?;
             // Int8 rows carry their scale.
             let row_bytes = if stream.act_int8 { k + 2 } else { 2 * k };
@@ -667,45 +690,62 @@ fn lower_op(
                 .map(|t| graph.tensor(t).shape.iter().product::<u64>())
                 .sum::<u64>();
             let outputs: Vec<(TensorId, u64)> = out_tensor(0).map(|t| (t, 0)).collect();
-            let mut at = AttentionOperands {
+            let at = AttentionOperands {
                 a: input(place, 0, roles.activations),
                 c: place.output(roles.results, 2 * elements, &outputs),
                 kv_buffer: roles_kv(accel, &op.name)?,
             };
             let layer = op.layer.unwrap_or(0) as u64;
-            let mut body = Vec::new();
             // Scores over an integer cache with int8 activations: each KV head's query rows
             // quantised (values, then a scale per row) for the matrix engine.
             let (_, act_int8) = kv_precision(comp);
             let quantize_queries = !values && act_int8 && comp.kv.format != KvFormat::Fp16;
             let compute = product_unit(rows);
+            let per_head = rows * (head_dim + 2);
+            let batch = graph.batch.max(1);
+            // Each sequence's operands: its query rows (a row of the rotated queries, or of the
+            // fused projection's output) or probabilities (`rows × keys` per head, heads one
+            // after another), and its scores or context rows, packed after the previous
+            // sequence's.
+            let scores = 2 * rows * counts_sum(&keys);
+            let (a_row, c_row) = match values {
+                false => (
+                    place.row_stride(op.inputs.first(), 2 * heads * head_dim),
+                    scores,
+                ),
+                true => (place.stride(scores), 2 * heads * head_dim),
+            };
+            let c_row = place.stride(c_row);
+            let mut seqs: Vec<(u64, AttentionOperands)> = (0..batch)
+                .map(|seq| {
+                    let a = offset(at.a, seq * a_row);
+                    let c = offset(at.c, seq * c_row);
+                    (seq, AttentionOperands { a, c, ..at })
+                })
+                .collect();
+            let mut body = Vec::new();
             if quantize_queries {
-                let per_head = rows * (head_dim + 2);
-                let q8 = place.scratch(roles.activations, kv_heads * per_head);
-                for h in 0..kv_heads {
-                    let src = offset(at.a, place.stride(h * rows * head_dim * 2));
-                    let dst = offset(q8, place.stride(h * per_head));
-                    let at = SfuOperands::new(src, None, dst);
-                    body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
+                // Every sequence's query rows, quantised one sequence after another.
+                let q8 = place.scratch(roles.activations, batch * kv_heads * per_head);
+                for (seq, seq_at) in seqs.iter_mut() {
+                    let q8 = offset(q8, place.stride(*seq * kv_heads * per_head));
+                    for h in 0..kv_heads {
+                        let src = offset(seq_at.a, place.stride(h * rows * head_dim * 2));
+                        let dst = offset(q8, place.stride(h * per_head));
+                        let at = SfuOperands::new(src, None, dst);
+                        body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
+                    }
+                    seq_at.a = q8;
                 }
                 if let Some(last) = body.last_mut() {
                     add_release(last, compute);
                 }
-                at.a = q8;
             }
             let first_product = body.len();
-            for seq in 0..graph.batch.max(1) {
-                body.extend(layout.attention(
-                    accel,
-                    comp,
-                    (seq, layer),
-                    rows,
-                    &keys,
-                    values,
-                    at,
-                    &op.name,
-                )?);
-            }
+            // The sequences' waves stream through the KV buffer's halves as one stream.
+            body.extend(
+                layout.attention_batch(accel, comp, layer, rows, &keys, values, &seqs, &op.name)?,
+            );
             if quantize_queries {
                 if let Some(first) = body[first_product..]
                     .iter_mut()
@@ -772,10 +812,14 @@ fn lower_op(
                 Activation::Relu => SfuOp::Relu,
             };
             let x = input(place, 0, roles.activations);
-            sfu(
+            let out = fp16_out(place, elements);
+            element_wise(
+                place,
+                op,
                 code,
-                (1, elements),
-                SfuOperands::new(x, None, fp16_out(place, elements)),
+                (tokens, elements, decode),
+                (x, None, out),
+                capacity,
             )
         }
         OpKind::Rotary { elements } => {
@@ -790,6 +834,9 @@ fn lower_op(
                 .filter_map(|&(i, offset)| op.outputs.get(i).map(|&t| (t, offset)))
                 .collect();
             let dst = place.output(roles.activations, 2 * elements, &outputs);
+            for &(t, _) in &outputs {
+                place.row_bytes.insert(t, 2 * (q_width + kv_width));
+            }
             let angles = place.params.unwrap_or(dst);
             let src_row = place.stride(2 * (q_width + 2 * kv_width));
             let dst_row = place.stride(2 * (q_width + kv_width));
@@ -824,10 +871,14 @@ fn lower_op(
                 input(place, 0, roles.activations),
                 input(place, 1, roles.activations),
             );
-            sfu(
+            let out = fp16_out(place, elements);
+            element_wise(
+                place,
+                op,
                 code,
-                (1, elements),
-                SfuOperands::new(a, Some(b), fp16_out(place, elements)),
+                (tokens, elements, decode),
+                (a, Some(b), out),
+                capacity,
             )
         }
         OpKind::ExpertDispatch {
@@ -871,8 +922,18 @@ fn lower_op(
                     place.scratch(roles.activations, bytes),
                 ]
             });
+            // Each sequence's tokens follow the previous sequence's, rows as the keys' and
+            // values' producers left them (the rotated keys' rows hold the queries too; the
+            // values are a part of the fused projection's rows).
+            let seq_tokens = positions.end - positions.start;
+            let key_row = place.row_stride(op.inputs.first(), token_stride);
+            let value_row = place.row_stride(op.inputs.get(1), token_stride);
             let mut bodies = Vec::new();
             for seq in 0..graph.batch.max(1) {
+                let (keys, values) = (
+                    offset(keys, seq * seq_tokens * key_row),
+                    offset(values, seq * seq_tokens * value_row),
+                );
                 for start in positions.clone().step_by(piece as usize) {
                     let part = start..(start + piece).min(positions.end);
                     let tokens = part.end - part.start;
@@ -989,6 +1050,50 @@ fn lower_op(
         }
     };
     Ok(vec![body])
+}
+
+/// Visible keys of every KV head together.
+fn counts_sum(keys: &[Vec<std::ops::Range<u64>>]) -> u64 {
+    keys.iter().flatten().map(|r| r.end - r.start).sum()
+}
+
+/// An element-wise special-function operation over `elements` fp16 values of `tokens` rows
+/// (operands `(a, b, out)`), the output packed: one instruction over them all when the inputs'
+/// rows are packed too, else, in decode (`decode`), one per token row, each reading its row where
+/// the input's rows lie (a fused linear layer's part, whose rows are as wide as the fused
+/// output). Prefill, a timing model, keeps one instruction over its many rows.
+fn element_wise(
+    place: &Placement,
+    op: &Op,
+    code: SfuOp,
+    (tokens, elements, decode): (u64, u64, bool),
+    (a, b, out): (BufRef, Option<BufRef>, BufRef),
+    capacity: u64,
+) -> Vec<Instruction> {
+    let width = elements / tokens.max(1);
+    let packed = 2 * width;
+    let strided = decode
+        && tokens > 1
+        && op
+            .inputs
+            .iter()
+            .any(|t| place.row_bytes.get(t).is_some_and(|&b| b != packed));
+    if !strided {
+        return sfu_rows(capacity, code, (1, elements), SfuOperands::new(a, b, out));
+    }
+    let a_row = place.row_stride(op.inputs.first(), packed);
+    let b_row = place.row_stride(op.inputs.get(1), packed);
+    let out_row = place.stride(packed);
+    (0..tokens)
+        .flat_map(|t| {
+            let at = SfuOperands::new(
+                offset(a, t * a_row),
+                b.map(|b| offset(b, t * b_row)),
+                offset(out, t * out_row),
+            );
+            sfu_rows(capacity, code, (1, width), at)
+        })
+        .collect()
 }
 
 /// A linear layer whose input rows exceed the activation buffer (`capacity` bytes): the rows go

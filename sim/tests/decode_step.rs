@@ -2,7 +2,8 @@
 //! tiny-llama (embedding, two decoder layers with grouped-query attention over a filled KV cache,
 //! the LM head) computes the same logits, bit for bit, as a reference decoder written directly
 //! from the quantised math, for dense int8, int4-group and N:M sparse weights, over an fp16 or an
-//! int8 KV cache, with and without biases.
+//! int8 KV cache, with and without biases, for one sequence and for batches of two and three
+//! (each sequence with its own token and cache, checked against the reference run per sequence).
 
 use half::f16;
 use std::collections::BTreeMap;
@@ -50,20 +51,21 @@ impl CachedRow {
     }
 }
 
-/// The model's tensors as logical values (every fp16 value already rounded).
+/// The model's tensors as logical values (every fp16 value already rounded), and each
+/// sequence's token and cache.
 struct Weights {
-    /// The step's token's embedding row: int8 values and their scale (an fp16 table holds
-    /// their products).
-    embedding: (Vec<i8>, f32),
+    /// Each sequence's step token's embedding row: int8 values and their scale (an fp16 table
+    /// holds their products).
+    embedding: Vec<(Vec<i8>, f32)>,
     /// Norm weights by operator name.
     norms: BTreeMap<String, Vec<f32>>,
     /// Linear layers by output tensor name.
     linears: BTreeMap<String, QuantWeights>,
     /// Biases of the linear layers that have one, by output tensor name.
     biases: BTreeMap<String, Vec<f32>>,
-    /// Keys and values in the cache: `[layer][kv head][position]`.
-    keys: Vec<Vec<Vec<CachedRow>>>,
-    values: Vec<Vec<Vec<CachedRow>>>,
+    /// Keys and values in each sequence's cache: `[sequence][layer][kv head][position]`.
+    keys: Vec<Vec<Vec<Vec<CachedRow>>>>,
+    values: Vec<Vec<Vec<Vec<CachedRow>>>>,
     /// The step position's rotary angles: a cosine and a sine per pair of dimensions.
     angles: Vec<f32>,
 }
@@ -72,7 +74,7 @@ fn fp16(v: f32) -> f32 {
     f16::from_f32(v).to_f32()
 }
 
-/// The reference decoder step: every operator's math as `tessera_spec::isa::data` defines it,
+/// The reference decoder step of sequence `seq`: every operator's math as `tessera_spec::isa::data` defines it,
 /// with results rounded to fp16 where the program keeps them. The query projection is taken to
 /// carry 1/√head_dim (folded into its weights), so softmax reads the raw dot products. An int8
 /// cache stores the step's key and value rows quantised; scores are integer-weight products (a
@@ -82,6 +84,7 @@ fn fp16(v: f32) -> f32 {
 fn reference_step(
     m: &ModelConfig,
     w: &mut Weights,
+    seq: usize,
     visible: &[Vec<usize>],
     int8: bool,
     kv_int8: bool,
@@ -104,7 +107,7 @@ fn reference_step(
             None => y,
         }
     };
-    let (values, scale) = &w.embedding;
+    let (values, scale) = &w.embedding[seq];
     let mut x: Vec<f32> = values.iter().map(|v| fp16(*v as f32 * scale)).collect();
     for l in 0..m.layers as usize {
         let name = |s: &str| format!("layer{l}.{s}");
@@ -119,8 +122,8 @@ fn reference_step(
         };
         let q = rotate(&q);
         for (g, key) in rotate(&k).into_iter().enumerate() {
-            w.keys[l][g].push(CachedRow::store(&key, kv_int8));
-            w.values[l][g].push(CachedRow::store(&v[g * hd..(g + 1) * hd], kv_int8));
+            w.keys[seq][l][g].push(CachedRow::store(&key, kv_int8));
+            w.values[seq][l][g].push(CachedRow::store(&v[g * hd..(g + 1) * hd], kv_int8));
         }
         let mut attended = Vec::new();
         for (i, qh) in q.iter().enumerate() {
@@ -136,10 +139,13 @@ fn reference_step(
             };
             let scores: Vec<f32> = visible[g]
                 .iter()
-                .map(|&p| fp16(score(&w.keys[l][g][p])))
+                .map(|&p| fp16(score(&w.keys[seq][l][g][p])))
                 .collect();
             let p = row(SfuOp::Softmax, &scores, &[]);
-            let rows: Vec<&CachedRow> = visible[g].iter().map(|&t| &w.values[l][g][t]).collect();
+            let rows: Vec<&CachedRow> = visible[g]
+                .iter()
+                .map(|&t| &w.values[seq][l][g][t])
+                .collect();
             let scales: Option<Vec<f32>> = rows.iter().map(|r| r.scale).collect();
             match scales {
                 // fp16 rows against the probabilities.
@@ -190,12 +196,13 @@ fn biases_of(w: &Weights, op: &str) -> Option<Vec<f32>> {
         .map(|parts| parts.concat())
 }
 
-/// Compiles and runs one decode step of `m` (tiny-llama, or a variant) at `context` under `comp`
-/// on the u280, and checks its logits against [`reference_step`].
-fn check_step(m: &ModelConfig, comp: &Compression, context: u64, seed: u64) {
+/// Compiles and runs one decode step of `batch` sequences of `m` (tiny-llama, or a variant) at
+/// `context` under `comp` on the u280, each sequence with its own token and cache, and checks
+/// every sequence's logits against [`reference_step`].
+fn check_step(m: &ModelConfig, comp: &Compression, context: u64, batch: usize, seed: u64) {
     let accel = Accelerator::preset("u280").unwrap();
     let m = m.clone();
-    let graph = build_graph(&m, comp, Phase::Decode { context }, 1).unwrap();
+    let graph = build_graph(&m, comp, Phase::Decode { context }, batch as u64).unwrap();
     let (program, map) = compile_pass_mapped(&accel, comp, &m, &graph, 64).unwrap();
     assert!(map.functional, "{}", comp.name);
     let mut rng = Rng::new(seed);
@@ -225,8 +232,8 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, seed: u64) {
             })
             .collect()
     };
-    let keys = cache(&mut value);
-    let values = cache(&mut value);
+    let keys: Vec<_> = (0..batch).map(|_| cache(&mut value)).collect();
+    let values: Vec<_> = (0..batch).map(|_| cache(&mut value)).collect();
     let mut norms = BTreeMap::new();
     for op in graph.ops() {
         if let OpKind::Norm { width, .. } = op.kind {
@@ -234,10 +241,14 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, seed: u64) {
             norms.insert(op.name.clone(), gamma);
         }
     }
-    let embedding = (
-        (0..m.hidden).map(|_| value(127.0) as i8).collect(),
-        fp16(0.01 + value(0.01).abs()),
-    );
+    let embedding: Vec<(Vec<i8>, f32)> = (0..batch)
+        .map(|_| {
+            (
+                (0..m.hidden).map(|_| value(127.0) as i8).collect(),
+                fp16(0.01 + value(0.01).abs()),
+            )
+        })
+        .collect();
     let theta = 10_000f32;
     let angles: Vec<f32> = (0..hd / 2)
         .flat_map(|i| {
@@ -326,16 +337,19 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, seed: u64) {
     }
     for load in &map.loads {
         let bytes = if load.op == "embeddings" {
-            // The table's row: int8 values and their scale, or the fp16 values they stand for.
-            let (values, scale) = &w.embedding;
-            if comp.weight(OpClass::Embedding).format.bits == 16 {
-                let row: Vec<f32> = values.iter().map(|v| *v as f32 * scale).collect();
-                f16_bytes(&row)
-            } else {
-                let mut b: Vec<u8> = values.iter().map(|v| *v as u8).collect();
-                b.extend(f16_bytes(&[*scale]));
-                b
-            }
+            // Each sequence's token's row as the table stores it: int8 values and their scale,
+            // or the fp16 values they stand for.
+            let row = |(values, scale): &(Vec<i8>, f32)| {
+                if comp.weight(OpClass::Embedding).format.bits == 16 {
+                    let row: Vec<f32> = values.iter().map(|v| *v as f32 * scale).collect();
+                    f16_bytes(&row)
+                } else {
+                    let mut b: Vec<u8> = values.iter().map(|v| *v as u8).collect();
+                    b.extend(f16_bytes(&[*scale]));
+                    b
+                }
+            };
+            w.embedding.iter().flat_map(row).collect()
         } else if load.op.ends_with("rotary") {
             f16_bytes(&w.angles)
         } else if let Some(bias) = biases_of(&w, &load.op) {
@@ -352,29 +366,31 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, seed: u64) {
         }
     }
     let layout = map.kv.as_ref().unwrap();
-    for l in 0..m.layers as usize {
-        for h in 0..kv_heads {
-            for pos in 0..context as usize {
-                let (seq, layer, head, at_pos) = (0, l as u64, h as u64, pos as u64);
-                let (key, value) = (&w.keys[l][h][pos], &w.values[l][h][pos]);
-                let (ch, at) = layout.key(seq, layer, head, at_pos);
-                data.write_dram(ch, at, &key.bytes());
-                let value_bytes = value.bytes();
-                let part_bytes = value_bytes.len() / layout.parts() as usize;
-                for p in 0..layout.parts() as usize {
-                    let (ch, at) = layout.value(seq, layer, head, p as u64, at_pos);
-                    data.write_dram(ch, at, &value_bytes[p * part_bytes..(p + 1) * part_bytes]);
-                }
-                // An integer cache's row scales.
-                let scales = [
-                    (layout.key_scale(seq, layer, head, at_pos), key.scale),
-                    (layout.value_scale(seq, layer, head, at_pos), value.scale),
-                ];
-                for (place, scale) in scales {
-                    assert_eq!(place.is_some(), scale.is_some());
-                    if let (Some((ch, at)), Some(s)) = (place, scale) {
-                        data.write_dram(ch, at, &f16_bytes(&[s]));
-                    }
+    // Every sequence's cache: key and value rows of every layer, head and position.
+    let rows = (0..batch).flat_map(|s| {
+        (0..m.layers as usize).flat_map(move |l| (0..kv_heads).map(move |h| (s, l, h)))
+    });
+    for (s, l, h) in rows {
+        for pos in 0..context as usize {
+            let (seq, layer, head, at_pos) = (s as u64, l as u64, h as u64, pos as u64);
+            let (key, value) = (&w.keys[s][l][h][pos], &w.values[s][l][h][pos]);
+            let (ch, at) = layout.key(seq, layer, head, at_pos);
+            data.write_dram(ch, at, &key.bytes());
+            let value_bytes = value.bytes();
+            let part_bytes = value_bytes.len() / layout.parts() as usize;
+            for p in 0..layout.parts() as usize {
+                let (ch, at) = layout.value(seq, layer, head, p as u64, at_pos);
+                data.write_dram(ch, at, &value_bytes[p * part_bytes..(p + 1) * part_bytes]);
+            }
+            // An integer cache's row scales.
+            let scales = [
+                (layout.key_scale(seq, layer, head, at_pos), key.scale),
+                (layout.value_scale(seq, layer, head, at_pos), value.scale),
+            ];
+            for (place, scale) in scales {
+                assert_eq!(place.is_some(), scale.is_some());
+                if let (Some((ch, at)), Some(s)) = (place, scale) {
+                    data.write_dram(ch, at, &f16_bytes(&[s]));
                 }
             }
         }
@@ -384,11 +400,6 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, seed: u64) {
     assert!(report.functional);
     assert!(buffer_hazards(&program, &report).is_empty());
     let logits_at = map.tensors["lm_head"];
-    let start = logits_at.addr as usize;
-    let got = f16_values(&data.buffer(logits_at.buffer)[start..start + 2 * m.vocab as usize]);
-    // Finite, varied logits: the comparison is not between two overflows.
-    let varied = got.iter().filter(|v| v.is_finite() && **v != 0.0).count();
-    assert!(varied * 10 > 9 * got.len(), "{}: {got:?}", comp.name);
     let visible: Vec<Vec<usize>> = visible_keys(&m, comp, context)
         .iter()
         .map(|runs| {
@@ -399,33 +410,48 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, seed: u64) {
         })
         .collect();
     let int8 = comp.activations == ActivationFormat::Int8;
-    let want = reference_step(&m, &mut w, &visible, int8, kv_int8);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&got), bits(&want), "{}", comp.name);
-    // The step stored its own key and value (and their scales) where the next step reads them.
-    let (key, value) = (
-        &w.keys[1][1][context as usize],
-        &w.values[1][1][context as usize],
-    );
-    let (ch, at) = layout.key(0, 1, 1, context);
-    let stored = data.read_dram(ch, at, key.bytes().len() as u64);
-    assert_eq!(stored, key.bytes(), "{}", comp.name);
-    let (ch, at) = layout.value(0, 1, 1, 0, context);
-    let stored = data.read_dram(ch, at, layout.part_row());
-    assert_eq!(
-        stored,
-        value.bytes()[..layout.part_row() as usize],
-        "{}",
-        comp.name
-    );
-    let scales = [
-        (layout.key_scale(0, 1, 1, context), key.scale),
-        (layout.value_scale(0, 1, 1, context), value.scale),
-    ];
-    for (place, scale) in scales {
-        if let (Some((ch, at)), Some(s)) = (place, scale) {
-            let stored = f16_values(&data.read_dram(ch, at, 2));
-            assert_eq!(bits(&stored), bits(&[s]), "{}", comp.name);
+    for s in 0..batch {
+        // Sequence `s`'s logits: row `s` of the LM head's results.
+        let row = 2 * m.vocab as usize;
+        let start = logits_at.addr as usize + s * row;
+        let got = f16_values(&data.buffer(logits_at.buffer)[start..start + row]);
+        // Finite, varied logits: the comparison is not between two overflows.
+        let varied = got.iter().filter(|v| v.is_finite() && **v != 0.0).count();
+        assert!(
+            varied * 10 > 9 * got.len(),
+            "{} seq {s}: {got:?}",
+            comp.name
+        );
+        let want = reference_step(&m, &mut w, s, &visible, int8, kv_int8);
+        assert_eq!(bits(&got), bits(&want), "{} seq {s}", comp.name);
+        // The step stored its own key and value (and their scales) where the next step reads
+        // them.
+        let (key, value) = (
+            &w.keys[s][1][1][context as usize],
+            &w.values[s][1][1][context as usize],
+        );
+        let seq = s as u64;
+        let (ch, at) = layout.key(seq, 1, 1, context);
+        let stored = data.read_dram(ch, at, key.bytes().len() as u64);
+        assert_eq!(stored, key.bytes(), "{} seq {s}", comp.name);
+        let (ch, at) = layout.value(seq, 1, 1, 0, context);
+        let stored = data.read_dram(ch, at, layout.part_row());
+        assert_eq!(
+            stored,
+            value.bytes()[..layout.part_row() as usize],
+            "{} seq {s}",
+            comp.name
+        );
+        let scales = [
+            (layout.key_scale(seq, 1, 1, context), key.scale),
+            (layout.value_scale(seq, 1, 1, context), value.scale),
+        ];
+        for (place, scale) in scales {
+            if let (Some((ch, at)), Some(sc)) = (place, scale) {
+                let stored = f16_values(&data.read_dram(ch, at, 2));
+                assert_eq!(bits(&stored), bits(&[sc]), "{} seq {s}", comp.name);
+            }
         }
     }
 }
@@ -447,7 +473,10 @@ fn passes_that_cannot_compute_on_data_say_why() {
     };
     assert_eq!(why(&u280, &w4, decode, 1), "");
     assert!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 1).contains("prefill"));
-    assert!(why(&u280, &w4, decode, 2).contains("more than one sequence"));
+    assert_eq!(why(&u280, &w4, decode, 3), "");
+    // The u280's 16 PE rows: a 17th sequence would tile the products' rows.
+    assert_eq!(why(&u280, &w4, decode, 16), "");
+    assert!(why(&u280, &w4, decode, 17).contains("PE rows"));
     // The `tiny` accelerator streams weights through the buffer that holds its activations.
     assert!(why(&tiny, &w4, decode, 1).contains("weight or KV buffer"));
     let kv4 = compression::preset("w4a8-kv4-duo").unwrap();
@@ -468,7 +497,7 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
     ];
     for (preset, context, seed) in cases {
         let comp = compression::preset(preset).unwrap();
-        check_step(&tiny_llama, &comp, context, seed);
+        check_step(&tiny_llama, &comp, context, 1, seed);
     }
     // One streaming KV head (4 sink + 8 recent keys) beside a full one: softmax runs per head
     // over rows of different lengths.
@@ -476,15 +505,15 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
     comp.kv.policy.streaming_fraction = 0.5;
     comp.kv.policy.sink = 4;
     comp.kv.policy.window = 8;
-    check_step(&tiny_llama, &comp, 30, 5);
+    check_step(&tiny_llama, &comp, 30, 1, 5);
     // An int8 KV cache, with int8 and fp16 activations, and with the streaming head.
     for (preset, context, seed) in [("w4a8-g128", 40, 6), ("w4a16-g128", 21, 7)] {
         let mut comp = compression::preset(preset).unwrap();
         comp.kv.format = KvFormat::Int8;
-        check_step(&tiny_llama, &comp, context, seed);
+        check_step(&tiny_llama, &comp, context, 1, seed);
     }
     comp.kv.format = KvFormat::Int8;
-    check_step(&tiny_llama, &comp, 30, 8);
+    check_step(&tiny_llama, &comp, 30, 1, 8);
     // Biases on every projection (fused q/k/v and gate/up siblings load theirs side by side),
     // int8 and fp16 activations: the special-function unit adds them to the results.
     let biased = ModelConfig {
@@ -498,7 +527,46 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
             &biased,
             &compression::preset(preset).unwrap(),
             context,
+            1,
             seed,
         );
     }
+}
+
+#[test]
+fn batched_decode_steps_equal_the_reference_decoder_per_sequence() {
+    let tiny_llama = model::preset("tiny-llama").unwrap();
+    // Two, three and sixteen sequences at one context (the graph's sequences share their
+    // position), each with its own token and cache: products of `batch` rows over shared weights,
+    // per-row int8 scales, each sequence's attention over its own cache region.
+    let cases = [
+        ("w4a8-g128", KvFormat::Fp16, 2, 40, 11),
+        ("w4a16-g128", KvFormat::Fp16, 3, 24, 12),
+        ("w4a8-g128", KvFormat::Int8, 3, 21, 13),
+        ("w4a16-g128", KvFormat::Int8, 2, 33, 14),
+        // As many sequences as the u280 has PE rows: one product over every row.
+        ("w4a8-g128", KvFormat::Int8, 16, 33, 17),
+    ];
+    for (preset, kv, batch, context, seed) in cases {
+        let mut comp = compression::preset(preset).unwrap();
+        comp.kv.format = kv;
+        check_step(&tiny_llama, &comp, context, batch, seed);
+    }
+    // A streaming KV head beside a full one over an int8 cache: each sequence's softmax rows of
+    // different lengths after the previous sequence's.
+    let mut comp = compression::preset("w4a8-g128").unwrap();
+    comp.kv.policy.streaming_fraction = 0.5;
+    comp.kv.policy.sink = 4;
+    comp.kv.policy.window = 8;
+    comp.kv.format = KvFormat::Int8;
+    check_step(&tiny_llama, &comp, 30, 2, 15);
+    // Biases on every projection: `add_row` adds each bias to every sequence's row.
+    let biased = ModelConfig {
+        qkv_bias: true,
+        out_bias: true,
+        ffn_bias: true,
+        ..tiny_llama.clone()
+    };
+    let comp = compression::preset("w4a16-g128").unwrap();
+    check_step(&biased, &comp, 19, 3, 16);
 }
