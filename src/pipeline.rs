@@ -658,17 +658,24 @@ pub fn pass_program(
     )?)
 }
 
-/// Decoder layers a pass is simulated with under layer reuse besides the first: two, so that
-/// layers whose cost alternates (a layer's weights start on alternate DRAM banks or buffer
-/// halves) average out; one layer left a 1% error on GPT-2's decode step where two leave 0.1%.
+/// Decoder layers a pass is simulated with under layer reuse besides the first, at least: two,
+/// so that layers whose cost alternates (buffer halves, DRAM banks) average out.
 const LATER_LAYERS: u64 = 2;
 
+/// Refresh intervals (the slowest-refreshing memory's `t_refi_ns`) the later layers' sample
+/// spans at least. Where a refresh falls in a layer moves from layer to layer, and a layer that
+/// meets one more refresh than the mean takes about `t_rfc` longer, so a sample of `N`
+/// intervals is off by about `t_rfc / (N · t_refi)` (0.2% for the presets' HBM2 with 32).
+const SAMPLE_REFRESHES: f64 = 32.0;
+
 /// One pass compiled and simulated from an idle accelerator: its report, the program when the
-/// whole of it ran, and how many layers ran. With layer reuse (and more than `1 + LATER_LAYERS`
-/// layers) the pass is compiled and simulated with one and with `1 + LATER_LAYERS` decoder
-/// layers, both fetching instructions as the whole program would, and [`SimReport::repeat`]
-/// extends the later layers' mean cost to every further one; the whole model's off-chip
-/// footprint is checked the same way ([`check_repeated_layers_fit`]).
+/// whole of it ran, and how many layers ran. With layer reuse the pass is compiled and simulated
+/// with one and with `1 + extra` decoder layers, both fetching instructions as the whole program
+/// would, and [`SimReport::repeat`] extends the later layers' mean cost to every further one;
+/// `extra` starts at [`LATER_LAYERS`] and grows (to an even count) until the later layers span
+/// [`SAMPLE_REFRESHES`] refresh intervals. A model no longer than its sample is simulated whole.
+/// The whole model's off-chip footprint is checked from the samples
+/// ([`check_repeated_layers_fit`]).
 fn simulate_pass(
     inputs: &RunInputs,
     phase: Phase,
@@ -681,10 +688,13 @@ fn simulate_pass(
             ..
         }
     );
-    if !reuse || layers <= 1 + LATER_LAYERS {
+    let whole = || {
         let program = pass_program(inputs, phase)?;
         let report = simulate(&inputs.accel, &program)?;
-        return Ok((report, Some(program), LayerMode::EveryLayer));
+        Ok((report, Some(program), LayerMode::EveryLayer))
+    };
+    if !reuse || layers <= 1 + LATER_LAYERS {
+        return whole();
     }
     let with_layers = |n: u64| {
         let model = ModelConfig {
@@ -700,24 +710,43 @@ fn simulate_pass(
             kv_tokens(inputs),
         )?)
     };
+    let refresh_ns = inputs
+        .accel
+        .memories()
+        .iter()
+        .map(|m| m.timing().t_refi_ns)
+        .fold(0.0, f64::max);
     let (one, one_map) = with_layers(1)?;
-    let (more, more_map) = with_layers(1 + LATER_LAYERS)?;
-    check_repeated_layers_fit(&inputs.accel, &one_map, &more_map, LATER_LAYERS, layers)?;
-    let repeat = Repeat {
-        extra: LATER_LAYERS,
-        times: layers,
-    };
-    let options = SimOptions {
-        fetch_as_bytes: Some(repeat.count(one.storage_bytes(), more.storage_bytes())),
-        ..SimOptions::default()
-    };
-    let r1 = simulate_with(&inputs.accel, &one, options)?;
-    let r2 = simulate_with(&inputs.accel, &more, options)?;
-    Ok((
-        SimReport::repeat(&r1, &r2, repeat),
-        None,
-        LayerMode::LayerReuse,
-    ))
+    let mut extra = LATER_LAYERS;
+    loop {
+        if 1 + extra >= layers {
+            return whole();
+        }
+        let (more, more_map) = with_layers(1 + extra)?;
+        check_repeated_layers_fit(&inputs.accel, &one_map, &more_map, extra, layers)?;
+        let repeat = Repeat {
+            extra,
+            times: layers,
+        };
+        let options = SimOptions {
+            fetch_as_bytes: Some(repeat.count(one.storage_bytes(), more.storage_bytes())),
+            ..SimOptions::default()
+        };
+        let r1 = simulate_with(&inputs.accel, &one, options)?;
+        let r2 = simulate_with(&inputs.accel, &more, options)?;
+        let span_ns = (r2.seconds - r1.seconds) * 1e9;
+        let needed_ns = SAMPLE_REFRESHES * refresh_ns;
+        if span_ns >= needed_ns {
+            return Ok((
+                SimReport::repeat(&r1, &r2, repeat),
+                None,
+                LayerMode::LayerReuse,
+            ));
+        }
+        let per_layer = (span_ns / extra as f64).max(f64::MIN_POSITIVE);
+        let wanted = (needed_ns / per_layer).ceil() as u64;
+        extra = wanted.max(extra + 1).next_multiple_of(2);
+    }
 }
 
 /// Tokens per sequence the KV cache holds in every program of a run: the longest pass compiled,
