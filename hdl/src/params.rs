@@ -1,5 +1,10 @@
 //! The generator's parameters: what the accelerator spec asks of the matrix engine, checked
 //! against what the generated hardware can build. Every refusal names the spec key.
+//!
+//! The generator builds int8-activation precisions at one MAC per DSP or two (`macs_per_dsp = 2`,
+//! AMD WP486's DSP48E2 packing: two weights share one activation, so a lane computes two output
+//! columns of a dense instruction; [`EngineParams::pack`]); fp16 datapaths and other packings are
+//! refused by `matrix.precisions[i]`.
 
 use tessera_spec::accel::{Accelerator, WeightType};
 use tessera_spec::compression::ActivationFormat;

@@ -26,6 +26,18 @@
 //! (wrapping), zero points 8-bit and scales 16-bit signed fixed point, results 48 bits (wrapping).
 //! [`crate::golden`] computes the same.
 //!
+//! A *packing* PE (some precision at `macs_per_dsp = 2`, AMD WP486) gives each lane a second
+//! weight, column B's at the same position as column A's: the lane's DSP multiplies the selected
+//! activation by the packed operand `w_B · 2^19 + w_A + 128` (27 bits signed, the DSP48E2's `A`/`D`
+//! port; the activation on its 18-bit `B` port), so one multiplier and one 48-bit cascade carry
+//! both columns: `P = S_B · 2^19 + S_A + 128 · Σ a`. After the last lane the activation-sum
+//! cascade removes the offset and the low 19 bits are decoded in the window `L ..= L + 2^19 − 1`,
+//! `L = 16 · (−128) · 127` ([`unpack_columns`]), exact because 16 int8 × int8 products span
+//! 522241 < 2^19 values; segment 0 is column A, segment 1 column B, and both share the
+//! activation sum for their zero points. Only whole-chain steps pack (the controller packs dense
+//! instructions): a shorter segment's first delay register takes the low 32 bits less the offset.
+//! Shift-and-add lanes form the packed product from two shift-add products.
+//!
 //! Latency from a step's inputs to its result: input registers 1, product (the DSP's `MREG`) 1,
 //! the cascade `lanes` (one `PREG` per lane), group accumulator 1, dequantiser
 //! `dequant_cycles_per_group`, output accumulator 1, then the padding that makes the engine meet
