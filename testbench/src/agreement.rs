@@ -17,8 +17,9 @@ use tessera_spec::compression::ActivationFormat;
 use tessera_spec::isa::{self, Instruction, MatrixOp};
 
 /// The instructions checked: shapes with ragged rows, columns and blocks, every supported N of
-/// N:16 and every int8-activation precision of the spec (on its own datapath), symmetric and
-/// asymmetric, with and without quantisation groups.
+/// N:16 and every int8-activation precision of the spec (on its own datapath; a precision at two
+/// MACs per DSP packs its dense cases and runs its N:M ones unpacked), symmetric and asymmetric,
+/// with and without quantisation groups.
 pub fn grid(accel: &Accelerator) -> Vec<MatrixCase> {
     let m = accel.matrix();
     let mut nms: Vec<u32> = m.sparse().nm().to_vec();
