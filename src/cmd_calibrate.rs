@@ -20,6 +20,10 @@ pub struct Args {
     /// Yosys runs at once.
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
+    /// A calibration whose points (by the same Yosys) are copied instead of synthesised again,
+    /// e.g. the shipped one when the grid grows.
+    #[arg(long)]
+    pub reuse: Option<PathBuf>,
 }
 
 /// Runs the command.
@@ -34,7 +38,19 @@ pub fn main(args: &Args, verbosity: Verbosity) -> Result<ExitCode> {
         );
     }
     let work = std::path::absolute(&args.work).unwrap_or(args.work.clone());
-    let cal = calibrate(&grid, &work, args.jobs).context("calibration synthesis")?;
+    let reuse = match &args.reuse {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read `{}`", path.display()))?;
+            Some(
+                serde_json::from_str::<tessera_spec::resource_model::Calibration>(&text)
+                    .with_context(|| format!("`{}` is not a calibration", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let cal =
+        calibrate(&grid, &work, args.jobs, reuse.as_ref()).context("calibration synthesis")?;
     std::fs::write(&args.out, serde_json::to_string_pretty(&cal)? + "\n")
         .with_context(|| format!("cannot write `{}`", args.out.display()))?;
     if verbosity != Verbosity::Quiet {

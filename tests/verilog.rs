@@ -72,6 +72,43 @@ fn tiny_engine_lints_synthesises_and_fits_its_budget() {
 }
 
 #[test]
+fn a_packing_engine_lints_and_synthesises() {
+    // tiny with every precision at two MACs per DSP (small banks keep synthesis short).
+    if !tools_present() {
+        eprintln!("skipped: verilator or yosys missing (run scripts/setup)");
+        return;
+    }
+    let d = dir("packed");
+    let spec = d.join("tiny-packed.toml");
+    std::fs::write(
+        &spec,
+        tessera_spec_text().replace("macs_per_dsp = 1.0", "macs_per_dsp = 2.0"),
+    )
+    .unwrap();
+    let out = tessera(&[
+        "verilog",
+        "--accel",
+        spec.to_str().unwrap(),
+        "-o",
+        d.to_str().unwrap(),
+        "--bank-words",
+        "4",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["lint"], "verilator --lint-only -Wall: no warnings");
+    assert_eq!(report["fits"], true);
+    // Two columns per lane: dense items of two columns, so at least two segments.
+    assert_eq!(report["engine"]["segments"], 2);
+    assert!(report["resources"]["dsp"].as_u64().unwrap() >= 16);
+}
+
+#[test]
 fn specs_the_generator_cannot_build_are_refused_by_key() {
     let d = dir("refused");
     let out = tessera(&[
@@ -85,8 +122,13 @@ fn specs_the_generator_cannot_build_are_refused_by_key() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("examples/accelerators/u280.toml"), "{err}");
+    // Its int8-activation precisions pack two MACs per DSP and are built; the fp16 ones are not.
     assert!(
-        err.contains("matrix.precisions[0]") && err.contains("matrix.precisions[4]"),
+        (4..7).all(|i| err.contains(&format!("matrix.precisions[{i}]"))),
+        "{err}"
+    );
+    assert!(
+        (0..4).all(|i| !err.contains(&format!("matrix.precisions[{i}]"))),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");

@@ -2,7 +2,8 @@
 //! cycle (items to PEs in passes, blocks, sub-steps, quantisation groups), generates every PE's
 //! operand-bank addresses and step flags, and counts result writes to signal completion. The
 //! arithmetic is the same as [`tessera_spec::analytical::matrix_tiling`], computed with shifts and
-//! additions only.
+//! additions only: `log2` of a column group's width is `levels − min(log2 N, levels)`, plus one
+//! for a packed instruction (a packing engine, `instr_pack`, and dense weights, `log2 N = 4`).
 
 use crate::bank::ADDRESS_BITS;
 use crate::hidden::{vec_of, Hidden};
@@ -34,6 +35,8 @@ pub struct Controller {
     pub instr_group: Signal<In, Word>,
     /// Shift-and-add datapath.
     pub instr_shift_add: Signal<In, Bit>,
+    /// The precision packs two MACs per DSP (one signal on a packing engine, none otherwise).
+    pub instr_pack: Vec<Signal<In, Bit>>,
     /// Each PE presents a result this cycle.
     pub pe_out_valid: Vec<Signal<In, Bit>>,
     /// PE whose result bank the host reads.
@@ -103,6 +106,7 @@ pub struct Controller {
 struct Shape {
     pes: usize,
     levels: usize,
+    pack: bool,
 }
 
 /// The controller's configuration for one instruction (all counts 16-bit).
@@ -119,9 +123,10 @@ struct Config {
 }
 
 impl Config {
-    fn new(levels: u64, m: u64, n: u64, k: u64, nm_log2: u64, group: u64) -> Config {
+    fn new(levels: u64, m: u64, n: u64, k: u64, nm_log2: u64, group: u64, pack: bool) -> Config {
         let seg = nm_log2.min(levels);
-        let s_log2 = levels - seg;
+        let packed = pack && nm_log2 >= 4;
+        let s_log2 = levels - seg + packed as u64;
         let groups = (n + (1 << s_log2) - 1) >> s_log2;
         let kblocks = (k + 15) >> 4;
         let spb_log2 = nm_log2.saturating_sub(levels);
@@ -144,8 +149,9 @@ fn w(v: u64) -> Word {
 }
 
 impl Controller {
-    /// A controller for `pes` PEs whose chains have `2^levels` lanes.
-    pub fn new(pes: usize, levels: usize) -> Controller {
+    /// A controller for `pes` PEs whose chains have `2^levels` lanes, packing two columns per
+    /// lane on dense packed instructions when `pack`.
+    pub fn new(pes: usize, levels: usize, pack: bool) -> Controller {
         Controller {
             clock: Default::default(),
             reset: Default::default(),
@@ -156,6 +162,7 @@ impl Controller {
             instr_nm_log2: Default::default(),
             instr_group: Default::default(),
             instr_shift_add: Default::default(),
+            instr_pack: vec_of(pack as usize),
             pe_out_valid: vec_of(pes),
             host_result_pe: Default::default(),
             ready: Default::default(),
@@ -200,7 +207,7 @@ impl Controller {
             r_glast: Default::default(),
             r_seg: Default::default(),
             r_shift: Default::default(),
-            shape: Hidden(Shape { pes, levels }),
+            shape: Hidden(Shape { pes, levels, pack }),
         }
     }
 
@@ -257,6 +264,7 @@ impl Controller {
                 bits_value(self.instr_k.val()),
                 bits_value(self.instr_nm_log2.val()),
                 bits_value(self.instr_group.val()),
+                self.instr_pack.first().is_some_and(|s| s.val()),
             );
             self.c_m.next = w(c.m);
             self.c_groups.next = w(c.groups);
@@ -381,7 +389,15 @@ impl Controller {
             o,
             "wire [2:0] cfg_seg = (instr_nm_log2 < 3'd{levels}) ? instr_nm_log2 : 3'd{levels};"
         );
-        let _ = writeln!(o, "wire [2:0] cfg_s_log2 = 3'd{levels} - cfg_seg;");
+        if sh.pack {
+            let _ = writeln!(o, "wire cfg_pack = instr_pack$0 & (instr_nm_log2 >= 3'd4);");
+            let _ = writeln!(
+                o,
+                "wire [2:0] cfg_s_log2 = 3'd{levels} - cfg_seg + {{2'd0, cfg_pack}};"
+            );
+        } else {
+            let _ = writeln!(o, "wire [2:0] cfg_s_log2 = 3'd{levels} - cfg_seg;");
+        }
         let _ = writeln!(o, "wire [2:0] cfg_spb_log2 = (instr_nm_log2 > 3'd{levels}) ? instr_nm_log2 - 3'd{levels} : 3'd0;");
         let _ = writeln!(
             o,
@@ -628,6 +644,7 @@ impl Logic for Controller {
         self.r_valid.iter_mut().for_each(|x| x.connect());
         self.c_seg.connect();
         self.r_seg.connect();
+        self.instr_pack.iter_mut().for_each(|x| x.connect());
     }
 
     fn hdl(&self) -> Verilog {

@@ -4,7 +4,9 @@
 //! An instruction (`m × k` int8 activations times `k × n` weights, N kept per 16-wide block, a
 //! quantisation group, the shift-and-add flag) is accepted when `start` and `ready` are both high.
 //! Its outputs are split into *items*: one row of activations and a *column group* of `S`
-//! columns, where `S = lanes / min(N, lanes)` is the number of segments the chain is cut into.
+//! columns, where `S = lanes / min(N, lanes)` is the number of segments the chain is cut into,
+//! doubled on a packing engine for a dense instruction of a precision that packs two MACs per
+//! DSP (`instr_pack`): each lane then multiplies one activation by the weights of two columns.
 //! Items go to PEs in passes of `rows × cols`; every PE of a pass steps through the item's
 //! blocks in lockstep, one step per cycle (`ceil(N / lanes)` steps per block). Each PE reads its
 //! operands from its own copy of the operand banks (replication gives every PE a read port), so
@@ -16,7 +18,9 @@
 //! - activations: word `row × ceil(k/16) + block`, 16 int8 lanes;
 //! - weights: word `step × G + column group` (G column groups), `lanes` lanes of
 //!   `index << 8 | weight` (4-bit position, int8 weight; segment `j` of a step holds column
-//!   `S × group + j`);
+//!   `S × group + j`, a packed step column `2 × group` in these lanes); on a packing engine a
+//!   second bank at the same address holds `lanes` int8 column-B weights (column
+//!   `2 × group + 1` of a packed step, zero otherwise);
 //! - scales: word `group × G + column group`, `S` lanes of `zero point << 16 | scale` (8-bit and
 //!   16-bit signed);
 //! - results: PE `q`'s bank word `p` holds item `p × rows × cols + q`, `S` lanes of 48 bits.
@@ -69,6 +73,9 @@ pub struct MatrixEngine {
     pub instr_group: Signal<In, Word>,
     /// Run the weights on the shift-and-add datapath.
     pub instr_shift_add: Signal<In, Bit>,
+    /// The precision packs two MACs per DSP (one signal on a packing engine, none otherwise):
+    /// a dense instruction then runs two columns per lane.
+    pub instr_pack: Vec<Signal<In, Bit>>,
     /// Host write of an activation word.
     pub host_act_write: Signal<In, Bit>,
     /// Activation word address.
@@ -81,6 +88,9 @@ pub struct MatrixEngine {
     pub host_weight_address: Signal<In, Word>,
     /// Weight word lanes (`index << 8 | weight`).
     pub host_weight_data: Vec<Signal<In, Bits<12>>>,
+    /// Column-B weight lanes of the weight word (packing engines; empty otherwise), written with
+    /// it.
+    pub host_weight_b_data: Vec<Signal<In, Bits<8>>>,
     /// Host write of a scale word.
     pub host_scale_write: Signal<In, Bit>,
     /// Scale word address.
@@ -97,6 +107,7 @@ pub struct MatrixEngine {
     pes: Vec<Pe>,
     act_banks: Vec<Bank<8>>,
     weight_banks: Vec<Bank<12>>,
+    weight_b_banks: Vec<Bank<8>>,
     scale_banks: Vec<Bank<SCALE_BITS>>,
     result_banks: Vec<Bank<48>>,
     controller: Controller,
@@ -109,6 +120,7 @@ struct Shape {
     pes: usize,
     lanes: usize,
     segments: usize,
+    pack: bool,
 }
 
 impl MatrixEngine {
@@ -117,6 +129,8 @@ impl MatrixEngine {
         let pes = p.rows * p.cols;
         let segments = Pe::new(p).segments();
         let words = options.bank_words;
+        let pack = p.pack == 2;
+        let packed = |n: usize| if pack { n } else { 0 };
         MatrixEngine {
             clock: Default::default(),
             reset: Default::default(),
@@ -129,12 +143,14 @@ impl MatrixEngine {
             instr_nm_log2: Default::default(),
             instr_group: Default::default(),
             instr_shift_add: Default::default(),
+            instr_pack: vec_of(packed(1)),
             host_act_write: Default::default(),
             host_act_address: Default::default(),
             host_act_data: vec_of(BLOCK),
             host_weight_write: Default::default(),
             host_weight_address: Default::default(),
             host_weight_data: vec_of(p.lanes),
+            host_weight_b_data: vec_of(packed(p.lanes)),
             host_scale_write: Default::default(),
             host_scale_address: Default::default(),
             host_scale_data: vec_of(segments),
@@ -144,13 +160,17 @@ impl MatrixEngine {
             pes: (0..pes).map(|_| Pe::new(p)).collect(),
             act_banks: (0..pes).map(|_| Bank::new(words, BLOCK)).collect(),
             weight_banks: (0..pes).map(|_| Bank::new(words, p.lanes)).collect(),
+            weight_b_banks: (0..packed(pes))
+                .map(|_| Bank::new(words, p.lanes))
+                .collect(),
             scale_banks: (0..pes).map(|_| Bank::new(words, segments)).collect(),
             result_banks: (0..pes).map(|_| Bank::new(words, segments)).collect(),
-            controller: Controller::new(pes, p.lanes_log2()),
+            controller: Controller::new(pes, p.lanes_log2(), pack),
             shape: Hidden(Shape {
                 pes,
                 lanes: p.lanes,
                 segments,
+                pack,
             }),
         }
     }
@@ -166,6 +186,10 @@ impl MatrixEngine {
     /// Output segments per PE.
     pub fn segments(&self) -> usize {
         self.shape.segments
+    }
+    /// Columns a lane computes at once on a packed instruction: 2 when the engine packs, else 1.
+    pub fn pack(&self) -> usize {
+        1 + self.shape.pack as usize
     }
 
     /// Wiring only: every register lives in a child block, so all registers sit at one depth of
@@ -183,6 +207,9 @@ impl MatrixEngine {
         c.instr_nm_log2.next = self.instr_nm_log2.val();
         c.instr_group.next = self.instr_group.val();
         c.instr_shift_add.next = self.instr_shift_add.val();
+        for (to, from) in c.instr_pack.iter_mut().zip(&self.instr_pack) {
+            to.next = from.val();
+        }
         c.host_result_pe.next = self.host_result_pe.val();
         for q in 0..sh.pes {
             c.pe_out_valid[q].next = self.pes[q].out_valid.val();
@@ -207,6 +234,16 @@ impl MatrixEngine {
                 wb.write_data[j].next = self.host_weight_data[j].val();
             }
             wb.read_address.next = c.weight_address[q].val();
+            if sh.pack {
+                let bb = &mut self.weight_b_banks[q];
+                bb.clock.next = clock;
+                bb.write_enable.next = self.host_weight_write.val();
+                bb.write_address.next = self.host_weight_address.val();
+                for j in 0..sh.lanes {
+                    bb.write_data[j].next = self.host_weight_b_data[j].val();
+                }
+                bb.read_address.next = c.weight_address[q].val();
+            }
             let sb = &mut self.scale_banks[q];
             sb.clock.next = clock;
             sb.write_enable.next = self.host_scale_write.val();
@@ -232,6 +269,9 @@ impl MatrixEngine {
                 let word = bits_value(self.weight_banks[q].read_data[j].val());
                 pe.in_weight[j].next = Bits::from(word & 0xff);
                 pe.in_index[j].next = Bits::from(word >> 8 & 0xf);
+                if sh.pack {
+                    pe.in_weight_b[j].next = self.weight_b_banks[q].read_data[j].val();
+                }
             }
             for j in 0..sh.segments {
                 pe.in_scale[j].next = self.scale_banks[q].read_data[j].val();
@@ -275,22 +315,33 @@ impl MatrixEngine {
         ] {
             let _ = writeln!(o, "    {c}{port} = {port};");
         }
+        if sh.pack {
+            let _ = writeln!(o, "    {c}instr_pack$0 = instr_pack$0;");
+        }
         let _ = writeln!(o, "    ready = {c}ready;");
         let _ = writeln!(o, "    done = {c}done;");
         for q in 0..sh.pes {
             let _ = writeln!(o, "    {c}pe_out_valid${q} = pes${q}$out_valid;");
+            let mut banks = vec![
+                ("act_banks", "host_act", "host_act", BLOCK),
+                ("weight_banks", "host_weight", "host_weight", sh.lanes),
+                ("scale_banks", "host_scale", "host_scale", sh.segments),
+            ];
+            if sh.pack {
+                banks.push(("weight_b_banks", "host_weight", "host_weight_b", sh.lanes));
+            }
             for bank in ["act_banks", "weight_banks", "scale_banks", "result_banks"] {
                 let _ = writeln!(o, "    {bank}${q}$clock = clock;");
             }
-            for (bank, host, lanes) in [
-                ("act_banks", "host_act", BLOCK),
-                ("weight_banks", "host_weight", sh.lanes),
-                ("scale_banks", "host_scale", sh.segments),
-            ] {
+            for (bank, host, data, lanes) in banks {
+                if bank == "weight_b_banks" {
+                    let _ = writeln!(o, "    {bank}${q}$clock = clock;");
+                    let _ = writeln!(o, "    {bank}${q}$read_address = {c}weight_address${q};");
+                }
                 let _ = writeln!(o, "    {bank}${q}$write_enable = {host}_write;");
                 let _ = writeln!(o, "    {bank}${q}$write_address = {host}_address;");
                 for j in 0..lanes {
-                    let _ = writeln!(o, "    {bank}${q}$write_data${j} = {host}_data${j};");
+                    let _ = writeln!(o, "    {bank}${q}$write_data${j} = {data}_data${j};");
                 }
             }
             let _ = writeln!(o, "    act_banks${q}$read_address = {c}act_address${q};");
@@ -328,6 +379,12 @@ impl MatrixEngine {
                     o,
                     "    {p}in_index${j} = weight_banks${q}$read_data${j}[11:8];"
                 );
+                if sh.pack {
+                    let _ = writeln!(
+                        o,
+                        "    {p}in_weight_b${j} = weight_b_banks${q}$read_data${j};"
+                    );
+                }
             }
             for j in 0..sh.segments {
                 let _ = writeln!(o, "    {p}in_scale${j} = scale_banks${q}$read_data${j};");
@@ -383,6 +440,7 @@ impl Logic for MatrixEngine {
         for s in [&mut c.reset, &mut c.start, &mut c.instr_shift_add] {
             s.connect();
         }
+        c.instr_pack.iter_mut().for_each(|x| x.connect());
         c.clock.connect();
         for s in [
             &mut c.instr_m,
@@ -412,10 +470,14 @@ impl Logic for MatrixEngine {
             pe.in_segment_log2.connect();
             pe.in_act.iter_mut().for_each(|x| x.connect());
             pe.in_weight.iter_mut().for_each(|x| x.connect());
+            pe.in_weight_b.iter_mut().for_each(|x| x.connect());
             pe.in_index.iter_mut().for_each(|x| x.connect());
             pe.in_scale.iter_mut().for_each(|x| x.connect());
             connect_bank(&mut self.act_banks[q]);
             connect_bank(&mut self.weight_banks[q]);
+            if let Some(b) = self.weight_b_banks.get_mut(q) {
+                connect_bank(b);
+            }
             connect_bank(&mut self.scale_banks[q]);
             connect_bank(&mut self.result_banks[q]);
         }

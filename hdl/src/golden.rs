@@ -17,8 +17,11 @@ pub struct PeStep {
     pub segment_log2: u32,
     /// The 16 activations of the block.
     pub act: Vec<i8>,
-    /// One weight per lane.
+    /// One weight per lane (column A of a packed step).
     pub weight: Vec<i8>,
+    /// Column B's weight per lane on a packing PE, at column A's position (zero on a step that
+    /// does not pack); empty on a PE that does not pack.
+    pub weight_b: Vec<i8>,
     /// Each lane's activation position.
     pub index: Vec<u8>,
     /// Each segment's scale (used on a group's last step).
@@ -36,8 +39,10 @@ pub fn sign_extend(v: u64, width: u32) -> i64 {
 }
 
 /// The results a PE emits for a stream of steps: one vector of per-segment results (48-bit two's
-/// complement, sign-extended) per item. `lanes` and `segments` are the PE's sizes.
-pub fn pe_results(steps: &[PeStep], lanes: usize, segments: usize) -> Vec<Vec<i64>> {
+/// complement, sign-extended) per item. `lanes` and `segments` are the PE's sizes. On a packing PE
+/// (`pack = 2`) a step over the whole chain computes two columns: segment 0 with `weight`,
+/// segment 1 with `weight_b`, both meeting the same activations (so sharing their sum).
+pub fn pe_results(steps: &[PeStep], lanes: usize, segments: usize, pack: usize) -> Vec<Vec<i64>> {
     let mut out = Vec::new();
     let mut group = vec![0u64; segments];
     let mut act_sum = vec![0u64; segments];
@@ -46,14 +51,25 @@ pub fn pe_results(steps: &[PeStep], lanes: usize, segments: usize) -> Vec<Vec<i6
     for st in steps {
         let seg_len = 1usize << st.segment_log2.min(lanes.ilog2());
         item_first |= st.first;
+        let packed = pack == 2 && seg_len == lanes;
         for j in 0..segments {
-            let lanes_of = if (j + 1) * seg_len <= lanes {
+            let column_b = packed && j == 1;
+            let lanes_of = if column_b {
+                0..lanes
+            } else if (j + 1) * seg_len <= lanes {
                 j * seg_len..(j + 1) * seg_len
             } else {
                 0..0
             };
+            let weight = |l: usize| {
+                if column_b {
+                    st.weight_b[l] as i64
+                } else {
+                    st.weight[l] as i64
+                }
+            };
             let act = |lane: usize| st.act[st.index[lane] as usize] as i64;
-            let sum: i64 = lanes_of.clone().map(|l| act(l) * st.weight[l] as i64).sum();
+            let sum: i64 = lanes_of.clone().map(|l| act(l) * weight(l)).sum();
             let asum: i64 = lanes_of.map(act).sum();
             let (base, abase) = if st.group_first {
                 (0, 0)

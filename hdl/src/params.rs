@@ -1,5 +1,10 @@
 //! The generator's parameters: what the accelerator spec asks of the matrix engine, checked
 //! against what the generated hardware can build. Every refusal names the spec key.
+//!
+//! The generator builds int8-activation precisions at one MAC per DSP or two (`macs_per_dsp = 2`,
+//! AMD WP486's DSP48E2 packing: two weights share one activation, so a lane computes two output
+//! columns of a dense instruction; [`EngineParams::pack`]); fp16 datapaths and other packings are
+//! refused by `matrix.precisions[i]`.
 
 use tessera_spec::accel::{Accelerator, WeightType};
 use tessera_spec::compression::ActivationFormat;
@@ -24,6 +29,9 @@ pub struct EngineParams {
     pub has_multiplier: bool,
     /// Whether some precision uses the shift-and-add datapath for 4-bit-or-narrower weights.
     pub has_shift_add: bool,
+    /// Output columns a lane's DSP computes at once on dense steps: 2 when some precision packs
+    /// two MACs per DSP (`macs_per_dsp = 2`, AMD WP486), else 1 (see [`crate::pe`]).
+    pub pack: usize,
     /// Cycles of the pipelined per-group dequantiser (`matrix.dequant_cycles_per_group`).
     pub dequant_latency: usize,
     /// The spec's `matrix.pipeline_depth`, which the generated engine meets exactly.
@@ -66,9 +74,10 @@ impl EngineParams {
         problems.extend(check_cascade_column(lanes, XCUP_DSP_CASCADE_COLUMN));
         let mut has_multiplier = false;
         let mut has_shift_add = false;
+        let mut pack = 1;
         for (i, p) in m.precisions().iter().enumerate() {
             let key = format!("matrix.precisions[{i}]");
-            let help = "the generated PE supports int8 activations × int8/int4/int3/int2 weights at macs_per_dsp = 1 (shift_add only for 4-bit or narrower weights)";
+            let help = "the generated PE supports int8 activations × int8/int4/int3/int2 weights at macs_per_dsp = 1 or 2 (shift_add only for 4-bit or narrower weights)";
             if p.activation() != ActivationFormat::Int8 || p.weight() == WeightType::Fp16 {
                 problems.push(Problem::new(
                     &key,
@@ -77,11 +86,13 @@ impl EngineParams {
                 ));
                 continue;
             }
-            if p.macs_per_dsp() != 1.0 {
+            if p.macs_per_dsp() == 2.0 {
+                pack = 2;
+            } else if p.macs_per_dsp() != 1.0 {
                 problems.push(Problem::new(
                     &key,
                     format!(
-                        "{p} packs {} MACs per DSP; the generated PE performs one",
+                        "{p} packs {} MACs per DSP; the generated PE performs one, or two sharing an activation",
                         p.macs_per_dsp()
                     ),
                     help,
@@ -127,6 +138,7 @@ impl EngineParams {
             min_segment_log2: min_n.min(lanes).max(1).ilog2(),
             has_multiplier,
             has_shift_add,
+            pack,
             dequant_latency,
             pipeline_depth: m.pipeline_depth() as usize,
         };
@@ -156,9 +168,10 @@ impl EngineParams {
         self.lanes.ilog2() as usize
     }
 
-    /// Output segments a PE can emit at once: `lanes / 2^min_segment_log2`.
+    /// Output segments a PE can emit at once: `lanes / 2^min_segment_log2`, and at least the
+    /// two columns of a packed step.
     pub fn max_segments(&self) -> usize {
-        self.lanes >> self.min_segment_log2
+        (self.lanes >> self.min_segment_log2).max(self.pack)
     }
 
     /// Cycles from a step entering a PE to its result leaving, without padding: the fixed
@@ -176,6 +189,15 @@ impl EngineParams {
     /// `matrix.pipeline_depth`.
     pub fn pe_padding(&self) -> usize {
         self.pipeline_depth - self.structural_depth()
+    }
+
+    /// Whether the spec's weight type × int8 activations packs two MACs per DSP, so that its dense
+    /// instructions run two columns per lane (`analytical::MatrixTiling::pack`).
+    pub fn uses_pack(accel: &Accelerator, weight: WeightType) -> bool {
+        accel
+            .matrix()
+            .precision(weight.bits(), ActivationFormat::Int8)
+            .is_some_and(|p| p.macs_per_dsp() == 2.0)
     }
 
     /// Whether the spec's weight type runs on the shift-and-add datapath.

@@ -26,6 +26,18 @@
 //! (wrapping), zero points 8-bit and scales 16-bit signed fixed point, results 48 bits (wrapping).
 //! [`crate::golden`] computes the same.
 //!
+//! A *packing* PE (some precision at `macs_per_dsp = 2`, AMD WP486) gives each lane a second
+//! weight, column B's at the same position as column A's: the lane's DSP multiplies the selected
+//! activation by the packed operand `w_B · 2^19 + w_A + 128` (27 bits signed, the DSP48E2's `A`/`D`
+//! port; the activation on its 18-bit `B` port), so one multiplier and one 48-bit cascade carry
+//! both columns: `P = S_B · 2^19 + S_A + 128 · Σ a`. After the last lane the activation-sum
+//! cascade removes the offset and the low 19 bits are decoded in the window `L ..= L + 2^19 − 1`,
+//! `L = 16 · (−128) · 127` ([`unpack_columns`]), exact because 16 int8 × int8 products span
+//! 522241 < 2^19 values; segment 0 is column A, segment 1 column B, and both share the
+//! activation sum for their zero points. Only whole-chain steps pack (the controller packs dense
+//! instructions): a shorter segment's first delay register takes the low 32 bits less the offset.
+//! Shift-and-add lanes form the packed product from two shift-add products.
+//!
 //! Latency from a step's inputs to its result: input registers 1, product (the DSP's `MREG`) 1,
 //! the cascade `lanes` (one `PREG` per lane), group accumulator 1, dequantiser
 //! `dequant_cycles_per_group`, output accumulator 1, then the padding that makes the engine meet
@@ -52,6 +64,36 @@ pub const SEGMENT_BITS: usize = 3;
 /// Bits of a segment's scale word: zero point (8) above scale (16).
 pub const SCALE_BITS: usize = 24;
 
+/// Where column B's weight sits in a packed DSP operand, `w_B · 2^19 + w_A + 128`: a chain of up to
+/// 16 int8 × int8 products sums to [`PACKED_LOW_MIN`] ..= 16 · 128 · 128 = 262144, a range of
+/// 522241 < 2^19 values, so the low field holds column A's sum exactly.
+pub const PACKED_SHIFT: u32 = 19;
+/// The least sum of 16 int8 × int8 products, `16 · (−128) · 127`: the bottom of the low field's
+/// window (`lo = ((P − L) mod 2^19) + L`).
+pub const PACKED_LOW_MIN: i64 = -260096;
+/// Column A's weight is offset by 128 in the packed operand so that it lies in 0..=255: then
+/// `w_B · 2^19 + w_A + 128` fits the DSP48E2's 27-bit signed port for every pair of int8 weights
+/// (`w_B · 2^19 + w_A` does not: −128 · 2^19 − 128 < −2^26). The offset adds `128 · Σ a`, which
+/// the activation-sum cascade removes.
+pub const PACKED_A_OFFSET: i64 = 128;
+/// Bits of a packed product: 8-bit activation × 27-bit packed weight.
+pub const PACKED_PRODUCT_BITS: usize = 35;
+
+/// The packed DSP operand of a lane: `w_B · 2^19 + w_A + 128` (27-bit signed).
+pub fn packed_weight(w_a: i64, w_b: i64) -> i64 {
+    (w_b << PACKED_SHIFT) + w_a + PACKED_A_OFFSET
+}
+
+/// The two column sums in a packed chain's sum `packed` (its activations summing to `act_sum`):
+/// `c = packed − 128 · act_sum = S_B · 2^19 + S_A`, `S_A = ((c − L) mod 2^19) + L`,
+/// `S_B = (c − S_A) / 2^19` with `L` = [`PACKED_LOW_MIN`]. Exact whenever `S_A` lies in
+/// `L ..= L + 2^19 − 1`, which every chain of at most 16 int8 × int8 products does.
+pub fn unpack_columns(packed: i64, act_sum: i64) -> (i64, i64) {
+    let c = packed - PACKED_A_OFFSET * act_sum;
+    let lo = (c - PACKED_LOW_MIN).rem_euclid(1 << PACKED_SHIFT) + PACKED_LOW_MIN;
+    (lo, (c - lo) >> PACKED_SHIFT)
+}
+
 /// One processing element. Port vectors are sized from [`EngineParams`].
 #[derive(LogicBlock)]
 pub struct Pe {
@@ -75,8 +117,12 @@ pub struct Pe {
     pub in_segment_log2: Signal<In, Bits<SEGMENT_BITS>>,
     /// The 16 activations of the step's block (int8).
     pub in_act: Vec<Signal<In, Bits<8>>>,
-    /// One weight per lane (int8 two's complement; narrower weights sign-extended).
+    /// One weight per lane (int8 two's complement; narrower weights sign-extended): column A of a
+    /// packed step.
     pub in_weight: Vec<Signal<In, Bits<8>>>,
+    /// Column B's weight per lane when the PE packs two columns per DSP (empty otherwise): the
+    /// weight at the same position as column A's, zero on steps that do not pack.
+    pub in_weight_b: Vec<Signal<In, Bits<8>>>,
     /// Each lane's activation position in the block.
     pub in_index: Vec<Signal<In, Bits<4>>>,
     /// Each segment's group scale (low 16 bits, signed) and zero point (high 8 bits, signed),
@@ -96,27 +142,35 @@ pub struct Pe {
     i_seg: Signal<Local, Bits<SEGMENT_BITS>>,
     i_act: Vec<Signal<Local, Bits<8>>>,
     i_weight: Vec<Signal<Local, Bits<8>>>,
+    i_weight_b: Vec<Signal<Local, Bits<8>>>,
     i_index: Vec<Signal<Local, Bits<4>>>,
     i_scale: Vec<Signal<Local, Bits<SCALE_BITS>>>,
     /// Skew registers: each lane's selected activation, delayed, flattened (see [`Layout::skew`]).
     k_act: Vec<Signal<Local, Bits<8>>>,
     /// Each lane's weight, delayed, shaped as `k_act`.
     k_weight: Vec<Signal<Local, Bits<8>>>,
+    /// Each lane's column-B weight, delayed, shaped as `k_act` (packing PEs only).
+    k_weight_b: Vec<Signal<Local, Bits<8>>>,
     /// Each lane's datapath bit, delayed, shaped as `k_act` (mixed datapaths only).
     k_shift: Vec<Signal<Local, Bit>>,
     /// Each cut lane's segment-start bit, delayed (see [`Layout::skew_start`]).
     k_start: Vec<Signal<Local, Bit>>,
-    /// Lane products (the DSP's `MREG`).
+    /// Lane products (the DSP's `MREG`; PEs that do not pack).
     m: Vec<Signal<Local, Bits<16>>>,
+    /// Packed lane products `a × (w_B · 2^19 + w_A + 128)` (the DSP's `MREG`; packing PEs).
+    pm: Vec<Signal<Local, Bits<PACKED_PRODUCT_BITS>>>,
     /// Each lane's selected activation, registered beside its product.
     ma: Vec<Signal<Local, Bits<8>>>,
     /// Each cut lane's segment-start bit, registered beside its product.
     ms: Vec<Signal<Local, Bit>>,
-    /// The cascade's partial sums (the DSP's `PREG`), one per lane.
+    /// The cascade's partial sums (the DSP's `PREG`), one per lane (PEs that do not pack).
     p: Vec<Signal<Local, Bits<32>>>,
+    /// The packed cascade's partial sums (the DSP's 48-bit `PREG`), one per lane (packing PEs).
+    pp: Vec<Signal<Local, Bits<48>>>,
     /// The activation-sum cascade, shaped as `p`.
     q: Vec<Signal<Local, Bits<32>>>,
-    /// Delayed copies of the partial sums at the lanes that can end a segment, flattened.
+    /// Delayed copies of the partial sums at the lanes that can end a segment, flattened (in a
+    /// packing PE the low 32 bits less the activation offset, `Σ a·w_A`).
     tap: Vec<Signal<Local, Bits<32>>>,
     /// Delayed copies of `q`, shaped as `tap`.
     atap: Vec<Signal<Local, Bits<32>>>,
@@ -160,6 +214,8 @@ struct Layout {
     pad: usize,
     multiplier: bool,
     shift_add: bool,
+    /// Whether each lane packs two columns (see [`PACKED_SHIFT`]).
+    pack: bool,
     /// Extra cycles of skew on lane `lane` (0 in the generated hardware; only
     /// [`Pe::with_skew_error`] changes it).
     skew_error: Option<(usize, usize)>,
@@ -273,6 +329,18 @@ impl Layout {
             act * weight
         }
     }
+    /// A lane's product as its `MREG` holds it: `a · w_A`, or in a packing PE the packed product
+    /// `a · (w_B · 2^19 + w_A + 128)`, formed in the shift-and-add datapath from two shift-add
+    /// products.
+    fn lane_product(&self, act: i64, weight: i64, weight_b: i64, shift: bool) -> i64 {
+        if self.pack {
+            self.product(act, weight, shift)
+                + (self.product(act, weight_b, shift) << PACKED_SHIFT)
+                + act * PACKED_A_OFFSET
+        } else {
+            self.product(act, weight, shift)
+        }
+    }
     /// Whether a lane chooses between the two datapaths per step.
     fn mixed(&self) -> bool {
         self.multiplier && self.shift_add
@@ -323,10 +391,12 @@ impl Pe {
             pad: p.pe_padding(),
             multiplier: p.has_multiplier,
             shift_add: p.has_shift_add,
+            pack: p.pack == 2,
             skew_error,
         };
         let stages = l.lanes + 1;
         let cuts = l.cuts().len();
+        let (plain, packed) = if l.pack { (0, l.lanes) } else { (l.lanes, 0) };
         Pe {
             clock: Default::default(),
             reset: Default::default(),
@@ -339,6 +409,7 @@ impl Pe {
             in_segment_log2: Default::default(),
             in_act: vec_of(BLOCK),
             in_weight: vec_of(l.lanes),
+            in_weight_b: vec_of(packed),
             in_index: vec_of(l.lanes),
             in_scale: vec_of(l.segments),
             out_valid: Default::default(),
@@ -352,16 +423,20 @@ impl Pe {
             i_seg: Default::default(),
             i_act: vec_of(BLOCK),
             i_weight: vec_of(l.lanes),
+            i_weight_b: vec_of(packed),
             i_index: vec_of(l.lanes),
             i_scale: vec_of(l.segments),
             k_act: vec_of(l.skew_count()),
             k_weight: vec_of(l.skew_count()),
+            k_weight_b: vec_of(if l.pack { l.skew_count() } else { 0 }),
             k_shift: vec_of(if l.mixed() { l.skew_count() } else { 0 }),
             k_start: vec_of(l.skew_start_count()),
-            m: vec_of(l.lanes),
+            m: vec_of(plain),
+            pm: vec_of(packed),
             ma: vec_of(l.lanes),
             ms: vec_of(cuts),
-            p: vec_of(l.lanes),
+            p: vec_of(plain),
+            pp: vec_of(packed),
             q: vec_of(l.lanes),
             tap: vec_of(l.tap_count()),
             atap: vec_of(l.tap_count()),
@@ -402,9 +477,34 @@ impl Pe {
     pub fn segments(&self) -> usize {
         self.layout.segments
     }
+    /// Columns a lane computes at once on a packed step: 2 when the PE packs, else 1.
+    pub fn pack(&self) -> usize {
+        1 + self.layout.pack as usize
+    }
     /// Cycles from a step's inputs to its result on the outputs.
     pub fn latency(&self) -> usize {
         PE_FIXED_STAGES + self.layout.lanes + self.layout.dequant + self.layout.pad
+    }
+
+    /// Lane `j`'s partial sum, sign-extended to 64 bits in a packing PE.
+    fn partial(&self, j: usize) -> u64 {
+        if self.layout.pack {
+            sext(get(&self.pp[j]), 48) as u64
+        } else {
+            get(&self.p[j])
+        }
+    }
+
+    /// The 32-bit sum of a segment ending at lane `e` as its first delay register takes it: the
+    /// partial sum, less the activation offset in a packing PE (whose shorter segments never
+    /// pack, so the low 32 bits are column A's sum).
+    fn end_sum(&self, e: usize) -> Bits<32> {
+        if self.layout.pack {
+            let offset = get(&self.q[e]).wrapping_mul(PACKED_A_OFFSET as u64);
+            bits(get(&self.pp[e]).wrapping_sub(offset))
+        } else {
+            self.p[e].val()
+        }
     }
 
     /// Registers, from the last stage back to the first so each reads its predecessor's old value.
@@ -500,7 +600,7 @@ impl Pe {
         for e in l.ends() {
             for d in (1..=l.wait(e)).rev() {
                 let (from, afrom) = if d == 1 {
-                    (self.p[e].val(), self.q[e].val())
+                    (self.end_sum(e), self.q[e].val())
                 } else {
                     (
                         self.tap[l.tap(e, d - 1)].val(),
@@ -518,11 +618,16 @@ impl Pe {
             let (base, abase) = if start {
                 (0, 0)
             } else {
-                (get(&self.p[j - 1]), get(&self.q[j - 1]))
+                (self.partial(j - 1), get(&self.q[j - 1]))
             };
-            let prod = sext(get(&self.m[j]), 16) as u64;
             let act = sext(get(&self.ma[j]), 8) as u64;
-            self.p[j].next = bits(base.wrapping_add(prod));
+            if l.pack {
+                let prod = sext(get(&self.pm[j]), PACKED_PRODUCT_BITS as u32) as u64;
+                self.pp[j].next = bits(base.wrapping_add(prod));
+            } else {
+                let prod = sext(get(&self.m[j]), 16) as u64;
+                self.p[j].next = bits(base.wrapping_add(prod));
+            }
             self.q[j].next = bits(abase.wrapping_add(act));
         }
         // Side band beside the cascade.
@@ -540,11 +645,13 @@ impl Pe {
         // Lane products, each from its lane's skewed operands.
         for j in 0..l.lanes {
             let delay = l.delay(j);
-            let (act, weight, shift) = if delay == 0 {
+            let (act, weight, weight_b, shift) = if delay == 0 {
                 let index = get(&self.i_index[j]) as usize;
+                let weight_b = if l.pack { get(&self.i_weight_b[j]) } else { 0 };
                 (
                     get(&self.i_act[index]),
                     get(&self.i_weight[j]),
+                    weight_b,
                     self.i_shift.val(),
                 )
             } else {
@@ -554,10 +661,15 @@ impl Pe {
                 } else {
                     self.i_shift.val()
                 };
-                (get(&self.k_act[k]), get(&self.k_weight[k]), shift)
+                let weight_b = if l.pack { get(&self.k_weight_b[k]) } else { 0 };
+                (get(&self.k_act[k]), get(&self.k_weight[k]), weight_b, shift)
             };
-            let p = l.product(sext(act, 8), sext(weight, 8), shift);
-            self.m[j].next = bits(p as u64);
+            let p = l.lane_product(sext(act, 8), sext(weight, 8), sext(weight_b, 8), shift);
+            if l.pack {
+                self.pm[j].next = bits(p as u64);
+            } else {
+                self.m[j].next = bits(p as u64);
+            }
             self.ma[j].next = bits(act);
             if l.cut(j) {
                 let start = if delay == 0 {
@@ -583,6 +695,9 @@ impl Pe {
                 let (to, from) = (l.skew(j, d), l.skew(j, d - 1));
                 self.k_act[to].next = self.k_act[from].val();
                 self.k_weight[to].next = self.k_weight[from].val();
+                if l.pack {
+                    self.k_weight_b[to].next = self.k_weight_b[from].val();
+                }
                 if l.mixed() {
                     self.k_shift[to].next = self.k_shift[from].val();
                 }
@@ -596,6 +711,9 @@ impl Pe {
                 let index = get(&self.i_index[j]) as usize;
                 self.k_act[k].next = self.i_act[index].val();
                 self.k_weight[k].next = self.i_weight[j].val();
+                if l.pack {
+                    self.k_weight_b[k].next = self.i_weight_b[j].val();
+                }
                 if l.mixed() {
                     self.k_shift[k].next = self.i_shift.val();
                 }
@@ -618,6 +736,9 @@ impl Pe {
         for j in 0..l.lanes {
             self.i_weight[j].next = self.in_weight[j].val();
             self.i_index[j].next = self.in_index[j].val();
+            if l.pack {
+                self.i_weight_b[j].next = self.in_weight_b[j].val();
+            }
         }
         for j in 0..s {
             self.i_scale[j].next = self.in_scale[j].val();
@@ -629,11 +750,24 @@ impl Pe {
         let l = *self.layout;
         let top = l.lanes;
         let lv = l.seg_log2(get(&self.sb_seg[top]));
+        // A packing PE splits the last lane's sum into two columns: on a step over the whole
+        // chain both are outputs, on a shorter one column B is zero and column A is the last
+        // segment's sum.
+        let split = l.pack.then(|| {
+            let q = self.q[top - 1].val();
+            let (lo, hi) =
+                unpack_columns(sext(get(&self.pp[top - 1]), 48), sext(bits_value(q), 32));
+            (bits(lo as u64), bits(hi as u64), q)
+        });
+        let whole = lv == l.levels;
         for i in 0..l.segments {
-            let (v, a) = match l.source(lv, i) {
-                None => (Bits::default(), Bits::default()),
-                Some((e, 0)) => (self.p[e].val(), self.q[e].val()),
-                Some((e, w)) => (self.tap[l.tap(e, w)].val(), self.atap[l.tap(e, w)].val()),
+            let (v, a) = match (split, l.source(lv, i)) {
+                (Some((lo, _, q)), _) if whole && i == 0 => (lo, q),
+                (Some((_, hi, q)), _) if whole && i == 1 => (hi, q),
+                (_, None) => (Bits::default(), Bits::default()),
+                (Some((lo, _, q)), Some((_, 0))) => (lo, q),
+                (None, Some((e, 0))) => (self.p[e].val(), self.q[e].val()),
+                (_, Some((e, w))) => (self.tap[l.tap(e, w)].val(), self.atap[l.tap(e, w)].val()),
             };
             self.seg[i].next = v;
             self.aseg[i].next = a;
@@ -666,6 +800,85 @@ impl Pe {
         }
     }
 
+    /// Lane `j`'s column-B weight as a Verilog expression (packing PEs).
+    fn lane_weight_b(&self, j: usize) -> String {
+        match self.layout.delay(j) {
+            0 => format!("i_weight_b${j}"),
+            d => format!("k_weight_b${}", self.layout.skew(j, d - 1)),
+        }
+    }
+
+    /// A packing PE's lane products and the split of the whole chain's sum into two columns.
+    fn packed_products(&self, w: &mut String) {
+        let l = *self.layout;
+        let (sh, pb) = (PACKED_SHIFT, PACKED_PRODUCT_BITS);
+        for j in 0..l.lanes {
+            let (act, weight, shift) = self.lane_operands(j);
+            let _ = writeln!(w, "wire [7:0] lane_act_{j} = {act};");
+            let _ = writeln!(w, "wire [7:0] lane_w_{j} = {weight};");
+            let _ = writeln!(w, "wire [7:0] lane_wb_{j} = {};", self.lane_weight_b(j));
+            if l.multiplier || !l.shift_add {
+                // w_B · 2^19 + (w_A + 128): w_A + 128 is w_A with its sign bit flipped.
+                let _ = writeln!(
+                    w,
+                    "wire [26:0] lane_pw_{j} = {{lane_wb_{j}, {}'d0, lane_w_{j} ^ 8'h80}};",
+                    sh - 8
+                );
+                let _ = writeln!(
+                    w,
+                    "wire signed [{}:0] lane_mul_{j} = $signed(lane_act_{j}) * $signed(lane_pw_{j});",
+                    pb - 1
+                );
+            }
+            if l.shift_add {
+                let _ = writeln!(
+                    w,
+                    "wire [15:0] lane_ext_{j} = {{{{8{{lane_act_{j}[7]}}}}, lane_act_{j}}};"
+                );
+                for (sa, wt) in [("sa", "w"), ("sab", "wb")] {
+                    let _ = writeln!(
+                        w,
+                        "wire [15:0] lane_{sa}_{j} = (lane_{wt}_{j}[0] ? lane_ext_{j} : 16'd0) \
+                         + (lane_{wt}_{j}[1] ? {{lane_ext_{j}[14:0], 1'b0}} : 16'd0) \
+                         + (lane_{wt}_{j}[2] ? {{lane_ext_{j}[13:0], 2'b0}} : 16'd0) \
+                         - (lane_{wt}_{j}[3] ? {{lane_ext_{j}[12:0], 3'b0}} : 16'd0);"
+                    );
+                }
+                let _ = writeln!(
+                    w,
+                    "wire [{top}:0] lane_psa_{j} = {{lane_sab_{j}, {sh}'d0}} + {{{{{}{{lane_sa_{j}[15]}}}}, lane_sa_{j}}} + {{{{{}{{lane_act_{j}[7]}}}}, lane_act_{j}, 7'd0}};",
+                    pb - 16,
+                    pb - 15,
+                    top = pb - 1
+                );
+            }
+            let product = match (l.multiplier, l.shift_add) {
+                (true, true) => format!("{shift} ? lane_psa_{j} : lane_mul_{j}"),
+                (false, true) => format!("lane_psa_{j}"),
+                _ => format!("lane_mul_{j}"),
+            };
+            let _ = writeln!(w, "wire [{}:0] lane_prod_{j} = {product};", pb - 1);
+        }
+        let last = l.lanes - 1;
+        let low = PACKED_LOW_MIN.unsigned_abs();
+        let _ = writeln!(
+            w,
+            "wire [47:0] packed_c = pp${last} - {{{{9{{q${last}[31]}}}}, q${last}, 7'd0}};"
+        );
+        let _ = writeln!(w, "wire [47:0] packed_off = packed_c + 48'd{low};");
+        let _ = writeln!(
+            w,
+            "wire [31:0] packed_lo = {{{}'d0, packed_off[{}:0]}} - 32'd{low};",
+            32 - sh,
+            sh - 1
+        );
+        let _ = writeln!(
+            w,
+            "wire [31:0] packed_hi = {{{{{}{{packed_off[47]}}}}, packed_off[47:{sh}]}};",
+            sh - 16
+        );
+    }
+
     fn verilog(&self) -> String {
         let l = *self.layout;
         let (s, top) = (l.segments, l.lanes);
@@ -676,7 +889,8 @@ impl Pe {
         for k in 0..BLOCK {
             let _ = writeln!(w, "assign act_block[{k}] = i_act${k};");
         }
-        for j in 0..l.lanes {
+        let plain_lanes = if l.pack { 0 } else { l.lanes };
+        for j in 0..plain_lanes {
             let (act, weight, shift) = self.lane_operands(j);
             let _ = writeln!(w, "wire [7:0] lane_act_{j} = {act};");
             let _ = writeln!(w, "wire [7:0] lane_w_{j} = {weight};");
@@ -705,6 +919,9 @@ impl Pe {
                 _ => format!("lane_mul_{j}"),
             };
             let _ = writeln!(w, "wire [15:0] lane_prod_{j} = {product};");
+        }
+        if l.pack {
+            self.packed_products(w);
         }
         // Which cut lanes start a segment for the step in the input registers.
         for j in l.cuts() {
@@ -763,10 +980,24 @@ impl Pe {
                     let _ = writeln!(w, "        default: begin");
                 }
             }
+            if l.pack && lv == l.levels {
+                let q = format!("q${}", top - 1);
+                for (i, v) in ["packed_lo", "packed_hi"].iter().enumerate() {
+                    let _ = writeln!(w, "            seg${i} = {v};");
+                    let _ = writeln!(w, "            aseg${i} = {q};");
+                }
+                for i in 2..s {
+                    let _ = writeln!(w, "            seg${i} = 32'd0;");
+                    let _ = writeln!(w, "            aseg${i} = 32'd0;");
+                }
+                let _ = writeln!(w, "        end");
+                continue;
+            }
             for i in 0..s {
                 for (out, sum, tap) in [("seg", "p", "tap"), ("aseg", "q", "atap")] {
                     let src = match l.source(lv, i) {
                         None => "32'd0".to_string(),
+                        Some((_, 0)) if l.pack && out == "seg" => "packed_lo".into(),
                         Some((e, 0)) => format!("{sum}${e}"),
                         Some((e, d)) => format!("{tap}${}", l.tap(e, d)),
                     };
@@ -849,7 +1080,9 @@ impl Pe {
         for e in l.ends() {
             for d in 1..=l.wait(e) {
                 for (sum, tap) in [("p", "tap"), ("q", "atap")] {
-                    let from = if d == 1 {
+                    let from = if d == 1 && l.pack && sum == "p" {
+                        format!("pp${e}[31:0] - {{q${e}[24:0], 7'd0}}")
+                    } else if d == 1 {
                         format!("{sum}${e}")
                     } else {
                         format!("{tap}${}", l.tap(e, d - 1))
@@ -858,18 +1091,35 @@ impl Pe {
                 }
             }
         }
+        let (ps, ms, sum_zero) = if l.pack {
+            ("pp", "pm", "48'd0")
+        } else {
+            ("p", "m", "32'd0")
+        };
         for j in 0..l.lanes {
-            let prod = format!("{{{{16{{m${j}[15]}}}}, m${j}}}");
+            let prod = if l.pack {
+                let top_bit = PACKED_PRODUCT_BITS - 1;
+                format!(
+                    "{{{{{}{{pm${j}[{top_bit}]}}}}, pm${j}}}",
+                    48 - PACKED_PRODUCT_BITS
+                )
+            } else {
+                format!("{{{{16{{m${j}[15]}}}}, m${j}}}")
+            };
             let act = format!("{{{{24{{ma${j}[7]}}}}, ma${j}}}");
             if j == 0 {
-                let _ = writeln!(w, "    p$0 <= {prod};");
+                let _ = writeln!(w, "    {ps}$0 <= {prod};");
                 let _ = writeln!(w, "    q$0 <= {act};");
             } else if l.cut(j) {
                 let c = l.cut_index(j);
-                let _ = writeln!(w, "    p${j} <= (ms${c} ? 32'd0 : p${}) + {prod};", j - 1);
+                let _ = writeln!(
+                    w,
+                    "    {ps}${j} <= (ms${c} ? {sum_zero} : {ps}${}) + {prod};",
+                    j - 1
+                );
                 let _ = writeln!(w, "    q${j} <= (ms${c} ? 32'd0 : q${}) + {act};", j - 1);
             } else {
-                let _ = writeln!(w, "    p${j} <= p${} + {prod};", j - 1);
+                let _ = writeln!(w, "    {ps}${j} <= {ps}${} + {prod};", j - 1);
                 let _ = writeln!(w, "    q${j} <= q${} + {act};", j - 1);
             }
         }
@@ -884,7 +1134,7 @@ impl Pe {
             }
         }
         for j in 0..l.lanes {
-            let _ = writeln!(w, "    m${j} <= lane_prod_{j};");
+            let _ = writeln!(w, "    {ms}${j} <= lane_prod_{j};");
             let _ = writeln!(w, "    ma${j} <= lane_act_{j};");
             if l.cut(j) {
                 let start = match l.delay(j) {
@@ -899,6 +1149,9 @@ impl Pe {
                 let (to, from) = (l.skew(j, d), l.skew(j, d - 1));
                 let _ = writeln!(w, "    k_act${to} <= k_act${from};");
                 let _ = writeln!(w, "    k_weight${to} <= k_weight${from};");
+                if l.pack {
+                    let _ = writeln!(w, "    k_weight_b${to} <= k_weight_b${from};");
+                }
                 if l.mixed() {
                     let _ = writeln!(w, "    k_shift${to} <= k_shift${from};");
                 }
@@ -911,6 +1164,9 @@ impl Pe {
                 let k = l.skew(j, 0);
                 let _ = writeln!(w, "    k_act${k} <= act_block[i_index${j}];");
                 let _ = writeln!(w, "    k_weight${k} <= i_weight${j};");
+                if l.pack {
+                    let _ = writeln!(w, "    k_weight_b${k} <= i_weight_b${j};");
+                }
                 if l.mixed() {
                     let _ = writeln!(w, "    k_shift${k} <= i_shift;");
                 }
@@ -948,6 +1204,9 @@ impl Pe {
         }
         for j in 0..l.lanes {
             let _ = writeln!(w, "    i_weight${j} <= in_weight${j};");
+            if l.pack {
+                let _ = writeln!(w, "    i_weight_b${j} <= in_weight_b${j};");
+            }
             let _ = writeln!(w, "    i_index${j} <= in_index${j};");
         }
         for j in 0..s {
@@ -1006,14 +1265,18 @@ impl Logic for Pe {
         for v in [
             &mut self.i_act,
             &mut self.i_weight,
+            &mut self.i_weight_b,
             &mut self.k_act,
             &mut self.k_weight,
+            &mut self.k_weight_b,
             &mut self.ma,
         ] {
             v.iter_mut().for_each(|x| x.connect());
         }
         self.i_index.iter_mut().for_each(|x| x.connect());
         self.m.iter_mut().for_each(|x| x.connect());
+        self.pm.iter_mut().for_each(|x| x.connect());
+        self.pp.iter_mut().for_each(|x| x.connect());
         for v in [&mut self.i_scale, &mut self.sb_scale, &mut self.g_scale] {
             v.iter_mut().for_each(|x| x.connect());
         }
@@ -1038,5 +1301,67 @@ impl Logic for Pe {
 
     fn hdl(&self) -> Verilog {
         Verilog::Custom(self.verilog())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pair_of_int8_weights_packs_into_the_27_bit_port() {
+        let port = -(1i64 << 26)..(1i64 << 26);
+        for a in -128..=127 {
+            for b in -128..=127 {
+                assert!(port.contains(&packed_weight(a, b)), "({a}, {b})");
+            }
+        }
+        // Without the offset the corner does not fit: −128 · 2^19 − 128 < −2^26.
+        assert!(!port.contains(&((-128i64 << PACKED_SHIFT) - 128)));
+    }
+
+    #[test]
+    fn packed_column_sums_split_exactly_at_the_edges_of_their_range() {
+        // Chains of 1 to 16 lanes with every activation and both weights at the corners of
+        // int8, and the column sums' extremes over 16 lanes: −260096 and 262144.
+        let corners = [-128i64, -127, -1, 0, 1, 127];
+        for lanes in [1usize, 2, 4, 8, 16] {
+            for &a in &corners {
+                for &wa in &corners {
+                    for &wb in &corners {
+                        // Alternate the signs along the chain as well as keeping them uniform.
+                        for alternate in [false, true] {
+                            let (mut p, mut asum, mut sa, mut sb) = (0, 0, 0, 0);
+                            for l in 0..lanes {
+                                let a = if alternate && l % 2 == 1 { -a - 1 } else { a };
+                                p += a * packed_weight(wa, wb);
+                                asum += a;
+                                sa += a * wa;
+                                sb += a * wb;
+                            }
+                            assert_eq!(
+                                unpack_columns(p, asum),
+                                (sa, sb),
+                                "{lanes} lanes of {a} × ({wa}, {wb}), alternate {alternate}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let (lo, hi) = (16 * -128 * 127, 16 * 128 * 128);
+        assert_eq!((lo, hi), (PACKED_LOW_MIN, 262144));
+        for sa in [lo, lo + 1, -1, 0, 1, hi - 1, hi] {
+            for sb in [lo, 0, hi] {
+                for asum in [-2048i64, 0, 2032] {
+                    let p = (sb << PACKED_SHIFT) + sa + PACKED_A_OFFSET * asum;
+                    assert_eq!(unpack_columns(p, asum), (sa, sb), "({sa}, {sb}, {asum})");
+                }
+            }
+        }
+        // One past the window's top aliases to its bottom: the window is exactly as wide as
+        // 16 lanes need.
+        let over = lo + (1 << PACKED_SHIFT);
+        assert_ne!(unpack_columns(over, 0), (over, 0));
     }
 }

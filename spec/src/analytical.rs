@@ -210,18 +210,32 @@ pub struct MatrixWork {
 /// How the matrix engine runs a matrix of work: the tile loop the hardware controller executes
 /// (`tessera_hdl::engine`), one step per cycle.
 ///
-/// Each PE's chain has `lanes = ⌊chain × macs_per_dsp⌋` kept weights per step and reads one
-/// 16-wide block of activations. With N kept per block and `N < lanes`, reduction nodes cut the
-/// chain into `segments = lanes / N` parts, one output column each; otherwise a block takes
-/// `⌈N / lanes⌉` steps. An *item* is one output row and `segments` columns; items go to the
-/// `rows × cols` PEs in passes, and every pass steps through all `⌈k / 16⌉` blocks.
+/// Each PE's chain has `lanes` DSP multipliers and reads one 16-wide block of activations per
+/// step: `lanes = chain` at one or more MACs per DSP, `⌊chain × macs_per_dsp⌋` (at least 1) below
+/// one (an fp16 MAC spread over several DSPs). With N kept per block and `N < lanes`, reduction
+/// nodes cut the chain into `lanes / N` parts, one output column each; otherwise a block takes
+/// `⌈N / lanes⌉` steps.
+///
+/// DSP packing (AMD WP486, "Deep Learning with INT8 Optimization on Xilinx Devices": two int8
+/// weights of a DSP48E2's 27-bit port share the activation on its 18-bit port) multiplies one
+/// activation by two weights, so both must sit at the same reduction index: two output columns
+/// whose kept positions coincide. Only dense weights (`N = 16`) guarantee that, so
+/// `pack = ⌊macs_per_dsp⌋` for dense weights and 1 for N:M sparse ones (whose columns keep
+/// different positions); a fractional part buys nothing (a DSP packs whole columns). The
+/// hardware generator builds `macs_per_dsp` 1 and 2 only. A chain then computes
+/// `segments = pack × max(1, lanes / N)` columns at once.
+///
+/// An *item* is one output row and `segments` columns; items go to the `rows × cols` PEs in
+/// passes, and every pass steps through all `⌈k / 16⌉` blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MatrixTiling {
-    /// Kept weights a PE multiplies per step.
+    /// DSP multipliers of a PE's chain, each taking one kept position per step.
     pub lanes: u64,
-    /// Output columns a PE computes at once.
+    /// Output columns sharing each multiplier (2 for DSP-packed dense int8, else 1).
+    pub pack: u64,
+    /// Output columns a PE computes at once: `pack × max(1, lanes / N)`.
     pub segments: u64,
-    /// Steps per 16-wide block.
+    /// Steps per 16-wide block: `⌈N / lanes⌉`.
     pub steps_per_block: u64,
     /// 16-wide blocks along the reduction.
     pub blocks: u64,
@@ -243,15 +257,26 @@ pub fn matrix_tiling(
     k: u64,
     nm: u32,
 ) -> MatrixTiling {
-    let lanes = ((matrix.chain() as f64 * macs_per_dsp).floor() as u64).max(1);
+    let chain = matrix.chain();
+    let lanes = if macs_per_dsp >= 1.0 {
+        chain
+    } else {
+        ((chain as f64 * macs_per_dsp).floor() as u64).max(1)
+    };
     let nm = (nm as u64).clamp(1, 16);
-    let segments = (lanes / nm).max(1);
+    let pack = if nm == 16 {
+        (macs_per_dsp.floor() as u64).max(1)
+    } else {
+        1
+    };
+    let segments = pack * (lanes / nm).max(1);
     let steps_per_block = nm.div_ceil(lanes);
     let blocks = k.div_ceil(16);
     let items = m * n.div_ceil(segments);
     let passes = items.div_ceil(matrix.rows() * matrix.cols());
     MatrixTiling {
         lanes,
+        pack,
         segments,
         steps_per_block,
         blocks,

@@ -1,9 +1,10 @@
 //! Measured resources of the generated matrix engine: Yosys counts over a grid of engines
 //! (`spec/data/resources-yosys-xcup.json`, written by `tessera calibrate`), fitted per datapath
 //! by least squares to `resource ≈ c₀ + c₁·PEs + c₂·PEs·lanes + c₃·PEs·segments`, where
-//! `segments = lanes / min(N, lanes)` counts the dequantisers per PE. Sweeps use the fit for
-//! engines the generator can build (int8 activations, `macs_per_dsp = 1`, chains of 1 to 16);
-//! other engines have no measured estimate.
+//! `segments = lanes / min(N, lanes)` (at least 2 on a packing engine) counts the dequantisers per
+//! PE. Sweeps use the fit for engines the generator can build (int8 activations, `macs_per_dsp`
+//! 1 or 2, chains of 1 to 16), fitted over the points with the same datapath and packing; other
+//! engines have no measured estimate.
 
 use crate::accel::MatrixEngine;
 use crate::compression::ActivationFormat;
@@ -36,6 +37,9 @@ pub struct CalibrationPoint {
     pub segments: u64,
     /// Lane multipliers.
     pub datapath: Datapath,
+    /// Whether its precisions pack two MACs per DSP (points written before packing have none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pack: bool,
     /// DSP slices.
     pub dsp: u64,
     /// LUTs (logic and memory).
@@ -91,11 +95,11 @@ impl Calibration {
     /// The estimate for `matrix`, or `None` when the generator cannot build it or the
     /// calibration has too few points of its datapath.
     pub fn estimate(&self, matrix: &MatrixEngine) -> Option<ResourceEstimate> {
-        let (datapath, segments) = buildable(matrix)?;
+        let (datapath, pack, segments) = buildable(matrix)?;
         let points: Vec<&CalibrationPoint> = self
             .points
             .iter()
-            .filter(|p| p.datapath == datapath)
+            .filter(|p| p.datapath == datapath && p.pack == pack)
             .collect();
         let features = |pes: f64, lanes: f64, segs: f64| [1.0, pes, pes * lanes, pes * segs];
         let rows: Vec<[f64; 4]> = points
@@ -118,13 +122,14 @@ impl Calibration {
             ff: fit(&|p| p.ff as f64)?.round() as u64,
             bram36: (fit(&|p| p.bram36)? * 2.0).round() / 2.0,
             source: format!(
-                "fit over {} {} engines synthesised by {} ({}, banks of {} words)",
+                "fit over {} {}{} engines synthesised by {} ({}, banks of {} words)",
                 points.len(),
                 match datapath {
                     Datapath::Multiplier => "multiplier",
                     Datapath::ShiftAdd => "shift-and-add",
                     Datapath::Mixed => "mixed",
                 },
+                if pack { " packing" } else { "" },
                 self.yosys,
                 self.synthesis,
                 self.bank_words
@@ -133,20 +138,22 @@ impl Calibration {
     }
 }
 
-/// The datapath and segments per PE of an engine the generator can build.
-pub fn buildable(matrix: &MatrixEngine) -> Option<(Datapath, u64)> {
+/// The datapath, whether it packs two MACs per DSP, and the segments per PE of an engine the
+/// generator can build.
+pub fn buildable(matrix: &MatrixEngine) -> Option<(Datapath, bool, u64)> {
     let lanes = matrix.chain();
     if !(lanes.is_power_of_two() && lanes <= 16) {
         return None;
     }
-    let (mut mul, mut sa) = (false, false);
+    let (mut mul, mut sa, mut pack) = (false, false, false);
     for p in matrix.precisions() {
         if p.activation() != ActivationFormat::Int8
             || p.weight().bits() > 8
-            || p.macs_per_dsp() != 1.0
+            || !(p.macs_per_dsp() == 1.0 || p.macs_per_dsp() == 2.0)
         {
             return None;
         }
+        pack |= p.macs_per_dsp() == 2.0;
         if p.shift_add() {
             sa = true;
         } else {
@@ -166,7 +173,12 @@ pub fn buildable(matrix: &MatrixEngine) -> Option<(Datapath, u64)> {
         .min()
         .unwrap_or(16)
         .min(16) as u64;
-    Some((datapath, (lanes / min_n.min(lanes).max(1)).max(1)))
+    let segments = (lanes / min_n.min(lanes).max(1)).max(1);
+    Some((
+        datapath,
+        pack,
+        if pack { segments.max(2) } else { segments },
+    ))
 }
 
 /// Ordinary least squares by the normal equations (4 unknowns); `None` when singular.

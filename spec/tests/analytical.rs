@@ -1,7 +1,7 @@
 //! The analytical model against hand-computed formulas and physical bounds.
 
 use tessera_spec::accel::{Accelerator, Holds};
-use tessera_spec::analytical::{streaming_bandwidth, AccelModel, Bound, GpuModel};
+use tessera_spec::analytical::{matrix_tiling, streaming_bandwidth, AccelModel, Bound, GpuModel};
 use tessera_spec::compression::{self, Compression, OpClass, Sparsity};
 use tessera_spec::gpu::{Gpu, ServingStack};
 use tessera_spec::graph::{DType, Graph, Op, OpCost, OpKind, Phase, Tensor, TensorKind};
@@ -131,23 +131,72 @@ fn activations_that_fit_stay_on_chip_and_larger_ones_spill() {
     assert_eq!(e.ops[0].dram_bytes, weights + 2 * big);
 }
 
+/// Compute cycles of one `m × k → n` linear layer under `comp` on `accel`, less the pipeline.
+fn linear_steps(accel: &Accelerator, comp: &Compression, (m, k, n): (u64, u64, u64)) -> u64 {
+    let e = AccelModel::new(accel, comp)
+        .unwrap()
+        .pass(&one_linear(comp, m, k, n));
+    e.ops[0].compute_cycles.0 - accel.matrix().pipeline_depth()
+}
+
 #[test]
-fn n_m_sparsity_halves_matrix_work() {
-    let a = Accelerator::preset("u280").unwrap();
+fn n_m_sparsity_halves_matrix_work_unless_it_undoes_packing() {
     let dense = compression::preset("w4a8-g128").unwrap();
     let sparse = compression::preset("w4a8-nm8").unwrap();
-    let (m, k, n) = (1024, 4096, 4096);
-    let d = AccelModel::new(&a, &dense)
-        .unwrap()
-        .pass(&one_linear(&dense, m, k, n));
-    let s = AccelModel::new(&a, &sparse)
-        .unwrap()
-        .pass(&one_linear(&sparse, m, k, n));
-    assert_eq!(s.ops[0].effective_macs * 2, d.ops[0].effective_macs);
+    let shape = (1024, 4096, 4096);
+    // One MAC per DSP (tiny): N:8 takes half the steps of dense.
+    let tiny = Accelerator::preset("tiny").unwrap();
     assert_eq!(
-        s.ops[0].compute_cycles.0 - 24,
-        (d.ops[0].compute_cycles.0 - 24) / 2
+        linear_steps(&tiny, &sparse, shape) * 2,
+        linear_steps(&tiny, &dense, shape)
     );
+    // Two MACs per DSP (u280): packing needs two columns at the same kept positions, which only
+    // dense weights have, so N:8 runs at the rate of dense: 1024 × 4096 × 4096 / (4,096 DSPs ×
+    // 2) steps either way.
+    let u280 = Accelerator::preset("u280").unwrap();
+    let d = AccelModel::new(&u280, &dense)
+        .unwrap()
+        .pass(&one_linear(&dense, shape.0, shape.1, shape.2));
+    let s = AccelModel::new(&u280, &sparse)
+        .unwrap()
+        .pass(&one_linear(&sparse, shape.0, shape.1, shape.2));
+    assert_eq!(s.ops[0].effective_macs * 2, d.ops[0].effective_macs);
+    assert_eq!(linear_steps(&u280, &dense, shape), (1 << 34) / 8192);
+    assert_eq!(linear_steps(&u280, &sparse, shape), (1 << 34) / 8192);
+}
+
+#[test]
+fn the_tile_loop_packs_two_columns_only_for_dense_weights() {
+    let u280 = Accelerator::preset("u280").unwrap();
+    let tiny = Accelerator::preset("tiny").unwrap();
+    // (engine, macs per DSP, m, n, k, N) → (lanes, pack, segments, steps per block, steps).
+    let cases = [
+        // 16 lanes, dense, packed: 2 columns per item; 64 × 2048 items / 256 PEs = 512 passes
+        // of 256 blocks.
+        (&u280, 2.0, 64, 4096, 4096, 16, (16, 2, 2, 1, 512 * 256)),
+        // N:8 cannot pack: 2 segments of 8 lanes, the same 512 passes.
+        (&u280, 2.0, 64, 4096, 4096, 8, (16, 1, 2, 1, 512 * 256)),
+        // N:2: 8 segments of 2 lanes: 64 × 512 items = 128 passes.
+        (&u280, 2.0, 64, 4096, 4096, 2, (16, 1, 8, 1, 128 * 256)),
+        // fp16 at 0.5 MACs per DSP: 8 lanes, a dense block in 2 steps, 1024 passes.
+        (&u280, 0.5, 64, 4096, 4096, 16, (8, 1, 1, 2, 1024 * 256 * 2)),
+        // 4 lanes packed: 2 columns × 4 positions per step, 4 steps a block; 3 × ⌈5/2⌉ = 9
+        // items on 4 PEs = 3 passes of 3 blocks.
+        (&tiny, 2.0, 3, 5, 40, 16, (4, 2, 2, 4, 3 * 3 * 4)),
+        // The same at one MAC per DSP: 15 items, 4 passes.
+        (&tiny, 1.0, 3, 5, 40, 16, (4, 1, 1, 4, 4 * 3 * 4)),
+        // N:2 on 4 lanes: 2 segments, one step a block, unpacked at 2 MACs per DSP too.
+        (&tiny, 2.0, 3, 5, 40, 2, (4, 1, 2, 1, 3 * 3)),
+    ];
+    for (accel, mpd, m, n, k, nm, want) in cases {
+        let t = matrix_tiling(accel.matrix(), mpd, m, n, k, nm);
+        assert_eq!(
+            (t.lanes, t.pack, t.segments, t.steps_per_block, t.steps),
+            want,
+            "{} at {mpd} MACs/DSP, {m}×{n}×{k}, N = {nm}",
+            accel.name()
+        );
+    }
 }
 
 #[test]

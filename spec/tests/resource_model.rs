@@ -27,7 +27,12 @@ const SA: &str = r#"{ weight = "int4", activation = "int8", macs_per_dsp = 1.0, 
 #[test]
 fn the_fit_reproduces_the_calibration_points() {
     let cal = Calibration::builtin();
-    assert_eq!(cal.points.len(), 36, "the shipped grid");
+    assert_eq!(
+        cal.points.len(),
+        60,
+        "the shipped grid: 36 plain, 24 packing"
+    );
+    assert_eq!(cal.points.iter().filter(|p| p.pack).count(), 24);
     assert!(cal.yosys.starts_with("Yosys "));
     for p in &cal.points {
         let precisions = match p.datapath {
@@ -35,13 +40,15 @@ fn the_fit_reproduces_the_calibration_points() {
             Datapath::ShiftAdd => SA.to_string(),
             Datapath::Mixed => format!("{MUL}, {SA}"),
         };
-        // Chains of 2 have one segment either way; the estimate depends only on the segments.
-        let nm = if p.segments > 1 {
-            "[2, 4, 8, 16]"
+        let precisions = if p.pack {
+            precisions.replace("macs_per_dsp = 1.0", "macs_per_dsp = 2.0")
         } else {
-            "[16]"
+            precisions
         };
-        let a = variant(p.rows, p.cols, p.chain, &precisions, nm);
+        // The estimate depends only on the segments: N = chain / segments gives them (a packing
+        // engine has at least 2 whatever N).
+        let nm = format!("[{}, 16]", p.chain / p.segments);
+        let a = variant(p.rows, p.cols, p.chain, &precisions, &nm);
         let e = cal
             .estimate(a.matrix())
             .expect("a calibrated engine has an estimate");
@@ -66,7 +73,29 @@ fn engines_the_generator_cannot_build_have_no_estimate() {
     assert!(Calibration::builtin().estimate(u280.matrix()).is_none());
     assert_eq!(engine_dsps(u280.matrix()), u280.matrix().dsps());
     let tiny = Accelerator::preset("tiny").unwrap();
-    assert_eq!(buildable(tiny.matrix()), Some((Datapath::Mixed, 2)));
+    assert_eq!(buildable(tiny.matrix()), Some((Datapath::Mixed, false, 2)));
+}
+
+#[test]
+fn packing_engines_are_estimated_from_packing_points() {
+    let text = include_str!("../../examples/accelerators/u280-int8.toml");
+    let u280 = Accelerator::from_toml_str(text, "u280-int8.toml").unwrap();
+    // int8 / int4 on multipliers, int3 / int2 shift-and-add, N:8 sparsity: 2 segments.
+    assert_eq!(buildable(u280.matrix()), Some((Datapath::Mixed, true, 2)));
+    let e = Calibration::builtin().estimate(u280.matrix()).unwrap();
+    assert!(e.source.contains("mixed packing engines"), "{}", e.source);
+    // One DSP per lane at least: packing does not halve the multipliers.
+    assert!(e.dsp >= u280.matrix().dsps(), "{e:?}");
+    // Packing adds no DSP to an engine of the same shape.
+    let mul = MUL.replace("macs_per_dsp = 1.0", "macs_per_dsp = 2.0");
+    let cal = Calibration::builtin();
+    let packed = cal
+        .estimate(variant(2, 2, 4, &mul, "[16]").matrix())
+        .unwrap();
+    let plain = cal
+        .estimate(variant(2, 2, 4, MUL, "[2, 4, 8, 16]").matrix())
+        .unwrap();
+    assert_eq!(packed.dsp, plain.dsp, "{packed:?} vs {plain:?}");
 }
 
 #[test]

@@ -17,26 +17,27 @@ use tessera_spec::compression::ActivationFormat;
 use tessera_spec::isa::{self, Instruction, MatrixOp};
 
 /// The instructions checked: shapes with ragged rows, columns and blocks, every supported N of
-/// N:16 and every int8-activation precision of the spec (on its own datapath), symmetric and
-/// asymmetric, with and without quantisation groups.
+/// N:16 and every int8-activation precision of the spec (on its own datapath; a precision at two
+/// MACs per DSP packs its dense cases and runs its N:M ones unpacked), symmetric and asymmetric,
+/// with and without quantisation groups.
 pub fn grid(accel: &Accelerator) -> Vec<MatrixCase> {
     let m = accel.matrix();
     let mut nms: Vec<u32> = m.sparse().nm().to_vec();
     if !nms.contains(&16) {
         nms.push(16);
     }
-    let precisions: Vec<(u32, bool)> = m
+    let precisions: Vec<(u32, bool, bool)> = m
         .precisions()
         .iter()
         .filter(|p| p.activation() == ActivationFormat::Int8 && p.weight().bits() <= 8)
-        .map(|p| (p.weight().bits(), p.shift_add()))
+        .map(|p| (p.weight().bits(), p.shift_add(), p.macs_per_dsp() == 2.0))
         .collect();
     let group = m.group_sizes().iter().copied().min().unwrap_or(0) as usize;
     let shapes = [(1, 1, 16), (1, 7, 48), (3, 5, 40), (2, 9, 64), (5, 3, 32)];
     let mut cases = Vec::new();
     for (i, &(rows, n, k)) in shapes.iter().enumerate() {
         for &nm in &nms {
-            for &(bits, shift_add) in &precisions {
+            for &(bits, shift_add, pack) in &precisions {
                 cases.push(MatrixCase {
                     m: rows,
                     n,
@@ -46,6 +47,7 @@ pub fn grid(accel: &Accelerator) -> Vec<MatrixCase> {
                     weight_bits: bits,
                     shift_add,
                     asymmetric: bits < 8 && (nm as usize + i) % 3 == 0,
+                    pack,
                 });
             }
         }
@@ -119,11 +121,7 @@ pub struct Plan {
 impl Plan {
     /// Seeded operands and golden results for `cases` on `engine`.
     pub fn new(engine: &MatrixEngine, cases: Vec<MatrixCase>) -> Plan {
-        let g = Geometry {
-            pes: engine.pes(),
-            lanes: engine.lanes(),
-            segments: engine.segments(),
-        };
+        let g = Geometry::of(engine);
         let mut script = Vec::new();
         let (mut maps, mut want) = (Vec::new(), Vec::new());
         for (i, case) in cases.iter().enumerate() {
@@ -181,4 +179,13 @@ pub fn run_grid(
     let plan = Plan::new(&engine, grid(accel));
     let record = run_engine_verilog(&mut engine, &plan.script, simulator, dir, vcd)?;
     Ok(plan.compare(accel, &format!("{simulator:?}").to_lowercase(), &record))
+}
+
+/// The `tiny` preset with every precision at two MACs per DSP: the smallest packing engine, for
+/// tests (its dense instructions pack two columns per lane, its N:M ones run unpacked).
+pub fn packed_tiny() -> Accelerator {
+    let text = Accelerator::preset_text("tiny")
+        .expect("tiny is a preset")
+        .replace("macs_per_dsp = 1.0", "macs_per_dsp = 2.0");
+    Accelerator::from_toml_str(&text, "tiny-packed.toml").expect("tiny packed is valid")
 }

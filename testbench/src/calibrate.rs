@@ -26,22 +26,32 @@ pub struct GridPoint {
     pub datapath: Datapath,
     /// Whether N:16 sparsity down to 2:16 is supported (otherwise dense only).
     pub sparse: bool,
+    /// Whether the precisions pack two MACs per DSP (`macs_per_dsp = 2`).
+    pub pack: bool,
 }
 
-/// The default grid: 1 and 4 PEs, chains of 2, 4 and 8, every datapath, sparse and dense.
+/// The default grid: 1 and 4 PEs, chains of 2, 4 and 8, every datapath, sparse and dense, one
+/// MAC per DSP; then the same sizes packing two MACs per DSP with the datapaths that have DSP
+/// multipliers (u280's and vhk158's).
 pub fn default_grid() -> Vec<GridPoint> {
     let mut g = Vec::new();
-    for (rows, cols) in [(1, 1), (2, 2)] {
-        for chain in [2, 4, 8] {
-            for datapath in [Datapath::Multiplier, Datapath::ShiftAdd, Datapath::Mixed] {
-                for sparse in [true, false] {
-                    g.push(GridPoint {
-                        rows,
-                        cols,
-                        chain,
-                        datapath,
-                        sparse,
-                    });
+    for pack in [false, true] {
+        for (rows, cols) in [(1, 1), (2, 2)] {
+            for chain in [2, 4, 8] {
+                for datapath in [Datapath::Multiplier, Datapath::ShiftAdd, Datapath::Mixed] {
+                    if pack && datapath == Datapath::ShiftAdd {
+                        continue;
+                    }
+                    for sparse in [true, false] {
+                        g.push(GridPoint {
+                            rows,
+                            cols,
+                            chain,
+                            datapath,
+                            sparse,
+                            pack,
+                        });
+                    }
                 }
             }
         }
@@ -63,7 +73,7 @@ pub fn accelerator(p: &GridPoint) -> Accelerator {
         let mut t = toml::map::Map::new();
         t.insert("weight".into(), w.into());
         t.insert("activation".into(), "int8".into());
-        t.insert("macs_per_dsp".into(), 1.0.into());
+        t.insert("macs_per_dsp".into(), if p.pack { 2.0 } else { 1.0 }.into());
         t.insert("shift_add".into(), sa.into());
         toml::Value::Table(t)
     };
@@ -148,6 +158,7 @@ pub fn synthesize_point(p: &GridPoint, dir: &Path) -> Result<CalibrationPoint, T
         chain: p.chain,
         segments,
         datapath: p.datapath,
+        pack: p.pack,
         dsp: r.dsp,
         lut: r.lut,
         ff: r.ff,
@@ -155,9 +166,31 @@ pub fn synthesize_point(p: &GridPoint, dir: &Path) -> Result<CalibrationPoint, T
     })
 }
 
+/// Whether a calibrated point is the synthesis of grid point `p` (a dense and a sparse point with
+/// equal segments are the same engine).
+fn same_engine(c: &CalibrationPoint, p: &GridPoint) -> bool {
+    let params = EngineParams::from_accel(&accelerator(p)).expect("grid point is buildable");
+    (c.rows, c.cols, c.chain, c.segments, c.datapath, c.pack)
+        == (
+            p.rows,
+            p.cols,
+            p.chain,
+            params.max_segments() as u64,
+            p.datapath,
+            p.pack,
+        )
+}
+
 /// Synthesises every point (`jobs` at a time) under `dir` and returns the calibration, points in
-/// grid order.
-pub fn calibrate(points: &[GridPoint], dir: &Path, jobs: usize) -> Result<Calibration, ToolError> {
+/// grid order. Points of `reuse` made by the same Yosys are copied instead of synthesised again.
+pub fn calibrate(
+    points: &[GridPoint],
+    dir: &Path,
+    jobs: usize,
+    reuse: Option<&Calibration>,
+) -> Result<Calibration, ToolError> {
+    let yosys = yosys_version()?;
+    let reuse = reuse.filter(|c| c.yosys == yosys);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()
@@ -166,11 +199,17 @@ pub fn calibrate(points: &[GridPoint], dir: &Path, jobs: usize) -> Result<Calibr
         points
             .par_iter()
             .enumerate()
-            .map(|(i, p)| synthesize_point(p, &dir.join(format!("point-{i:03}"))))
+            .map(|(i, p)| {
+                let known = reuse.and_then(|c| c.points.iter().find(|c| same_engine(c, p)));
+                match known {
+                    Some(c) => Ok(c.clone()),
+                    None => synthesize_point(p, &dir.join(format!("point-{i:03}"))),
+                }
+            })
             .collect()
     });
     Ok(Calibration {
-        yosys: yosys_version()?,
+        yosys,
         synthesis: SYNTHESIS.into(),
         bank_words: BANK_WORDS as u64,
         note: "dequantiser 2 stages; pipeline depth one stage over the generator's minimum".into(),

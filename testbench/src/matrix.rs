@@ -25,6 +25,9 @@ pub struct MatrixCase {
     pub shift_add: bool,
     /// Whether the weights carry a zero point per group (asymmetric quantisation).
     pub asymmetric: bool,
+    /// Whether the precision packs two MACs per DSP (its dense instructions run two columns per
+    /// lane; `analytical::MatrixTiling::pack`).
+    pub pack: bool,
 }
 
 impl MatrixCase {
@@ -159,12 +162,13 @@ pub fn matrix_golden(case: &MatrixCase, d: &MatrixData) -> Vec<Vec<i64>> {
 pub enum Command {
     /// Write an activation word (16 lanes).
     WriteAct(u64, Vec<u64>),
-    /// Write a weight word (`lanes` lanes of `index << 8 | weight`).
+    /// Write a weight word (`lanes` lanes of `index << 8 | weight`, then on a packing engine
+    /// `lanes` column-B weights).
     WriteWeight(u64, Vec<u64>),
     /// Write a scale word (`segments` lanes of `zero point << 16 | scale`).
     WriteScale(u64, Vec<u64>),
-    /// Run an instruction and record its cycles: `m, n, k, log2 N, group, shift-and-add`.
-    Run([u64; 6]),
+    /// Run an instruction and record its cycles: `m, n, k, log2 N, group, shift-and-add, pack`.
+    Run([u64; 7]),
     /// Read result word `address` of PE `pe` and record it.
     Read(u64, u64),
 }
@@ -187,6 +191,20 @@ pub struct Geometry {
     pub lanes: usize,
     /// Segments per PE.
     pub segments: usize,
+    /// Columns per lane on a packed instruction (1 or 2).
+    pub pack: usize,
+}
+
+impl Geometry {
+    /// The geometry of `engine`.
+    pub fn of(engine: &tessera_hdl::MatrixEngine) -> Geometry {
+        Geometry {
+            pes: engine.pes(),
+            lanes: engine.lanes(),
+            segments: engine.segments(),
+            pack: engine.pack(),
+        }
+    }
 }
 
 /// Where each lane of each result read lands: `(row, column)`, or `None` past `n`.
@@ -202,7 +220,10 @@ pub fn script_case(
 ) -> ReadMap {
     let nm = case.nm as usize;
     let lanes_per_col = nm.min(g.lanes);
-    let segments = (g.lanes / nm).max(1);
+    // Dense instructions of a packing precision run columns 2g (lanes) and 2g + 1 (the
+    // column-B lanes) at the same positions; the chain itself is never cut then.
+    let pack = if case.pack && nm == BLOCK { g.pack } else { 1 };
+    let segments = pack * (g.lanes / nm).max(1);
     let steps_per_block = nm.div_ceil(g.lanes);
     let blocks = case.blocks();
     let col_groups = case.n.div_ceil(segments);
@@ -219,18 +240,27 @@ pub fn script_case(
         for sub in 0..steps_per_block {
             let step = b * steps_per_block + sub;
             for cg in 0..col_groups {
-                let lanes = (0..g.lanes)
+                let lane = |c: usize, j: usize| {
+                    let t = sub * lanes_per_col + j % lanes_per_col;
+                    d.kept.get(c).and_then(|col| col[b].get(t)).copied()
+                };
+                let mut lanes: Vec<u64> = (0..g.lanes)
                     .map(|j| {
                         let c = segments * cg + j / lanes_per_col;
-                        let t = sub * lanes_per_col + j % lanes_per_col;
-                        match d.kept.get(c).and_then(|col| col[b].get(t)) {
-                            Some(&(w, p)) if j / lanes_per_col < segments => {
+                        match lane(c, j) {
+                            Some((w, p)) if j / lanes_per_col < segments / pack => {
                                 (p as u64) << 8 | w as u8 as u64
                             }
                             _ => 0,
                         }
                     })
                     .collect();
+                if g.pack == 2 {
+                    lanes.extend((0..g.lanes).map(|j| match lane(segments * cg + 1, j) {
+                        Some((w, _)) if pack == 2 => w as u8 as u64,
+                        _ => 0,
+                    }));
+                }
                 script.push(Command::WriteWeight((step * col_groups + cg) as u64, lanes));
             }
         }
@@ -257,6 +287,7 @@ pub fn script_case(
         case.nm.ilog2() as u64,
         case.group as u64,
         case.shift_add as u64,
+        case.pack as u64,
     ]));
     let items = case.m * col_groups;
     let mut map = Vec::new();

@@ -34,6 +34,9 @@ fn drive(x: &mut Pe, slot: &Slot) {
     for (p, &w) in x.in_weight.iter_mut().zip(&st.weight) {
         p.next = (w as u8 as u64).into();
     }
+    for (p, &w) in x.in_weight_b.iter_mut().zip(&st.weight_b) {
+        p.next = (w as u8 as u64).into();
+    }
     for (p, &i) in x.in_index.iter_mut().zip(&st.index) {
         p.next = (i as u64).into();
     }
@@ -114,8 +117,12 @@ pub fn run_engine_script(
                 Command::WriteWeight(a, lanes) => {
                     x.host_weight_write.next = true;
                     x.host_weight_address.next = (*a).into();
+                    let n = x.host_weight_data.len();
                     for (p, &v) in x.host_weight_data.iter_mut().zip(lanes) {
                         p.next = v.into();
+                    }
+                    for (p, &v) in x.host_weight_b_data.iter_mut().zip(&lanes[n..]) {
+                        p.next = (v & 0xff).into();
                     }
                     wait_clock_cycle!(sim, clock, x);
                     x.host_weight_write.next = false;
@@ -129,7 +136,10 @@ pub fn run_engine_script(
                     wait_clock_cycle!(sim, clock, x);
                     x.host_scale_write.next = false;
                 }
-                Command::Run([m, n, k, nm_log2, group, shift]) => {
+                Command::Run([m, n, k, nm_log2, group, shift, pack]) => {
+                    for p in x.instr_pack.iter_mut() {
+                        p.next = *pack == 1;
+                    }
                     x.instr_m.next = (*m).into();
                     x.instr_n.next = (*n).into();
                     x.instr_k.next = (*k).into();

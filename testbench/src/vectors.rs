@@ -31,16 +31,27 @@ pub enum Fill {
     Extremes,
     /// Zero weights in every group.
     ZeroGroups,
+    /// −128 activations and the weight type's minimum in both columns: each column's chain sum
+    /// is the largest, `lanes · 128 · 128` (262144 for 16 int8 lanes, the top of a packed
+    /// column's window).
+    AllMin,
+    /// −128 activations, column A's weights at the type's maximum and column B's at its minimum:
+    /// column A's sum is the smallest, `lanes · (−128) · 127` (−260096 for 16 int8 lanes, the
+    /// bottom of the window), column B's the largest.
+    Opposed,
 }
 
-/// The steps of one item for a PE with `lanes` lanes and `segments` outputs.
+/// The steps of one item for a PE with `lanes` lanes and `segments` outputs that packs `pack`
+/// columns per lane: on a packing PE a dense item carries column-B weights (other items zeros).
 pub fn item(
     rng: &mut Rng,
     shape: ItemShape,
     fill: Fill,
     lanes: usize,
     segments: usize,
+    pack: usize,
 ) -> Vec<PeStep> {
+    let packed = pack == 2 && shape.n == BLOCK as u32;
     let seg_log2 = shape.n.min(lanes as u32).ilog2();
     let (wlo, whi) = (
         -(1i32 << (shape.weight_bits - 1)),
@@ -58,18 +69,33 @@ pub fn item(
                     hi
                 }
             }
+            Fill::AllMin | Fill::Opposed => lo,
         };
         let act = (0..BLOCK).map(|_| pick(rng, -128, 127) as i8).collect();
         let weight = (0..lanes)
             .map(|_| match fill {
                 Fill::ZeroGroups => 0,
+                Fill::Opposed => whi as i8,
                 _ => pick(rng, wlo, whi) as i8,
             })
             .collect();
+        let weight_b = match pack {
+            2 => (0..lanes)
+                .map(|_| match fill {
+                    _ if !packed => 0,
+                    Fill::ZeroGroups => 0,
+                    _ => pick(rng, wlo, whi) as i8,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         // Positions in the block, drawn independently per lane: the multiplexer must route any
         // index, repeated or not (`matrix::matrix_data` draws distinct ascending N:M positions).
         let index = (0..lanes)
-            .map(|_| rng.int(0, BLOCK as i32 - 1) as u8)
+            .map(|_| match fill {
+                Fill::AllMin | Fill::Opposed => 0,
+                _ => rng.int(0, BLOCK as i32 - 1) as u8,
+            })
             .collect();
         let scale = (0..segments)
             .map(|_| pick(rng, -32767, 32767) as i16)
@@ -92,6 +118,7 @@ pub fn item(
             segment_log2: seg_log2,
             act,
             weight,
+            weight_b,
             index,
             scale,
             zero,
@@ -102,11 +129,11 @@ pub fn item(
 
 /// A stream covering every N of N:16, the int8 / int4 / int2 datapaths (4- and 2-bit weights
 /// asymmetric) and every [`Fill`], each item `groups × steps_per_group` steps, with idle cycles
-/// between some steps. Returns the steps and the per-cycle slots.
+/// between some steps, for a PE of `lanes` lanes and `segments` outputs packing `pack` columns
+/// per lane. Returns the steps and the per-cycle slots.
 pub fn mixed_stream(
     seed: u64,
-    lanes: usize,
-    segments: usize,
+    (lanes, segments, pack): (usize, usize, usize),
     groups: usize,
     steps_per_group: usize,
 ) -> (Vec<PeStep>, Vec<crate::rusthdl::Slot>) {
@@ -114,7 +141,13 @@ pub fn mixed_stream(
     let (mut steps, mut slots) = (Vec::new(), Vec::new());
     for n in [2, 4, 8, 16] {
         for (bits, shift) in [(8, false), (4, true), (2, true)] {
-            for fill in [Fill::Random, Fill::Extremes, Fill::ZeroGroups] {
+            for fill in [
+                Fill::Random,
+                Fill::Extremes,
+                Fill::ZeroGroups,
+                Fill::AllMin,
+                Fill::Opposed,
+            ] {
                 let shape = ItemShape {
                     n,
                     groups,
@@ -123,7 +156,7 @@ pub fn mixed_stream(
                     shift_add: shift,
                     asymmetric: bits < 8,
                 };
-                for st in item(&mut rng, shape, fill, lanes, segments) {
+                for st in item(&mut rng, shape, fill, lanes, segments, pack) {
                     steps.push(st.clone());
                     slots.push(Some(st));
                     if rng.int(0, 3) == 0 {

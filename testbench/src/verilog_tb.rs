@@ -20,7 +20,7 @@ pub enum Simulator {
 }
 
 /// The PE's input ports in vector-file order (most significant first) with their widths.
-fn input_ports(lanes: usize, segments: usize) -> Vec<(String, usize)> {
+fn input_ports(lanes: usize, segments: usize, pack: usize) -> Vec<(String, usize)> {
     let mut ports: Vec<(String, usize)> = [
         "in_valid",
         "in_first",
@@ -35,14 +35,17 @@ fn input_ports(lanes: usize, segments: usize) -> Vec<(String, usize)> {
     ports.push(("in_segment_log2".into(), SEGMENT_BITS));
     ports.extend((0..BLOCK).map(|k| (format!("in_act${k}"), 8)));
     ports.extend((0..lanes).map(|j| (format!("in_weight${j}"), 8)));
+    if pack == 2 {
+        ports.extend((0..lanes).map(|j| (format!("in_weight_b${j}"), 8)));
+    }
     ports.extend((0..lanes).map(|j| (format!("in_index${j}"), 4)));
     ports.extend((0..segments).map(|j| (format!("in_scale${j}"), tessera_hdl::pe::SCALE_BITS)));
     ports
 }
 
-fn slot_values(slot: &Slot, lanes: usize, segments: usize) -> Vec<u64> {
+fn slot_values(slot: &Slot, lanes: usize, segments: usize, pack: usize) -> Vec<u64> {
     let Some(st) = slot else {
-        return vec![0; input_ports(lanes, segments).len()];
+        return vec![0; input_ports(lanes, segments, pack).len()];
     };
     let PeStep {
         first,
@@ -53,6 +56,7 @@ fn slot_values(slot: &Slot, lanes: usize, segments: usize) -> Vec<u64> {
         segment_log2,
         act,
         weight,
+        weight_b,
         index,
         scale,
         zero,
@@ -64,6 +68,9 @@ fn slot_values(slot: &Slot, lanes: usize, segments: usize) -> Vec<u64> {
     v.push(*segment_log2 as u64);
     v.extend(act.iter().map(|&a| a as u8 as u64));
     v.extend(weight.iter().map(|&w| w as u8 as u64));
+    if pack == 2 {
+        v.extend((0..lanes).map(|j| weight_b.get(j).map_or(0, |&w| w as u8 as u64)));
+    }
     v.extend(index.iter().map(|&i| i as u64));
     v.extend(
         scale
@@ -95,12 +102,13 @@ fn pack(values: &[u64], ports: &[(String, usize)]) -> String {
 
 /// The vector file and the testbench module for `slots` on a PE of this size.
 pub fn pe_testbench(pe: &Pe, slots: &[Slot]) -> (String, String) {
-    let (lanes, segments) = (pe.lanes(), pe.segments());
-    let ports = input_ports(lanes, segments);
+    let (lanes, segments, packing) = (pe.lanes(), pe.segments(), pe.pack());
+    let ports = input_ports(lanes, segments, packing);
     let width: usize = ports.iter().map(|(_, w)| w).sum();
     let mut hex = String::new();
     for slot in slots {
-        let _ = writeln!(hex, "{}", pack(&slot_values(slot, lanes, segments), &ports));
+        let values = slot_values(slot, lanes, segments, packing);
+        let _ = writeln!(hex, "{}", pack(&values, &ports));
     }
     let cycles = slots.len() + pe.latency() + 2;
     let mut tb = String::new();
@@ -234,7 +242,8 @@ pub fn engine_testbench(
     script: &[crate::matrix::Command],
 ) -> (String, String) {
     use crate::matrix::Command;
-    let data_bits = [BLOCK * 8, g.lanes * 12, g.segments * 24, 68]
+    let weight_lanes = g.lanes * g.pack;
+    let data_bits = [BLOCK * 8, weight_lanes * 12, g.segments * 24, 69]
         .into_iter()
         .max()
         .unwrap();
@@ -245,8 +254,9 @@ pub fn engine_testbench(
             Command::WriteAct(a, l) => (1, *a, l.clone(), 8),
             Command::WriteWeight(a, l) => (2, *a, l.clone(), 12),
             Command::WriteScale(a, l) => (3, *a, l.clone(), 24),
-            Command::Run([m, n, k, nm, group, shift]) => {
-                // {m, n, k, nm_log2, group, shift} packed into the low 68 bits, shift lowest.
+            Command::Run([m, n, k, nm, group, shift, pack]) => {
+                // {pack, m, n, k, nm_log2, group, shift} packed into the low 69 bits, shift
+                // lowest.
                 let fields = [
                     (*shift, 1),
                     (*group, 16),
@@ -254,6 +264,7 @@ pub fn engine_testbench(
                     (*k, 16),
                     (*n, 16),
                     (*m, 16),
+                    (*pack, 1),
                 ];
                 let mut bits = vec![false; data_bits];
                 let mut at = 0;
@@ -290,6 +301,7 @@ pub fn engine_testbench(
     );
     let _ = writeln!(o, "reg [2:0] instr_nm_log2 = 3'd0;");
     let _ = writeln!(o, "reg instr_shift_add = 1'b0;");
+    let _ = writeln!(o, "reg instr_pack = 1'b0;");
     let _ = writeln!(
         o,
         "reg host_act_write = 1'b0, host_weight_write = 1'b0, host_scale_write = 1'b0;"
@@ -300,7 +312,7 @@ pub fn engine_testbench(
         "reg [15:0] host_result_pe = 16'd0, host_result_address = 16'd0;"
     );
     let _ = writeln!(o, "reg [{}:0] host_act_bus = 0;", BLOCK * 8 - 1);
-    let _ = writeln!(o, "reg [{}:0] host_weight_bus = 0;", g.lanes * 12 - 1);
+    let _ = writeln!(o, "reg [{}:0] host_weight_bus = 0;", weight_lanes * 12 - 1);
     let _ = writeln!(o, "reg [{}:0] host_scale_bus = 0;", g.segments * 24 - 1);
     let _ = writeln!(o, "wire ready, done;");
     for j in 0..g.segments {
@@ -344,6 +356,17 @@ pub fn engine_testbench(
             j * 12
         );
     }
+    if g.pack == 2 {
+        let _ = write!(o, ", .instr_pack$0(instr_pack)");
+        for j in 0..g.lanes {
+            let at = (g.lanes + j) * 12;
+            let _ = write!(
+                o,
+                ", .host_weight_b_data${j}(host_weight_bus[{}:{at}])",
+                at + 7
+            );
+        }
+    }
     for j in 0..g.segments {
         let _ = write!(
             o,
@@ -378,10 +401,10 @@ pub fn engine_testbench(
     let _ = writeln!(o, "        case (line[{}:{}])", width - 1, width - 4);
     let addr = format!("line[{}:{}]", width - 5, width - 20);
     let _ = writeln!(o, "        4'd1: begin host_act_write = 1'b1; host_act_address = {addr}; host_act_bus = line[{}:0]; @(negedge clock); host_act_write = 1'b0; end", BLOCK * 8 - 1);
-    let _ = writeln!(o, "        4'd2: begin host_weight_write = 1'b1; host_weight_address = {addr}; host_weight_bus = line[{}:0]; @(negedge clock); host_weight_write = 1'b0; end", g.lanes * 12 - 1);
+    let _ = writeln!(o, "        4'd2: begin host_weight_write = 1'b1; host_weight_address = {addr}; host_weight_bus = line[{}:0]; @(negedge clock); host_weight_write = 1'b0; end", weight_lanes * 12 - 1);
     let _ = writeln!(o, "        4'd3: begin host_scale_write = 1'b1; host_scale_address = {addr}; host_scale_bus = line[{}:0]; @(negedge clock); host_scale_write = 1'b0; end", g.segments * 24 - 1);
     let _ = writeln!(o, "        4'd4: begin");
-    let _ = writeln!(o, "            {{instr_m, instr_n, instr_k, instr_nm_log2, instr_group, instr_shift_add}} = line[67:0];");
+    let _ = writeln!(o, "            {{instr_pack, instr_m, instr_n, instr_k, instr_nm_log2, instr_group, instr_shift_add}} = line[68:0];");
     let _ = writeln!(o, "            start = 1'b1;");
     let _ = writeln!(o, "            while (!ready) @(negedge clock);");
     let _ = writeln!(o, "            @(negedge clock);");
@@ -434,11 +457,7 @@ pub fn run_engine_verilog(
     dir: &Path,
     vcd: bool,
 ) -> Result<crate::matrix::Record, ToolError> {
-    let g = crate::matrix::Geometry {
-        pes: engine.pes(),
-        lanes: engine.lanes(),
-        segments: engine.segments(),
-    };
+    let g = crate::matrix::Geometry::of(engine);
     let verilog = tessera_hdl::verilog::emit(engine).map_err(|e| ToolError::Failed {
         program: "rust-hdl".into(),
         output: e.to_string(),

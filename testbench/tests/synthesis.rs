@@ -44,6 +44,7 @@ fn larger_engine_agrees_when_asked() {
         chain: 8,
         datapath: Datapath::Mixed,
         sparse: true,
+        pack: false,
     };
     let accel = accelerator(&point);
     let p = EngineParams::from_accel(&accel).unwrap();
@@ -84,4 +85,57 @@ fn the_shipped_calibration_reproduces_with_the_same_yosys() {
     let point = synthesize_point(&grid[0], &dir).unwrap();
     assert_eq!(point, cal.points[0]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Yosys `synth_xilinx` DSP48E2s of one PE built from `p`, or `None` without Yosys.
+fn pe_dsps(p: &EngineParams, name: &str) -> Option<u64> {
+    let mut pe = tessera_hdl::Pe::new(p);
+    let verilog = tessera_hdl::verilog::emit(&mut pe).unwrap();
+    let dir = std::env::temp_dir().join(format!("tessera-pe-dsp-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (module, text) in split_modules(&verilog) {
+        std::fs::write(dir.join(format!("{module}.v")), text).unwrap();
+        files.push(format!("{module}.v"));
+    }
+    let log = dir.join("yosys.log").to_string_lossy().to_string();
+    let r = in_test(synthesize(
+        &dir,
+        &files,
+        SynthTarget::XilinxUltrascalePlus,
+        &log,
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    r.map(|r| r.dsp)
+}
+
+#[test]
+fn a_packed_lane_maps_onto_one_dsp48e2() {
+    // Dense-only PEs (two output segments either way, so the same dequantisers): packing two
+    // columns per lane costs no DSP over one column, and each further packed lane costs one, so
+    // the chain takes rows × cols × chain DSPs, not twice that.
+    let packed = EngineParams::from_accel(&tessera_testbench::agreement::packed_tiny()).unwrap();
+    let dense = |p: EngineParams, lanes: usize| EngineParams {
+        lanes,
+        min_segment_log2: lanes.ilog2(),
+        pipeline_depth: p.pipeline_depth + lanes,
+        ..p
+    };
+    let plain = EngineParams {
+        min_segment_log2: 1,
+        pack: 1,
+        ..dense(packed.clone(), 4)
+    };
+    assert_eq!(plain.max_segments(), 2);
+    assert_eq!(dense(packed.clone(), 4).max_segments(), 2);
+    let Some(one_column) = pe_dsps(&plain, "plain4") else {
+        return;
+    };
+    let four = pe_dsps(&dense(packed.clone(), 4), "packed4").unwrap();
+    let eight = pe_dsps(&dense(packed, 8), "packed8").unwrap();
+    assert_eq!(
+        four, one_column,
+        "a packed lane is one DSP, as an unpacked one"
+    );
+    assert_eq!(eight - four, 4, "four more packed lanes, four more DSPs");
 }
