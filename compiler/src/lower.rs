@@ -23,8 +23,9 @@
 //!   weights load compressed (values plus a bit per weight) and are decompressed into the buffer
 //!   (loaded sparse, computed dense). The DMA moves the encoded bytes.
 //! - A wave's product covers every input row when all results fit the results buffer side by side
-//!   and `m ≤ matrix.rows` (decode); otherwise (prefill) it is cut into row tiles whose results
-//!   fill half of the results buffer, the halves alternating, so the weights still stream once.
+//!   (decode, and prefills whose results fit on chip: the results land in place, row-major);
+//!   otherwise (a timing model) it is cut into row tiles whose results fill half of the results
+//!   buffer, the halves alternating, so the weights still stream once.
 
 use std::ops::Range;
 use tessera_spec::accel::{Accelerator, Holds};
@@ -540,8 +541,8 @@ pub(crate) fn lower_streamed(
         for t in 0..tiles_here {
             let (tile_rows, a_addr) = tiles.tile(t);
             let (c_addr, c_stride) = match tiles.results_half {
-                // All results in one row-major `m × n` tensor (decode): the wave's columns at
-                // their offset in every row.
+                // All results in one row-major `m × n` tensor: the wave's columns at their
+                // offset in every row.
                 None if m > 1 && n <= u16::MAX as u64 => (first_row * out_bytes, n as u16),
                 // A single row, or rows too wide for the stride field: the wave's rows packed
                 // after the previous waves'.
@@ -665,10 +666,12 @@ impl RowTiles {
 }
 
 /// The row tiles of `s`, whose waves hold at most `wave_rows` streamed rows. When all results fit
-/// the results buffer side by side (decode), one product per wave covers every input row (at most
-/// the PE rows, the matrix-vector shape); otherwise (prefill GEMM) a product covers as many input
-/// rows as half of the results buffer holds for a wave. The input rows stay in the activations
-/// buffer throughout; an input larger than that buffer is refused.
+/// the results buffer side by side from `c_addr` (decode, or a prefill whose results fit on
+/// chip), one product per wave covers every input row and its results land in place; otherwise
+/// (a prefill GEMM too large for the results buffer, a timing model) a product covers as many
+/// input rows as half of the results buffer holds for a wave, the halves alternating, and a
+/// tile of scaled int8 rows does not find its rows' scales (they follow all `m` rows). The input
+/// rows stay in the activations buffer throughout; an input larger than that buffer is refused.
 fn row_tiles(accel: &Accelerator, s: &Streamed, wave_rows: u64) -> Result<RowTiles, LowerError> {
     let err = |reason: String, key: &str| LowerError {
         op: s.name.to_string(),
@@ -696,7 +699,12 @@ fn row_tiles(accel: &Accelerator, s: &Streamed, wave_rows: u64) -> Result<RowTil
     let results = accel.buffers()[s.results as usize].bytes().0;
     let out_bytes = s.out.bytes();
     let all_results = m * s.n * out_bytes;
-    if m <= accel.matrix().rows() && all_results <= results {
+    // Results that fit where they go land in place, every row of a wave in one product (decode
+    // rows up to the PE rows, and any rows whose whole result fits from `c_addr`: the engine
+    // tiles them in time).
+    let in_place =
+        m <= accel.matrix().rows() || (m <= u16::MAX as u64 && s.c_addr + all_results <= results);
+    if all_results <= results && in_place {
         return Ok(RowTiles {
             m,
             rows: m,

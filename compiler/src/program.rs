@@ -208,9 +208,13 @@ pub fn data_semantics(
             "prefill tiles rows through alternating result halves and streams attention as rows",
         ),
         (
-            graph.batch > accel.matrix().rows(),
-            "more sequences than the matrix engine has PE rows (a product's rows would tile \
-             through alternating halves of the results buffer)",
+            graph.tokens() > 1
+                && graph.ops().any(|o| match o.kind {
+                    OpKind::Linear { n, .. } => n > u16::MAX as u64,
+                    _ => false,
+                }),
+            "products of several rows with more than 65,535 outputs (a result row's stride \
+             does not fit its field)",
         ),
         (
             roles.activations == roles.weights

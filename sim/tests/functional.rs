@@ -231,7 +231,7 @@ fn run_compiled_linear(comp: &Compression, w: &QuantWeights, x: &[i8], m: usize)
     // One row-major `m × n` tensor: each wave's product writes its columns of every row.
     for ins in &program.instructions {
         if let Instruction::Matvec(op) | Instruction::Matmul(op) = ins {
-            assert_eq!(op.m as usize, m, "decode shapes take every row at once");
+            assert_eq!(op.m as usize, m, "results that fit take every row at once");
         }
     }
     f32_values(&data.buffer(roles.results)[..m * n * 4])
@@ -240,8 +240,8 @@ fn run_compiled_linear(comp: &Compression, w: &QuantWeights, x: &[i8], m: usize)
 #[test]
 fn compiled_linear_layers_equal_the_golden_reference() {
     let mut rng = Rng::new(0xc0de);
-    // (bits, group, N of 16 kept, input rows): decode products on the matrix-vector unit (one
-    // row) and the matrix-matrix unit (several), every wave split over the u280's 32 channels.
+    // (bits, group, N of 16 kept, input rows): products on the matrix-vector unit (one row) and
+    // the matrix-matrix unit (several), every wave split over the u280's 32 channels.
     let cases = [
         (4, 128, None, 1),
         (4, 128, None, 5),
@@ -251,6 +251,11 @@ fn compiled_linear_layers_equal_the_golden_reference() {
         (4, 128, Some(8), 1),
         (4, 64, Some(2), 3),
         (8, 128, Some(4), 1),
+        // Prefill-sized inputs, more rows than the u280's 16 PE rows: the results (fp32) fit
+        // the results buffer, so each wave's one product lands its columns in place.
+        (4, 128, None, 40),
+        (4, 64, Some(8), 17),
+        (8, 0, None, 100),
     ];
     for (bits, group, nm, m) in cases {
         let (k, n) = (384, 700);
