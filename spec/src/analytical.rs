@@ -288,8 +288,9 @@ pub fn matrix_tiling(
 
 /// Cycles of matrix work on the engine, and the MACs actually performed: the tile loop's steps
 /// ([`matrix_tiling`]) plus the pipeline depth, which includes the per-group dequantiser
-/// (pipelined beside the MACs, MixPE). Work without a single shape runs at the full rate:
-/// `⌈MACs × density / peak⌉ + pipeline depth`. `None` when the engine lacks the precision pair.
+/// (pipelined beside the MACs, MixPE). Work without a single shape runs at the tile loop's rate:
+/// `⌈MACs × density / (PEs × lanes × pack)⌉ + pipeline depth` (no packing for N:M weights).
+/// `None` when the engine lacks the precision pair.
 /// Zero MACs cost nothing.
 pub fn matrix_work_cycles(matrix: &MatrixEngine, w: &MatrixWork) -> Option<(u64, u64)> {
     let precision = matrix.precision(w.weight_bits, w.act)?;
@@ -298,7 +299,10 @@ pub fn matrix_work_cycles(matrix: &MatrixEngine, w: &MatrixWork) -> Option<(u64,
     }
     let eff = (w.macs as f64 * w.density).ceil() as u64;
     let steps = if w.m == 0 || w.n == 0 || w.k == 0 {
-        let peak = matrix.dsps() as f64 * precision.macs_per_dsp();
+        // Kept weights the array multiplies per step: every PE's multipliers, each with its
+        // packed columns (none for N:M weights).
+        let t = matrix_tiling(matrix, precision.macs_per_dsp(), 1, 1, 16, w.nm);
+        let peak = (matrix.rows() * matrix.cols() * t.lanes * t.pack).max(1) as f64;
         (eff as f64 / peak).ceil() as u64
     } else {
         matrix_tiling(matrix, precision.macs_per_dsp(), w.m, w.n, w.k, w.nm).steps

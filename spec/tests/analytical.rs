@@ -265,3 +265,27 @@ fn gpu_roofline() {
     assert_eq!(p.bound, Bound::Compute);
     assert!((p.seconds - 2.0 * 8192.0 * 4096.0 * 4096.0 / 989e12).abs() < 1e-12);
 }
+
+#[test]
+fn work_without_a_shape_runs_at_the_tile_loops_rate() {
+    use tessera_spec::analytical::{matrix_work_cycles, MatrixWork};
+    use tessera_spec::compression::ActivationFormat;
+    // u280: 256 PEs of 16 lanes at 2 MACs per DSP for int4 × int8. Dense work packs two columns
+    // per lane (8,192 MACs a step); N:8 work cannot pack (4,096 kept MACs a step).
+    let u280 = Accelerator::preset("u280").unwrap();
+    let depth = u280.matrix().pipeline_depth();
+    let work = |nm: u32, density: f64| MatrixWork {
+        macs: 1 << 24,
+        m: 0,
+        n: 0,
+        k: 0,
+        weight_bits: 4,
+        act: ActivationFormat::Int8,
+        nm,
+        density,
+        group: None,
+    };
+    let cycles = |w: &MatrixWork| matrix_work_cycles(u280.matrix(), w).unwrap();
+    assert_eq!(cycles(&work(16, 1.0)), (1 << 24, (1 << 24) / 8192 + depth));
+    assert_eq!(cycles(&work(8, 0.5)), (1 << 23, (1 << 23) / 4096 + depth));
+}
