@@ -14,6 +14,22 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
+/// `tessera verilog --accel accel -o dir --json` with `extra` arguments: it succeeds, and its
+/// report lints clean.
+fn verilog_report(accel: &str, dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let d = dir.to_str().unwrap();
+    let args = [&["verilog", "--accel", accel, "-o", d, "--json"], extra].concat();
+    let out = tessera(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["lint"], "verilator --lint-only -Wall: no warnings");
+    report
+}
+
 fn tools_present() -> bool {
     let present = ["verilator", "yosys"].iter().all(|t| {
         std::process::Command::new(t).arg("-V").output().is_ok()
@@ -35,21 +51,7 @@ fn tiny_engine_lints_synthesises_and_fits_its_budget() {
         return;
     }
     let d = dir("tiny");
-    let out = tessera(&[
-        "verilog",
-        "--accel",
-        "tiny",
-        "-o",
-        d.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["lint"], "verilator --lint-only -Wall: no warnings");
+    let report = verilog_report("tiny", &d, &[]);
     assert_eq!(report["target"], "xilinx_ultrascale_plus");
     assert_eq!(report["fits"], true);
     let r = &report["resources"];
@@ -85,23 +87,7 @@ fn a_packing_engine_lints_and_synthesises() {
         tessera_spec_text().replace("macs_per_dsp = 1.0", "macs_per_dsp = 2.0"),
     )
     .unwrap();
-    let out = tessera(&[
-        "verilog",
-        "--accel",
-        spec.to_str().unwrap(),
-        "-o",
-        d.to_str().unwrap(),
-        "--bank-words",
-        "4",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["lint"], "verilator --lint-only -Wall: no warnings");
+    let report = verilog_report(spec.to_str().unwrap(), &d, &["--bank-words", "4"]);
     assert_eq!(report["fits"], true);
     // Two columns per lane: dense items of two columns, so at least two segments.
     assert_eq!(report["engine"]["segments"], 2);
