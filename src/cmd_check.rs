@@ -61,6 +61,36 @@ fn guess(path: &str, text: &str) -> Result<Kind, SpecError> {
     }
 }
 
+/// For an FPGA whose matrix engine the hardware generator builds: the engine's resources as the
+/// shipped synthesis calibration estimates them, against the board's (entries above the board
+/// marked `over`; the check itself compares DSPs only, the rest of the design is not counted).
+fn engine_estimate(a: &Accelerator) -> String {
+    let (Some(board), Some(e)) = (
+        &a.resources().fpga,
+        tessera_spec::resource_model::Calibration::builtin().estimate(a.matrix()),
+    ) else {
+        return String::new();
+    };
+    let uses = [
+        ("DSP", e.dsp as f64, board.dsp),
+        ("LUT", e.lut as f64, board.lut),
+        ("FF", e.ff as f64, board.ff),
+        ("BRAM36", e.bram36, board.bram36),
+    ];
+    let parts: Vec<String> = uses
+        .iter()
+        .map(|&(name, used, has)| {
+            let share = 100.0 * used / has.max(1) as f64;
+            let over = if used > has as f64 { ", over" } else { "" };
+            format!("{name} {used:.0} of {has} ({share:.0}%{over})")
+        })
+        .collect();
+    format!(
+        "; generated matrix engine, estimated from synthesis: {}",
+        parts.join(", ")
+    )
+}
+
 fn check_one(path: &str, kind: Option<Kind>) -> Result<String> {
     let text = inputs::read(path)?;
     let kind = match kind {
@@ -70,7 +100,7 @@ fn check_one(path: &str, kind: Option<Kind>) -> Result<String> {
     Ok(match kind {
         Kind::Accelerator => {
             let a = Accelerator::from_toml_str(&text, path)?;
-            format!("accelerator `{}`", a.name())
+            format!("accelerator `{}`{}", a.name(), engine_estimate(&a))
         }
         Kind::Compression => {
             let c = compression::from_toml_str(&text, path)?;

@@ -223,6 +223,27 @@ fn check_accepts_the_examples() {
 }
 
 #[test]
+fn check_shows_the_generated_engines_estimated_resources() {
+    // The calibrated estimate against the board: tiny's engine fits; u280-int8's DSPs fit but
+    // its LUTs do not (the check itself compares DSPs only).
+    let line = |path: &str| {
+        let out = tessera(&["check", path]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tiny = line("examples/accelerators/tiny.toml");
+    assert!(
+        tiny.contains("DSP 56 of 64") && !tiny.contains("over"),
+        "{tiny}"
+    );
+    let u280 = line("examples/accelerators/u280-int8.toml");
+    assert!(u280.contains("of 1303680 (181%, over)"), "{u280}");
+    assert!(u280.contains("of 9024 (74%)"), "{u280}");
+    // No estimate for engines the generator does not build.
+    assert!(!line("examples/accelerators/u280.toml").contains("estimated"));
+}
+
+#[test]
 fn unknown_presets_list_the_valid_names() {
     assert!(fails(&["run", "--model", "llama9"]).contains("llama2-7b"));
     assert!(fails(&["run", "--accel", "u999"]).contains("u280"));
