@@ -47,9 +47,9 @@ pub struct Args {
     /// compiled prefill (1: the prompt's own length).
     #[arg(long, default_value_t = 128)]
     pub prefill_bucket: u64,
-    /// With `--fidelity sim`: simulate each program with one and with three decoder layers and
-    /// extrapolate to all of them, instead of simulating every layer (much faster; the layers of
-    /// a model are alike).
+    /// With `--fidelity sim`: simulate each program with one and with three decoder layers (more
+    /// when short layers need them to span 32 DRAM refresh intervals) and extrapolate to all of
+    /// them, instead of simulating every layer (much faster; the layers of a model are alike).
     #[arg(long)]
     pub layer_reuse: bool,
     /// Also write `report.html` (plots embedded as SVG) and `report.json` into this directory.

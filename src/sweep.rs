@@ -126,8 +126,9 @@ pub struct Base {
     /// compiled prefill.
     #[serde(default = "one_hundred_twenty_eight")]
     pub prefill_bucket: u64,
-    /// With simulation fidelity: simulate each program with one and with three decoder layers and
-    /// extrapolate to all of them instead of simulating every layer.
+    /// With simulation fidelity: simulate each program with one and with three decoder layers
+    /// (more when short layers need them to span 32 DRAM refresh intervals) and extrapolate to
+    /// all of them instead of simulating every layer.
     #[serde(default)]
     pub layer_reuse: bool,
 }

@@ -52,7 +52,7 @@
 //! length bucket stores at the bucket's, so only exact-length programs place the step's key and
 //! value where the next step reads them.
 
-use crate::lower::{memory_channels, product_unit, LowerError, DRAM_ALIGN, MIN_WAVES};
+use crate::lower::{join_lanes, memory_channels, product_unit, LowerError, DRAM_ALIGN, MIN_WAVES};
 use crate::program::MIB;
 use std::ops::Range;
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
@@ -372,8 +372,7 @@ fn coalesce(channel: u8, buffer: u8, pieces: &[Piece]) -> Vec<Dma> {
 
 /// Groups `pieces` (channel, piece) by channel in first-seen order and coalesces each group;
 /// consecutive channels whose transfers differ only in their buffer addresses, by one stride,
-/// then run as the lanes of one multi-channel transfer (at most `most_lanes`, the lanes
-/// touching disjoint buffer bytes: [`Dma::lanes_disjoint`]).
+/// then run as the lanes of one multi-channel transfer ([`join_lanes`]).
 fn by_channel(
     load: bool,
     buffer: u8,
@@ -393,30 +392,8 @@ fn by_channel(
         .into_iter()
         .map(|ch| coalesce(ch, buffer, &mine[&ch]))
         .collect();
-    // Runs of channels: each channel's transfers as lanes of the run's first channel's.
-    let mut runs: Vec<Vec<Dma>> = Vec::new();
-    let mut lanes = 1u64;
-    for dmas in per_channel {
-        if let Some(run) = runs.last_mut() {
-            let joined: Option<Vec<Dma>> = (lanes < most_lanes && run.len() == dmas.len())
-                .then(|| {
-                    run.iter()
-                        .zip(&dmas)
-                        .map(|(r, d)| as_lane(r, d, lanes))
-                        .collect()
-                })
-                .flatten();
-            if let Some(joined) = joined {
-                *run = joined;
-                lanes += 1;
-                continue;
-            }
-        }
-        runs.push(dmas);
-        lanes = 1;
-    }
-    runs.into_iter()
-        .flatten()
+    join_lanes(per_channel, most_lanes)
+        .into_iter()
         .map(|d| {
             if load {
                 Instruction::Load(d)
@@ -425,35 +402,6 @@ fn by_channel(
             }
         })
         .collect()
-}
-
-/// `run` (of `lanes` lanes) with `next` as one lane more, when `next` is the same transfer on
-/// the next channel at the next lane's buffer address and the lanes stay disjoint.
-fn as_lane(run: &Dma, next: &Dma, lanes: u64) -> Option<Dma> {
-    let step = next.buf.addr.checked_sub(run.buf.addr)? as u64;
-    let same = Dma {
-        channel: run.channel,
-        buf: run.buf,
-        lanes: run.lanes,
-        lane_stride: run.lane_stride,
-        ..*next
-    };
-    let stride = if lanes == 1 {
-        step
-    } else {
-        run.lane_stride as u64
-    };
-    let joined = Dma {
-        lanes: (lanes + 1) as u8,
-        lane_stride: u32::try_from(stride).ok()?,
-        ..*run
-    };
-    (same == *run
-        && next.channel as u64 == run.channel as u64 + lanes
-        && step == lanes * stride
-        && stride > 0
-        && joined.lanes_disjoint())
-    .then_some(joined)
 }
 
 /// The keys `from..to` (indices into the concatenation of `runs`) as runs: (index of the first,
@@ -556,6 +504,13 @@ pub fn visible_keys(model: &ModelConfig, comp: &Compression, context: u64) -> Ve
         .collect()
 }
 
+/// Visible keys of each KV head: the lengths of its runs of positions ([`visible_keys`]) summed.
+pub fn key_counts(keys: &[Vec<Range<u64>>]) -> Vec<u64> {
+    keys.iter()
+        .map(|runs| runs.iter().map(|r| r.end - r.start).sum())
+        .collect()
+}
+
 /// Where a decode attention product reads and writes on chip.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionOperands {
@@ -613,10 +568,7 @@ impl KvLayout {
             reason,
             key: "buffers.bytes".into(),
         };
-        let counts: Vec<u64> = keys
-            .iter()
-            .map(|runs| runs.iter().map(|r| r.end - r.start).sum())
-            .collect();
+        let counts = key_counts(keys);
         let most = counts.iter().copied().max().unwrap_or(0);
         if most == 0 || rows == 0 {
             return Ok(Vec::new());

@@ -489,29 +489,38 @@ pub(crate) fn lower_streamed(
                 slices[c].offset
             }
         };
-        let runs = lane_runs(&slices, at, accel.dma().engines());
-        for (r, (lanes, lane_stride)) in runs.iter().enumerate() {
+        let slice_dmas = slices
+            .iter()
+            .enumerate()
+            .map(|(c, slice)| {
+                vec![Dma {
+                    sync: Sync::default(),
+                    buf: BufRef {
+                        buffer: s.buffer,
+                        addr: (half_addr + at(c)) as u32,
+                    },
+                    channel: slice.channel,
+                    dram_addr: slice.dram_addr,
+                    bytes: slice.bytes as u32,
+                    loops: [Loop::default(); 3],
+                    lanes: 1,
+                    lane_stride: 0,
+                }]
+            })
+            .collect();
+        let runs = join_lanes(slice_dmas, accel.dma().engines());
+        for (r, dma) in runs.iter().enumerate() {
             let load_wait = match (r, g) {
                 (1.., _) | (0, 0) => UnitMask::NONE,
                 (0, 1) => UnitMask::of(&[Unit::System]),
                 (0, _) => UnitMask::of(&[Unit::System, compute_unit]),
             };
-            let slice = &slices[lanes.start];
             instructions.push(Instruction::Load(Dma {
                 sync: Sync {
                     wait: load_wait,
                     release: UnitMask::of(&[Unit::System]),
                 },
-                buf: BufRef {
-                    buffer: s.buffer,
-                    addr: (half_addr + at(lanes.start)) as u32,
-                },
-                channel: slice.channel,
-                dram_addr: slice.dram_addr,
-                bytes: slice.bytes as u32,
-                loops: [Loop::default(); 3],
-                lanes: lanes.len() as u8,
-                lane_stride: *lane_stride as u32,
+                ..*dma
             }));
         }
         // The system unit counts the wave's loads in, then lets one matrix instruction consume
@@ -608,35 +617,64 @@ pub(crate) fn lower_streamed(
     })
 }
 
-/// The runs of `slices` (index ranges) that one multi-channel load each moves, with the buffer
-/// step between their lanes: slices on consecutive channels with equal sizes and DRAM addresses
-/// whose buffer addresses (`at(index)`) advance by one step no shorter than a slice, at most
-/// `engines` lanes (one DMA engine each) and 255 (the `lanes` field).
-fn lane_runs(
-    slices: &[Slice],
-    at: impl Fn(usize) -> u64,
-    engines: u64,
-) -> Vec<(Range<usize>, u64)> {
-    let most = engines.clamp(1, u8::MAX as u64) as usize;
-    let mut runs: Vec<(Range<usize>, u64)> = Vec::new();
-    for (c, slice) in slices.iter().enumerate() {
-        if let Some((run, step)) = runs.last_mut() {
-            let (head, prev) = (&slices[run.start], &slices[c - 1]);
-            let gap = at(c).checked_sub(at(c - 1));
-            let joins = run.len() < most
-                && slice.channel as u16 == prev.channel as u16 + 1
-                && slice.bytes == head.bytes
-                && slice.dram_addr == head.dram_addr
-                && gap.is_some_and(|g| g >= head.bytes && (run.len() == 1 || g == *step));
-            if let (true, Some(gap)) = (joins, gap) {
-                *step = gap;
-                run.end = c + 1;
+/// Transfers of consecutive channels (`per_channel`, each channel's in order) joined into
+/// multi-channel transfers: a channel whose transfers are those of the run before it on the next
+/// channel, at the next lane's buffer addresses, runs as one lane more of them (at most
+/// `most_lanes`, one DMA engine each, and 255, the `lanes` field; the lanes touching disjoint
+/// buffer bytes: [`Dma::lanes_disjoint`]).
+pub(crate) fn join_lanes(per_channel: Vec<Vec<Dma>>, most_lanes: u64) -> Vec<Dma> {
+    let most = most_lanes.clamp(1, u8::MAX as u64);
+    let mut runs: Vec<Vec<Dma>> = Vec::new();
+    let mut lanes = 1u64;
+    for dmas in per_channel {
+        if let Some(run) = runs.last_mut() {
+            let joined: Option<Vec<Dma>> = (lanes < most && run.len() == dmas.len())
+                .then(|| {
+                    run.iter()
+                        .zip(&dmas)
+                        .map(|(r, d)| as_lane(r, d, lanes))
+                        .collect()
+                })
+                .flatten();
+            if let Some(joined) = joined {
+                *run = joined;
+                lanes += 1;
                 continue;
             }
         }
-        runs.push((c..c + 1, 0));
+        runs.push(dmas);
+        lanes = 1;
     }
-    runs
+    runs.into_iter().flatten().collect()
+}
+
+/// `run` (of `lanes` lanes) with `next` as one lane more, when `next` is the same transfer on
+/// the next channel at the next lane's buffer address and the lanes stay disjoint.
+fn as_lane(run: &Dma, next: &Dma, lanes: u64) -> Option<Dma> {
+    let step = next.buf.addr.checked_sub(run.buf.addr)? as u64;
+    let same = Dma {
+        channel: run.channel,
+        buf: run.buf,
+        lanes: run.lanes,
+        lane_stride: run.lane_stride,
+        ..*next
+    };
+    let stride = if lanes == 1 {
+        step
+    } else {
+        run.lane_stride as u64
+    };
+    let joined = Dma {
+        lanes: (lanes + 1) as u8,
+        lane_stride: u32::try_from(stride).ok()?,
+        ..*run
+    };
+    (same == *run
+        && next.channel as u64 == run.channel as u64 + lanes
+        && step == lanes * stride
+        && stride > 0
+        && joined.lanes_disjoint())
+    .then_some(joined)
 }
 
 /// How a streamed product's input rows are cut into the products of one wave.

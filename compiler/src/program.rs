@@ -25,7 +25,7 @@
 //! - Off-chip bytes equal the graph's (weights, KV cache read and written, embedding rows), plus,
 //!   in prefill, the prompt's keys and values read back by the attention blocks.
 
-use crate::kv::{kv_precision, visible_keys, AttentionOperands, KvLayout, Rows};
+use crate::kv::{key_counts, kv_precision, visible_keys, AttentionOperands, KvLayout, Rows};
 use crate::lower::{
     accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, product_unit,
     BufferRoles, Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
@@ -711,7 +711,7 @@ fn lower_op(
             // fused projection's output) or probabilities (`rows × keys` per head, heads one
             // after another), and its scores or context rows, packed after the previous
             // sequence's.
-            let scores = 2 * rows * counts_sum(&keys);
+            let scores = 2 * rows * key_counts(&keys).iter().sum::<u64>();
             let (a_row, c_row) = match values {
                 false => (
                     place.row_stride(op.inputs.first(), 2 * heads * head_dim),
@@ -771,10 +771,7 @@ fn lower_op(
                 // one instruction.
                 Phase::Decode { context } => {
                     let group = model.heads as u64 / model.kv_heads.max(1) as u64;
-                    let counts: Vec<u64> = visible_keys(model, comp, context)
-                        .iter()
-                        .map(|runs| runs.iter().map(|r| r.end - r.start).sum())
-                        .collect();
+                    let counts = key_counts(&visible_keys(model, comp, context));
                     let mut body = Vec::new();
                     let mut done = 0;
                     for _ in 0..graph.batch.max(1) {
@@ -1054,11 +1051,6 @@ fn lower_op(
         }
     };
     Ok(vec![body])
-}
-
-/// Visible keys of every KV head together.
-fn counts_sum(keys: &[Vec<std::ops::Range<u64>>]) -> u64 {
-    keys.iter().flatten().map(|r| r.end - r.start).sum()
 }
 
 /// An element-wise special-function operation over `elements` fp16 values of `tokens` rows

@@ -70,7 +70,7 @@ pub const SCALE_BITS: usize = 24;
 pub const PACKED_SHIFT: u32 = 19;
 /// The least sum of 16 int8 × int8 products, `16 · (−128) · 127`: the bottom of the low field's
 /// window (`lo = ((P − L) mod 2^19) + L`).
-pub const PACKED_LOW_MIN: i64 = -260096;
+pub const PACKED_LOW_MIN: i64 = -(BLOCK as i64) * 128 * 127;
 /// Column A's weight is offset by 128 in the packed operand so that it lies in 0..=255: then
 /// `w_B · 2^19 + w_A + 128` fits the DSP48E2's 27-bit signed port for every pair of int8 weights
 /// (`w_B · 2^19 + w_A` does not: −128 · 2^19 − 128 < −2^26). The offset adds `128 · Σ a`, which
