@@ -710,12 +710,13 @@ fn simulate_pass(
             kv_tokens(inputs),
         )?)
     };
-    let refresh_ns = inputs
-        .accel
-        .memories()
-        .iter()
-        .map(|m| m.timing().t_refi_ns)
-        .fold(0.0, f64::max);
+    let needed_ns = SAMPLE_REFRESHES
+        * inputs
+            .accel
+            .memories()
+            .iter()
+            .map(|m| m.timing().t_refi_ns)
+            .fold(0.0, f64::max);
     let (one, one_map) = with_layers(1)?;
     let mut extra = LATER_LAYERS;
     loop {
@@ -735,7 +736,6 @@ fn simulate_pass(
         let r1 = simulate_with(&inputs.accel, &one, options)?;
         let r2 = simulate_with(&inputs.accel, &more, options)?;
         let span_ns = (r2.seconds - r1.seconds) * 1e9;
-        let needed_ns = SAMPLE_REFRESHES * refresh_ns;
         if span_ns >= needed_ns {
             return Ok((
                 SimReport::repeat(&r1, &r2, repeat),
