@@ -758,20 +758,20 @@ impl KvLayout {
                             let buf = folded.scales + t0 * self.row_scale;
                             pieces.push((ch, (dram, buf, n * self.row_scale)));
                         }
-                        for r in 0..rows {
-                            folds.push(SfuInstr {
-                                sync: Sync::default(),
-                                op: SfuOp::Mul,
-                                src: BufRef {
-                                    buffer: probs.buffer,
-                                    addr: probs.addr + (2 * r * count) as u32,
-                                },
-                                aux: kv_ref(at.kv_buffer, folded.scales),
-                                dst: kv_ref(at.kv_buffer, folded.probs + 2 * r * count),
-                                rows: 1,
-                                cols: count as u16,
-                            });
-                        }
+                        // A head's query rows share its scale row (`mul_row`); one row is an
+                        // element-wise `mul`, which joins with the next head's.
+                        folds.push(SfuInstr {
+                            sync: Sync::default(),
+                            op: if rows == 1 { SfuOp::Mul } else { SfuOp::MulRow },
+                            src: probs,
+                            aux: kv_ref(at.kv_buffer, folded.scales),
+                            dst: kv_ref(at.kv_buffer, folded.probs),
+                            rows: rows as u16,
+                            cols: count as u16,
+                            src_stride: 0,
+                            dst_stride: 0,
+                            causal: 0,
+                        });
                         if act_int8 {
                             quantized.push(SfuInstr {
                                 sync: Sync::default(),
@@ -781,6 +781,9 @@ impl KvLayout {
                                 dst: kv_ref(at.kv_buffer, folded.quantized),
                                 rows: rows as u16,
                                 cols: count as u16,
+                                src_stride: 0,
+                                dst_stride: 0,
+                                causal: 0,
                             });
                         }
                         folded.scales += count * self.row_scale;
@@ -945,6 +948,7 @@ fn joined(sfu: Vec<SfuInstr>) -> Vec<SfuInstr> {
                 next.buffer == first.buffer && next.addr == first.addr + bytes
             };
             if run.op == s.op
+                && matches!(s.op, SfuOp::Mul | SfuOp::Add)
                 && run.cols == s.cols
                 && run.rows < u16::MAX - s.rows
                 && follows(s.src, run.src)

@@ -575,7 +575,6 @@ fn lower_op(
     let roles = BufferRoles::by_name(accel, &op.name)?;
     let capacity = accel.buffers()[roles.activations as usize].bytes().0;
     let tokens = graph.tokens();
-    let decode = matches!(graph.phase, Phase::Decode { .. });
     let input = |place: &Placement, i: usize, fallback: u8| place.input(op.inputs.get(i), fallback);
     let out_tensor = |i: usize| op.outputs.get(i).copied().into_iter();
     // An fp16 output of `elements` in the activation buffer.
@@ -818,7 +817,7 @@ fn lower_op(
                 place,
                 op,
                 code,
-                (tokens, elements, decode),
+                (tokens, elements),
                 (x, None, out),
                 capacity,
             )
@@ -877,7 +876,7 @@ fn lower_op(
                 place,
                 op,
                 code,
-                (tokens, elements, decode),
+                (tokens, elements),
                 (a, Some(b), out),
                 capacity,
             )
@@ -1055,30 +1054,43 @@ fn lower_op(
 
 /// An element-wise special-function operation over `elements` fp16 values of `tokens` rows
 /// (operands `(a, b, out)`), the output packed: one instruction over them all when the inputs'
-/// rows are packed too, else, in decode (`decode`), one per token row, each reading its row where
-/// the input's rows lie (a fused linear layer's part, whose rows are as wide as the fused
-/// output). Prefill, a timing model, keeps one instruction over its many rows.
+/// rows are packed, one over the rows at their stride when the inputs' rows lie alike but not
+/// packed (a fused linear layer's parts, whose rows are as wide as the fused output), else one
+/// per token row, each reading its row where the input's rows lie.
 fn element_wise(
     place: &Placement,
     op: &Op,
     code: SfuOp,
-    (tokens, elements, decode): (u64, u64, bool),
+    (tokens, elements): (u64, u64),
     (a, b, out): (BufRef, Option<BufRef>, BufRef),
     capacity: u64,
 ) -> Vec<Instruction> {
     let width = elements / tokens.max(1);
     let packed = 2 * width;
-    let strided = decode
-        && tokens > 1
-        && op
-            .inputs
-            .iter()
-            .any(|t| place.row_bytes.get(t).is_some_and(|&b| b != packed));
-    if !strided {
+    // Row strides of the inputs; 0 (a timing model's) reads as packed.
+    let row = |i: usize| match place.row_stride(op.inputs.get(i), packed) {
+        0 => packed,
+        bytes => bytes,
+    };
+    let (a_row, b_row) = (row(0), b.map_or(row(0), |_| row(1)));
+    if tokens <= 1 || (a_row == packed && b_row == packed) {
         return sfu_rows(capacity, code, (1, elements), SfuOperands::new(a, b, out));
     }
-    let a_row = place.row_stride(op.inputs.first(), packed);
-    let b_row = place.row_stride(op.inputs.get(1), packed);
+    let fits = |v: u64| v <= u16::MAX as u64;
+    if a_row == b_row && fits(tokens) && fits(width) && fits(a_row / 2) {
+        return vec![Instruction::Sfu(SfuInstr {
+            sync: Sync::default(),
+            op: code,
+            src: a,
+            aux: b.unwrap_or(a),
+            dst: out,
+            rows: tokens as u16,
+            cols: width as u16,
+            src_stride: (a_row / 2) as u16,
+            dst_stride: 0,
+            causal: 0,
+        })];
+    }
     let out_row = place.stride(packed);
     (0..tokens)
         .flat_map(|t| {
@@ -1287,6 +1299,9 @@ fn sfu_rows(
                 dst,
                 rows: rows_here as u16,
                 cols: cols_here as u16,
+                src_stride: 0,
+                dst_stride: 0,
+                causal: 0,
             }));
             let elements = rows_here * cols_here;
             if advance {

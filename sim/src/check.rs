@@ -2,8 +2,8 @@
 //! buffers, addresses, channels, precisions and sparse modes exist, and every token waited for is
 //! released by some instruction.
 
-use tessera_spec::accel::Accelerator;
-use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_bytes};
+use tessera_spec::accel::{Accelerator, SfuOp};
+use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_extents};
 use tessera_spec::compression::{ActivationFormat, Sparsity};
 use tessera_spec::isa::{BufRef, Instruction, Program, SparseCode, Unit, WeightCode};
 
@@ -264,7 +264,29 @@ fn check_instruction(
             check_buf(accel, "result c", m.c, result_extent(m))
         }
         Instruction::Sfu(s) => {
-            let (src, aux, dst) = sfu_operand_bytes(s);
+            let narrow = |stride: u16| stride != 0 && stride < s.cols;
+            if narrow(s.src_stride) || narrow(s.dst_stride) {
+                return Err(format!(
+                    "row strides (src {}, dst {}) below the row's {} elements (0: packed)",
+                    s.src_stride, s.dst_stride, s.cols
+                ));
+            }
+            if (s.op == SfuOp::Dequantize && s.src_stride != 0)
+                || (s.op == SfuOp::Quantize && s.dst_stride != 0)
+            {
+                return Err(format!(
+                    "`{}` has int8 rows and row scales, which are packed (stride 0)",
+                    s.op.name()
+                ));
+            }
+            if s.op != SfuOp::Softmax && s.causal != 0 {
+                return Err(format!(
+                    "causal = {} on `{}`: only softmax masks",
+                    s.causal,
+                    s.op.name()
+                ));
+            }
+            let (src, aux, dst) = sfu_operand_extents(s);
             check_buf(accel, "src", s.src, src)?;
             check_buf(accel, "aux", s.aux, aux)?;
             check_buf(accel, "dst", s.dst, dst)

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use tessera_spec::accel::{Accelerator, SfuOp};
 use tessera_spec::analytical::{
-    matrix_operand_bytes, matrix_product_bytes, result_extent, result_row_stride, sfu_operand_bytes,
+    matrix_operand_bytes, matrix_product_bytes, result_extent, result_row_stride,
+    sfu_operand_bytes, sfu_operand_extents,
 };
 use tessera_spec::isa::data::{
     f16_bytes, f16_values, f32_values, groups_per_column, quantize_scale, sfu_row, unpack_ints,
@@ -295,17 +296,34 @@ impl DataState {
 
     fn sfu(&mut self, s: &SfuInstr) {
         let (rows, cols) = (s.rows as usize, s.cols as usize);
-        let (src_len, aux_len, dst_len) = sfu_operand_bytes(s);
-        let src_raw = self.buf(s.src.buffer, s.src.addr, src_len);
+        let (src_len, aux_len, _) = sfu_operand_bytes(s);
+        let (src_span, aux_span, _) = sfu_operand_extents(s);
+        // Row `r` of a strided operand starts `r · stride` elements on.
+        let stride = |stride: u16| match stride {
+            0 => cols,
+            s => s as usize,
+        };
+        let packed = |raw: &[u8], len: u64, span: u64| -> Vec<f32> {
+            let values = f16_values(raw);
+            if len == span {
+                return values;
+            }
+            let step = stride(s.src_stride);
+            (0..rows)
+                .flat_map(|r| values[r * step..r * step + cols].iter().copied())
+                .collect()
+        };
+        let src_raw = self.buf(s.src.buffer, s.src.addr, src_span);
         // `dequantize` reads int8 values then one fp16 scale per row; the others read fp16.
         let (src, row_scales) = if s.op == SfuOp::Dequantize {
             let (values, scales) = src_raw.split_at(rows * cols);
             let values = values.iter().map(|b| *b as i8 as f32).collect();
             (values, f16_values(scales))
         } else {
-            (f16_values(src_raw), Vec::new())
+            (packed(src_raw, src_len, src_span), Vec::new())
         };
-        let aux = f16_values(self.buf(s.aux.buffer, s.aux.addr, aux_len));
+        let aux_raw = self.buf(s.aux.buffer, s.aux.addr, aux_span);
+        let aux = packed(aux_raw, aux_len, aux_span);
         let per_row = matches!(s.op, SfuOp::Add | SfuOp::Mul);
         let mut out = Vec::with_capacity(rows * cols);
         let mut scales = Vec::new();
@@ -316,21 +334,31 @@ impl DataState {
                 SfuOp::Dequantize => &row_scales[r..r + 1],
                 _ => &aux[..],
             };
-            out.extend(sfu_row(s.op, x, a));
+            // A causal softmax takes the row's first `causal + r` elements; the rest are 0.
+            let seen = match s.causal {
+                0 => cols,
+                c => (c as usize + r).min(cols),
+            };
+            out.extend(sfu_row(s.op, &x[..seen], a));
+            out.extend(std::iter::repeat_n(0.0, cols - seen));
             if s.op == SfuOp::Quantize {
                 scales.push(quantize_scale(x).to_f32());
             }
         }
-        let bytes = if s.op == SfuOp::Quantize {
+        if s.op == SfuOp::Quantize {
             // int8 values (exact integers in fp32), then the row scales.
             let mut b: Vec<u8> = out.iter().map(|v| *v as i8 as u8).collect();
             b.extend(f16_bytes(&scales));
-            b
-        } else {
-            f16_bytes(&out)
-        };
-        self.buf_mut(s.dst.buffer, s.dst.addr, dst_len)
-            .copy_from_slice(&bytes);
+            self.buf_mut(s.dst.buffer, s.dst.addr, b.len() as u64)
+                .copy_from_slice(&b);
+            return;
+        }
+        let step = 2 * stride(s.dst_stride) as u32;
+        for (r, row) in out.chunks(cols.max(1)).enumerate() {
+            let at = s.dst.addr + r as u32 * step;
+            self.buf_mut(s.dst.buffer, at, 2 * cols as u64)
+                .copy_from_slice(&f16_bytes(row));
+        }
     }
 }
 

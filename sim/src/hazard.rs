@@ -4,7 +4,7 @@
 
 use crate::engine::SimReport;
 use serde::Serialize;
-use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_bytes};
+use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_extents};
 use tessera_spec::isa::{Dma, Instruction, Program};
 
 /// Two instructions whose buffer accesses overlapped in time and space.
@@ -63,7 +63,7 @@ fn accesses(ins: &Instruction) -> Vec<Access> {
             v
         }
         Instruction::Sfu(s) => {
-            let (src, aux, dst) = sfu_operand_bytes(s);
+            let (src, aux, dst) = sfu_operand_extents(s);
             let mut v = vec![
                 (s.src.buffer, s.src.addr as u64, src, false),
                 (s.dst.buffer, s.dst.addr as u64, dst, true),

@@ -258,6 +258,18 @@ fn ill_formed_programs_are_rejected_before_running() {
             "c_stride 4 is below n = 8",
         ),
         (
+            "sfu op=silu rows=2 cols=16 src_stride=8",
+            "row strides (src 8, dst 0) below the row's 16 elements",
+        ),
+        (
+            "sfu op=quantize rows=2 cols=16 dst_stride=32",
+            "`quantize` has int8 rows and row scales, which are packed",
+        ),
+        (
+            "sfu op=add rows=2 cols=16 causal=1",
+            "causal = 1 on `add`: only softmax masks",
+        ),
+        (
             "matmul weight=int4 act_int8=1 b_rows=1 m=1 n=16 k=16",
             "b_rows needs int8 or fp16 weights (weight=int8 or weight=fp16), not weight=int4",
         ),

@@ -670,6 +670,63 @@ fn special_function_rows_land_where_the_operands_say() {
 }
 
 #[test]
+fn strided_rows_and_the_causal_softmax_read_and_write_where_they_say() {
+    // A 4 × 16 tile held in rows 40 elements apart: `mul` by a same-shape operand at the same
+    // stride writes packed rows; a causal `softmax` of those, first row over 3 elements, writes
+    // its rows 24 elements apart with zeros after each row's visible part; a packed `silu`
+    // reads them back. Every byte between the strided rows stays as it was.
+    let accel = u280();
+    let mut data = DataState::new(&accel);
+    let mut rng = Rng::new(17);
+    let (rows, cols, src_stride, dst_stride, causal) = (4usize, 16usize, 40usize, 24usize, 3);
+    let mut random = |len: usize| -> Vec<f32> {
+        let v: Vec<f32> = (0..len)
+            .map(|_| rng.int(-3000, 3000) as f32 / 1000.0)
+            .collect();
+        f16_values(&f16_bytes(&v))
+    };
+    let x = random(rows * src_stride);
+    let y = random(rows * src_stride);
+    let filler = random(rows * dst_stride);
+    data.write_dram(0, 0, &f16_bytes(&x));
+    data.write_dram(0, 0x1000, &f16_bytes(&y));
+    data.write_dram(0, 0x2000, &f16_bytes(&filler));
+    let (n, m) = (2 * rows * src_stride, 2 * rows * dst_stride);
+    let text = format!(
+        "load buffer=1 channel=0 bytes={n} release=sys
+         load buffer=1 channel=0 dram_addr_lo=0x1000 buf_addr=0x1000 bytes={n} release=sys
+         load buffer=2 channel=0 dram_addr_lo=0x2000 buf_addr=0x2000 bytes={m} release=sys
+         sys op=nop wait=ld
+         sys op=nop wait=ld
+         sys op=nop wait=ld release=sfu
+         sfu wait=sys op=mul src_buffer=1 aux_buffer=1 aux_addr=0x1000 dst_buffer=2 rows={rows} cols={cols} src_stride={src_stride}
+         sfu op=softmax src_buffer=2 dst_buffer=2 dst_addr=0x2000 rows={rows} cols={cols} dst_stride={dst_stride} causal={causal}
+         sfu op=silu src_buffer=2 src_addr=0x2000 dst_buffer=2 dst_addr=0x4000 rows={rows} cols={cols} src_stride={dst_stride} release=st
+         store wait=sfu buffer=2 buf_addr=0x2000 channel=1 bytes={m} release=st
+         store wait=st buffer=2 buf_addr=0x4000 channel=1 dram_addr_lo=0x4000 bytes={}",
+        2 * rows * cols
+    );
+    let program = assemble(&text).unwrap();
+    simulate_functional(&accel, &program, SimOptions::default(), &mut data).unwrap();
+    let round = |v: Vec<f32>| f16_values(&f16_bytes(&v));
+    let mut want_soft = filler.clone();
+    let mut want_silu = Vec::new();
+    for r in 0..rows {
+        let at = |v: &[f32]| v[r * src_stride..r * src_stride + cols].to_vec();
+        let product = round(sfu_row(SfuOp::Mul, &at(&x), &at(&y)));
+        let seen = causal + r;
+        let mut soft = round(sfu_row(SfuOp::Softmax, &product[..seen], &[]));
+        soft.resize(cols, 0.0);
+        want_silu.extend(round(sfu_row(SfuOp::Silu, &soft, &[])));
+        want_soft[r * dst_stride..r * dst_stride + cols].copy_from_slice(&soft);
+    }
+    let got_soft = f16_values(&data.read_dram(1, 0, m as u64));
+    let got_silu = f16_values(&data.read_dram(1, 0x4000, 2 * (rows * cols) as u64));
+    assert_eq!(bits_of(&got_soft), bits_of(&want_soft));
+    assert_eq!(bits_of(&got_silu), bits_of(&want_silu));
+}
+
+#[test]
 fn a_quantised_mlp_block_chains_formats_through_the_units() {
     // x → rms_norm → quantize → matmul (int4 N:8 of 16, g32, scaled rows, fp16 out) → silu →
     // quantize → matmul (int8, g64, scaled rows) accumulated in fp16 onto the residual x; every

@@ -418,6 +418,23 @@ pub fn result_extent(m: &MatrixOp) -> u64 {
     }
 }
 
+/// Bytes of buffer a special-function instruction's operands span from `src`, `aux` and `dst`:
+/// [`sfu_operand_bytes`], with strided rows (`src_stride`, `dst_stride`) spanning from the first
+/// row's start to the last row's end.
+pub fn sfu_operand_extents(s: &SfuInstr) -> (u64, u64, u64) {
+    let (src, aux, dst) = sfu_operand_bytes(s);
+    let (rows, cols) = (s.rows as u64, s.cols as u64);
+    let span = |bytes: u64, stride: u16| match (stride, rows) {
+        (0, _) | (_, 0) => bytes,
+        (stride, _) => 2 * ((rows - 1) * stride as u64 + cols),
+    };
+    let aux = match s.op {
+        SfuOp::Add | SfuOp::Mul => span(aux, s.src_stride),
+        _ => aux,
+    };
+    (span(src, s.src_stride), aux, span(dst, s.dst_stride))
+}
+
 /// Bytes a special-function instruction reads (`src`, and `aux` for add, mul, rotary and norms)
 /// and writes (`dst`): fp16 elements, except the int8 values and fp16 row scales that
 /// `quantize` writes and `dequantize` reads.
@@ -427,7 +444,7 @@ pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
     let aux = match s.op {
         SfuOp::Add | SfuOp::Mul => bytes,
         SfuOp::LayerNorm => 4 * s.cols as u64,
-        SfuOp::RmsNorm | SfuOp::Rotary | SfuOp::AddRow => 2 * s.cols as u64,
+        SfuOp::RmsNorm | SfuOp::Rotary | SfuOp::AddRow | SfuOp::MulRow => 2 * s.cols as u64,
         _ => 0,
     };
     match s.op {

@@ -78,7 +78,7 @@ fn layouts_fit_words_and_their_sizes() {
     // FlightLLM's 7 / 4 / 3-word load / matrix / misc instructions.
     assert_eq!(words(Opcode::Load), 13);
     assert_eq!(words(Opcode::Matmul), 9);
-    assert_eq!(words(Opcode::Sfu), 5);
+    assert_eq!(words(Opcode::Sfu), 7);
     assert_eq!(words(Opcode::Sys), 1);
     let doc = layout_doc();
     assert!(
@@ -166,6 +166,9 @@ fn typed_program_text_form() {
                 },
                 rows: 16,
                 cols: 64,
+                src_stride: 0,
+                dst_stride: 0,
+                causal: 3,
             }),
             Instruction::Sys(SysInstr {
                 sync: Sync::default(),
@@ -177,7 +180,7 @@ fn typed_program_text_form() {
     let expected = "\
 load    wait=- release=mm channel=3 dram_addr_lo=0x34567890 dram_addr_hi=18 bytes=0x1000 n0=16 lanes=4 dram_stride0=0x1000 buf_stride0=0x1000 lane_stride=0x10000
 matmul  wait=ld release=sfu a_buffer=1 c_buffer=2 meta_buffer=3 c_addr=64 m=16 n=64 k=256 weight=int4 act_int8=1 sparse=nm nm_n=8 accumulate=1 a_scaled=1 out=fp16 group=128 c_stride=96
-sfu     wait=mm release=- op=softmax src_buffer=2 dst_buffer=2 src_addr=64 dst_addr=64 rows=16 cols=64
+sfu     wait=mm release=- op=softmax src_buffer=2 dst_buffer=2 src_addr=64 dst_addr=64 rows=16 cols=64 causal=3
 sys     wait=- release=- op=halt
 ";
     assert_eq!(text, expected);

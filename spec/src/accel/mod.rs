@@ -426,11 +426,14 @@ pub enum SfuOp {
     /// Adds `aux`, one row of `cols` (fp16), to every row: a linear layer's bias, read from the
     /// products' results on chip.
     AddRow,
+    /// Multiplies every row element by element by `aux`, one row of `cols` (fp16): the value
+    /// rows' scales folded into each query's probabilities over an integer KV cache.
+    MulRow,
 }
 
 impl SfuOp {
     /// Every operation, in a fixed order.
-    pub const ALL: [SfuOp; 12] = [
+    pub const ALL: [SfuOp; 13] = [
         SfuOp::Softmax,
         SfuOp::LayerNorm,
         SfuOp::RmsNorm,
@@ -443,6 +446,7 @@ impl SfuOp {
         SfuOp::Quantize,
         SfuOp::Dequantize,
         SfuOp::AddRow,
+        SfuOp::MulRow,
     ];
 
     /// The key used in TOML files.
@@ -460,6 +464,7 @@ impl SfuOp {
             SfuOp::Quantize => "quantize",
             SfuOp::Dequantize => "dequantize",
             SfuOp::AddRow => "add_row",
+            SfuOp::MulRow => "mul_row",
         }
     }
 }

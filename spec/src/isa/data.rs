@@ -50,7 +50,7 @@ pub const RMS_NORM_EPS: f32 = 1e-6;
 
 /// One row of a special-function instruction in fp32: `x` is the row of `src`, `aux` the
 /// instruction's `aux` operand as [`SfuOp`] describes it (the row's part for same-shape operands,
-/// the whole `γ`/`β` vector for norms, the angles' row for rotary, the bias row for `add_row`,
+/// the whole `γ`/`β` vector for norms, the angles' row for rotary, the bias row for `add_row`, the scale row for `mul_row`,
 /// the row's scale for `dequantize`, whose `x` holds the row's int8 values). Returns the row to
 /// round to fp16 for `dst`, or for `quantize` the row's int8 values (its scale is
 /// [`quantize_scale`]).
@@ -96,7 +96,7 @@ pub fn sfu_row(op: SfuOp, x: &[f32], aux: &[f32]) -> Vec<f32> {
         }
         SfuOp::Add | SfuOp::AddRow => x.iter().zip(aux).map(|(a, b)| a + b).collect(),
         SfuOp::Dequantize => x.iter().map(|v| v * aux[0]).collect(),
-        SfuOp::Mul => x.iter().zip(aux).map(|(a, b)| a * b).collect(),
+        SfuOp::Mul | SfuOp::MulRow => x.iter().zip(aux).map(|(a, b)| a * b).collect(),
         SfuOp::Quantize => {
             let scale = quantize_scale(x).to_f32();
             x.iter()

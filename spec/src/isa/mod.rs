@@ -366,6 +366,16 @@ pub struct SfuInstr {
     pub rows: u16,
     /// Elements per row.
     pub cols: u16,
+    /// Elements from the start of one `src` row to the next, and of a same-shape `aux` operand's
+    /// (`add`, `mul`); 0: `cols`, rows packed. fp16 sources only (not `dequantize`).
+    pub src_stride: u16,
+    /// Elements from the start of one `dst` row to the next; 0: `cols`, rows packed. fp16
+    /// results only (not `quantize`).
+    pub dst_stride: u16,
+    /// `softmax` only: row `r` is taken over its first `causal + r` elements (at most `cols`)
+    /// and the rest are written 0, a causal mask whose first row sees `causal` keys; 0: every
+    /// element.
+    pub causal: u16,
 }
 
 /// System operations.
@@ -526,6 +536,7 @@ const SFU_NAMES: &[&str] = &[
     "quantize",
     "dequantize",
     "add_row",
+    "mul_row",
 ];
 
 const DMA: &[Field] = &[
@@ -615,6 +626,9 @@ const SFU: &[Field] = &[
     int("dst_addr", 32),
     int("rows", 16),
     int("cols", 16),
+    int("src_stride", 16),
+    int("dst_stride", 16),
+    int("causal", 16),
 ];
 
 const SYS: &[Field] = &[Field {
@@ -751,6 +765,9 @@ impl Instruction {
                 s.dst.addr as u64,
                 s.rows as u64,
                 s.cols as u64,
+                s.src_stride as u64,
+                s.dst_stride as u64,
+                s.causal as u64,
             ],
             Instruction::Sys(s) => vec![s.op as u64],
         }
@@ -825,6 +842,9 @@ impl Instruction {
                 dst: buf(f[3], f[6]),
                 rows: f[7] as u16,
                 cols: f[8] as u16,
+                src_stride: f[9] as u16,
+                dst_stride: f[10] as u16,
+                causal: f[11] as u16,
             }),
             Opcode::Sys => Instruction::Sys(SysInstr {
                 sync,
