@@ -6,7 +6,8 @@
 //! - Causal attention scores only the visible query–key pairs (a triangle in prefill); a sliding
 //!   window and the streaming heads of a head-wise KV policy cap the visible keys.
 //! - Embeddings read only the rows they gather; the LM head of a prefill pass computes logits for
-//!   the last token of each sequence only, as generation needs.
+//!   the last token of each sequence only, as generation needs, and the final norm normalises
+//!   only the row the head reads (a pooler's or classifier's: the first token's).
 //! - MoE experts read the weights of the experts hit: the expected number of distinct experts
 //!   among `tokens × top_k` uniform picks, `E · (1 − (1 − k/E)^tokens)`, rounded.
 //! - Biases and norm weights are stored as fp16 whatever the weight compression.
@@ -930,8 +931,10 @@ impl Builder<'_> {
         let m = self.model;
         let t = self.tokens;
         let batch = self.graph.batch;
+        // The final norm of the rows the head reads: one per sequence (the last token's for a
+        // language-model head, the first's for a pooler or classifier).
         let x = if m.final_norm {
-            self.norm(None, "final_norm", x, t)
+            self.norm(None, "final_norm", x, batch.min(t))
         } else {
             x
         };

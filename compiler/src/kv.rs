@@ -56,7 +56,7 @@ use crate::lower::{join_lanes, memory_channels, product_unit, LowerError, DRAM_A
 use crate::program::MIB;
 use std::ops::Range;
 use tessera_spec::accel::{Accelerator, Holds, SfuOp};
-use tessera_spec::analytical::{matrix_product_bytes, result_row_stride};
+use tessera_spec::analytical::{matrix_product_bytes, result_batch_stride, result_row_stride};
 use tessera_spec::compression::{ActivationFormat, Compression, KvFormat};
 use tessera_spec::isa::{
     BufRef, Dma, Instruction, Loop, MatrixOp, OutCode, SfuInstr, SparseCode, Sync, SysInstr, SysOp,
@@ -433,9 +433,20 @@ pub struct Rows {
     pub token_stride: u64,
     /// Bytes from one head's row to the next's.
     pub head_stride: u64,
-    /// Integer rows: the first token's first head's fp16 scale, every token's heads' scales
-    /// following one another.
-    pub scales: Option<u64>,
+    /// Integer rows: where their fp16 scales are.
+    pub scales: Option<RowScales>,
+}
+
+/// Where the fp16 scales of integer KV rows ([`Rows`]) are: token `t`'s head `h`'s at
+/// `addr + t · token_stride + h · head_stride` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RowScales {
+    /// The first token's first head's scale.
+    pub addr: u64,
+    /// Bytes from one token's scales to the next's.
+    pub token_stride: u64,
+    /// Bytes from one head's scale to the next's.
+    pub head_stride: u64,
 }
 
 impl KvLayout {
@@ -473,7 +484,7 @@ impl KvLayout {
                         self.key_scale(seq, layer, h, pos)
                     };
                     let (ch, dram) = scale.expect("an integer cache stores row scales");
-                    let at = scales + (t as u64 * self.kv_heads + h) * self.row_scale;
+                    let at = scales.addr + t as u64 * scales.token_stride + h * scales.head_stride;
                     pieces.push((ch, (dram, at, self.row_scale)));
                 }
             }
@@ -523,6 +534,20 @@ pub struct AttentionOperands {
     pub c: BufRef,
     /// The KV buffer, used in two halves.
     pub kv_buffer: u8,
+    /// Values products: `None` writes each KV head's context rows together (query row `r` at
+    /// `r · head_dim`); `Some(split)` splits a KV head's rows into its query heads' (each with
+    /// as many rows) and writes query head `j`'s row `t` at `j · head_dim + t · split.c_row`
+    /// elements, the token-major context rows of a prefill.
+    pub split: Option<QuerySplit>,
+}
+
+/// How a values product's rows split by query head ([`AttentionOperands::split`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QuerySplit {
+    /// Query heads per KV head.
+    pub group: u64,
+    /// Elements from one context row of a query head to the next.
+    pub c_row: u64,
 }
 
 impl KvLayout {
@@ -656,6 +681,15 @@ impl KvLayout {
             }
         }
         let compute_unit = product_unit(rows);
+        // Rows and result row stride of each values product of a KV head: all its rows, or
+        // each query head's.
+        let splits: Vec<(u64, u64)> = match seqs[0].1.split {
+            Some(s) if values => {
+                let group = s.group.max(1);
+                (0..group).map(|_| (rows / group, s.c_row)).collect()
+            }
+            _ => vec![(rows, self.head_dim)],
+        };
         let total = waves.len() * seqs.len();
         // The unit that runs a wave's products once its loads are in: the special-function unit
         // first when it folds the value scales into the probabilities.
@@ -715,8 +749,10 @@ impl KvLayout {
                     (true, false) => kv_ref(at.kv_buffer, folded.probs),
                     (true, true) => kv_ref(at.kv_buffer, folded.quantized),
                 };
-                // The head's product: `b` at the wave's offset, results `c_offset` bytes into `c`.
-                let product = |b_offset: u64,
+                // A product of `m` rows at `a`: `b` at the wave's offset, results `c_offset`
+                // bytes into `c`.
+                let product = |(a, m): (BufRef, u64),
+                               b_offset: u64,
                                c_offset: u64,
                                (n, k, c_stride): (u64, u64, u64),
                                b_rows: bool| MatrixOp {
@@ -729,7 +765,7 @@ impl KvLayout {
                         buffer: at.c.buffer,
                         addr: (at.c.addr as u64 + c_offset) as u32,
                     },
-                    m: rows as u16,
+                    m: m as u16,
                     n: n as u16,
                     k: k as u16,
                     c_stride: c_stride as u16,
@@ -770,21 +806,31 @@ impl KvLayout {
                             cols: count as u16,
                             src_stride: 0,
                             dst_stride: 0,
+                            aux_stride: 0,
                             causal: 0,
                         });
                         if act_int8 {
-                            quantized.push(SfuInstr {
-                                sync: Sync::default(),
-                                op: SfuOp::Quantize,
-                                src: kv_ref(at.kv_buffer, folded.probs),
-                                aux: kv_ref(at.kv_buffer, folded.probs),
-                                dst: kv_ref(at.kv_buffer, folded.quantized),
-                                rows: rows as u16,
-                                cols: count as u16,
-                                src_stride: 0,
-                                dst_stride: 0,
-                                causal: 0,
-                            });
+                            // Each query head's rows with their scales after them when the
+                            // rows split by query head.
+                            for (j, (m, _)) in splits.iter().enumerate() {
+                                let j = j as u64;
+                                quantized.push(SfuInstr {
+                                    sync: Sync::default(),
+                                    op: SfuOp::Quantize,
+                                    src: kv_ref(at.kv_buffer, folded.probs + 2 * j * m * count),
+                                    aux: kv_ref(at.kv_buffer, folded.probs),
+                                    dst: kv_ref(
+                                        at.kv_buffer,
+                                        folded.quantized + j * m * (count + 2),
+                                    ),
+                                    rows: *m as u16,
+                                    cols: count as u16,
+                                    src_stride: 0,
+                                    dst_stride: 0,
+                                    aux_stride: 0,
+                                    causal: 0,
+                                });
+                            }
                         }
                         folded.scales += count * self.row_scale;
                         folded.probs += 2 * rows * count;
@@ -804,9 +850,22 @@ impl KvLayout {
                             }
                         }
                     }
-                    let c_offset =
-                        (h * rows * self.head_dim + wave.span.start * self.part_dims()) * 2;
-                    products.push(product(offset, c_offset, (dims, n, self.head_dim), true));
+                    let part_at = wave.span.start * self.part_dims();
+                    for (j, &(m, c_stride)) in splits.iter().enumerate() {
+                        let j = j as u64;
+                        // Query head `j`'s rows: fp16 probabilities, or quantised with their
+                        // scales after them.
+                        let a = match (fold, act_int8) {
+                            (true, true) => offset_ref(a, j * m * (count + 2)),
+                            _ => offset_ref(a, 2 * j * m * count),
+                        };
+                        let c_offset = match at.split {
+                            None => (h * rows * self.head_dim + part_at) * 2,
+                            Some(s) => ((h * s.group + j) * self.head_dim + part_at) * 2,
+                        };
+                        let shape = (dims, n, c_stride);
+                        products.push(product((a, m), offset, c_offset, shape, true));
+                    }
                     offset += matrix_product_bytes(products.last().expect("pushed")).b;
                 } else {
                     let range = wave.span.start.min(count)..wave.span.end.min(count);
@@ -839,7 +898,7 @@ impl KvLayout {
                     let n = range.end - range.start;
                     let c_offset = (score_at[h as usize] + range.start) * 2;
                     let shape = (n, self.head_dim, counts[h as usize]);
-                    products.push(product(offset, c_offset, shape, false));
+                    products.push(product((a, rows), offset, c_offset, shape, false));
                     // Integer keys' operand has their row scales after the values.
                     offset += matrix_product_bytes(products.last().expect("pushed")).b;
                 }
@@ -929,6 +988,14 @@ struct Folded {
     quantized: u64,
 }
 
+/// `at`, `bytes` further on.
+fn offset_ref(at: BufRef, bytes: u64) -> BufRef {
+    BufRef {
+        buffer: at.buffer,
+        addr: at.addr + bytes as u32,
+    }
+}
+
 /// `addr` in `buffer`.
 fn kv_ref(buffer: u8, addr: u64) -> BufRef {
     BufRef {
@@ -971,26 +1038,38 @@ fn batched(products: Vec<MatrixOp>) -> Vec<MatrixOp> {
     for p in products {
         if let Some(run) = out.last_mut() {
             let one = matrix_product_bytes(run);
-            let h = run.products() as u32;
-            let rows = run.m as u64 * result_row_stride(run) * run.out.bytes();
-            let follows = |next: BufRef, first: BufRef, bytes: u64| {
-                next.buffer == first.buffer && next.addr == first.addr + h * bytes as u32
+            let h = run.products();
+            let bytes = run.out.bytes();
+            let follows = |next: BufRef, first: BufRef, step: u64| {
+                next.buffer == first.buffer && next.addr as u64 == first.addr as u64 + h * step
             };
+            // The results' step: the run's, or from a single product the next one's offset:
+            // rows after rows (`c_batch` 0), or columns beside columns within the rows.
+            let row = result_row_stride(run);
+            let step = match h {
+                1 => (p.c.addr as u64).saturating_sub(run.c.addr as u64) / bytes,
+                _ => result_batch_stride(run),
+            };
+            let after = step == run.m as u64 * row;
+            let beside = step >= run.n as u64 && (h + 1) * step <= row && step <= u16::MAX as u64;
             let same = MatrixOp {
                 a: run.a,
                 b: run.b,
                 c: run.c,
                 meta: run.meta,
                 batch: run.batch,
+                c_batch: run.c_batch,
                 ..p
             } == *run;
             if same
-                && h < u16::MAX as u32
+                && h < u16::MAX as u64
+                && (after || beside)
                 && follows(p.a, run.a, one.a)
                 && follows(p.b, run.b, one.b)
-                && follows(p.c, run.c, rows)
+                && follows(p.c, run.c, step * bytes)
             {
                 run.batch = (h + 1) as u16;
+                run.c_batch = if after { 0 } else { step as u16 };
                 continue;
             }
         }

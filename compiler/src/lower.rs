@@ -603,6 +603,7 @@ pub(crate) fn lower_streamed(
                 b_rows: false,
                 c_stride,
                 batch: 0,
+                c_batch: 0,
             };
             instructions.push(if m == 1 {
                 Instruction::Matvec(op)

@@ -7,14 +7,22 @@
 //!   fused into one stream.
 //! - Decode attention scores and values stream each KV head's cached keys and values the same way
 //!   from the KV memory, all query heads of a KV group sharing them (grouped-query attention).
-//!   Prefill attention runs in blocks of query tokens, each streaming back the keys and values
-//!   the KV append stored, up to its last query for causal models; the block size is the one the
-//!   shared cost model finds cheapest.
+//!   Prefill attention runs in blocks of query tokens, each reading back from the cache, as a
+//!   decode step does, the keys and values the KV append stored, up to its last query for causal
+//!   models; the block size is the one the shared cost model finds cheapest. The rotary embedding
+//!   lays the queries out per block (each query head's rows of the block together), so a KV
+//!   head's query rows of a block are one product's rows; a causal softmax (`causal`) zeroes
+//!   each row's later keys; each query head's context rows land in token-major rows.
+//! - A prefill of a rotary model whose tokens see every earlier key computes on data
+//!   (`data_semantics`): the final norm normalises each sequence's last row for the head; its
+//!   logits and every key and value it stores equal decode steps run token by token
+//!   (`sim/tests/decode_step.rs`).
 //! - A decode step of several sequences computes every linear layer as one product of `batch`
 //!   rows over the shared weights (int8 rows quantised with a scale each); each sequence appends
 //!   to and attends over its own cache region, the sequences' attention waves streaming as one.
 //! - Norms, softmax, activations, gated multiplies, rotary and residual adds run on the
-//!   special-function unit, in pieces that fit the activation buffer; the KV append stores the
+//!   special-function unit, in pieces that fit the activation buffer, reading a fused
+//!   projection's parts at their row stride; the KV append stores the
 //!   new keys and values; the embedding gathers its rows.
 //! - Operators (and prefill attention blocks) follow each other through a barrier on the system
 //!   unit: every terminal instruction of an operator (the last one of each compute unit, every
@@ -25,7 +33,10 @@
 //! - Off-chip bytes equal the graph's (weights, KV cache read and written, embedding rows), plus,
 //!   in prefill, the prompt's keys and values read back by the attention blocks.
 
-use crate::kv::{key_counts, kv_precision, visible_keys, AttentionOperands, KvLayout, Rows};
+use crate::kv::{
+    key_counts, kv_precision, visible_keys, AttentionOperands, KvLayout, QuerySplit, RowScales,
+    Rows,
+};
 use crate::lower::{
     accel_channels, buffer_named, linear_stream, lower_streamed, memory_channels, product_unit,
     BufferRoles, Encoding, LowerError, Streamed, DRAM_ALIGN, MIN_WAVES,
@@ -40,7 +51,7 @@ use tessera_spec::isa::{
     BufRef, Dma, Instruction, Loop, OutCode, Program, SfuInstr, SparseCode, Sync, SysInstr, SysOp,
     Unit, UnitMask, WeightCode,
 };
-use tessera_spec::model::{Activation, ModelConfig, NormKind};
+use tessera_spec::model::{Activation, ModelConfig, NormKind, OutputHead};
 
 /// The length a pass is compiled for (a decode step's context, a prefill's prompt): `length`
 /// rounded up to a multiple of `bucket` (at least one bucket), so that one program serves every
@@ -101,9 +112,7 @@ pub fn compile_pass_mapped(
         data: data_semantics(accel, comp, model, graph).is_ok(),
         row_bytes: BTreeMap::new(),
     };
-    // Prefill attention streams the prompt's keys and values as rows spread over the channels
-    // (timing only: `prefill_attention`), from a region reserved after each KV append.
-    let mut kv_stored = cursors.clone();
+    let query_block = prefill_query_block(accel, comp, model, graph)?;
     let ops: Vec<&Op> = graph.ops().collect();
     let mut next = 0;
     while next < ops.len() {
@@ -112,25 +121,13 @@ pub fn compile_pass_mapped(
         next += count;
         place.op = next - 1;
         let op = &fused;
-        if let (OpKind::KvAppend { .. }, Phase::Prefill { .. }) = (&op.kind, graph.phase) {
-            kv_stored = cursors.clone();
-            let (first, channels) = memory_channels(accel, Holds::Kv, &op.name)?;
-            let kv_buffer = roles_kv(accel, &op.name)?;
-            dma_spread(
-                false,
-                (kv_buffer, 0),
-                op.cost.kv_write_bytes,
-                (first, channels),
-                &mut cursors,
-            );
-        }
         let ctx = Lowering {
             accel,
             comp,
             model,
             graph,
             kv: kv.as_ref(),
-            kv_stored: &kv_stored,
+            query_block,
         };
         let roles = BufferRoles::by_name(accel, &op.name)?;
         // Norm weights, rotary angles and biases are their operator's `aux` operand.
@@ -202,10 +199,32 @@ pub fn data_semantics(
     let format = embedding.format;
     let rows_alike = ((format.bits == 8 && format.group_size == 0) || format.bits == 16)
         && embedding.sparsity == Sparsity::Dense;
+    let prefill = match graph.phase {
+        Phase::Prefill { seq } => Some(seq),
+        Phase::Decode { .. } => None,
+    };
+    // A causal softmax masks a prefix of the keys: every prompt token must see all keys up to
+    // its own, as the last one does.
+    let prefix = |seq: u64| {
+        key_counts(&visible_keys(model, comp, seq.saturating_sub(1)))
+            .iter()
+            .all(|&count| count == seq)
+    };
     let reasons = [
         (
-            !matches!(graph.phase, Phase::Decode { .. }),
-            "prefill tiles rows through alternating result halves and streams attention as rows",
+            prefill.is_some() && graph.batch > 1 && !model.final_norm,
+            "a prefill of several sequences without a final norm (the head would read each \
+             sequence's last row, which are not adjacent)",
+        ),
+        (
+            prefill.is_some() && !graph.ops().any(|o| matches!(o.kind, OpKind::Rotary { .. })),
+            "a prefill of a model without rotary embeddings (only the rotary embedding lays the \
+             queries out in query blocks)",
+        ),
+        (
+            prefill.is_some_and(|seq| model.causal && !prefix(seq)),
+            "a prefill whose tokens do not see every earlier key (a sliding window or streaming \
+             heads; the causal softmax masks a prefix of the keys)",
         ),
         (
             graph.tokens() > 1
@@ -558,8 +577,8 @@ struct Lowering<'a> {
     graph: &'a Graph,
     /// The KV cache's layout, when the pass has one.
     kv: Option<&'a KvLayout>,
-    /// Per channel, where prefill attention streams keys and values back from.
-    kv_stored: &'a [u64],
+    /// Query tokens per block of prefill attention ([`query_block`]; 0 in decode).
+    query_block: u64,
 }
 
 /// The instructions of one operator (no barrier, no `halt`), as bodies that follow each other
@@ -597,6 +616,14 @@ fn lower_op(
             let copies = weight_copies.max(1);
             let rows = m.div_ceil(copies).max(1);
             let x = input(place, 0, roles.activations);
+            // A prefill's head without a final norm reads the last token's row (of its one
+            // sequence: see `data_semantics`).
+            let x = match graph.phase {
+                Phase::Prefill { seq } if m < tokens && !model.final_norm => {
+                    offset(x, (seq - 1) * place.row_stride(op.inputs.first(), 2 * k))
+                }
+                _ => x,
+            };
             // The fused layers' outputs side by side in every row of one fp16 tensor.
             let mut parts = Vec::new();
             let mut outputs = Vec::new();
@@ -670,17 +697,7 @@ fn lower_op(
             let values = matches!(op.kind, OpKind::AttentionValues { .. });
             let context = match graph.phase {
                 Phase::Prefill { seq } => {
-                    let shape = (graph.batch, seq, head_dim, heads);
-                    return prefill_attention(
-                        accel,
-                        comp,
-                        model,
-                        op,
-                        roles,
-                        shape,
-                        values,
-                        ctx.kv_stored,
-                    );
+                    return prefill_attention(ctx, op, place, (seq, heads, head_dim), values);
                 }
                 Phase::Decode { context } => context,
             };
@@ -697,6 +714,7 @@ fn lower_op(
                 a: input(place, 0, roles.activations),
                 c: place.output(roles.results, 2 * elements, &outputs),
                 kv_buffer: roles_kv(accel, &op.name)?,
+                split: None,
             };
             let layer = op.layer.unwrap_or(0) as u64;
             // Scores over an integer cache with int8 activations: each KV head's query rows
@@ -760,15 +778,15 @@ fn lower_op(
             body
         }
         OpKind::Softmax { elements } => {
-            let at = SfuOperands::new(
-                input(place, 0, roles.activations),
-                None,
-                fp16_out(place, elements),
-            );
             match graph.phase {
                 // Each KV head's query rows over its visible keys, heads with as many keys in
                 // one instruction.
                 Phase::Decode { context } => {
+                    let at = SfuOperands::new(
+                        input(place, 0, roles.activations),
+                        None,
+                        fp16_out(place, elements),
+                    );
                     let group = model.heads as u64 / model.kv_heads.max(1) as u64;
                     let counts = key_counts(&visible_keys(model, comp, context));
                     let mut body = Vec::new();
@@ -789,10 +807,43 @@ fn lower_op(
                     }
                     body
                 }
-                // One row per query head and token.
-                Phase::Prefill { .. } => {
-                    let rows = model.heads as u64 * tokens;
-                    sfu(SfuOp::Softmax, (rows, elements.div_ceil(rows.max(1))), at)
+                // Per query block, each query head's rows over the block's keys, each row over
+                // the keys up to its own position (causal models).
+                Phase::Prefill { seq } => {
+                    let heads = model.heads as u64;
+                    let per_seq = prefill_scores(ctx, heads, seq);
+                    let at = SfuOperands::new(
+                        input(place, 0, roles.activations),
+                        None,
+                        fp16_out(place, graph.batch.max(1) * per_seq / 2),
+                    );
+                    let mut body = Vec::new();
+                    for s in 0..graph.batch.max(1) {
+                        for (t0, queries, keys, scores_at) in prefill_blocks(ctx, seq) {
+                            let at = at.offset(place.stride(s * per_seq + scores_at));
+                            let (rows, causal) = match model.causal {
+                                true => (queries, t0 + 1),
+                                false => (heads * queries, 0),
+                            };
+                            for j in 0..heads * queries / rows {
+                                let at = at.offset(place.stride(2 * j * rows * keys));
+                                body.push(Instruction::Sfu(SfuInstr {
+                                    sync: Sync::default(),
+                                    op: SfuOp::Softmax,
+                                    src: at.src,
+                                    aux: at.src,
+                                    dst: at.dst,
+                                    rows: rows as u16,
+                                    cols: keys as u16,
+                                    src_stride: 0,
+                                    dst_stride: 0,
+                                    aux_stride: 0,
+                                    causal: causal as u16,
+                                }));
+                            }
+                        }
+                    }
+                    body
                 }
             }
         }
@@ -802,8 +853,28 @@ fn lower_op(
                 NormKind::RmsNorm => SfuOp::RmsNorm,
             };
             let x = input(place, 0, roles.activations);
-            let at = SfuOperands::new(x, place.params, fp16_out(place, rows * width));
-            sfu(code, (rows, width), at)
+            let out = fp16_out(place, rows * width);
+            match graph.phase {
+                // A prefill's final norm: the row of each sequence the head reads.
+                Phase::Prefill { seq } if rows < tokens => {
+                    let pick = match model.head {
+                        OutputHead::LmHead => seq - 1,
+                        OutputHead::Pooler | OutputHead::Classifier { .. } => 0,
+                    };
+                    let row = place.stride(2 * width);
+                    (0..rows)
+                        .flat_map(|s| {
+                            let at = SfuOperands::new(
+                                offset(x, (s * seq + pick) * row),
+                                place.params,
+                                offset(out, s * row),
+                            );
+                            sfu(code, (1, width), at)
+                        })
+                        .collect()
+                }
+                _ => sfu(code, (rows, width), SfuOperands::new(x, place.params, out)),
+            }
         }
         OpKind::Activation { function, elements } => {
             let code = match function {
@@ -828,6 +899,9 @@ fn lower_op(
             let (q_width, kv_width) = (model.q_width(), model.kv_width());
             let head_dim = model.head_dim.max(1);
             let q = input(place, 0, roles.activations);
+            if let Phase::Prefill { seq } = graph.phase {
+                return Ok(vec![prefill_rotary(ctx, op, place, q, seq)?]);
+            }
             let rotated = [(0, 0), (1, 2 * q_width)];
             let outputs: Vec<(TensorId, u64)> = rotated
                 .iter()
@@ -840,16 +914,11 @@ fn lower_op(
             let angles = place.params.unwrap_or(dst);
             let src_row = place.stride(2 * (q_width + 2 * kv_width));
             let dst_row = place.stride(2 * (q_width + kv_width));
-            let angles_row = place.stride(2 * head_dim);
-            let positions = match graph.phase {
-                Phase::Prefill { seq } => seq,
-                Phase::Decode { .. } => 1,
-            };
             let mut body = Vec::new();
             for t in 0..tokens {
                 let at = SfuOperands::new(
                     offset(q, t * src_row),
-                    Some(offset(angles, t % positions * angles_row)),
+                    Some(angles),
                     offset(dst, t * dst_row),
                 );
                 body.extend(sfu(
@@ -943,7 +1012,46 @@ fn lower_op(
                     for (i, (values, from)) in
                         [(false, keys), (true, values)].into_iter().enumerate()
                     {
+                        // The piece's rows where the producer left them: packed, or (values
+                        // in a prefill) a part of each fused projection row.
+                        let row = match if values { value_row } else { key_row } {
+                            0 => token_stride,
+                            row => row,
+                        };
+                        let from = offset(from, place.stride((start - positions.start) * row));
+                        let strided = tokens > 1 && row != token_stride && row / 2 <= 0xffff;
                         let src = match quantized {
+                            // Each head's rows of the piece at their stride, quantised into
+                            // rows then scales per head.
+                            Some(q) if strided => {
+                                let per_head = tokens * (head_dim + 2);
+                                for h in 0..kv_heads {
+                                    body.push(Instruction::Sfu(SfuInstr {
+                                        sync: Sync::default(),
+                                        op: SfuOp::Quantize,
+                                        src: offset(from, 2 * h * head_dim),
+                                        aux: from,
+                                        dst: offset(q[i], place.stride(h * per_head)),
+                                        rows: tokens as u16,
+                                        cols: head_dim as u16,
+                                        src_stride: (row / 2) as u16,
+                                        dst_stride: 0,
+                                        aux_stride: 0,
+                                        causal: 0,
+                                    }));
+                                }
+                                Rows {
+                                    buffer: q[i].buffer,
+                                    addr: q[i].addr as u64,
+                                    token_stride: head_dim,
+                                    head_stride: per_head,
+                                    scales: Some(RowScales {
+                                        addr: q[i].addr as u64 + tokens * head_dim,
+                                        token_stride: 2,
+                                        head_stride: per_head,
+                                    }),
+                                }
+                            }
                             Some(q) => {
                                 let at = SfuOperands::new(from, None, q[i]);
                                 body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
@@ -952,13 +1060,17 @@ fn lower_op(
                                     addr: q[i].addr as u64,
                                     token_stride: kv_heads * head_dim,
                                     head_stride: head_dim,
-                                    scales: Some(q[i].addr as u64 + rows * head_dim),
+                                    scales: Some(RowScales {
+                                        addr: q[i].addr as u64 + rows * head_dim,
+                                        token_stride: kv_heads * 2,
+                                        head_stride: 2,
+                                    }),
                                 }
                             }
                             None => Rows {
                                 buffer: from.buffer,
                                 addr: from.addr as u64,
-                                token_stride,
+                                token_stride: row,
                                 head_stride: head_dim * 2,
                                 scales: None,
                             },
@@ -1054,9 +1166,9 @@ fn lower_op(
 
 /// An element-wise special-function operation over `elements` fp16 values of `tokens` rows
 /// (operands `(a, b, out)`), the output packed: one instruction over them all when the inputs'
-/// rows are packed, one over the rows at their stride when the inputs' rows lie alike but not
-/// packed (a fused linear layer's parts, whose rows are as wide as the fused output), else one
-/// per token row, each reading its row where the input's rows lie.
+/// rows are packed, else one over the rows, each input's at its stride (a fused linear layer's
+/// parts have rows as wide as the fused output), or one per token row when a stride exceeds its
+/// field.
 fn element_wise(
     place: &Placement,
     op: &Op,
@@ -1072,12 +1184,14 @@ fn element_wise(
         0 => packed,
         bytes => bytes,
     };
-    let (a_row, b_row) = (row(0), b.map_or(row(0), |_| row(1)));
-    if tokens <= 1 || (a_row == packed && b_row == packed) {
+    let (a_row, b_row) = (row(0), b.map_or(packed, |_| row(1)));
+    // Rows narrower than a stride (operands whose elements are not `tokens` rows of their
+    // row stride: a timing model's) read as packed.
+    if tokens <= 1 || (a_row == packed && b_row == packed) || a_row < packed || b_row < packed {
         return sfu_rows(capacity, code, (1, elements), SfuOperands::new(a, b, out));
     }
     let fits = |v: u64| v <= u16::MAX as u64;
-    if a_row == b_row && fits(tokens) && fits(width) && fits(a_row / 2) {
+    if fits(tokens) && fits(width) && fits(a_row / 2) && fits(b_row / 2) {
         return vec![Instruction::Sfu(SfuInstr {
             sync: Sync::default(),
             op: code,
@@ -1088,6 +1202,7 @@ fn element_wise(
             cols: width as u16,
             src_stride: (a_row / 2) as u16,
             dst_stride: 0,
+            aux_stride: b.map_or(0, |_| b_row / 2) as u16,
             causal: 0,
         })];
     }
@@ -1301,6 +1416,7 @@ fn sfu_rows(
                 cols: cols_here as u16,
                 src_stride: 0,
                 dst_stride: 0,
+                aux_stride: 0,
                 causal: 0,
             }));
             let elements = rows_here * cols_here;
@@ -1420,42 +1536,256 @@ fn kv_stream<'a>(
     })
 }
 
-/// Prefill attention scores or values, one body per block of query tokens (per sequence of the
-/// batch). The prompt's keys and values, stored by the KV append before (from `stored` on, per
-/// channel), stream back from the KV memory for each block: every key up to the block's last query for causal models, every key
-/// otherwise (the blocks on the diagonal compute their masked half too). The block size is the
-/// one [`query_block`] finds cheapest.
-#[allow(clippy::too_many_arguments)]
-fn prefill_attention(
-    accel: &Accelerator,
-    comp: &Compression,
-    model: &ModelConfig,
+/// A prefill's rotary embedding: each token's query heads and key heads (side by side in the
+/// fused projection's rows at `qkv`) rotated by its position's angles (`aux_stride`: each row
+/// its token's), the queries into the block layout prefill attention reads
+/// ([`prefill_attention`]: per query block, each query head's rows of the block one after
+/// another), the keys into packed token-major rows. One instruction per query head and block,
+/// and per key head, each over its head's rows at their stride.
+fn prefill_rotary(
+    ctx: &Lowering,
     op: &Op,
-    roles: BufferRoles,
-    (batch, seq, head_dim, heads): (u64, u64, u64, u64),
+    place: &mut Placement,
+    qkv: BufRef,
+    seq: u64,
+) -> Result<Vec<Instruction>, LowerError> {
+    let (model, graph) = (ctx.model, ctx.graph);
+    let (q_width, kv_width) = (model.q_width(), model.kv_width());
+    let head_dim = model.head_dim.max(1);
+    let (heads, kv_heads) = (q_width / head_dim, kv_width / head_dim);
+    let tokens = graph.tokens();
+    let queries = 2 * tokens * q_width;
+    let outputs: Vec<(TensorId, u64)> = [(0, 0), (1, queries)]
+        .iter()
+        .filter_map(|&(i, at)| op.outputs.get(i).map(|&t| (t, at)))
+        .collect();
+    let dst = place.output(qkv.buffer, queries + 2 * tokens * kv_width, &outputs);
+    let keys = offset(dst, place.stride(queries));
+    let angles = place.params.unwrap_or(dst);
+    let src_row = q_width + 2 * kv_width;
+    // Each instruction reads its rows at a fused row's stride.
+    if src_row > u16::MAX as u64 {
+        return Err(LowerError {
+            op: op.name.clone(),
+            reason: format!(
+                "fused q/k/v rows of {src_row} elements exceed the 65,535 a special-function \
+                 instruction's row stride holds"
+            ),
+            key: "model.hidden_size".into(),
+        });
+    }
+    let rotary = |src: BufRef, aux: BufRef, dst: BufRef, rows: u64, strides: (u64, u64)| {
+        Instruction::Sfu(SfuInstr {
+            sync: Sync::default(),
+            op: SfuOp::Rotary,
+            src,
+            aux,
+            dst,
+            rows: rows as u16,
+            cols: head_dim as u16,
+            src_stride: place.stride(strides.0) as u16,
+            dst_stride: place.stride(strides.1) as u16,
+            aux_stride: place.stride(head_dim) as u16,
+            causal: 0,
+        })
+    };
+    let mut body = Vec::new();
+    for s in 0..graph.batch.max(1) {
+        let first = offset(qkv, place.stride(2 * s * seq * src_row));
+        for (t0, block, _, _) in prefill_blocks(ctx, seq) {
+            let aux = offset(angles, place.stride(2 * t0 * head_dim));
+            let src = offset(first, place.stride(2 * t0 * src_row));
+            let base = 2 * (s * seq + t0) * q_width;
+            for j in 0..heads {
+                let dst = offset(dst, place.stride(base + 2 * j * block * head_dim));
+                let src = offset(src, place.stride(2 * j * head_dim));
+                body.push(rotary(src, aux, dst, block, (src_row, head_dim)));
+            }
+        }
+        let keys = offset(keys, place.stride(2 * s * seq * kv_width));
+        // Each key head's rows of the prompt, in pieces of at most 65,535 rows.
+        for t0 in (0..seq).step_by(u16::MAX as usize) {
+            let rows = (seq - t0).min(u16::MAX as u64);
+            let aux = offset(angles, place.stride(2 * t0 * head_dim));
+            for h in 0..kv_heads {
+                let src = offset(
+                    first,
+                    place.stride(2 * (t0 * src_row + q_width + h * head_dim)),
+                );
+                let dst = offset(keys, place.stride(2 * (t0 * kv_width + h * head_dim)));
+                body.push(rotary(src, aux, dst, rows, (src_row, kv_width)));
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Prefill attention scores or values of every sequence, one body per block of query tokens
+/// ([`query_blocks`], of the size [`query_block`] chose): the block's rows attend over the keys
+/// and values the KV append stored, read from the cache as a decode step reads them
+/// ([`KvLayout::attention_batch`]), up to the block's last query for causal models (the block's
+/// masked pairs are computed too; the causal softmax zeroes them). The rotated queries lie per
+/// block ([`prefill_queries`]), so that a KV head's query rows of a block follow one another as
+/// a decode step's do; the scores and probabilities of a block are every query head's rows over
+/// the block's keys, blocks one after another ([`prefill_scores`]); each query head's context
+/// rows land in the token-major rows the output projection reads.
+fn prefill_attention(
+    ctx: &Lowering,
+    op: &Op,
+    place: &mut Placement,
+    (seq, heads, head_dim): (u64, u64, u64),
     values: bool,
-    stored: &[u64],
 ) -> Result<Vec<Vec<Instruction>>, LowerError> {
+    let (accel, comp, model, graph) = (ctx.accel, ctx.comp, ctx.model, ctx.graph);
+    let roles = BufferRoles::by_name(accel, &op.name)?;
+    let layout = kv_layout(ctx, op)?;
     let kv_heads = (model.kv_heads as u64).clamp(1, heads.max(1));
     let group = heads / kv_heads;
-    let shape = (group, head_dim, kv_heads);
-    let block = query_block(accel, comp, model, op, roles, seq, shape)?;
+    let batch = graph.batch.max(1);
+    let blocks = prefill_blocks(ctx, seq);
+    let per_seq = prefill_scores(ctx, heads, seq);
+    let input = place.input(op.inputs.first(), roles.activations);
+    let outputs: Vec<(TensorId, u64)> = op.outputs.first().map(|&t| (t, 0)).into_iter().collect();
+    let out_bytes = match values {
+        false => batch * per_seq,
+        true => 2 * batch * seq * heads * head_dim,
+    };
+    let c = place.output(roles.results, out_bytes, &outputs);
+    let (_, act_int8) = kv_precision(comp);
+    let quantize_queries = !values && act_int8 && comp.kv.format != KvFormat::Fp16;
+    let capacity = accel.buffers()[roles.activations as usize].bytes().0;
+    let layer = op.layer.unwrap_or(0) as u64;
+    // Every block's query rows quantised (values, then a scale per row) per KV head.
+    let q8 = quantize_queries
+        .then(|| place.scratch(roles.activations, batch * seq * heads * (head_dim + 2)));
+    let kv_buffer = roles_kv(accel, &op.name)?;
     let mut bodies = Vec::new();
-    for _ in 0..batch.max(1) {
-        // Every block reads the keys and values from where the KV append stored them.
-        for (queries, keys) in query_blocks(model.causal, seq, block) {
-            let s = kv_stream(
+    for s in 0..batch {
+        for &(t0, queries, keys, scores_at) in &blocks {
+            let rows = group * queries;
+            let first = s * seq + t0;
+            let (mut a, c) = match values {
+                false => (
+                    offset(input, place.stride(2 * first * heads * head_dim)),
+                    offset(c, place.stride(s * per_seq + scores_at)),
+                ),
+                true => (
+                    offset(input, place.stride(s * per_seq + scores_at)),
+                    offset(c, place.stride(2 * first * heads * head_dim)),
+                ),
+            };
+            let mut body = Vec::new();
+            if let Some(q8) = q8 {
+                let per_head = rows * (head_dim + 2);
+                let q8 = offset(q8, place.stride(first * heads * (head_dim + 2)));
+                for h in 0..kv_heads {
+                    let at = SfuOperands::new(
+                        offset(a, place.stride(2 * h * rows * head_dim)),
+                        None,
+                        offset(q8, place.stride(h * per_head)),
+                    );
+                    body.extend(sfu_rows(capacity, SfuOp::Quantize, (rows, head_dim), at));
+                }
+                a = q8;
+            }
+            let sfu_end = body.len();
+            let at = AttentionOperands {
+                a,
+                c,
+                kv_buffer,
+                split: values.then_some(QuerySplit {
+                    group,
+                    c_row: heads * head_dim,
+                }),
+            };
+            let visible = vec![vec![0..keys]; kv_heads as usize];
+            body.extend(layout.attention_batch(
                 accel,
                 comp,
-                op,
-                roles,
-                (group * queries, keys, head_dim, kv_heads),
+                layer,
+                rows,
+                &visible,
                 values,
-            )?;
-            bodies.push(lower_streamed(accel, &s, &mut stored.to_vec())?.instructions);
+                &[(s, at)],
+                &op.name,
+            )?);
+            if sfu_end > 0 {
+                let compute = product_unit(rows);
+                add_release(&mut body[sfu_end - 1], compute);
+                if let Some(first) = body[sfu_end..]
+                    .iter_mut()
+                    .find(|i| i.opcode().unit() == compute)
+                {
+                    add_wait(first, Unit::Sfu);
+                }
+            }
+            bodies.push(body);
         }
     }
     Ok(bodies)
+}
+
+/// The query blocks of a `seq`-token prefill: `(first token, queries, keys, scores offset)`,
+/// the offset in bytes from the sequence's first block's scores (fp16, every query head's
+/// `queries` rows over `keys` keys per block).
+fn prefill_blocks(ctx: &Lowering, seq: u64) -> Vec<(u64, u64, u64, u64)> {
+    let heads = ctx.model.heads as u64;
+    let mut at = 0;
+    query_blocks(ctx.model.causal, seq, ctx.query_block)
+        .enumerate()
+        .map(|(b, (queries, keys))| {
+            let block = (b as u64 * ctx.query_block.max(1), queries, keys, at);
+            at += 2 * heads * queries * keys;
+            block
+        })
+        .collect()
+}
+
+/// Bytes of one sequence's prefill scores (or probabilities): every block's ([`prefill_blocks`]).
+fn prefill_scores(ctx: &Lowering, heads: u64, seq: u64) -> u64 {
+    query_blocks(ctx.model.causal, seq, ctx.query_block)
+        .map(|(queries, keys)| 2 * heads * queries * keys)
+        .sum()
+}
+
+/// The query block size of a prefill's attention ([`query_block`], from its first attention
+/// operator); 0 in decode and without attention.
+fn prefill_query_block(
+    accel: &Accelerator,
+    comp: &Compression,
+    model: &ModelConfig,
+    graph: &Graph,
+) -> Result<u64, LowerError> {
+    let Phase::Prefill { seq } = graph.phase else {
+        return Ok(0);
+    };
+    let Some(op) = graph
+        .ops()
+        .find(|o| matches!(o.kind, OpKind::AttentionScores { .. }))
+    else {
+        return Ok(0);
+    };
+    let OpKind::AttentionScores {
+        heads, head_dim, ..
+    } = op.kind
+    else {
+        return Ok(0);
+    };
+    // A block's softmax rows span every key up to its last query: a 16-bit field.
+    if seq > u16::MAX as u64 {
+        return Err(LowerError {
+            op: op.name.clone(),
+            reason: format!(
+                "a prompt of {seq} tokens: softmax rows over more than 65,535 keys do not fit \
+                 a special-function instruction"
+            ),
+            key: "scenario.prefill".into(),
+        });
+    }
+    let roles = BufferRoles::by_name(accel, &op.name)?;
+    let kv_heads = (model.kv_heads as u64).clamp(1, heads.max(1));
+    let shape = (heads / kv_heads, head_dim, kv_heads);
+    query_block(accel, comp, model, op, roles, seq, shape)
 }
 
 /// `(queries, keys)` of each block of `block` query tokens of a `seq`-token prompt.
@@ -1468,7 +1798,8 @@ fn query_blocks(causal: bool, seq: u64, block: u64) -> impl Iterator<Item = (u64
 }
 
 /// The query block size for prefill attention that the shared cost model finds cheapest: for
-/// every candidate (the PE rows doubled up to the prompt), each block costs the longer of its
+/// every candidate (the PE rows doubled up to the prompt, within what the instructions' fields
+/// hold), each block costs the longer of its
 /// matrix work ([`analytical::matrix_work_cycles`]) and its KV stream at the KV memory's streaming
 /// bandwidth, plus its first wave's arrival, a pipeline fill per wave and the fetch of its
 /// instructions ([`analytical::instruction_fetch`]); smaller blocks compute less of the masked
@@ -1490,13 +1821,17 @@ fn query_block(
     })?;
     let channels = memory_spec.channels();
     let bytes_per_cycle = analytical::streaming_bandwidth(memory_spec).0 / accel.clock().0;
+    // A block's query rows of one head lie `block · head_dim` elements apart (the rotary's
+    // `dst_stride`) and a KV head's rows are a product's `m`: both 16-bit fields.
+    let most = (u16::MAX as u64 / head_dim.max(1)).min(u16::MAX as u64 / group.max(1));
+    let top = seq.clamp(1, most.max(1));
     let mut candidates = Vec::new();
-    let mut b = accel.matrix().rows().max(1);
-    while b < seq {
+    let mut b = accel.matrix().rows().clamp(1, top);
+    while b < top {
         candidates.push(b);
         b *= 2;
     }
-    candidates.push(seq.max(1));
+    candidates.push(top);
     let mut best: Option<(u64, u64)> = None;
     for &block in candidates.iter().rev() {
         let mut cycles = 0u64;

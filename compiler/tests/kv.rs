@@ -97,6 +97,7 @@ fn integer_values_need_int8_weights_in_the_matrix_precisions() {
             addr: 0x1_0000,
         },
         kv_buffer: 2,
+        split: None,
     };
     let keys = visible_keys(&m, &comp, 20);
     let e = layout

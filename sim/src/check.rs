@@ -3,7 +3,9 @@
 //! released by some instruction.
 
 use tessera_spec::accel::{Accelerator, SfuOp};
-use tessera_spec::analytical::{matrix_operand_bytes, result_extent, sfu_operand_extents};
+use tessera_spec::analytical::{
+    matrix_operand_bytes, result_extent, result_row_stride, sfu_operand_extents,
+};
 use tessera_spec::compression::{ActivationFormat, Sparsity};
 use tessera_spec::isa::{BufRef, Instruction, Program, SparseCode, Unit, WeightCode};
 
@@ -229,6 +231,18 @@ fn check_instruction(
                     m.c_stride, m.n
                 ));
             }
+            // A batch's products one after another, or side by side within the rows.
+            let (step, row) = (m.c_batch as u64, result_row_stride(m));
+            let after = step >= m.m as u64 * row;
+            let beside = step >= m.n as u64 && m.products() * step <= row;
+            if m.products() > 1 && step != 0 && !after && !beside {
+                return Err(format!(
+                    "c_batch {step} overlaps the products' results: use 0, at least m × c_stride \
+                     = {}, or at least n = {} with batch × c_batch ≤ c_stride",
+                    m.m as u64 * row,
+                    m.n
+                ));
+            }
             if matches!(ins, Instruction::Matvec(_)) && m.m > 1 {
                 return Err(format!("matvec needs m = 1 (got {})", m.m));
             }
@@ -265,10 +279,17 @@ fn check_instruction(
         }
         Instruction::Sfu(s) => {
             let narrow = |stride: u16| stride != 0 && stride < s.cols;
-            if narrow(s.src_stride) || narrow(s.dst_stride) {
+            if narrow(s.src_stride) || narrow(s.aux_stride) || narrow(s.dst_stride) {
                 return Err(format!(
-                    "row strides (src {}, dst {}) below the row's {} elements (0: packed)",
-                    s.src_stride, s.dst_stride, s.cols
+                    "row strides (src {}, aux {}, dst {}) below the row's {} elements (0: packed)",
+                    s.src_stride, s.aux_stride, s.dst_stride, s.cols
+                ));
+            }
+            if s.aux_stride != 0 && !matches!(s.op, SfuOp::Add | SfuOp::Mul | SfuOp::Rotary) {
+                return Err(format!(
+                    "aux_stride = {} on `{}`: only add, mul and rotary read aux rows",
+                    s.aux_stride,
+                    s.op.name()
                 ));
             }
             if (s.op == SfuOp::Dequantize && s.src_stride != 0)

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use tessera_spec::accel::{Accelerator, SfuOp};
 use tessera_spec::analytical::{
-    matrix_operand_bytes, matrix_product_bytes, result_extent, result_row_stride,
-    sfu_operand_bytes, sfu_operand_extents,
+    matrix_operand_bytes, matrix_product_bytes, result_batch_stride, result_extent,
+    result_row_stride, sfu_operand_bytes, sfu_operand_extents,
 };
 use tessera_spec::isa::data::{
     f16_bytes, f16_values, f32_values, groups_per_column, quantize_scale, sfu_row, unpack_ints,
@@ -90,10 +90,10 @@ impl DataState {
                 Ok(())
             }
             Instruction::Matmul(m) | Instruction::Matvec(m) => {
-                // A batch is its products one after another, each `m · c_stride` result
-                // elements after the previous.
+                // A batch is its products one after another, each `c_batch` result elements
+                // after the previous.
                 let one = matrix_product_bytes(m);
-                let rows = m.m as u64 * result_row_stride(m) * m.out.bytes();
+                let rows = result_batch_stride(m) * m.out.bytes();
                 for h in 0..m.products() {
                     let at = |r: BufRef, bytes: u64| BufRef {
                         buffer: r.buffer,
@@ -105,6 +105,7 @@ impl DataState {
                         meta: at(m.meta, one.meta),
                         c: at(m.c, rows),
                         batch: 0,
+                        c_batch: 0,
                         ..*m
                     })?;
                 }
@@ -303,12 +304,12 @@ impl DataState {
             0 => cols,
             s => s as usize,
         };
-        let packed = |raw: &[u8], len: u64, span: u64| -> Vec<f32> {
+        let packed = |raw: &[u8], len: u64, span: u64, step: u16| -> Vec<f32> {
             let values = f16_values(raw);
             if len == span {
                 return values;
             }
-            let step = stride(s.src_stride);
+            let step = stride(step);
             (0..rows)
                 .flat_map(|r| values[r * step..r * step + cols].iter().copied())
                 .collect()
@@ -320,11 +321,13 @@ impl DataState {
             let values = values.iter().map(|b| *b as i8 as f32).collect();
             (values, f16_values(scales))
         } else {
-            (packed(src_raw, src_len, src_span), Vec::new())
+            (packed(src_raw, src_len, src_span, s.src_stride), Vec::new())
         };
         let aux_raw = self.buf(s.aux.buffer, s.aux.addr, aux_span);
-        let aux = packed(aux_raw, aux_len, aux_span);
-        let per_row = matches!(s.op, SfuOp::Add | SfuOp::Mul);
+        let aux = packed(aux_raw, aux_len, aux_span, s.aux_stride);
+        // Same-shape operands, and rotary angles with a row stride: one row per row.
+        let per_row =
+            matches!(s.op, SfuOp::Add | SfuOp::Mul) || (s.op == SfuOp::Rotary && s.aux_stride != 0);
         let mut out = Vec::with_capacity(rows * cols);
         let mut scales = Vec::new();
         for r in 0..rows {

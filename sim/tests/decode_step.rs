@@ -2,8 +2,10 @@
 //! tiny-llama (embedding, two decoder layers with grouped-query attention over a filled KV cache,
 //! the LM head) computes the same logits, bit for bit, as a reference decoder written directly
 //! from the quantised math, for dense int8, int4-group and N:M sparse weights, over an fp16 or an
-//! int8 KV cache, with and without biases, for one sequence and for batches of two and three
-//! (each sequence with its own token and cache, checked against the reference run per sequence).
+//! int8 KV cache, with and without biases, for one sequence and for batches of up to forty (each
+//! sequence with its own token and cache, checked against the reference run per sequence). A
+//! compiled prefill of one prompt equals the reference run token by token: the last token's
+//! logits and every key and value it appended.
 
 use half::f16;
 use std::collections::BTreeMap;
@@ -52,10 +54,10 @@ impl CachedRow {
 }
 
 /// The model's tensors as logical values (every fp16 value already rounded), and each
-/// sequence's token and cache.
+/// sequence's tokens and cache.
 struct Weights {
-    /// Each sequence's step token's embedding row: int8 values and their scale (an fp16 table
-    /// holds their products).
+    /// The embedding row of each token the pass reads (a decode step's sequences' tokens, or a
+    /// prompt's tokens): int8 values and their scale (an fp16 table holds their products).
     embedding: Vec<(Vec<i8>, f32)>,
     /// Norm weights by operator name.
     norms: BTreeMap<String, Vec<f32>>,
@@ -66,25 +68,29 @@ struct Weights {
     /// Keys and values in each sequence's cache: `[sequence][layer][kv head][position]`.
     keys: Vec<Vec<Vec<Vec<CachedRow>>>>,
     values: Vec<Vec<Vec<Vec<CachedRow>>>>,
-    /// The step position's rotary angles: a cosine and a sine per pair of dimensions.
-    angles: Vec<f32>,
+    /// The rotary angles of each position the pass computes (a decode step's, or every prompt
+    /// position): a cosine and a sine per pair of dimensions.
+    angles: Vec<Vec<f32>>,
 }
 
 fn fp16(v: f32) -> f32 {
     f16::from_f32(v).to_f32()
 }
 
-/// The reference decoder step of sequence `seq`: every operator's math as `tessera_spec::isa::data` defines it,
-/// with results rounded to fp16 where the program keeps them. The query projection is taken to
+/// The reference decoder step of sequence `seq` for the pass's token `token` at its position
+/// `position` (an index into [`Weights::angles`]), attending to the keys `visible` of each KV
+/// head: every operator's math as `tessera_spec::isa::data` defines it, with results rounded to fp16 where the program keeps them. The query projection is taken to
 /// carry 1/√head_dim (folded into its weights), so softmax reads the raw dot products. An int8
 /// cache stores the step's key and value rows quantised; scores are integer-weight products (a
 /// key's scale per output column, int8 queries with their row scale), and the probabilities are
 /// multiplied by the value rows' scales (`mul`, quantised per row for int8 activations) before
 /// the product with the int8 value rows (`b_rows`, no weight scales).
+#[allow(clippy::too_many_arguments)]
 fn reference_step(
     m: &ModelConfig,
     w: &mut Weights,
     seq: usize,
+    (token, position): (usize, usize),
     visible: &[Vec<usize>],
     int8: bool,
     kv_int8: bool,
@@ -107,7 +113,7 @@ fn reference_step(
             None => y,
         }
     };
-    let (values, scale) = &w.embedding[seq];
+    let (values, scale) = &w.embedding[token];
     let mut x: Vec<f32> = values.iter().map(|v| fp16(*v as f32 * scale)).collect();
     for l in 0..m.layers as usize {
         let name = |s: &str| format!("layer{l}.{s}");
@@ -117,7 +123,7 @@ fn reference_step(
         let v = linear(w, &name("attn.v_proj"), &h);
         let rotate = |t: &[f32]| -> Vec<Vec<f32>> {
             t.chunks(hd)
-                .map(|head| row(SfuOp::Rotary, head, &w.angles))
+                .map(|head| row(SfuOp::Rotary, head, &w.angles[position]))
                 .collect()
         };
         let q = rotate(&q);
@@ -200,9 +206,23 @@ fn biases_of(w: &Weights, op: &str) -> Option<Vec<f32>> {
 /// `context` under `comp` on the u280, each sequence with its own token and cache, and checks
 /// every sequence's logits against [`reference_step`].
 fn check_step(m: &ModelConfig, comp: &Compression, context: u64, batch: usize, seed: u64) {
+    check_pass(m, comp, Phase::Decode { context }, batch, seed);
+}
+
+/// Compiles and runs `phase` (a decode step of `batch` sequences, each with its own token and a
+/// filled cache; or a prefill of one sequence's prompt into an empty cache) of `m` under `comp`
+/// on the u280 and checks each sequence's logits (a prefill's: of its last token) against
+/// [`reference_step`] (a prefill's reference: decode steps token by token), and the keys and
+/// values the pass appended (and their scales) in the cache.
+fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, seed: u64) {
     let accel = Accelerator::preset("u280").unwrap();
     let m = m.clone();
-    let graph = build_graph(&m, comp, Phase::Decode { context }, batch as u64).unwrap();
+    // The cache's tokens before the pass, and the positions the pass computes.
+    let (context, positions) = match phase {
+        Phase::Decode { context } => (context, context..context + 1),
+        Phase::Prefill { seq } => (0, 0..seq),
+    };
+    let graph = build_graph(&m, comp, phase, batch as u64).unwrap();
     let (program, map) = compile_pass_mapped(&accel, comp, &m, &graph, 64).unwrap();
     assert!(map.functional, "{}", comp.name);
     let mut rng = Rng::new(seed);
@@ -241,7 +261,9 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, batch: usize, s
             norms.insert(op.name.clone(), gamma);
         }
     }
-    let embedding: Vec<(Vec<i8>, f32)> = (0..batch)
+    // A decode step's token of each sequence, or every prompt token.
+    let token_rows = batch * positions.clone().count();
+    let embedding: Vec<(Vec<i8>, f32)> = (0..token_rows)
         .map(|_| {
             (
                 (0..m.hidden).map(|_| value(127.0) as i8).collect(),
@@ -250,10 +272,15 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, batch: usize, s
         })
         .collect();
     let theta = 10_000f32;
-    let angles: Vec<f32> = (0..hd / 2)
-        .flat_map(|i| {
-            let a = context as f32 * theta.powf(-2.0 * i as f32 / hd as f32);
-            [fp16(a.cos()), fp16(a.sin())]
+    let angles: Vec<Vec<f32>> = positions
+        .clone()
+        .map(|pos| {
+            (0..hd / 2)
+                .flat_map(|i| {
+                    let a = pos as f32 * theta.powf(-2.0 * i as f32 / hd as f32);
+                    [fp16(a.cos()), fp16(a.sin())]
+                })
+                .collect()
         })
         .collect();
     // Every linear layer's weights, in the compression of its class.
@@ -351,7 +378,7 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, batch: usize, s
             };
             w.embedding.iter().flat_map(row).collect()
         } else if load.op.ends_with("rotary") {
-            f16_bytes(&w.angles)
+            f16_bytes(&w.angles.concat())
         } else if let Some(bias) = biases_of(&w, &load.op) {
             f16_bytes(&bias)
         } else {
@@ -400,15 +427,17 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, batch: usize, s
     assert!(report.functional);
     assert!(buffer_hazards(&program, &report).is_empty());
     let logits_at = map.tensors["lm_head"];
-    let visible: Vec<Vec<usize>> = visible_keys(&m, comp, context)
-        .iter()
-        .map(|runs| {
-            runs.iter()
-                .flat_map(|r| r.clone())
-                .map(|p| p as usize)
-                .collect()
-        })
-        .collect();
+    let visible = |context: u64| -> Vec<Vec<usize>> {
+        visible_keys(&m, comp, context)
+            .iter()
+            .map(|runs| {
+                runs.iter()
+                    .flat_map(|r| r.clone())
+                    .map(|p| p as usize)
+                    .collect()
+            })
+            .collect()
+    };
     let int8 = comp.activations == ActivationFormat::Int8;
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for s in 0..batch {
@@ -423,36 +452,49 @@ fn check_step(m: &ModelConfig, comp: &Compression, context: u64, batch: usize, s
             "{} seq {s}: {got:?}",
             comp.name
         );
-        let want = reference_step(&m, &mut w, s, &visible, int8, kv_int8);
-        assert_eq!(bits(&got), bits(&want), "{} seq {s}", comp.name);
-        // The step stored its own key and value (and their scales) where the next step reads
-        // them.
-        let (key, value) = (
-            &w.keys[s][1][1][context as usize],
-            &w.values[s][1][1][context as usize],
-        );
+        // The reference runs the pass's positions one after another (a prefill's tokens as
+        // decode steps), each appending to the sequence's cache.
+        let mut want = Vec::new();
+        for (i, pos) in positions.clone().enumerate() {
+            let token = s * positions.clone().count() + i;
+            let visible = visible(pos);
+            want = reference_step(&m, &mut w, s, (token, i), &visible, int8, kv_int8);
+        }
+        // The pass stored its keys and values (and their scales) of every layer and head where
+        // later steps read them.
         let seq = s as u64;
-        let (ch, at) = layout.key(seq, 1, 1, context);
-        let stored = data.read_dram(ch, at, key.bytes().len() as u64);
-        assert_eq!(stored, key.bytes(), "{} seq {s}", comp.name);
-        let (ch, at) = layout.value(seq, 1, 1, 0, context);
-        let stored = data.read_dram(ch, at, layout.part_row());
-        assert_eq!(
-            stored,
-            value.bytes()[..layout.part_row() as usize],
-            "{} seq {s}",
-            comp.name
-        );
-        let scales = [
-            (layout.key_scale(seq, 1, 1, context), key.scale),
-            (layout.value_scale(seq, 1, 1, context), value.scale),
-        ];
-        for (place, scale) in scales {
-            if let (Some((ch, at)), Some(sc)) = (place, scale) {
-                let stored = f16_values(&data.read_dram(ch, at, 2));
-                assert_eq!(bits(&stored), bits(&[sc]), "{} seq {s}", comp.name);
+        let stored = (0..m.layers as usize).flat_map(|l| (0..kv_heads).map(move |h| (l, h)));
+        for ((l, h), pos) in stored.flat_map(|lh| positions.clone().map(move |p| (lh, p))) {
+            let (key, value) = (
+                &w.keys[s][l][h][pos as usize],
+                &w.values[s][l][h][pos as usize],
+            );
+            let (layer, head) = (l as u64, h as u64);
+            let what = format!("{} seq {s} layer {l} head {h} position {pos}", comp.name);
+            let (ch, at) = layout.key(seq, layer, head, pos);
+            let stored = data.read_dram(ch, at, key.bytes().len() as u64);
+            assert_eq!(stored, key.bytes(), "key: {what}");
+            let value_bytes = value.bytes();
+            let part_bytes = value_bytes.len() / layout.parts() as usize;
+            for p in 0..layout.parts() as usize {
+                let (ch, at) = layout.value(seq, layer, head, p as u64, pos);
+                let stored = data.read_dram(ch, at, part_bytes as u64);
+                let part = &value_bytes[p * part_bytes..(p + 1) * part_bytes];
+                assert_eq!(stored, part, "value part {p}: {what}");
+            }
+            let scales = [
+                (layout.key_scale(seq, layer, head, pos), key.scale),
+                (layout.value_scale(seq, layer, head, pos), value.scale),
+            ];
+            for (place, scale) in scales {
+                assert_eq!(place.is_some(), scale.is_some(), "{what}");
+                if let (Some((ch, at)), Some(sc)) = (place, scale) {
+                    let stored = f16_values(&data.read_dram(ch, at, 2));
+                    assert_eq!(bits(&stored), bits(&[sc]), "scale: {what}");
+                }
             }
         }
+        assert_eq!(bits(&got), bits(&want), "{} seq {s}", comp.name);
     }
 }
 
@@ -472,7 +514,23 @@ fn passes_that_cannot_compute_on_data_say_why() {
         reason.err().unwrap_or_default()
     };
     assert_eq!(why(&u280, &w4, decode, 1), "");
-    assert!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 1).contains("prefill"));
+    // Prompts compute on data: the final norm gathers each sequence's last row for the head.
+    assert_eq!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 1), "");
+    assert_eq!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 2), "");
+    // GPT-2's queries come straight from its projection: no rotary embedding lays them out.
+    let gpt2 = model::preset("gpt2").unwrap();
+    let graph = build_graph(&gpt2, &w4, Phase::Prefill { seq: 8 }, 1).unwrap();
+    let reason = data_semantics(&u280, &w4, &gpt2, &graph).unwrap_err();
+    assert!(reason.contains("without rotary embeddings"), "{reason}");
+    // A streaming KV head drops keys between its sink and its window: no longer a prefix of
+    // the prompt once the prompt outgrows them.
+    let mut streaming = w4.clone();
+    streaming.kv.policy.streaming_fraction = 0.5;
+    streaming.kv.policy.sink = 4;
+    streaming.kv.policy.window = 8;
+    assert_eq!(why(&u280, &streaming, Phase::Prefill { seq: 12 }, 1), "");
+    let why_13 = why(&u280, &streaming, Phase::Prefill { seq: 13 }, 1);
+    assert!(why_13.contains("do not see every earlier key"), "{why_13}");
     assert_eq!(why(&u280, &w4, decode, 3), "");
     // More sequences than the u280's 16 PE rows: the products' results still land in place.
     assert_eq!(why(&u280, &w4, decode, 16), "");
@@ -574,4 +632,46 @@ fn batched_decode_steps_equal_the_reference_decoder_per_sequence() {
     };
     let comp = compression::preset("w4a16-g128").unwrap();
     check_step(&biased, &comp, 19, 3, 16);
+}
+
+#[test]
+fn compiled_prefills_equal_the_reference_decoder_token_by_token() {
+    // A prompt into an empty cache: every linear layer one product of all the prompt's rows
+    // (more than the u280's 16 PE rows), attention in query blocks over the keys up to each
+    // block's last query with a causal softmax, the head over the last token; its logits and
+    // every appended key and value equal decode steps run token by token.
+    let tiny_llama = model::preset("tiny-llama").unwrap();
+    let cases = [
+        ("w4a8-g128", KvFormat::Fp16, 24, 21),
+        ("w4a16-g128", KvFormat::Int8, 33, 22),
+        ("w4a8-nm8", KvFormat::Int8, 20, 23),
+        ("w8a8", KvFormat::Fp16, 17, 24),
+        // Several query blocks, the last one partial.
+        ("w4a8-g128", KvFormat::Int8, 300, 25),
+        ("w4a16-g128", KvFormat::Fp16, 150, 26),
+    ];
+    for (preset, kv, seq, seed) in cases {
+        let mut comp = compression::preset(preset).unwrap();
+        comp.kv.format = kv;
+        check_pass(&tiny_llama, &comp, Phase::Prefill { seq }, 1, seed);
+    }
+    // Prompts of several sequences, each with its own tokens and cache: the final norm reads
+    // each one's last row and the head computes their logits in one product.
+    for (preset, kv, batch, seq, seed) in [
+        ("w4a8-g128", KvFormat::Int8, 2, 24, 29),
+        ("w4a16-g128", KvFormat::Fp16, 3, 40, 30),
+    ] {
+        let mut comp = compression::preset(preset).unwrap();
+        comp.kv.format = kv;
+        check_pass(&tiny_llama, &comp, Phase::Prefill { seq }, batch, seed);
+    }
+    // Biases on every projection (fp16 rows): `add_row` adds each to every token's row.
+    let biased = ModelConfig {
+        qkv_bias: true,
+        out_bias: true,
+        ffn_bias: true,
+        ..tiny_llama.clone()
+    };
+    let comp = compression::preset("w4a16-g128").unwrap();
+    check_pass(&biased, &comp, Phase::Prefill { seq: 19 }, 1, 28);
 }

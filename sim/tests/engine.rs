@@ -258,12 +258,20 @@ fn ill_formed_programs_are_rejected_before_running() {
             "c_stride 4 is below n = 8",
         ),
         (
+            "matmul weight=int8 act_int8=1 m=2 n=8 k=16 c_stride=16 batch=3 c_batch=8",
+            "c_batch 8 overlaps the products' results",
+        ),
+        (
             "sfu op=silu rows=2 cols=16 src_stride=8",
-            "row strides (src 8, dst 0) below the row's 16 elements",
+            "row strides (src 8, aux 0, dst 0) below the row's 16 elements",
         ),
         (
             "sfu op=quantize rows=2 cols=16 dst_stride=32",
             "`quantize` has int8 rows and row scales, which are packed",
+        ),
+        (
+            "sfu op=softmax rows=2 cols=16 aux_stride=16",
+            "aux_stride = 16 on `softmax`: only add, mul and rotary read aux rows",
         ),
         (
             "sfu op=add rows=2 cols=16 causal=1",
@@ -310,7 +318,7 @@ proptest::proptest! {
     /// Random programs (every field within its width) either run or are rejected; never a panic.
     #[test]
     fn random_programs_never_panic(
-        ops in proptest::collection::vec((0usize..6, 0u8..64, 0u8..64, proptest::collection::vec(proptest::prelude::any::<u64>(), 22)), 1..12)
+        ops in proptest::collection::vec((0usize..6, 0u8..64, 0u8..64, proptest::collection::vec(proptest::prelude::any::<u64>(), 24)), 1..12)
     ) {
         use tessera_spec::isa::{layout, FieldKind, Opcode, Program, Sync, UnitMask};
         let instructions = ops.into_iter().map(|(o, w, r, raw)| {

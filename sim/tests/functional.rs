@@ -513,6 +513,7 @@ fn compiled_decode_attention_equals_the_golden_reference() {
             addr: c as u32,
         },
         kv_buffer,
+        split: None,
     };
     let scores = layout
         .attention(
@@ -671,10 +672,11 @@ fn special_function_rows_land_where_the_operands_say() {
 
 #[test]
 fn strided_rows_and_the_causal_softmax_read_and_write_where_they_say() {
-    // A 4 × 16 tile held in rows 40 elements apart: `mul` by a same-shape operand at the same
-    // stride writes packed rows; a causal `softmax` of those, first row over 3 elements, writes
+    // A 4 × 16 tile held in rows 40 elements apart: `mul` by a same-shape operand in rows 32
+    // apart writes packed rows; a causal `softmax` of those, first row over 3 elements, writes
     // its rows 24 elements apart with zeros after each row's visible part; a packed `silu`
-    // reads them back. Every byte between the strided rows stays as it was.
+    // reads them back, and a `rotary` turns each of its rows by its own row of angles (20
+    // apart). Every byte between the strided rows stays as it was.
     let accel = u280();
     let mut data = DataState::new(&accel);
     let mut rng = Rng::new(17);
@@ -686,7 +688,10 @@ fn strided_rows_and_the_causal_softmax_read_and_write_where_they_say() {
         f16_values(&f16_bytes(&v))
     };
     let x = random(rows * src_stride);
-    let y = random(rows * src_stride);
+    let aux_stride = 32;
+    let y = random(rows * aux_stride);
+    let angles = random(rows * 20);
+    data.write_dram(0, 0x3000, &f16_bytes(&angles));
     let filler = random(rows * dst_stride);
     data.write_dram(0, 0, &f16_bytes(&x));
     data.write_dram(0, 0x1000, &f16_bytes(&y));
@@ -696,14 +701,18 @@ fn strided_rows_and_the_causal_softmax_read_and_write_where_they_say() {
         "load buffer=1 channel=0 bytes={n} release=sys
          load buffer=1 channel=0 dram_addr_lo=0x1000 buf_addr=0x1000 bytes={n} release=sys
          load buffer=2 channel=0 dram_addr_lo=0x2000 buf_addr=0x2000 bytes={m} release=sys
+         load buffer=1 channel=0 dram_addr_lo=0x3000 buf_addr=0x3000 bytes={} release=sys
+         sys op=nop wait=ld
          sys op=nop wait=ld
          sys op=nop wait=ld
          sys op=nop wait=ld release=sfu
-         sfu wait=sys op=mul src_buffer=1 aux_buffer=1 aux_addr=0x1000 dst_buffer=2 rows={rows} cols={cols} src_stride={src_stride}
+         sfu wait=sys op=mul src_buffer=1 aux_buffer=1 aux_addr=0x1000 dst_buffer=2 rows={rows} cols={cols} src_stride={src_stride} aux_stride={aux_stride}
          sfu op=softmax src_buffer=2 dst_buffer=2 dst_addr=0x2000 rows={rows} cols={cols} dst_stride={dst_stride} causal={causal}
-         sfu op=silu src_buffer=2 src_addr=0x2000 dst_buffer=2 dst_addr=0x4000 rows={rows} cols={cols} src_stride={dst_stride} release=st
+         sfu op=silu src_buffer=2 src_addr=0x2000 dst_buffer=2 dst_addr=0x4000 rows={rows} cols={cols} src_stride={dst_stride}
+         sfu op=rotary src_buffer=2 src_addr=0x4000 aux_buffer=1 aux_addr=0x3000 dst_buffer=2 dst_addr=0x4000 rows={rows} cols={cols} aux_stride=20 release=st
          store wait=sfu buffer=2 buf_addr=0x2000 channel=1 bytes={m} release=st
          store wait=st buffer=2 buf_addr=0x4000 channel=1 dram_addr_lo=0x4000 bytes={}",
+        2 * rows * 20,
         2 * rows * cols
     );
     let program = assemble(&text).unwrap();
@@ -712,12 +721,17 @@ fn strided_rows_and_the_causal_softmax_read_and_write_where_they_say() {
     let mut want_soft = filler.clone();
     let mut want_silu = Vec::new();
     for r in 0..rows {
-        let at = |v: &[f32]| v[r * src_stride..r * src_stride + cols].to_vec();
-        let product = round(sfu_row(SfuOp::Mul, &at(&x), &at(&y)));
+        let at = |v: &[f32], stride: usize| v[r * stride..r * stride + cols].to_vec();
+        let product = round(sfu_row(
+            SfuOp::Mul,
+            &at(&x, src_stride),
+            &at(&y, aux_stride),
+        ));
         let seen = causal + r;
         let mut soft = round(sfu_row(SfuOp::Softmax, &product[..seen], &[]));
         soft.resize(cols, 0.0);
-        want_silu.extend(round(sfu_row(SfuOp::Silu, &soft, &[])));
+        let silu = round(sfu_row(SfuOp::Silu, &soft, &[]));
+        want_silu.extend(round(sfu_row(SfuOp::Rotary, &silu, &at(&angles, 20))));
         want_soft[r * dst_stride..r * dst_stride + cols].copy_from_slice(&soft);
     }
     let got_soft = f16_values(&data.read_dram(1, 0, m as u64));

@@ -409,18 +409,30 @@ pub fn result_row_stride(m: &MatrixOp) -> u64 {
     }
 }
 
+/// Elements from one product's results to the next's in a batch: `c_batch`, or when it is 0
+/// `m` rows of `c_stride`.
+pub fn result_batch_stride(m: &MatrixOp) -> u64 {
+    match m.c_batch {
+        0 => m.m as u64 * result_row_stride(m),
+        step => step as u64,
+    }
+}
+
 /// Bytes of buffer a matrix instruction's results span from `c`: `m` rows of every product,
-/// `c_stride` apart.
+/// `c_stride` apart, products `c_batch` apart.
 pub fn result_extent(m: &MatrixOp) -> u64 {
-    match m.m as u64 * m.products() {
-        0 => 0,
-        rows => ((rows - 1) * result_row_stride(m) + m.n as u64) * m.out.bytes(),
+    match (m.m as u64, m.products()) {
+        (0, _) => 0,
+        (rows, products) => {
+            let last = (products - 1) * result_batch_stride(m) + (rows - 1) * result_row_stride(m);
+            (last + m.n as u64) * m.out.bytes()
+        }
     }
 }
 
 /// Bytes of buffer a special-function instruction's operands span from `src`, `aux` and `dst`:
-/// [`sfu_operand_bytes`], with strided rows (`src_stride`, `dst_stride`) spanning from the first
-/// row's start to the last row's end.
+/// [`sfu_operand_bytes`], with strided rows (`src_stride`, `aux_stride`, `dst_stride`) spanning
+/// from the first row's start to the last row's end.
 pub fn sfu_operand_extents(s: &SfuInstr) -> (u64, u64, u64) {
     let (src, aux, dst) = sfu_operand_bytes(s);
     let (rows, cols) = (s.rows as u64, s.cols as u64);
@@ -429,7 +441,8 @@ pub fn sfu_operand_extents(s: &SfuInstr) -> (u64, u64, u64) {
         (stride, _) => 2 * ((rows - 1) * stride as u64 + cols),
     };
     let aux = match s.op {
-        SfuOp::Add | SfuOp::Mul => span(aux, s.src_stride),
+        SfuOp::Add | SfuOp::Mul => span(aux, s.aux_stride),
+        SfuOp::Rotary if s.aux_stride != 0 => span(2 * s.rows as u64 * s.cols as u64, s.aux_stride),
         _ => aux,
     };
     (span(src, s.src_stride), aux, span(dst, s.dst_stride))
@@ -443,6 +456,7 @@ pub fn sfu_operand_bytes(s: &SfuInstr) -> (u64, u64, u64) {
     let scaled_int8 = s.rows as u64 * (s.cols as u64 + 2);
     let aux = match s.op {
         SfuOp::Add | SfuOp::Mul => bytes,
+        SfuOp::Rotary if s.aux_stride != 0 => bytes,
         SfuOp::LayerNorm => 4 * s.cols as u64,
         SfuOp::RmsNorm | SfuOp::Rotary | SfuOp::AddRow | SfuOp::MulRow => 2 * s.cols as u64,
         _ => 0,

@@ -15,7 +15,7 @@ fn any_instruction() -> impl Strategy<Value = Instruction> {
         0..Opcode::ALL.len(),
         0u8..64,
         0u8..64,
-        prop::collection::vec(any::<u64>(), 22),
+        prop::collection::vec(any::<u64>(), 24),
     )
         .prop_map(|(o, wait, release, raw)| {
             let op = Opcode::ALL[o];
@@ -148,6 +148,7 @@ fn typed_program_text_form() {
                 b_rows: false,
                 c_stride: 96,
                 batch: 0,
+                c_batch: 0,
             }),
             Instruction::Sfu(SfuInstr {
                 sync: Sync {
@@ -168,6 +169,7 @@ fn typed_program_text_form() {
                 cols: 64,
                 src_stride: 0,
                 dst_stride: 0,
+                aux_stride: 0,
                 causal: 3,
             }),
             Instruction::Sys(SysInstr {

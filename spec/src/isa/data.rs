@@ -15,8 +15,9 @@
 //!   (`k × n` bytes): a row's scale `s_p` is folded into `A` beforehand, since
 //!   `Σ_p a_p · (s_p · w_p) = Σ_p (a_p · s_p) · w_p`.
 //! - `batch` products run one after another: product `h` reads `A`, `W` and the metadata `h`
-//!   operands (their byte sizes) after the first's and writes its rows after the previous
-//!   product's, `m · c_stride` elements on.
+//!   operands (their byte sizes) after the first's and writes its results `c_batch` elements
+//!   after the previous product's (0: `m · c_stride`, its rows after the previous product's
+//!   rows; or a step within the rows, its columns beside the previous product's).
 //! - N:M metadata at `meta`: one 4-bit index (position within its 16-wide block) per kept weight,
 //!   in the weights' order, packed like 4-bit unsigned integers.
 //! - Block-skip and unstructured sparsity store weights dense (skipped ones are zero); their

@@ -338,8 +338,12 @@ pub struct MatrixOp {
     pub c_stride: u16,
     /// Independent products of the same shape, one after another in every operand (0 or 1: one):
     /// product `h` reads `a` and `b` (and `meta`) `h` operands further on and writes its rows
-    /// after the previous product's, `m · c_stride` elements on (attention heads).
+    /// `c_batch` elements after the previous product's (attention heads).
     pub batch: u16,
+    /// Elements from one product's results to the next's in a batch: 0 for `m · c_stride`
+    /// (each product's rows after the previous one's), or a step within the rows (each
+    /// product's columns beside the previous one's: query heads' context rows, token-major).
+    pub c_batch: u16,
 }
 
 impl MatrixOp {
@@ -366,9 +370,13 @@ pub struct SfuInstr {
     pub rows: u16,
     /// Elements per row.
     pub cols: u16,
-    /// Elements from the start of one `src` row to the next, and of a same-shape `aux` operand's
-    /// (`add`, `mul`); 0: `cols`, rows packed. fp16 sources only (not `dequantize`).
+    /// Elements from the start of one `src` row to the next; 0: `cols`, rows packed. fp16
+    /// sources only (not `dequantize`).
     pub src_stride: u16,
+    /// Elements from the start of one `aux` row to the next: of a same-shape operand (`add`,
+    /// `mul`; 0: `cols`, packed), or of the angles (`rotary`: row `r` rotated by row `r`'s
+    /// angles; 0: one row of angles for every row). Other operations: 0.
+    pub aux_stride: u16,
     /// Elements from the start of one `dst` row to the next; 0: `cols`, rows packed. fp16
     /// results only (not `quantize`).
     pub dst_stride: u16,
@@ -610,6 +618,7 @@ const MATRIX: &[Field] = &[
     int("group", 13),
     int("c_stride", 16),
     int("batch", 16),
+    int("c_batch", 16),
 ];
 
 const SFU: &[Field] = &[
@@ -628,6 +637,7 @@ const SFU: &[Field] = &[
     int("cols", 16),
     int("src_stride", 16),
     int("dst_stride", 16),
+    int("aux_stride", 16),
     int("causal", 16),
 ];
 
@@ -754,6 +764,7 @@ impl Instruction {
                 m.group as u64,
                 m.c_stride as u64,
                 m.batch as u64,
+                m.c_batch as u64,
             ],
             Instruction::Sfu(s) => vec![
                 s.op as u64,
@@ -767,6 +778,7 @@ impl Instruction {
                 s.cols as u64,
                 s.src_stride as u64,
                 s.dst_stride as u64,
+                s.aux_stride as u64,
                 s.causal as u64,
             ],
             Instruction::Sys(s) => vec![s.op as u64],
@@ -827,6 +839,7 @@ impl Instruction {
                     group: f[19] as u16,
                     c_stride: f[20] as u16,
                     batch: f[21] as u16,
+                    c_batch: f[22] as u16,
                 };
                 if op == Opcode::Matmul {
                     Instruction::Matmul(m)
@@ -844,7 +857,8 @@ impl Instruction {
                 cols: f[8] as u16,
                 src_stride: f[9] as u16,
                 dst_stride: f[10] as u16,
-                causal: f[11] as u16,
+                aux_stride: f[11] as u16,
+                causal: f[12] as u16,
             }),
             Opcode::Sys => Instruction::Sys(SysInstr {
                 sync,
