@@ -379,10 +379,11 @@ fn by_channel(
     pieces: Vec<(u8, Piece)>,
     most_lanes: u64,
 ) -> Vec<Instruction> {
+    // Each channel's pieces in order, channels in order of their first piece.
     let mut order: Vec<u8> = Vec::new();
-    let mut mine: std::collections::BTreeMap<u8, Vec<Piece>> = Default::default();
+    let mut mine: Vec<Vec<Piece>> = vec![Vec::new(); u8::MAX as usize + 1];
     for (ch, p) in pieces {
-        let list = mine.entry(ch).or_default();
+        let list = &mut mine[ch as usize];
         if list.is_empty() {
             order.push(ch);
         }
@@ -390,7 +391,7 @@ fn by_channel(
     }
     let per_channel: Vec<Vec<Dma>> = order
         .into_iter()
-        .map(|ch| coalesce(ch, buffer, &mine[&ch]))
+        .map(|ch| coalesce(ch, buffer, &mine[ch as usize]))
         .collect();
     join_lanes(per_channel, most_lanes)
         .into_iter()

@@ -498,6 +498,17 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
     }
 }
 
+/// `m` with biases on every projection (fused q/k/v and gate/up siblings load theirs side by
+/// side).
+fn with_biases(m: &ModelConfig) -> ModelConfig {
+    ModelConfig {
+        qkv_bias: true,
+        out_bias: true,
+        ffn_bias: true,
+        ..m.clone()
+    }
+}
+
 #[test]
 fn passes_that_cannot_compute_on_data_say_why() {
     let m = model::preset("tiny-llama").unwrap();
@@ -574,12 +585,7 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
     check_step(&tiny_llama, &comp, 30, 1, 8);
     // Biases on every projection (fused q/k/v and gate/up siblings load theirs side by side),
     // int8 and fp16 activations: the special-function unit adds them to the results.
-    let biased = ModelConfig {
-        qkv_bias: true,
-        out_bias: true,
-        ffn_bias: true,
-        ..tiny_llama.clone()
-    };
+    let biased = with_biases(&tiny_llama);
     for (preset, context, seed) in [("w4a8-g128", 19, 9), ("w4a16-g128", 27, 10)] {
         check_step(
             &biased,
@@ -624,12 +630,7 @@ fn batched_decode_steps_equal_the_reference_decoder_per_sequence() {
     comp.kv.format = KvFormat::Int8;
     check_step(&tiny_llama, &comp, 30, 2, 15);
     // Biases on every projection: `add_row` adds each bias to every sequence's row.
-    let biased = ModelConfig {
-        qkv_bias: true,
-        out_bias: true,
-        ffn_bias: true,
-        ..tiny_llama.clone()
-    };
+    let biased = with_biases(&tiny_llama);
     let comp = compression::preset("w4a16-g128").unwrap();
     check_step(&biased, &comp, 19, 3, 16);
 }
@@ -666,12 +667,7 @@ fn compiled_prefills_equal_the_reference_decoder_token_by_token() {
         check_pass(&tiny_llama, &comp, Phase::Prefill { seq }, batch, seed);
     }
     // Biases on every projection (fp16 rows): `add_row` adds each to every token's row.
-    let biased = ModelConfig {
-        qkv_bias: true,
-        out_bias: true,
-        ffn_bias: true,
-        ..tiny_llama.clone()
-    };
+    let biased = with_biases(&tiny_llama);
     let comp = compression::preset("w4a16-g128").unwrap();
     check_pass(&biased, &comp, Phase::Prefill { seq: 19 }, 1, 28);
 }
