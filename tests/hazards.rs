@@ -41,3 +41,20 @@ fn compiled_passes_have_no_buffer_hazards() {
         );
     }
 }
+
+#[test]
+fn prefill_query_blocks_fit_the_results_buffer() {
+    // A u280 with a 256 KiB results buffer: LLaMA2-7B's blocks of a 512-token prompt must stay
+    // below 8 queries (32 heads × 512 keys of fp16 scores each), fewer than the engine's 16 PE
+    // rows, for the program to pass the checks and simulate.
+    let text = include_str!("../examples/accelerators/u280.toml");
+    let small = text.replace("bytes = 2097152   # 2 MiB in BRAM", "bytes = 262144");
+    assert_ne!(small, text);
+    let a = Accelerator::from_toml_str(&small, "u280-small-results.toml").unwrap();
+    let m = model::preset("llama2-7b").unwrap();
+    let c = compression::preset("w4a8-g128").unwrap();
+    let g = build_graph(&m, &c, Phase::Prefill { seq: 512 }, 1).unwrap();
+    let p = compile_pass(&a, &c, &m, &g, 0).unwrap();
+    let r = simulate(&a, &p).unwrap();
+    assert!(buffer_hazards(&p, &r).is_empty());
+}

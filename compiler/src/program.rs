@@ -1799,7 +1799,7 @@ fn query_blocks(causal: bool, seq: u64, block: u64) -> impl Iterator<Item = (u64
 
 /// The query block size for prefill attention that the shared cost model finds cheapest: for
 /// every candidate (the PE rows doubled up to the prompt, within what the instructions' fields
-/// hold), each block costs the longer of its
+/// hold and with a block's scores within the results buffer), each block costs the longer of its
 /// matrix work ([`analytical::matrix_work_cycles`]) and its KV stream at the KV memory's streaming
 /// bandwidth, plus its first wave's arrival, a pipeline fill per wave and the fetch of its
 /// instructions ([`analytical::instruction_fetch`]); smaller blocks compute less of the masked
@@ -1822,8 +1822,24 @@ fn query_block(
     let channels = memory_spec.channels();
     let bytes_per_cycle = analytical::streaming_bandwidth(memory_spec).0 / accel.clock().0;
     // A block's query rows of one head lie `block · head_dim` elements apart (the rotary's
-    // `dst_stride`) and a KV head's rows are a product's `m`: both 16-bit fields.
-    let most = (u16::MAX as u64 / head_dim.max(1)).min(u16::MAX as u64 / group.max(1));
+    // `dst_stride`) and a KV head's rows are a product's `m`: both 16-bit fields. A block's
+    // scores (fp16, every query head's rows over up to `seq` keys) land in the results buffer.
+    let results = accel.buffers()[roles.results as usize].bytes().0;
+    let scores_row = 2 * group * kv_heads * seq.max(1);
+    if scores_row > results {
+        return Err(LowerError {
+            op: op.name.clone(),
+            reason: format!(
+                "one query token's scores over the prompt's {seq} keys ({scores_row} bytes, \
+                 every head) exceed the results buffer `{}` ({results} bytes)",
+                accel.buffers()[roles.results as usize].name()
+            ),
+            key: "buffers.bytes".into(),
+        });
+    }
+    let most = (u16::MAX as u64 / head_dim.max(1))
+        .min(u16::MAX as u64 / group.max(1))
+        .min(results / scores_row);
     let top = seq.clamp(1, most.max(1));
     let mut candidates = Vec::new();
     let mut b = accel.matrix().rows().clamp(1, top);
