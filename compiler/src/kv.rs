@@ -797,40 +797,34 @@ impl KvLayout {
                         }
                         // A head's query rows share its scale row (`mul_row`); one row is an
                         // element-wise `mul`, which joins with the next head's.
-                        folds.push(SfuInstr {
-                            sync: Sync::default(),
-                            op: if rows == 1 { SfuOp::Mul } else { SfuOp::MulRow },
-                            src: probs,
-                            aux: kv_ref(at.kv_buffer, folded.scales),
-                            dst: kv_ref(at.kv_buffer, folded.probs),
-                            rows: rows as u16,
-                            cols: count as u16,
-                            src_stride: 0,
-                            dst_stride: 0,
-                            aux_stride: 0,
-                            causal: 0,
-                        });
+                        folds.push(SfuInstr::new(
+                            if rows == 1 { SfuOp::Mul } else { SfuOp::MulRow },
+                            (
+                                probs,
+                                kv_ref(at.kv_buffer, folded.scales),
+                                kv_ref(at.kv_buffer, folded.probs),
+                            ),
+                            rows as u16,
+                            count as u16,
+                        ));
                         if act_int8 {
                             // Each query head's rows with their scales after them when the
                             // rows split by query head.
                             for (j, (m, _)) in splits.iter().enumerate() {
                                 let j = j as u64;
-                                quantized.push(SfuInstr {
-                                    sync: Sync::default(),
-                                    op: SfuOp::Quantize,
-                                    src: kv_ref(at.kv_buffer, folded.probs + 2 * j * m * count),
-                                    aux: kv_ref(at.kv_buffer, folded.probs),
-                                    dst: kv_ref(
-                                        at.kv_buffer,
-                                        folded.quantized + j * m * (count + 2),
+                                quantized.push(SfuInstr::new(
+                                    SfuOp::Quantize,
+                                    (
+                                        kv_ref(at.kv_buffer, folded.probs + 2 * j * m * count),
+                                        kv_ref(at.kv_buffer, folded.probs),
+                                        kv_ref(
+                                            at.kv_buffer,
+                                            folded.quantized + j * m * (count + 2),
+                                        ),
                                     ),
-                                    rows: *m as u16,
-                                    cols: count as u16,
-                                    src_stride: 0,
-                                    dst_stride: 0,
-                                    aux_stride: 0,
-                                    causal: 0,
-                                });
+                                    *m as u16,
+                                    count as u16,
+                                ));
                             }
                         }
                         folded.scales += count * self.row_scale;

@@ -11,8 +11,8 @@
 //!   decode step does, the keys and values the KV append stored, up to its last query for causal
 //!   models; the block size is the one the shared cost model finds cheapest. The rotary embedding
 //!   lays the queries out per block (each query head's rows of the block together), so a KV
-//!   head's query rows of a block are one product's rows; a causal softmax (`causal`) zeroes
-//!   each row's later keys; each query head's context rows land in token-major rows.
+//!   head's query rows of a block are one product's rows; a causal softmax (`causal`, one per
+//!   block over every head's rows) zeroes each row's later keys; each query head's context rows land in token-major rows.
 //! - A prefill of a rotary model whose tokens see every earlier key computes on data
 //!   (`data_semantics`): the final norm normalises each sequence's last row for the head; its
 //!   logits and every key and value it stores equal decode steps run token by token
@@ -821,24 +821,22 @@ fn lower_op(
                     for s in 0..graph.batch.max(1) {
                         for (t0, queries, keys, scores_at) in prefill_blocks(ctx, seq) {
                             let at = at.offset(place.stride(s * per_seq + scores_at));
-                            let (rows, causal) = match model.causal {
-                                true => (queries, t0 + 1),
-                                false => (heads * queries, 0),
-                            };
-                            for j in 0..heads * queries / rows {
-                                let at = at.offset(place.stride(2 * j * rows * keys));
+                            // Every query head's rows of the block at once (as many heads as
+                            // the rows field holds), the causal mask restarting per head.
+                            let causal = if model.causal { t0 + 1 } else { 0 };
+                            let per = (u16::MAX as u64 / queries.max(1)).clamp(1, heads);
+                            for j in (0..heads).step_by(per as usize) {
+                                let rows = (heads - j).min(per) * queries;
+                                let at = at.offset(place.stride(2 * j * queries * keys));
                                 body.push(Instruction::Sfu(SfuInstr {
-                                    sync: Sync::default(),
-                                    op: SfuOp::Softmax,
-                                    src: at.src,
-                                    aux: at.src,
-                                    dst: at.dst,
-                                    rows: rows as u16,
-                                    cols: keys as u16,
-                                    src_stride: 0,
-                                    dst_stride: 0,
-                                    aux_stride: 0,
                                     causal: causal as u16,
+                                    causal_period: queries as u16,
+                                    ..SfuInstr::new(
+                                        SfuOp::Softmax,
+                                        (at.src, at.src, at.dst),
+                                        rows as u16,
+                                        keys as u16,
+                                    )
                                 }));
                             }
                         }
@@ -1026,18 +1024,16 @@ fn lower_op(
                             Some(q) if strided => {
                                 let per_head = tokens * (head_dim + 2);
                                 for h in 0..kv_heads {
+                                    let src = offset(from, 2 * h * head_dim);
+                                    let dst = offset(q[i], place.stride(h * per_head));
                                     body.push(Instruction::Sfu(SfuInstr {
-                                        sync: Sync::default(),
-                                        op: SfuOp::Quantize,
-                                        src: offset(from, 2 * h * head_dim),
-                                        aux: from,
-                                        dst: offset(q[i], place.stride(h * per_head)),
-                                        rows: tokens as u16,
-                                        cols: head_dim as u16,
                                         src_stride: (row / 2) as u16,
-                                        dst_stride: 0,
-                                        aux_stride: 0,
-                                        causal: 0,
+                                        ..SfuInstr::new(
+                                            SfuOp::Quantize,
+                                            (src, from, dst),
+                                            tokens as u16,
+                                            head_dim as u16,
+                                        )
                                     }));
                                 }
                                 Rows {
@@ -1193,17 +1189,9 @@ fn element_wise(
     let fits = |v: u64| v <= u16::MAX as u64;
     if fits(tokens) && fits(width) && fits(a_row / 2) && fits(b_row / 2) {
         return vec![Instruction::Sfu(SfuInstr {
-            sync: Sync::default(),
-            op: code,
-            src: a,
-            aux: b.unwrap_or(a),
-            dst: out,
-            rows: tokens as u16,
-            cols: width as u16,
             src_stride: (a_row / 2) as u16,
-            dst_stride: 0,
             aux_stride: b.map_or(0, |_| b_row / 2) as u16,
-            causal: 0,
+            ..SfuInstr::new(code, (a, b.unwrap_or(a), out), tokens as u16, width as u16)
         })];
     }
     let out_row = place.stride(packed);
@@ -1406,19 +1394,12 @@ fn sfu_rows(
                 SfuOp::AddRow if advance => at.aux.map(|a| offset(a, 2 * c)),
                 _ => aux,
             };
-            out.push(Instruction::Sfu(SfuInstr {
-                sync: Sync::default(),
+            out.push(Instruction::Sfu(SfuInstr::new(
                 op,
-                src,
-                aux: aux_here.unwrap_or(src),
-                dst,
-                rows: rows_here as u16,
-                cols: cols_here as u16,
-                src_stride: 0,
-                dst_stride: 0,
-                aux_stride: 0,
-                causal: 0,
-            }));
+                (src, aux_here.unwrap_or(src), dst),
+                rows_here as u16,
+                cols_here as u16,
+            )));
             let elements = rows_here * cols_here;
             if advance {
                 src = offset(
@@ -1576,17 +1557,10 @@ fn prefill_rotary(
     }
     let rotary = |src: BufRef, aux: BufRef, dst: BufRef, rows: u64, strides: (u64, u64)| {
         Instruction::Sfu(SfuInstr {
-            sync: Sync::default(),
-            op: SfuOp::Rotary,
-            src,
-            aux,
-            dst,
-            rows: rows as u16,
-            cols: head_dim as u16,
             src_stride: place.stride(strides.0) as u16,
             dst_stride: place.stride(strides.1) as u16,
             aux_stride: place.stride(head_dim) as u16,
-            causal: 0,
+            ..SfuInstr::new(SfuOp::Rotary, (src, aux, dst), rows as u16, head_dim as u16)
         })
     };
     let mut body = Vec::new();

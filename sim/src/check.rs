@@ -300,10 +300,11 @@ fn check_instruction(
                     s.op.name()
                 ));
             }
-            if s.op != SfuOp::Softmax && s.causal != 0 {
+            if s.op != SfuOp::Softmax && (s.causal != 0 || s.causal_period != 0) {
                 return Err(format!(
-                    "causal = {} on `{}`: only softmax masks",
+                    "causal = {} (period {}) on `{}`: only softmax masks",
                     s.causal,
+                    s.causal_period,
                     s.op.name()
                 ));
             }

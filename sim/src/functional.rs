@@ -337,10 +337,12 @@ impl DataState {
                 SfuOp::Dequantize => &row_scales[r..r + 1],
                 _ => &aux[..],
             };
-            // A causal softmax takes the row's first `causal + r` elements; the rest are 0.
-            let seen = match s.causal {
-                0 => cols,
-                c => (c as usize + r).min(cols),
+            // A causal softmax takes the row's first `causal + r mod causal_period` elements;
+            // the rest are 0.
+            let seen = match (s.causal, s.causal_period) {
+                (0, _) => cols,
+                (c, 0) => (c as usize + r).min(cols),
+                (c, p) => (c as usize + r % p as usize).min(cols),
             };
             out.extend(sfu_row(s.op, &x[..seen], a));
             out.extend(std::iter::repeat_n(0.0, cols - seen));

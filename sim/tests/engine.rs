@@ -275,7 +275,7 @@ fn ill_formed_programs_are_rejected_before_running() {
         ),
         (
             "sfu op=add rows=2 cols=16 causal=1",
-            "causal = 1 on `add`: only softmax masks",
+            "causal = 1 (period 0) on `add`: only softmax masks",
         ),
         (
             "matmul weight=int4 act_int8=1 b_rows=1 m=1 n=16 k=16",

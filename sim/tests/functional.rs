@@ -673,8 +673,9 @@ fn special_function_rows_land_where_the_operands_say() {
 #[test]
 fn strided_rows_and_the_causal_softmax_read_and_write_where_they_say() {
     // A 4 × 16 tile held in rows 40 elements apart: `mul` by a same-shape operand in rows 32
-    // apart writes packed rows; a causal `softmax` of those, first row over 3 elements, writes
-    // its rows 24 elements apart with zeros after each row's visible part; a packed `silu`
+    // apart writes packed rows; a causal `softmax` of those, first row over 3 elements and the
+    // mask restarting every 3 rows, writes its rows 24 elements apart with zeros after each
+    // row's visible part; a packed `silu`
     // reads them back, and a `rotary` turns each of its rows by its own row of angles (20
     // apart). Every byte between the strided rows stays as it was.
     let accel = u280();
@@ -707,7 +708,7 @@ fn strided_rows_and_the_causal_softmax_read_and_write_where_they_say() {
          sys op=nop wait=ld
          sys op=nop wait=ld release=sfu
          sfu wait=sys op=mul src_buffer=1 aux_buffer=1 aux_addr=0x1000 dst_buffer=2 rows={rows} cols={cols} src_stride={src_stride} aux_stride={aux_stride}
-         sfu op=softmax src_buffer=2 dst_buffer=2 dst_addr=0x2000 rows={rows} cols={cols} dst_stride={dst_stride} causal={causal}
+         sfu op=softmax src_buffer=2 dst_buffer=2 dst_addr=0x2000 rows={rows} cols={cols} dst_stride={dst_stride} causal={causal} causal_period=3
          sfu op=silu src_buffer=2 src_addr=0x2000 dst_buffer=2 dst_addr=0x4000 rows={rows} cols={cols} src_stride={dst_stride}
          sfu op=rotary src_buffer=2 src_addr=0x4000 aux_buffer=1 aux_addr=0x3000 dst_buffer=2 dst_addr=0x4000 rows={rows} cols={cols} aux_stride=20 release=st
          store wait=sfu buffer=2 buf_addr=0x2000 channel=1 bytes={m} release=st
@@ -727,7 +728,7 @@ fn strided_rows_and_the_causal_softmax_read_and_write_where_they_say() {
             &at(&x, src_stride),
             &at(&y, aux_stride),
         ));
-        let seen = causal + r;
+        let seen = causal + r % 3;
         let mut soft = round(sfu_row(SfuOp::Softmax, &product[..seen], &[]));
         soft.resize(cols, 0.0);
         let silu = round(sfu_row(SfuOp::Silu, &soft, &[]));

@@ -78,7 +78,7 @@ fn layouts_fit_words_and_their_sizes() {
     // FlightLLM's 7 / 4 / 3-word load / matrix / misc instructions.
     assert_eq!(words(Opcode::Load), 13);
     assert_eq!(words(Opcode::Matmul), 9);
-    assert_eq!(words(Opcode::Sfu), 7);
+    assert_eq!(words(Opcode::Sfu), 8);
     assert_eq!(words(Opcode::Sys), 1);
     let doc = layout_doc();
     assert!(
@@ -171,6 +171,7 @@ fn typed_program_text_form() {
                 dst_stride: 0,
                 aux_stride: 0,
                 causal: 3,
+                causal_period: 0,
             }),
             Instruction::Sys(SysInstr {
                 sync: Sync::default(),

@@ -380,10 +380,33 @@ pub struct SfuInstr {
     /// Elements from the start of one `dst` row to the next; 0: `cols`, rows packed. fp16
     /// results only (not `quantize`).
     pub dst_stride: u16,
-    /// `softmax` only: row `r` is taken over its first `causal + r` elements (at most `cols`)
-    /// and the rest are written 0, a causal mask whose first row sees `causal` keys; 0: every
-    /// element.
+    /// `softmax` only: row `r` is taken over its first `causal + r mod causal_period` elements
+    /// (at most `cols`) and the rest are written 0, a causal mask whose first row sees `causal`
+    /// keys, restarting every `causal_period` rows (0: never; one block of query rows per
+    /// head); 0: every element.
     pub causal: u16,
+    /// Rows after which the causal mask restarts (0: never).
+    pub causal_period: u16,
+}
+
+impl SfuInstr {
+    /// `op` over `rows × cols` packed elements (no strides, no mask) and no tokens.
+    pub fn new(op: SfuOp, (src, aux, dst): (BufRef, BufRef, BufRef), rows: u16, cols: u16) -> Self {
+        SfuInstr {
+            sync: Sync::default(),
+            op,
+            src,
+            aux,
+            dst,
+            rows,
+            cols,
+            src_stride: 0,
+            dst_stride: 0,
+            aux_stride: 0,
+            causal: 0,
+            causal_period: 0,
+        }
+    }
 }
 
 /// System operations.
@@ -639,6 +662,7 @@ const SFU: &[Field] = &[
     int("dst_stride", 16),
     int("aux_stride", 16),
     int("causal", 16),
+    int("causal_period", 16),
 ];
 
 const SYS: &[Field] = &[Field {
@@ -780,6 +804,7 @@ impl Instruction {
                 s.dst_stride as u64,
                 s.aux_stride as u64,
                 s.causal as u64,
+                s.causal_period as u64,
             ],
             Instruction::Sys(s) => vec![s.op as u64],
         }
@@ -859,6 +884,7 @@ impl Instruction {
                 dst_stride: f[10] as u16,
                 aux_stride: f[11] as u16,
                 causal: f[12] as u16,
+                causal_period: f[13] as u16,
             }),
             Opcode::Sys => Instruction::Sys(SysInstr {
                 sync,
