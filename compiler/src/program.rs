@@ -569,6 +569,22 @@ fn add_release(ins: &mut Instruction, unit: Unit) {
     ins.set_sync(s);
 }
 
+/// Special-function instructions `sfu`, then `body`, whose first instruction on `unit` waits
+/// for the last of them (which gives `unit` the token).
+fn after_sfu(
+    mut sfu: Vec<Instruction>,
+    mut body: Vec<Instruction>,
+    unit: Unit,
+) -> Vec<Instruction> {
+    let first = body.iter_mut().find(|i| i.opcode().unit() == unit);
+    if let (Some(last), Some(first)) = (sfu.last_mut(), first) {
+        add_release(last, unit);
+        add_wait(first, Unit::Sfu);
+    }
+    sfu.extend(body);
+    sfu
+}
+
 /// What lowering an operator needs besides the operator.
 struct Lowering<'a> {
     accel: &'a Accelerator,
@@ -670,19 +686,11 @@ fn lower_op(
                 parts,
                 waves: lowered.waves,
             });
-            let mut body = lowered.instructions;
             let compute = product_unit(rows);
-            if let Some(q) = quantized {
-                let mut quantize = sfu(SfuOp::Quantize, (rows, k), SfuOperands::new(x, None, q));
-                if let Some(last) = quantize.last_mut() {
-                    add_release(last, compute);
-                }
-                if let Some(first) = body.iter_mut().find(|i| i.opcode().unit() == compute) {
-                    add_wait(first, Unit::Sfu);
-                }
-                quantize.extend(body);
-                body = quantize;
-            }
+            let quantize = quantized.map_or(Vec::new(), |q| {
+                sfu(SfuOp::Quantize, (rows, k), SfuOperands::new(x, None, q))
+            });
+            let mut body = after_sfu(quantize, lowered.instructions, compute);
             if let Some(b) = bias {
                 add_bias(accel, &mut body, compute, (c, b), (m, n));
             }
@@ -744,7 +752,7 @@ fn lower_op(
                     (seq, AttentionOperands { a, c, ..at })
                 })
                 .collect();
-            let mut body = Vec::new();
+            let mut quantize = Vec::new();
             if quantize_queries {
                 // Every sequence's query rows, quantised one sequence after another.
                 let q8 = place.scratch(roles.activations, batch * kv_heads * per_head);
@@ -754,28 +762,15 @@ fn lower_op(
                         let src = offset(seq_at.a, place.stride(h * rows * head_dim * 2));
                         let dst = offset(q8, place.stride(h * per_head));
                         let at = SfuOperands::new(src, None, dst);
-                        body.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
+                        quantize.extend(sfu(SfuOp::Quantize, (rows, head_dim), at));
                     }
                     seq_at.a = q8;
                 }
-                if let Some(last) = body.last_mut() {
-                    add_release(last, compute);
-                }
             }
-            let first_product = body.len();
             // The sequences' waves stream through the KV buffer's halves as one stream.
-            body.extend(
-                layout.attention_batch(accel, comp, layer, rows, &keys, values, &seqs, &op.name)?,
-            );
-            if quantize_queries {
-                if let Some(first) = body[first_product..]
-                    .iter_mut()
-                    .find(|i| i.opcode().unit() == compute)
-                {
-                    add_wait(first, Unit::Sfu);
-                }
-            }
-            body
+            let waves =
+                layout.attention_batch(accel, comp, layer, rows, &keys, values, &seqs, &op.name)?;
+            after_sfu(quantize, waves, compute)
         }
         OpKind::Softmax { elements } => {
             match graph.phase {
@@ -1073,12 +1068,7 @@ fn lower_op(
                         };
                         stores.extend(layout.append((seq, layer), part.clone(), src, values));
                     }
-                    if let (Some(last), Some(first)) = (body.last_mut(), stores.first_mut()) {
-                        add_release(last, Unit::Store);
-                        add_wait(first, Unit::Sfu);
-                    }
-                    body.extend(stores);
-                    bodies.push(body);
+                    bodies.push(after_sfu(body, stores, Unit::Store));
                 }
             }
             if integer {
@@ -1648,7 +1638,7 @@ fn prefill_attention(
                     offset(c, place.stride(2 * first * heads * head_dim)),
                 ),
             };
-            let mut body = Vec::new();
+            let mut quantize = Vec::new();
             if let Some(q8) = q8 {
                 let per_head = rows * (head_dim + 2);
                 let q8 = offset(q8, place.stride(first * heads * (head_dim + 2)));
@@ -1658,11 +1648,10 @@ fn prefill_attention(
                         None,
                         offset(q8, place.stride(h * per_head)),
                     );
-                    body.extend(sfu_rows(capacity, SfuOp::Quantize, (rows, head_dim), at));
+                    quantize.extend(sfu_rows(capacity, SfuOp::Quantize, (rows, head_dim), at));
                 }
                 a = q8;
             }
-            let sfu_end = body.len();
             let at = AttentionOperands {
                 a,
                 c,
@@ -1673,7 +1662,7 @@ fn prefill_attention(
                 }),
             };
             let visible = vec![vec![0..keys]; kv_heads as usize];
-            body.extend(layout.attention_batch(
+            let waves = layout.attention_batch(
                 accel,
                 comp,
                 layer,
@@ -1682,18 +1671,8 @@ fn prefill_attention(
                 values,
                 &[(s, at)],
                 &op.name,
-            )?);
-            if sfu_end > 0 {
-                let compute = product_unit(rows);
-                add_release(&mut body[sfu_end - 1], compute);
-                if let Some(first) = body[sfu_end..]
-                    .iter_mut()
-                    .find(|i| i.opcode().unit() == compute)
-                {
-                    add_wait(first, Unit::Sfu);
-                }
-            }
-            bodies.push(body);
+            )?;
+            bodies.push(after_sfu(quantize, waves, product_unit(rows)));
         }
     }
     Ok(bodies)
