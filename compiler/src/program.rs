@@ -806,7 +806,7 @@ fn lower_op(
                 // the keys up to its own position (causal models).
                 Phase::Prefill { seq } => {
                     let heads = model.heads as u64;
-                    let per_seq = prefill_scores(ctx, heads, seq);
+                    let per_seq = prefill_scores(ctx, seq);
                     let at = SfuOperands::new(
                         input(place, 0, roles.activations),
                         None,
@@ -1607,7 +1607,7 @@ fn prefill_attention(
     let group = heads / kv_heads;
     let batch = graph.batch.max(1);
     let blocks = prefill_blocks(ctx, seq);
-    let per_seq = prefill_scores(ctx, heads, seq);
+    let per_seq = prefill_scores(ctx, seq);
     let input = place.input(op.inputs.first(), roles.activations);
     let outputs: Vec<(TensorId, u64)> = op.outputs.first().map(|&t| (t, 0)).into_iter().collect();
     let out_bytes = match values {
@@ -1682,23 +1682,29 @@ fn prefill_attention(
 /// the offset in bytes from the sequence's first block's scores (fp16, every query head's
 /// `queries` rows over `keys` keys per block).
 fn prefill_blocks(ctx: &Lowering, seq: u64) -> Vec<(u64, u64, u64, u64)> {
-    let heads = ctx.model.heads as u64;
     let mut at = 0;
     query_blocks(ctx.model.causal, seq, ctx.query_block)
         .enumerate()
         .map(|(b, (queries, keys))| {
             let block = (b as u64 * ctx.query_block.max(1), queries, keys, at);
-            at += 2 * heads * queries * keys;
+            at += block_scores(ctx, queries, keys);
             block
         })
         .collect()
 }
 
+/// Bytes of one query block's scores: every query head's `queries` rows over `keys` keys, fp16.
+fn block_scores(ctx: &Lowering, queries: u64, keys: u64) -> u64 {
+    2 * ctx.model.heads as u64 * queries * keys
+}
+
 /// Bytes of one sequence's prefill scores (or probabilities): every block's ([`prefill_blocks`]).
-fn prefill_scores(ctx: &Lowering, heads: u64, seq: u64) -> u64 {
-    query_blocks(ctx.model.causal, seq, ctx.query_block)
-        .map(|(queries, keys)| 2 * heads * queries * keys)
-        .sum()
+fn prefill_scores(ctx: &Lowering, seq: u64) -> u64 {
+    prefill_blocks(ctx, seq)
+        .last()
+        .map_or(0, |&(_, queries, keys, at)| {
+            at + block_scores(ctx, queries, keys)
+        })
 }
 
 /// The query block size of a prefill's attention ([`query_block`], from its first attention
