@@ -10,10 +10,11 @@
 //!   Prefill attention runs in blocks of query tokens, each reading back from the cache, as a
 //!   decode step does, the keys and values the KV append stored, up to its last query for causal
 //!   models; the block size is the one the shared cost model finds cheapest. The rotary embedding
-//!   lays the queries out per block (each query head's rows of the block together), so a KV
+//!   (or, without one, a `copy` per head and block out of the fused projection's rows) lays the
+//!   queries out per block (each query head's rows of the block together), so a KV
 //!   head's query rows of a block are one product's rows; a causal softmax (`causal`, one per
 //!   block over every head's rows) zeroes each row's later keys; each query head's context rows land in token-major rows.
-//! - A prefill of a rotary model whose tokens see every earlier key computes on data
+//! - A prefill whose tokens see every earlier key computes on data
 //!   (`data_semantics`): the final norm normalises each sequence's last row for the head; its
 //!   logits and every key and value it stores equal decode steps run token by token
 //!   (`sim/tests/decode_step.rs`).
@@ -23,7 +24,8 @@
 //! - Norms, softmax, activations, gated multiplies, rotary and residual adds run on the
 //!   special-function unit, in pieces that fit the activation buffer, reading a fused
 //!   projection's parts at their row stride; the KV append stores the
-//!   new keys and values; the embedding gathers its rows.
+//!   new keys and values; the embedding gathers each token's row of every table (token, learned
+//!   position) and adds them.
 //! - Operators (and prefill attention blocks) follow each other through a barrier on the system
 //!   unit: every terminal instruction of an operator (the last one of each compute unit, every
 //!   DMA nobody waits for) gives the system unit a token, one `nop` takes each, and the last gives
@@ -217,11 +219,6 @@ pub fn data_semantics(
              sequence's last row, which are not adjacent)",
         ),
         (
-            prefill.is_some() && !graph.ops().any(|o| matches!(o.kind, OpKind::Rotary { .. })),
-            "a prefill of a model without rotary embeddings (only the rotary embedding lays the \
-             queries out in query blocks)",
-        ),
-        (
             prefill.is_some_and(|seq| model.causal && !prefix(seq)),
             "a prefill whose tokens do not see every earlier key (a sliding window or streaming \
              heads; the causal softmax masks a prefix of the keys)",
@@ -252,13 +249,6 @@ pub fn data_semantics(
         (
             model.moe.is_some() || model.vision.is_some(),
             "experts or image inputs",
-        ),
-        (
-            graph.ops().any(|o| match o.kind {
-                OpKind::Embedding { tables, .. } => tables != 1,
-                _ => false,
-            }),
-            "position or token-type embedding tables",
         ),
     ];
     match reasons.iter().find(|(applies, _)| *applies) {
@@ -1077,19 +1067,44 @@ fn lower_op(
             bodies.concat()
         }
         OpKind::KvRead { .. } => Vec::new(),
-        OpKind::Embedding { tokens, width, .. } => {
+        OpKind::Embedding {
+            tokens,
+            width,
+            tables,
+        } => {
             let (first, channels) = memory_channels(accel, Holds::Weights, &op.name)?;
             let per_token = op.cost.weight_bytes / tokens.max(1);
-            // Each token's row lands beside the others, as the table stores it: fp16 rows in
-            // place, int8 rows in a scratch area, then dequantised to fp16. More rows than the
+            // A token's rows of every table (token, learned position, token type) lie side by
+            // side as the host stages them, each as the table stores it. (An image's embedding
+            // gathers other parameters: one piece per token, added as a timing model.)
+            let row_bytes = comp
+                .weight(OpClass::Embedding)
+                .encoded_bytes(1, width)
+                .total();
+            let tables = if per_token == tables * row_bytes {
+                tables
+            } else {
+                1
+            };
+            let fp16_rows = row_bytes == 2 * width;
+            // Tokens' rows land beside each other: one table's fp16 rows in place, else in a
+            // scratch area, int8 rows then dequantised to fp16 (the later tables' into `extra`,
+            // `sub` tokens at a time), and the tables' fp16 rows added. More tokens than the
             // activation buffer holds are gathered in blocks, each stored to the activation
             // memory before the next overwrites it.
-            let block = (capacity / per_token.max(1)).clamp(1, tokens.max(1));
-            let fp16_rows = per_token == 2 * width;
-            let raw = match fp16_rows {
-                true => None,
-                false => Some(place.scratch(roles.activations, block * per_token)),
+            let extra_row = match fp16_rows {
+                true => 0,
+                false => (tables - 1) * 2 * width,
             };
+            let sub = match extra_row {
+                0 => tokens.max(1),
+                _ => DEQUANTIZED_TOKENS.min(tokens.max(1)),
+            };
+            let room = capacity.saturating_sub(sub * extra_row);
+            let block = (room / per_token.max(1)).clamp(1, tokens.max(1));
+            let in_place = fp16_rows && tables == 1;
+            let raw = (!in_place).then(|| place.scratch(roles.activations, block * per_token));
+            let extra = (extra_row > 0).then(|| place.scratch(roles.activations, sub * extra_row));
             let out = fp16_out(place, tokens * width);
             let raw = raw.unwrap_or(out);
             // The gathered rows fit the buffer by construction, wherever they start.
@@ -1107,15 +1122,48 @@ fn lower_op(
                     })
                     .collect()
             };
+            // Table `i`'s fp16 row of token `t`, and the elements between tokens' rows.
+            let fp16_row = |t: u64, i: u64| -> (BufRef, u64) {
+                match (i, extra) {
+                    (0, _) => (offset(out, t * out_row), out_row / 2),
+                    (_, Some(extra)) => (
+                        offset(extra, t % block % sub * extra_row + (i - 1) * 2 * width),
+                        extra_row / 2,
+                    ),
+                    (_, None) => (
+                        offset(raw, t % block * raw_row + i * row_bytes),
+                        raw_row / 2,
+                    ),
+                }
+            };
             let dequantize = |range: std::ops::Range<u64>| -> Vec<Instruction> {
                 range
-                    .flat_map(|t| {
+                    .flat_map(|t| (0..tables).map(move |i| (t, i)))
+                    .flat_map(|(t, i)| {
                         let at = SfuOperands::new(
-                            offset(raw, t % block * raw_row),
+                            offset(raw, t % block * raw_row + i * row_bytes),
                             None,
-                            offset(out, t * out_row),
+                            fp16_row(t, i).0,
                         );
                         sfu(SfuOp::Dequantize, (1, width), at)
+                    })
+                    .collect()
+            };
+            // Every later table's rows added into the first's: one instruction over the tokens'
+            // rows at their strides.
+            let add_tables = |range: std::ops::Range<u64>| -> Vec<Instruction> {
+                let rows = range.end - range.start;
+                (1..tables)
+                    .flat_map(|i| {
+                        // The first addition reads the first table's rows where they were
+                        // gathered (fp16 tables) or dequantised.
+                        let src = match i == 1 && fp16_rows {
+                            true => (offset(raw, range.start % block * raw_row), raw_row / 2),
+                            false => fp16_row(range.start, 0),
+                        };
+                        let aux = Some(fp16_row(range.start, i));
+                        let dst = fp16_row(range.start, 0);
+                        strided_rows(SfuOp::Add, (rows, width), (src, aux, dst), capacity)
                     })
                     .collect()
             };
@@ -1131,8 +1179,16 @@ fn lower_op(
                     pieces: loads.iter().flat_map(dma_pieces).collect(),
                 });
                 bodies.push(loads);
-                if !fp16_rows {
-                    bodies.push(dequantize(b..end));
+                let mut sfu_work = Vec::new();
+                for t in (b..end).step_by(sub as usize) {
+                    let part = t..(t + sub).min(end);
+                    if !fp16_rows {
+                        sfu_work.extend(dequantize(part.clone()));
+                    }
+                    sfu_work.extend(add_tables(part));
+                }
+                if !sfu_work.is_empty() {
+                    bodies.push(sfu_work);
                 }
                 if let Some(spill) = spill {
                     bodies.push(dma_spread(
@@ -1149,6 +1205,11 @@ fn lower_op(
     };
     Ok(vec![body])
 }
+
+/// Tokens whose int8 embedding rows of the later tables (learned positions, token types) are
+/// dequantised before they are added to the first table's: the scratch area their fp16 rows
+/// wait in. A design choice: 64 rows of OPT-6.7B's 4,096 elements take 512 KiB.
+const DEQUANTIZED_TOKENS: u64 = 64;
 
 /// An element-wise special-function operation over `elements` fp16 values of `tokens` rows
 /// (operands `(a, b, out)`), the output packed: one instruction over them all when the inputs'
@@ -1176,22 +1237,52 @@ fn element_wise(
     if tokens <= 1 || (a_row == packed && b_row == packed) || a_row < packed || b_row < packed {
         return sfu_rows(capacity, code, (1, elements), SfuOperands::new(a, b, out));
     }
+    strided_rows(
+        code,
+        (tokens, width),
+        ((a, a_row / 2), b.map(|b| (b, b_row / 2)), (out, 0)),
+        capacity,
+    )
+}
+
+/// Rows of fp16 values in a buffer: where the first starts, and the elements from one row to the
+/// next (0: packed).
+type StridedRows = (BufRef, u64);
+
+/// An element-wise special-function operation over `rows × width` fp16 elements whose operands
+/// (`src`, an optional same-shape `aux`, `dst`) each have rows `stride` elements apart (0:
+/// packed): one instruction when every count fits its field, else one per row.
+fn strided_rows(
+    code: SfuOp,
+    (rows, width): (u64, u64),
+    (src, aux, dst): (StridedRows, Option<StridedRows>, StridedRows),
+    capacity: u64,
+) -> Vec<Instruction> {
     let fits = |v: u64| v <= u16::MAX as u64;
-    if fits(tokens) && fits(width) && fits(a_row / 2) && fits(b_row / 2) {
+    let aux_stride = aux.map_or(0, |a| a.1);
+    if [rows, width, src.1, aux_stride, dst.1]
+        .into_iter()
+        .all(fits)
+    {
         return vec![Instruction::Sfu(SfuInstr {
-            src_stride: (a_row / 2) as u16,
-            aux_stride: b.map_or(0, |_| b_row / 2) as u16,
-            ..SfuInstr::new(code, (a, b.unwrap_or(a), out), tokens as u16, width as u16)
+            src_stride: src.1 as u16,
+            aux_stride: aux_stride as u16,
+            dst_stride: dst.1 as u16,
+            ..SfuInstr::new(
+                code,
+                (src.0, aux.map_or(src.0, |a| a.0), dst.0),
+                rows as u16,
+                width as u16,
+            )
         })];
     }
-    let out_row = place.stride(packed);
-    (0..tokens)
+    // Row `t` of rows `stride` elements apart (0: packed).
+    let row = |(at, stride): StridedRows, t: u64| {
+        offset(at, t * 2 * if stride == 0 { width } else { stride })
+    };
+    (0..rows)
         .flat_map(|t| {
-            let at = SfuOperands::new(
-                offset(a, t * a_row),
-                b.map(|b| offset(b, t * b_row)),
-                offset(out, t * out_row),
-            );
+            let at = SfuOperands::new(row(src, t), aux.map(|a| row(a, t)), row(dst, t));
             sfu_rows(capacity, code, (1, width), at)
         })
         .collect()
@@ -1523,7 +1614,7 @@ fn prefill_rotary(
     let (model, graph) = (ctx.model, ctx.graph);
     let (q_width, kv_width) = (model.q_width(), model.kv_width());
     let head_dim = model.head_dim.max(1);
-    let (heads, kv_heads) = (q_width / head_dim, kv_width / head_dim);
+    let kv_heads = kv_width / head_dim;
     let tokens = graph.tokens();
     let queries = 2 * tokens * q_width;
     let outputs: Vec<(TensorId, u64)> = [(0, 0), (1, queries)]
@@ -1558,13 +1649,16 @@ fn prefill_rotary(
         let first = offset(qkv, place.stride(2 * s * seq * src_row));
         for (t0, block, _, _) in prefill_blocks(ctx, seq) {
             let aux = offset(angles, place.stride(2 * t0 * head_dim));
-            let src = offset(first, place.stride(2 * t0 * src_row));
-            let base = 2 * (s * seq + t0) * q_width;
-            for j in 0..heads {
-                let dst = offset(dst, place.stride(base + 2 * j * block * head_dim));
-                let src = offset(src, place.stride(2 * j * head_dim));
-                body.push(rotary(src, aux, dst, block, (src_row, head_dim)));
-            }
+            let rows = ((first, src_row), dst);
+            body.extend(block_queries(
+                ctx,
+                place,
+                SfuOp::Rotary,
+                rows,
+                Some(aux),
+                (s, seq),
+                (t0, block),
+            ));
         }
         let keys = offset(keys, place.stride(2 * s * seq * kv_width));
         // Each key head's rows of the prompt, in pieces of at most 65,535 rows.
@@ -1582,6 +1676,44 @@ fn prefill_rotary(
         }
     }
     Ok(body)
+}
+
+/// The instructions that lay one query block of sequence `s` (of `seq` tokens) out as prefill
+/// attention reads it: each query head's `block` rows from token `t0` on, read from the fused
+/// projection's rows (`qkv` at its sequence's first row, `src_row` elements apart), written one
+/// head after another into the block's place in `dst` (every sequence's queries, block by
+/// block). `code` is `rotary` (with the block's first angles row at `aux`) or `copy`. One
+/// instruction per query head.
+fn block_queries(
+    ctx: &Lowering,
+    place: &Placement,
+    code: SfuOp,
+    ((qkv, src_row), dst): ((BufRef, u64), BufRef),
+    aux: Option<BufRef>,
+    (s, seq): (u64, u64),
+    (t0, block): (u64, u64),
+) -> Vec<Instruction> {
+    let head_dim = ctx.model.head_dim.max(1);
+    let q_width = ctx.model.q_width();
+    let src = offset(qkv, place.stride(2 * t0 * src_row));
+    let base = 2 * (s * seq + t0) * q_width;
+    (0..q_width / head_dim)
+        .map(|j| {
+            let dst = offset(dst, place.stride(base + 2 * j * block * head_dim));
+            let src = offset(src, place.stride(2 * j * head_dim));
+            Instruction::Sfu(SfuInstr {
+                src_stride: place.stride(src_row) as u16,
+                dst_stride: place.stride(head_dim) as u16,
+                aux_stride: aux.map_or(0, |_| place.stride(head_dim)) as u16,
+                ..SfuInstr::new(
+                    code,
+                    (src, aux.unwrap_or(src), dst),
+                    block as u16,
+                    head_dim as u16,
+                )
+            })
+        })
+        .collect()
 }
 
 /// Prefill attention scores or values of every sequence, one body per block of query tokens
@@ -1623,11 +1755,25 @@ fn prefill_attention(
     let q8 = quantize_queries
         .then(|| place.scratch(roles.activations, batch * seq * heads * (head_dim + 2)));
     let kv_buffer = roles_kv(accel, &op.name)?;
+    // Without a rotary embedding to lay the queries out per block, the scores' blocks copy them
+    // from the fused projection's rows.
+    let src_row = place.row_stride(op.inputs.first(), 2 * heads * head_dim) / 2;
+    let laid_out = (!values && !graph.ops().any(|o| matches!(o.kind, OpKind::Rotary { .. })))
+        .then(|| place.scratch(roles.activations, 2 * batch * seq * heads * head_dim));
+    let (qkv, input) = (input, laid_out.unwrap_or(input));
     let mut bodies = Vec::new();
     for s in 0..batch {
         for &(t0, queries, keys, scores_at) in &blocks {
             let rows = group * queries;
             let first = s * seq + t0;
+            let mut prepare = match laid_out {
+                Some(dst) => {
+                    let qkv = offset(qkv, place.stride(2 * s * seq * src_row));
+                    let rows = ((qkv, src_row), dst);
+                    block_queries(ctx, place, SfuOp::Copy, rows, None, (s, seq), (t0, queries))
+                }
+                None => Vec::new(),
+            };
             let (mut a, c) = match values {
                 false => (
                     offset(input, place.stride(2 * first * heads * head_dim)),
@@ -1638,7 +1784,6 @@ fn prefill_attention(
                     offset(c, place.stride(2 * first * heads * head_dim)),
                 ),
             };
-            let mut quantize = Vec::new();
             if let Some(q8) = q8 {
                 let per_head = rows * (head_dim + 2);
                 let q8 = offset(q8, place.stride(first * heads * (head_dim + 2)));
@@ -1648,7 +1793,7 @@ fn prefill_attention(
                         None,
                         offset(q8, place.stride(h * per_head)),
                     );
-                    quantize.extend(sfu_rows(capacity, SfuOp::Quantize, (rows, head_dim), at));
+                    prepare.extend(sfu_rows(capacity, SfuOp::Quantize, (rows, head_dim), at));
                 }
                 a = q8;
             }
@@ -1672,7 +1817,7 @@ fn prefill_attention(
                 &[(s, at)],
                 &op.name,
             )?;
-            bodies.push(after_sfu(quantize, waves, product_unit(rows)));
+            bodies.push(after_sfu(prepare, waves, product_unit(rows)));
         }
     }
     Ok(bodies)

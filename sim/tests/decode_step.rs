@@ -19,7 +19,7 @@ use tessera_spec::accel::{Accelerator, SfuOp};
 use tessera_spec::compression::{self, ActivationFormat, Compression, KvFormat, OpClass, Sparsity};
 use tessera_spec::graph::{OpKind, Phase};
 use tessera_spec::isa::data::{encode_weights, f16_bytes, f16_values, quantize_scale, sfu_row};
-use tessera_spec::model::{self, ModelConfig};
+use tessera_spec::model::{self, Activation, ModelConfig, NormKind, Positions};
 
 /// One cached key or value row: fp16 values, or int8 values (exact in `f32`) and their scale.
 #[derive(Clone)]
@@ -56,10 +56,11 @@ impl CachedRow {
 /// The model's tensors as logical values (every fp16 value already rounded), and each
 /// sequence's tokens and cache.
 struct Weights {
-    /// The embedding row of each token the pass reads (a decode step's sequences' tokens, or a
-    /// prompt's tokens): int8 values and their scale (an fp16 table holds their products).
-    embedding: Vec<(Vec<i8>, f32)>,
-    /// Norm weights by operator name.
+    /// The embedding rows of each token the pass reads (a decode step's sequences' tokens, or
+    /// a prompt's tokens), one per table (token, then a learned position's): int8 values and
+    /// their scale (an fp16 table holds their products).
+    embedding: Vec<Vec<(Vec<i8>, f32)>>,
+    /// Norm parameters by operator name (a LayerNorm's gains, then its biases).
     norms: BTreeMap<String, Vec<f32>>,
     /// Linear layers by output tensor name.
     linears: BTreeMap<String, QuantWeights>,
@@ -113,17 +114,43 @@ fn reference_step(
             None => y,
         }
     };
-    let (values, scale) = &w.embedding[token];
-    let mut x: Vec<f32> = values.iter().map(|v| fp16(*v as f32 * scale)).collect();
+    let norm = |w: &Weights, x: &[f32], name: &str| {
+        let op = match m.norm {
+            NormKind::RmsNorm => SfuOp::RmsNorm,
+            NormKind::LayerNorm => SfuOp::LayerNorm,
+        };
+        row(op, x, &w.norms[name])
+    };
+    let activation = match m.activation {
+        Activation::Silu => SfuOp::Silu,
+        Activation::Gelu => SfuOp::Gelu,
+        Activation::Relu => SfuOp::Relu,
+    };
+    // Each table's row dequantised to fp16, then added in table order.
+    let mut tables = w.embedding[token]
+        .iter()
+        .map(|(values, scale)| values.iter().map(|v| fp16(*v as f32 * scale)).collect());
+    let mut x: Vec<f32> = tables.next().unwrap();
+    for table in tables {
+        x = row(SfuOp::Add, &x, &table);
+    }
+    let rotary = matches!(m.positions, Positions::Rotary { .. });
     for l in 0..m.layers as usize {
         let name = |s: &str| format!("layer{l}.{s}");
-        let h = row(SfuOp::RmsNorm, &x, &w.norms[&name("attn_norm")]);
+        // Pre-norm blocks normalise each sublayer's input, post-norm ones its residual sum.
+        let h = match m.pre_norm {
+            true => norm(w, &x, &name("attn_norm")),
+            false => x.clone(),
+        };
         let q = linear(w, &name("attn.q_proj"), &h);
         let k = linear(w, &name("attn.k_proj"), &h);
         let v = linear(w, &name("attn.v_proj"), &h);
         let rotate = |t: &[f32]| -> Vec<Vec<f32>> {
             t.chunks(hd)
-                .map(|head| row(SfuOp::Rotary, head, &w.angles[position]))
+                .map(|head| match rotary {
+                    true => row(SfuOp::Rotary, head, &w.angles[position]),
+                    false => head.to_vec(),
+                })
                 .collect()
         };
         let q = rotate(&q);
@@ -178,15 +205,31 @@ fn reference_step(
         }
         let o = linear(w, &name("attn.o_proj"), &attended);
         x = row(SfuOp::Add, &x, &o);
-        let h = row(SfuOp::RmsNorm, &x, &w.norms[&name("ffn_norm")]);
-        let gate = linear(w, &name("ffn.gate_proj"), &h);
+        let h = match m.pre_norm {
+            true => norm(w, &x, &name("ffn_norm")),
+            false => {
+                x = norm(w, &x, &name("attn_norm"));
+                x.clone()
+            }
+        };
         let up = linear(w, &name("ffn.up_proj"), &h);
-        let gated = row(SfuOp::Mul, &row(SfuOp::Silu, &gate, &[]), &up);
-        let down = linear(w, &name("ffn.down_proj"), &gated);
+        let inner = match m.gated_ffn {
+            true => {
+                let gate = linear(w, &name("ffn.gate_proj"), &h);
+                row(SfuOp::Mul, &row(activation, &gate, &[]), &up)
+            }
+            false => row(activation, &up, &[]),
+        };
+        let down = linear(w, &name("ffn.down_proj"), &inner);
         x = row(SfuOp::Add, &x, &down);
+        if !m.pre_norm {
+            x = norm(w, &x, &name("ffn_norm"));
+        }
     }
-    let h = row(SfuOp::RmsNorm, &x, &w.norms["final_norm"]);
-    linear(w, "lm_head", &h)
+    if m.final_norm {
+        x = norm(w, &x, "final_norm");
+    }
+    linear(w, "lm_head", &x)
 }
 
 /// The bias a linear operator loads: its own, or fused siblings'
@@ -257,18 +300,32 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
     let mut norms = BTreeMap::new();
     for op in graph.ops() {
         if let OpKind::Norm { width, .. } = op.kind {
-            let gamma = (0..width).map(|_| 1.0 + value(0.5)).map(fp16).collect();
-            norms.insert(op.name.clone(), gamma);
+            let mut params: Vec<f32> = (0..width).map(|_| 1.0 + value(0.5)).map(fp16).collect();
+            if m.norm == NormKind::LayerNorm {
+                params.extend((0..width).map(|_| value(0.25)));
+            }
+            norms.insert(op.name.clone(), params);
         }
     }
     // A decode step's token of each sequence, or every prompt token.
     let token_rows = batch * positions.clone().count();
-    let embedding: Vec<(Vec<i8>, f32)> = (0..token_rows)
+    let tables = graph
+        .ops()
+        .find_map(|o| match o.kind {
+            OpKind::Embedding { tables, .. } => Some(tables),
+            _ => None,
+        })
+        .unwrap();
+    let embedding: Vec<Vec<(Vec<i8>, f32)>> = (0..token_rows)
         .map(|_| {
-            (
-                (0..m.hidden).map(|_| value(127.0) as i8).collect(),
-                fp16(0.01 + value(0.01).abs()),
-            )
+            (0..tables)
+                .map(|_| {
+                    (
+                        (0..m.hidden).map(|_| value(127.0) as i8).collect(),
+                        fp16(0.01 + value(0.01).abs()),
+                    )
+                })
+                .collect()
         })
         .collect();
     let theta = 10_000f32;
@@ -305,6 +362,13 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
             };
             let group = wc.format.group_size as usize;
             let bits = wc.format.bits;
+            if bits == 16 {
+                linears.insert(
+                    op.name.clone(),
+                    fp16_weights(&mut rng, k as usize, n as usize),
+                );
+                continue;
+            }
             let mut w = QuantWeights::random(&mut rng, k as usize, n as usize, bits, group, nm);
             // Scales by a power of two (still exact in fp16) so that wider weights keep the
             // activations as far from fp16's range as int4 ones.
@@ -348,13 +412,22 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
             let mask = kept
                 .as_ref()
                 .map(|m| m[cols.start * k..cols.end * k].to_vec());
-            let (mut bytes, meta) = encode_weights(
-                &values[cols.start * k..cols.end * k],
-                &scales[cols.start * groups..cols.end * groups],
-                k as u64,
-                parts[0].bits,
-                mask.as_deref(),
-            );
+            let (mut bytes, meta) = match parts[0].bits {
+                // fp16 weights (`fp16_weights`): the values times their scale, no scales.
+                16 => {
+                    let cols = &values[cols.start * k..cols.end * k];
+                    let scale = scales[0];
+                    let w: Vec<f32> = cols.iter().map(|v| *v as f32 * scale).collect();
+                    (f16_bytes(&w), Vec::new())
+                }
+                bits => encode_weights(
+                    &values[cols.start * k..cols.end * k],
+                    &scales[cols.start * groups..cols.end * groups],
+                    k as u64,
+                    bits,
+                    mask.as_deref(),
+                ),
+            };
             bytes.extend(meta);
             for s in &wave.slices {
                 let piece = &bytes[s.offset as usize..(s.offset + s.bytes) as usize];
@@ -376,7 +449,7 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
                     b
                 }
             };
-            w.embedding.iter().flat_map(row).collect()
+            w.embedding.iter().flatten().flat_map(row).collect()
         } else if load.op.ends_with("rotary") {
             f16_bytes(&w.angles.concat())
         } else if let Some(bias) = biases_of(&w, &load.op) {
@@ -498,6 +571,21 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
     }
 }
 
+/// Random fp16 weights `v · 2⁻¹²` (`|v| ≤ 2000`, exact in fp16) as [`QuantWeights`]: the integer
+/// `v` with one scale of exactly 2⁻¹² per column, so the reference's scaled fp32 dot product
+/// equals the fp16 weights' unscaled one bit for bit (a power of two commutes with rounding).
+fn fp16_weights(rng: &mut Rng, k: usize, n: usize) -> QuantWeights {
+    QuantWeights {
+        k,
+        n,
+        bits: 16,
+        group: 0,
+        values: (0..k * n).map(|_| rng.int(-2000, 2000)).collect(),
+        scales: vec![1.0 / 4096.0; n],
+        kept: None,
+    }
+}
+
 /// `m` with biases on every projection (fused q/k/v and gate/up siblings load theirs side by
 /// side).
 fn with_biases(m: &ModelConfig) -> ModelConfig {
@@ -528,11 +616,12 @@ fn passes_that_cannot_compute_on_data_say_why() {
     // Prompts compute on data: the final norm gathers each sequence's last row for the head.
     assert_eq!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 1), "");
     assert_eq!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 2), "");
-    // GPT-2's queries come straight from its projection: no rotary embedding lays them out.
+    // GPT-2's learned position table and its queries without a rotary embedding.
     let gpt2 = model::preset("gpt2").unwrap();
-    let graph = build_graph(&gpt2, &w4, Phase::Prefill { seq: 8 }, 1).unwrap();
-    let reason = data_semantics(&u280, &w4, &gpt2, &graph).unwrap_err();
-    assert!(reason.contains("without rotary embeddings"), "{reason}");
+    for phase in [Phase::Prefill { seq: 8 }, decode] {
+        let graph = build_graph(&gpt2, &w4, phase, 1).unwrap();
+        assert_eq!(data_semantics(&u280, &w4, &gpt2, &graph), Ok(()));
+    }
     // A streaming KV head drops keys between its sink and its window: no longer a prefix of
     // the prompt once the prompt outgrows them.
     let mut streaming = w4.clone();
@@ -633,6 +722,57 @@ fn batched_decode_steps_equal_the_reference_decoder_per_sequence() {
     let biased = with_biases(&tiny_llama);
     let comp = compression::preset("w4a16-g128").unwrap();
     check_step(&biased, &comp, 19, 3, 16);
+}
+
+/// A two-layer model of the GPT-2 family (learned positions, LayerNorm, GELU, biases on every
+/// projection), or of OPT's (`opt`: ReLU), as small as tiny-llama.
+fn tiny_learned_positions(opt: bool) -> ModelConfig {
+    let config = match opt {
+        false => {
+            r#"{"model_type": "gpt2", "n_embd": 128, "n_head": 4, "n_layer": 2,
+            "n_positions": 512, "vocab_size": 256, "activation_function": "gelu_new"}"#
+        }
+        true => {
+            r#"{"model_type": "opt", "hidden_size": 128, "ffn_dim": 256,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "max_position_embeddings": 512,
+            "vocab_size": 256, "activation_function": "relu", "do_layer_norm_before": true,
+            "word_embed_proj_dim": 128}"#
+        }
+    };
+    model::from_hf_json(config, "tiny.json", "tiny").unwrap()
+}
+
+#[test]
+fn models_with_learned_positions_compute_on_data() {
+    // The token's row and its position's row of the tables, each dequantised, then added;
+    // LayerNorm with gains and biases; an ungated FFN; no rotary embedding.
+    for (opt, preset, context, seed) in [
+        (false, "w4a8-g128", 23, 21),
+        (false, "w4a16-g128", 9, 22),
+        (true, "w8a8", 31, 23),
+    ] {
+        let m = tiny_learned_positions(opt);
+        assert!(matches!(m.positions, Positions::Learned { .. }));
+        check_step(&m, &compression::preset(preset).unwrap(), context, 1, seed);
+    }
+    // fp16 embedding tables (the rows added as gathered; the tied head's weights fp16 too), an
+    // int8 KV cache, two sequences.
+    let mut comp = compression::preset("w4a16-g128").unwrap();
+    comp.kv.format = KvFormat::Int8;
+    check_step(&tiny_learned_positions(false), &comp, 17, 2, 24);
+    // Prompts: without a rotary embedding, each query block's rows are copied per head out of
+    // the fused projection's rows; one and several blocks, one and two sequences; int8 tables'
+    // rows dequantised 64 tokens at a time (150 tokens: three times).
+    for (opt, preset, kv, batch, seq, seed) in [
+        (false, "w4a8-g128", KvFormat::Fp16, 1, 150, 25),
+        (true, "w4a16-g128", KvFormat::Int8, 1, 150, 26),
+        (false, "w4a8-g128", KvFormat::Int8, 2, 40, 27),
+    ] {
+        let mut comp = compression::preset(preset).unwrap();
+        comp.kv.format = kv;
+        let m = tiny_learned_positions(opt);
+        check_pass(&m, &comp, Phase::Prefill { seq }, batch, seed);
+    }
 }
 
 #[test]

@@ -429,11 +429,14 @@ pub enum SfuOp {
     /// Multiplies every row element by element by `aux`, one row of `cols` (fp16): the value
     /// rows' scales folded into each query's probabilities over an integer KV cache.
     MulRow,
+    /// Moves rows unchanged, from `src` rows at their stride to `dst` rows at theirs: lays a
+    /// fused projection's query rows out per attention block. No `aux`.
+    Copy,
 }
 
 impl SfuOp {
     /// Every operation, in a fixed order.
-    pub const ALL: [SfuOp; 13] = [
+    pub const ALL: [SfuOp; 14] = [
         SfuOp::Softmax,
         SfuOp::LayerNorm,
         SfuOp::RmsNorm,
@@ -447,6 +450,7 @@ impl SfuOp {
         SfuOp::Dequantize,
         SfuOp::AddRow,
         SfuOp::MulRow,
+        SfuOp::Copy,
     ];
 
     /// The key used in TOML files.
@@ -465,6 +469,7 @@ impl SfuOp {
             SfuOp::Dequantize => "dequantize",
             SfuOp::AddRow => "add_row",
             SfuOp::MulRow => "mul_row",
+            SfuOp::Copy => "copy",
         }
     }
 }

@@ -86,6 +86,7 @@ pub fn sfu_row(op: SfuOp, x: &[f32], aux: &[f32]) -> Vec<f32> {
                 .collect()
         }
         SfuOp::Relu => x.iter().map(|v| v.max(0.0)).collect(),
+        SfuOp::Copy => x.to_vec(),
         SfuOp::Rotary => {
             let mut y = x.to_vec();
             for i in (0..x.len() - x.len() % 2).step_by(2) {

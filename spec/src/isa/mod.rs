@@ -568,6 +568,7 @@ const SFU_NAMES: &[&str] = &[
     "dequantize",
     "add_row",
     "mul_row",
+    "copy",
 ];
 
 const DMA: &[Field] = &[
