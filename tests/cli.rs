@@ -351,7 +351,7 @@ fn asm_and_disasm_round_trip() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("8 instructions, 320 bytes"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("8 instructions, 344 bytes"));
     let text = tessera(&["disasm", bin.to_str().unwrap()]);
     assert!(text.status.success());
     let again = temp_file("again.tasm", &String::from_utf8_lossy(&text.stdout));

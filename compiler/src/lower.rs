@@ -33,8 +33,8 @@ use tessera_spec::compression::{
     ActivationFormat, Compression, OpClass, Sparsity, WeightCompression,
 };
 use tessera_spec::isa::{
-    BufRef, Dma, Instruction, Loop, MatrixOp, OutCode, Program, SparseCode, Sync, SysInstr, SysOp,
-    Unit, UnitMask, WeightCode,
+    ActCode, BufRef, Dma, Instruction, Loop, MatrixOp, OutCode, Program, SparseCode, Sync,
+    SysInstr, SysOp, Unit, UnitMask, WeightCode,
 };
 
 /// Why an operator cannot be lowered onto an accelerator.
@@ -149,6 +149,9 @@ pub(crate) struct Streamed<'a> {
     pub c_addr: u64,
     /// The results' format.
     pub out: OutCode,
+    /// The products' epilogue ([`MatrixOp::bias`], [`MatrixOp::act`]): where the bias of the
+    /// first output feature is (one stream, `copies = 1`), and the activation.
+    pub epilogue: (Option<BufRef>, ActCode),
 }
 
 /// How a streamed operand's rows are stored.
@@ -381,6 +384,7 @@ pub(crate) fn linear_stream<'a>(
         a_scaled: false,
         c_addr: 0,
         out: OutCode::Fp32,
+        epilogue: (None, ActCode::None),
     })
 }
 
@@ -604,6 +608,12 @@ pub(crate) fn lower_streamed(
                 c_stride,
                 batch: 0,
                 c_batch: 0,
+                // The wave's output features' biases.
+                bias: s.epilogue.0.map(|b| BufRef {
+                    buffer: b.buffer,
+                    addr: b.addr + 2 * first_row as u32,
+                }),
+                act: s.epilogue.1,
             };
             instructions.push(if m == 1 {
                 Instruction::Matvec(op)

@@ -21,8 +21,9 @@
 //! - A decode step of several sequences computes every linear layer as one product of `batch`
 //!   rows over the shared weights (int8 rows quantised with a scale each); each sequence appends
 //!   to and attends over its own cache region, the sequences' attention waves streaming as one.
-//! - Norms, softmax, activations, gated multiplies, rotary and residual adds run on the
-//!   special-function unit, in pieces that fit the activation buffer, reading a fused
+//! - A linear layer's bias, and an ungated FFN's activation, run in its products' epilogue
+//!   (`epilogue_activations`). Norms, softmax, other activations, gated multiplies, rotary and
+//!   residual adds run on the special-function unit, in pieces that fit the activation buffer, reading a fused
 //!   projection's parts at their row stride; the KV append stores the
 //!   new keys and values; the embedding gathers each token's row of every table (token, learned
 //!   position) and adds them.
@@ -50,8 +51,8 @@ use tessera_spec::analytical::{self, MatrixWork};
 use tessera_spec::compression::{ActivationFormat, Compression, KvFormat, OpClass, Sparsity};
 use tessera_spec::graph::{Graph, Op, OpKind, Phase, TensorId};
 use tessera_spec::isa::{
-    BufRef, Dma, Instruction, Loop, OutCode, Program, SfuInstr, SparseCode, Sync, SysInstr, SysOp,
-    Unit, UnitMask, WeightCode,
+    ActCode, BufRef, Dma, Instruction, Loop, OutCode, Program, SfuInstr, SparseCode, Sync,
+    SysInstr, SysOp, Unit, UnitMask, WeightCode,
 };
 use tessera_spec::model::{Activation, ModelConfig, NormKind, OutputHead};
 
@@ -115,14 +116,21 @@ pub fn compile_pass_mapped(
         row_bytes: BTreeMap::new(),
     };
     let query_block = prefill_query_block(accel, comp, model, graph)?;
+    // The operators to lower (siblings fused), each with the index of the first graph operator
+    // it covers and of the next.
     let ops: Vec<&Op> = graph.ops().collect();
+    let mut lowered = Vec::new();
     let mut next = 0;
     while next < ops.len() {
         let (fused, count) = fuse_siblings(&ops[next..]);
-        place.on_chip.release_before(next);
+        lowered.push((fused, next, next + count));
         next += count;
+    }
+    let epilogue_acts = epilogue_activations(lowered.iter().map(|(op, _, _)| op));
+    for (fused, first, next) in &lowered {
+        place.on_chip.release_before(*first);
         place.op = next - 1;
-        let op = &fused;
+        let op = fused;
         let ctx = Lowering {
             accel,
             comp,
@@ -130,6 +138,7 @@ pub fn compile_pass_mapped(
             graph,
             kv: kv.as_ref(),
             query_block,
+            epilogue_acts: &epilogue_acts,
         };
         let roles = BufferRoles::by_name(accel, &op.name)?;
         // Norm weights, rotary angles and biases are their operator's `aux` operand.
@@ -585,6 +594,46 @@ struct Lowering<'a> {
     kv: Option<&'a KvLayout>,
     /// Query tokens per block of prefill attention ([`query_block`]; 0 in decode).
     query_block: u64,
+    /// Activations that linear layers apply in their products' epilogue
+    /// ([`epilogue_activations`]).
+    epilogue_acts: &'a BTreeMap<TensorId, (TensorId, ActCode)>,
+}
+
+/// The activations that linear layers apply in their products' epilogue, by the layer's output,
+/// among the operators a pass lowers (`ops`, siblings fused): an activation operator that is the
+/// only reader of a linear layer's one output (an ungated FFN's up projection, not fused with a
+/// gate) whose weights stream once; with the activation's output and the function. The layer's
+/// results are then the activation's output, and the activation operator computes nothing.
+fn epilogue_activations<'o>(
+    ops: impl Iterator<Item = &'o Op> + Clone,
+) -> BTreeMap<TensorId, (TensorId, ActCode)> {
+    let mut readers: BTreeMap<TensorId, Vec<&Op>> = BTreeMap::new();
+    for op in ops.clone() {
+        for &t in &op.inputs {
+            readers.entry(t).or_default().push(op);
+        }
+    }
+    ops.filter_map(|op| {
+        let OpKind::Linear { weight_copies, .. } = op.kind else {
+            return None;
+        };
+        let [out] = op.outputs[..] else {
+            return None;
+        };
+        let [reader] = readers.get(&out)?[..] else {
+            return None;
+        };
+        let OpKind::Activation { function, .. } = reader.kind else {
+            return None;
+        };
+        let act = match function {
+            Activation::Silu => ActCode::Silu,
+            Activation::Gelu => ActCode::Gelu,
+            Activation::Relu => ActCode::Relu,
+        };
+        (weight_copies <= 1).then_some((out, (*reader.outputs.first()?, act)))
+    })
+    .collect()
 }
 
 /// The instructions of one operator (no barrier, no `halt`), as bodies that follow each other
@@ -630,7 +679,8 @@ fn lower_op(
                 }
                 _ => x,
             };
-            // The fused layers' outputs side by side in every row of one fp16 tensor.
+            // The fused layers' outputs side by side in every row of one fp16 tensor; or one
+            // layer's results, which are also the output of the activation its epilogue applies.
             let mut parts = Vec::new();
             let mut outputs = Vec::new();
             let mut offset = 0;
@@ -640,6 +690,11 @@ fn lower_op(
                 outputs.push((t, 2 * offset));
                 offset += features;
             }
+            let act = match op.outputs[..] {
+                [out] => ctx.epilogue_acts.get(&out).copied(),
+                _ => None,
+            };
+            outputs.extend(act.map(|(t, _)| (t, 0)));
             let c = place.output(roles.results, 2 * m * n, &outputs);
             for &(t, _) in &outputs {
                 place.row_bytes.insert(t, 2 * n);
@@ -647,16 +702,22 @@ fn lower_op(
             let stream = linear_stream(accel, comp, &op.name, class, (rows, k, n), roles)?;
             // Int8 rows carry their scale.
             let row_bytes = if stream.act_int8 { k + 2 } else { 2 * k };
+            // A bias (loaded before the operator, `place.params`) is added by each product's
+            // epilogue; by the special-function unit after the products of several copies.
+            let bias = bias.then_some(place.params).flatten();
             let s = Streamed {
                 copies,
                 c_addr: c.addr as u64,
                 out: OutCode::Fp16,
                 a_addr: x.addr as u64,
+                epilogue: (
+                    bias.filter(|_| copies == 1),
+                    act.map_or(ActCode::None, |(_, code)| code),
+                ),
                 ..stream
             };
-            let bias = bias.then_some(place.params).flatten();
             if copies == 1 && rows * row_bytes > capacity {
-                return spilled_linear(accel, op, &s, (c, bias, n), capacity, cursors);
+                return spilled_linear(accel, op, &s, capacity, cursors);
             }
             // Int8 activations: the special-function unit quantises the rows (with a scale
             // each) first.
@@ -681,7 +742,7 @@ fn lower_op(
                 sfu(SfuOp::Quantize, (rows, k), SfuOperands::new(x, None, q))
             });
             let mut body = after_sfu(quantize, lowered.instructions, compute);
-            if let Some(b) = bias {
+            if let Some(b) = bias.filter(|_| copies > 1) {
                 add_bias(accel, &mut body, compute, (c, b), (m, n));
             }
             body
@@ -858,6 +919,16 @@ fn lower_op(
                 }
                 _ => sfu(code, (rows, width), SfuOperands::new(x, place.params, out)),
             }
+        }
+        // Applied by the epilogue of the linear layer that produced the input, which placed
+        // this operator's output.
+        OpKind::Activation { .. }
+            if op
+                .inputs
+                .first()
+                .is_some_and(|t| ctx.epilogue_acts.contains_key(t)) =>
+        {
+            Vec::new()
         }
         OpKind::Activation { function, elements } => {
             let code = match function {
@@ -1293,13 +1364,11 @@ fn strided_rows(
 /// multiplied by the whole weight stream (read again for every block, from the same addresses)
 /// and its results stored back, the three steps of a block following each other through
 /// barriers. The spill traffic is the layer's input and output activations, as in the analytical
-/// model's spill. With a bias at `bias`, each block adds it to its `n`-wide result rows at `c`
-/// before they are stored.
+/// model's spill. The products' epilogue (a bias) applies to every block's results.
 fn spilled_linear(
     accel: &Accelerator,
     op: &Op,
     s: &Streamed,
-    (c, bias, n): (BufRef, Option<BufRef>, u64),
     capacity: u64,
     cursors: &mut [u64],
 ) -> Result<Vec<Vec<Instruction>>, LowerError> {
@@ -1317,11 +1386,7 @@ fn spilled_linear(
             m: rows,
             ..s.clone()
         };
-        let mut stream = lower_streamed(accel, &block, &mut read)?.instructions;
-        if let Some(b) = bias {
-            let compute = product_unit(rows);
-            add_bias(accel, &mut stream, compute, (c, b), (rows, n));
-        }
+        let stream = lower_streamed(accel, &block, &mut read)?.instructions;
         streams.push((rows, done, stream));
         for (c, r) in cursors.iter_mut().zip(read) {
             *c = (*c).max(r);
@@ -1595,6 +1660,7 @@ fn kv_stream<'a>(
         a_scaled: false,
         c_addr: 0,
         out: OutCode::Fp32,
+        epilogue: (None, ActCode::None),
     })
 }
 

@@ -254,8 +254,9 @@ fn off_chip_data_beyond_a_channel_names_the_capacity_key() {
 #[test]
 fn spilled_prefill_blocks_add_their_biases() {
     // OPT-6.7B's projections carry biases. Four 512-token prompts spill the MLP's 16,384-wide
-    // rows through the activation memory in row blocks; every block adds the bias to its results
-    // before storing them, so the program's `add_row` work is the graph's, element for element.
+    // rows through the activation memory in row blocks; every block's products add the bias to
+    // their results in the epilogue before they are stored, so the program's bias additions are
+    // the graph's `add_row` work, element for element.
     let accel = Accelerator::preset("u280").unwrap();
     let mut m = model::preset("opt-6.7b").unwrap();
     m.layers = 1;
@@ -266,7 +267,13 @@ fn spilled_prefill_blocks_add_their_biases() {
         .instructions
         .iter()
         .filter_map(|i| match i {
-            Instruction::Sfu(s) if s.op == SfuOp::AddRow => Some(s.rows as u64 * s.cols as u64),
+            Instruction::Matmul(m) | Instruction::Matvec(m) if m.bias.is_some() => {
+                Some(m.m as u64 * m.n as u64)
+            }
+            Instruction::Sfu(s) => {
+                assert_ne!(s.op, SfuOp::AddRow, "biases are added in the epilogue");
+                None
+            }
             _ => None,
         })
         .sum();

@@ -275,6 +275,15 @@ fn check_instruction(
             check_buf(accel, "operand a", m.a, o.a)?;
             check_buf(accel, "operand b", m.b, o.b)?;
             check_buf(accel, "sparse metadata", m.meta, o.meta)?;
+            if m.epilogue().next().is_some() && (m.accumulate || m.products() > 1) {
+                return Err(
+                    "an epilogue (bias, act) on accumulated results or on a batch of products"
+                        .into(),
+                );
+            }
+            if let Some(bias) = m.bias {
+                check_buf(accel, "bias", bias, o.bias)?;
+            }
             check_buf(accel, "result c", m.c, result_extent(m))
         }
         Instruction::Sfu(s) => {

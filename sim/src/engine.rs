@@ -750,6 +750,15 @@ impl<'a> Engine<'a> {
                 self.charge_buffer(unit, m.b.buffer, o.b);
                 self.charge_buffer(unit, m.c.buffer, o.c);
                 self.charge_buffer(unit, m.meta.buffer, o.meta);
+                // The epilogue's operations, each over every result.
+                if let Some(b) = m.bias {
+                    self.charge_buffer(unit, b.buffer, o.bias);
+                }
+                let results = m.m as u64 * m.n as u64 * m.products();
+                let epilogue = m.epilogue().count() as u64 * results;
+                let pj = epilogue as f64 * self.accel.energy().vector_per_element().0;
+                self.ledger
+                    .charge(EnergyKind::Vector, unit, MATRIX_ENGINE, pj);
                 compute_instruction_cycles(self.accel, ins).unwrap_or(0)
             }
             Instruction::Sfu(s) => {

@@ -268,6 +268,23 @@ impl DataState {
                 row.iter_mut().for_each(|v| *v *= s);
             }
         }
+        // The epilogue: each operation on the results in the `out` format, rounded to it.
+        let bias = m
+            .bias
+            .map(|b| f16_values(self.buf(b.buffer, b.addr, 2 * n)));
+        let round = |row: &mut [f32]| {
+            if m.out == OutCode::Fp16 {
+                let rounded = f16_values(&f16_bytes(row));
+                row.copy_from_slice(&rounded);
+            }
+        };
+        for op in m.epilogue() {
+            for row in out.chunks_exact_mut(n as usize) {
+                round(row);
+                let aux = bias.as_deref().unwrap_or_default();
+                row.copy_from_slice(&sfu_row(op, row, aux));
+            }
+        }
         // Row `r` of the results starts `r · c_stride` elements after `c`.
         let elem = m.out.bytes() as usize;
         let stride = result_row_stride(m) as usize * elem;

@@ -60,6 +60,9 @@ fn accesses(ins: &Instruction) -> Vec<Access> {
             if o.meta > 0 {
                 v.push((m.meta.buffer, m.meta.addr as u64, o.meta, false));
             }
+            if let Some(b) = m.bias {
+                v.push((b.buffer, b.addr as u64, o.bias, false));
+            }
             v
         }
         Instruction::Sfu(s) => {

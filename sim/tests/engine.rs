@@ -60,6 +60,80 @@ fn compute_latencies_equal_the_analytical_model() {
 }
 
 #[test]
+fn a_matrix_epilogue_adds_its_pipeline_latency_and_streams_at_the_vector_rate() {
+    // The bias and the activation run on the results as they leave the engine, at the vector
+    // unit's rates: a long product hides their streaming and adds only their latencies (also a
+    // product of 4,096 results, streamed in 16 cycles over 256 lanes, less than its work);
+    // 65,536 results over 256 lanes take 256 cycles per operation, more than the work.
+    let a = accel("u280");
+    let latency = |op| a.vector().cost(op).unwrap().latency();
+    let (bias, gelu) = (latency(SfuOp::AddRow), latency(SfuOp::Gelu));
+    let cases = [
+        ("m=64 n=256 k=4096", 0),
+        ("m=16 n=256 k=512", 0),
+        ("m=256 n=256 k=16", 1),
+    ];
+    for (shape, streamed) in cases {
+        let plain = format!(
+            "matmul a_buffer=1 b_buffer=0 c_buffer=3 {shape} weight=int4 act_int8=1 group=0"
+        );
+        let fused = format!("{plain} bias=1 bias_buffer=1 bias_addr=0x100000 act=gelu");
+        let p = assemble(&format!("{plain}\n{fused}")).unwrap();
+        let r = simulate(&a, &p).unwrap();
+        let took = |i: usize| r.timeline[i].end - r.timeline[i].start;
+        let work = match &p.instructions[0] {
+            Instruction::Matmul(m) => {
+                matrix_work_cycles(a.matrix(), &matrix_instr_work(m))
+                    .unwrap()
+                    .1
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            took(0),
+            compute_instruction_cycles(&a, &p.instructions[0]).unwrap()
+        );
+        assert_eq!(
+            took(1),
+            compute_instruction_cycles(&a, &p.instructions[1]).unwrap()
+        );
+        let epilogue = took(1) - took(0).max(work);
+        match streamed {
+            0 => assert_eq!(took(1), work + bias + gelu, "{shape}"),
+            _ => {
+                let stream = 256 * 256 / a.vector().lanes();
+                assert!(stream > work, "{shape}");
+                assert_eq!(
+                    took(1),
+                    stream + bias + gelu,
+                    "{shape}: epilogue {epilogue}"
+                );
+            }
+        }
+        // The epilogue's vector work is charged: one element per result and operation.
+        let elements = 2 * shape_results(shape);
+        let joules = a.energy().vector_per_element().0 * elements as f64 * 1e-12;
+        assert!(
+            (r.energy_j.vector - joules).abs() <= 1e-9 * joules,
+            "{shape}"
+        );
+    }
+}
+
+/// `m × n` of a `m=… n=… k=…` shape.
+fn shape_results(shape: &str) -> u64 {
+    let field = |name: &str| -> u64 {
+        shape
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    field("m=") * field("n=")
+}
+
+#[test]
 fn tokens_order_the_units() {
     let a = accel("tiny");
     let p = assemble(include_str!(
@@ -289,6 +363,18 @@ fn ill_formed_programs_are_rejected_before_running() {
             "load bytes=64 lanes=2 lane_stride=64",
             "runs on 2 channels at once, one DMA engine each; dma.engines is 1",
         ),
+        (
+            "matmul weight=int8 act_int8=1 m=2 n=8 k=16 accumulate=1 act=relu",
+            "an epilogue (bias, act) on accumulated results",
+        ),
+        (
+            "matmul weight=int8 act_int8=1 m=2 n=8 k=16 batch=2 bias=1",
+            "an epilogue (bias, act) on accumulated results or on a batch",
+        ),
+        (
+            "matmul weight=int8 act_int8=1 m=2 n=8 k=16 bias=1 bias_addr=65530",
+            "bias spans bytes 65530..65546",
+        ),
     ];
     for (src, needle) in cases {
         let p = assemble(src).unwrap();
@@ -318,7 +404,7 @@ proptest::proptest! {
     /// Random programs (every field within its width) either run or are rejected; never a panic.
     #[test]
     fn random_programs_never_panic(
-        ops in proptest::collection::vec((0usize..6, 0u8..64, 0u8..64, proptest::collection::vec(proptest::prelude::any::<u64>(), 24)), 1..12)
+        ops in proptest::collection::vec((0usize..6, 0u8..64, 0u8..64, proptest::collection::vec(proptest::prelude::any::<u64>(), 32)), 1..12)
     ) {
         use tessera_spec::isa::{layout, FieldKind, Opcode, Program, Sync, UnitMask};
         let instructions = ops.into_iter().map(|(o, w, r, raw)| {

@@ -819,6 +819,78 @@ fn a_quantised_mlp_block_chains_formats_through_the_units() {
 }
 
 #[test]
+fn a_matrix_epilogue_equals_the_special_function_passes_it_replaces() {
+    // fp16 activations and weights, a bias row and an activation: the epilogue writes, byte for
+    // byte, what the plain product followed by `add_row` and the activation writes; with fp32
+    // results, the same steps without rounding to fp16.
+    let accel = u280();
+    let mut rng = Rng::new(41);
+    let (m, n, k) = (3usize, 24usize, 32usize);
+    let mut random = |len: usize, scale: f32| -> Vec<f32> {
+        let v: Vec<f32> = (0..len)
+            .map(|_| rng.int(-1000, 1000) as f32 / 1000.0 * scale)
+            .collect();
+        f16_values(&f16_bytes(&v))
+    };
+    let (x, w, bias) = (random(m * k, 2.0), random(k * n, 0.5), random(n, 1.0));
+    for (act, op) in [
+        ("gelu", SfuOp::Gelu),
+        ("relu", SfuOp::Relu),
+        ("silu", SfuOp::Silu),
+    ] {
+        for out in ["fp16", "fp32"] {
+            let mut data = DataState::new(&accel);
+            data.write_dram(0, 0, &f16_bytes(&x));
+            data.write_dram(0, 0x1000, &f16_bytes(&w));
+            data.write_dram(0, 0x2000, &f16_bytes(&bias));
+            let (bytes, c_bytes) = (2 * m * k, if out == "fp16" { 2 } else { 4 } * m * n);
+            let text = format!(
+                "load buffer=1 channel=0 bytes={bytes} release=sys
+                 load buffer=0 channel=0 dram_addr_lo=0x1000 bytes={} release=sys
+                 load buffer=1 channel=0 dram_addr_lo=0x2000 buf_addr=0x2000 bytes={} release=sys
+                 sys op=nop wait=ld
+                 sys op=nop wait=ld
+                 sys op=nop wait=ld release=mm
+                 matmul wait=sys a_buffer=1 b_buffer=0 c_buffer=3 m={m} n={n} k={k} weight=fp16 out={out} bias=1 bias_buffer=1 bias_addr=0x2000 act={act} release=st
+                 store wait=mm buffer=3 channel=1 bytes={c_bytes}",
+                2 * k * n,
+                2 * n
+            );
+            simulate_functional(
+                &accel,
+                &assemble(&text).unwrap(),
+                SimOptions::default(),
+                &mut data,
+            )
+            .unwrap();
+            let got = data.read_dram(1, 0, c_bytes as u64);
+            let got = match out {
+                "fp16" => f16_values(&got),
+                _ => got
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            };
+            // The plain product, then the special-function unit's passes over its fp16 results.
+            let mut want = Vec::new();
+            for r in 0..m {
+                let row: Vec<f32> = (0..n)
+                    .map(|j| (0..k).fold(0f32, |a, p| a + x[r * k + p] * w[j * k + p]))
+                    .collect();
+                // Each result rounded to the `out` format after each step.
+                let round = |v: Vec<f32>| match out {
+                    "fp16" => f16_values(&f16_bytes(&v)),
+                    _ => v,
+                };
+                let biased = round(sfu_row(SfuOp::AddRow, &round(row), &bias));
+                want.extend(round(sfu_row(op, &biased, &[])));
+            }
+            assert_eq!(bits_of(&got), bits_of(&want), "{act} {out}");
+        }
+    }
+}
+
+#[test]
 fn unsupported_combinations_are_named() {
     let accel = u280();
     let mut data = DataState::new(&accel);

@@ -348,6 +348,8 @@ pub struct MatrixOperandBytes {
     /// Sparse metadata: a 4-bit index per kept weight for N:M, one bit per 16 × 16 block for
     /// block skipping, one bit per weight for compressed load.
     pub meta: u64,
+    /// The epilogue's bias row (`n` fp16 values, shared by every product of a batch).
+    pub bias: u64,
 }
 
 /// The bytes a matrix instruction moves through its buffers: every product's
@@ -360,6 +362,7 @@ pub fn matrix_operand_bytes(m: &MatrixOp) -> MatrixOperandBytes {
         b: one.b * b,
         c: one.c * b,
         meta: one.meta * b,
+        bias: one.bias,
     }
 }
 
@@ -392,6 +395,7 @@ pub fn matrix_product_bytes(m: &MatrixOp) -> MatrixOperandBytes {
         b: data::weight_scales_offset(kept * n, m.weight.bits()) + scales,
         c: result_bytes(m) * if m.accumulate { 2 } else { 1 },
         meta,
+        bias: m.bias.map_or(0, |_| 2 * n),
     }
 }
 
@@ -575,6 +579,23 @@ fn buffer_cycles(accel: &Accelerator, accesses: &[(u8, u64)]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Cycles of a matrix instruction whose products take `work` cycles, with its epilogue (bias,
+/// activation: [`MatrixOp::epilogue`]). The epilogue is the vector unit's element-wise datapath
+/// at the engine's output, at the vector unit's rates ([`crate::accel::VectorUnit`]): it adds
+/// each operation's pipeline latency, and holds the instruction longer only when the results
+/// come faster than it streams them (`m × n` per product at the slowest operation's rate).
+pub fn matrix_epilogue_cycles(accel: &Accelerator, m: &MatrixOp, work: u64) -> u64 {
+    let vector = accel.vector();
+    let results = m.m as u64 * m.n as u64 * m.products();
+    m.epilogue()
+        .filter_map(|op| vector.cost(op))
+        .fold(work, |cycles, cost| {
+            let per_cycle = vector.lanes() as f64 * cost.elements_per_lane_per_cycle();
+            let stream = (results as f64 / per_cycle).ceil() as u64;
+            cycles.max(stream) + cost.latency()
+        })
+}
+
 /// The (buffer, bytes) operand accesses of a matrix or special-function instruction.
 pub fn operand_accesses(ins: &Instruction) -> Vec<(u8, u64)> {
     match ins {
@@ -585,6 +606,7 @@ pub fn operand_accesses(ins: &Instruction) -> Vec<(u8, u64)> {
                 (m.b.buffer, o.b),
                 (m.c.buffer, o.c),
                 (m.meta.buffer, o.meta),
+                (m.bias.unwrap_or_default().buffer, o.bias),
             ]
         }
         Instruction::Sfu(s) => {
@@ -600,12 +622,14 @@ pub fn operand_accesses(ins: &Instruction) -> Vec<(u8, u64)> {
 }
 
 /// Cycles a matrix or special-function instruction takes with no contention: the longer of its
-/// compute ([`matrix_work_cycles`] or [`crate::accel::VectorUnit::cycles`]) and its operands at
-/// the buffers' port bandwidth. `None` for other classes or an unsupported precision.
+/// compute ([`matrix_work_cycles`] with its epilogue, [`matrix_epilogue_cycles`], or
+/// [`crate::accel::VectorUnit::cycles`]) and its operands at the buffers' port bandwidth. `None`
+/// for other classes or an unsupported precision.
 pub fn compute_instruction_cycles(accel: &Accelerator, ins: &Instruction) -> Option<u64> {
     let compute = match ins {
         Instruction::Matmul(m) | Instruction::Matvec(m) => {
-            matrix_work_cycles(accel.matrix(), &matrix_instr_work(m))?.1
+            let work = matrix_work_cycles(accel.matrix(), &matrix_instr_work(m))?.1;
+            matrix_epilogue_cycles(accel, m, work)
         }
         Instruction::Sfu(s) => accel.vector().cycles(s.op, s.rows as u64 * s.cols as u64).0,
         _ => return None,

@@ -3,9 +3,9 @@
 use proptest::prelude::*;
 use tessera_spec::accel::SfuOp;
 use tessera_spec::isa::{
-    assemble, decode_program, disassemble, encode_program, header, layout, layout_doc, BufRef,
-    DecodeError, Dma, FieldKind, Instruction, Loop, MatrixOp, Opcode, OutCode, Program, SfuInstr,
-    SparseCode, Sync, SysInstr, SysOp, Unit, UnitMask, WeightCode,
+    assemble, decode_program, disassemble, encode_program, header, layout, layout_doc, ActCode,
+    BufRef, DecodeError, Dma, FieldKind, Instruction, Loop, MatrixOp, Opcode, OutCode, Program,
+    SfuInstr, SparseCode, Sync, SysInstr, SysOp, Unit, UnitMask, WeightCode,
 };
 
 /// Any instruction: a class, token masks, and every field drawn within its width (enumerations
@@ -15,7 +15,7 @@ fn any_instruction() -> impl Strategy<Value = Instruction> {
         0..Opcode::ALL.len(),
         0u8..64,
         0u8..64,
-        prop::collection::vec(any::<u64>(), 24),
+        prop::collection::vec(any::<u64>(), 32),
     )
         .prop_map(|(o, wait, release, raw)| {
             let op = Opcode::ALL[o];
@@ -77,7 +77,7 @@ fn layouts_fit_words_and_their_sizes() {
     // Full 32-bit addresses and strides, three DMA loop levels and a lane stride: wider than
     // FlightLLM's 7 / 4 / 3-word load / matrix / misc instructions.
     assert_eq!(words(Opcode::Load), 13);
-    assert_eq!(words(Opcode::Matmul), 9);
+    assert_eq!(words(Opcode::Matmul), 11);
     assert_eq!(words(Opcode::Sfu), 8);
     assert_eq!(words(Opcode::Sys), 1);
     let doc = layout_doc();
@@ -149,6 +149,11 @@ fn typed_program_text_form() {
                 c_stride: 96,
                 batch: 0,
                 c_batch: 0,
+                bias: Some(BufRef {
+                    buffer: 1,
+                    addr: 0x2000,
+                }),
+                act: ActCode::Gelu,
             }),
             Instruction::Sfu(SfuInstr {
                 sync: Sync {
@@ -182,7 +187,7 @@ fn typed_program_text_form() {
     let text = disassemble(&p);
     let expected = "\
 load    wait=- release=mm channel=3 dram_addr_lo=0x34567890 dram_addr_hi=18 bytes=0x1000 n0=16 lanes=4 dram_stride0=0x1000 buf_stride0=0x1000 lane_stride=0x10000
-matmul  wait=ld release=sfu a_buffer=1 c_buffer=2 meta_buffer=3 c_addr=64 m=16 n=64 k=256 weight=int4 act_int8=1 sparse=nm nm_n=8 accumulate=1 a_scaled=1 out=fp16 group=128 c_stride=96
+matmul  wait=ld release=sfu a_buffer=1 c_buffer=2 meta_buffer=3 c_addr=64 m=16 n=64 k=256 weight=int4 act_int8=1 sparse=nm nm_n=8 accumulate=1 a_scaled=1 out=fp16 bias=1 group=128 c_stride=96 act=gelu bias_buffer=1 bias_addr=0x2000
 sfu     wait=mm release=- op=softmax src_buffer=2 dst_buffer=2 src_addr=64 dst_addr=64 rows=16 cols=64 causal=3
 sys     wait=- release=- op=halt
 ";

@@ -32,6 +32,11 @@
 //!   `a_scaled` the sum is then multiplied by its row's `s_r` in fp32. `accumulate` adds, in
 //!   fp32, the value already there (read in the `out` format). fp16 results are the fp32 value
 //!   rounded to nearest, ties to even.
+//! - The epilogue (not with `accumulate` or a batch): with `bias`, an fp16 row of `n` values at
+//!   `bias_addr` in `bias_buffer`, column `j`'s added to each of its results; with `act`, the
+//!   activation applied after it. Each step takes the result in the `out` format (fp16: rounded)
+//!   and computes as the special-function unit's `add_row` and activation ([`sfu_row`]), so the
+//!   results equal the plain product's followed by those special-function passes, bit for bit.
 //!
 //! **Special-function instructions** read `rows × cols` fp16 at `src` (row-major) and write the
 //! same shape as fp16 at `dst`, computing in fp32 (see [`crate::accel::SfuOp`] for each op's

@@ -9,7 +9,7 @@ use serde::Serialize;
 /// Magic bytes at the start of a program file.
 pub const MAGIC: &[u8; 4] = b"TSRA";
 /// Program file format version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Where each field sits: `(word, lowest bit, field)`, header first. A field that does not fit in
 /// the rest of the current word starts the next one.

@@ -293,6 +293,36 @@ impl OutCode {
     }
 }
 
+/// The activation a matrix instruction's epilogue applies to its results: the special-function
+/// unit's formula of the same name ([`data::sfu_row`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActCode {
+    /// No activation.
+    #[default]
+    None,
+    /// ReLU.
+    Relu,
+    /// GELU (tanh form).
+    Gelu,
+    /// SiLU.
+    Silu,
+}
+
+impl ActCode {
+    const NAMES: &'static [&'static str] = &["none", "relu", "gelu", "silu"];
+    const ALL: [ActCode; 4] = [ActCode::None, ActCode::Relu, ActCode::Gelu, ActCode::Silu];
+    /// The special-function operation that computes it; `None` for no activation.
+    pub fn sfu_op(&self) -> Option<SfuOp> {
+        match self {
+            ActCode::None => None,
+            ActCode::Relu => Some(SfuOp::Relu),
+            ActCode::Gelu => Some(SfuOp::Gelu),
+            ActCode::Silu => Some(SfuOp::Silu),
+        }
+    }
+}
+
 /// A matrix instruction: `c[m × n] (+)= a[m × k] · b[k × n]` on one tile, `a` activations and `b`
 /// weights. Matrix–vector instructions use the same fields with `m = 1`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -344,12 +374,24 @@ pub struct MatrixOp {
     /// (each product's rows after the previous one's), or a step within the rows (each
     /// product's columns beside the previous one's: query heads' context rows, token-major).
     pub c_batch: u16,
+    /// Epilogue: one fp16 row of `n` biases, column `j`'s added to every result of column `j`
+    /// (the special-function unit's `add_row`, on the results as they leave the engine).
+    pub bias: Option<BufRef>,
+    /// Epilogue: the activation applied to every result, after the bias.
+    pub act: ActCode,
 }
 
 impl MatrixOp {
     /// Products the instruction computes (`batch`, at least 1).
     pub fn products(&self) -> u64 {
         self.batch.max(1) as u64
+    }
+
+    /// The special-function operations the epilogue applies, in order: `add_row` for a bias,
+    /// then the activation.
+    pub fn epilogue(&self) -> impl Iterator<Item = SfuOp> {
+        let bias = self.bias.map(|_| SfuOp::AddRow);
+        bias.into_iter().chain(self.act.sfu_op())
     }
 }
 
@@ -639,10 +681,22 @@ const MATRIX: &[Field] = &[
         bits: 1,
         kind: FieldKind::Flag,
     },
+    Field {
+        name: "bias",
+        bits: 1,
+        kind: FieldKind::Flag,
+    },
     int("group", 13),
     int("c_stride", 16),
+    Field {
+        name: "act",
+        bits: 2,
+        kind: FieldKind::Enum(ActCode::NAMES),
+    },
     int("batch", 16),
     int("c_batch", 16),
+    int("bias_buffer", 4),
+    int("bias_addr", 32),
 ];
 
 const SFU: &[Field] = &[
@@ -786,10 +840,14 @@ impl Instruction {
                 m.a_scaled as u64,
                 m.out as u64,
                 m.b_rows as u64,
+                m.bias.is_some() as u64,
                 m.group as u64,
                 m.c_stride as u64,
+                m.act as u64,
                 m.batch as u64,
                 m.c_batch as u64,
+                m.bias.map_or(0, |b| b.buffer as u64),
+                m.bias.map_or(0, |b| b.addr as u64),
             ],
             Instruction::Sfu(s) => vec![
                 s.op as u64,
@@ -862,10 +920,12 @@ impl Instruction {
                     a_scaled: f[16] != 0,
                     out: *OutCode::ALL.get(f[17] as usize)?,
                     b_rows: f[18] != 0,
-                    group: f[19] as u16,
-                    c_stride: f[20] as u16,
-                    batch: f[21] as u16,
-                    c_batch: f[22] as u16,
+                    bias: (f[19] != 0).then(|| buf(f[25], f[26])),
+                    group: f[20] as u16,
+                    c_stride: f[21] as u16,
+                    act: *ActCode::ALL.get(f[22] as usize)?,
+                    batch: f[23] as u16,
+                    c_batch: f[24] as u16,
                 };
                 if op == Opcode::Matmul {
                     Instruction::Matmul(m)
