@@ -210,6 +210,14 @@ impl Encoding {
         }
     }
 
+    /// Whether the rows are asymmetric quantised weights, whose scales each have a zero point.
+    fn zero_points(&self) -> bool {
+        match *self {
+            Encoding::Weights { wc, .. } => wc.format.is_quantised() && !wc.format.symmetric,
+            Encoding::PerRow { .. } => false,
+        }
+    }
+
     /// Offset of the sparse metadata of `rows` rows in the buffer: after the values and scales
     /// (N:M indices, as [`tessera_spec::isa::data::encode_weights`] lays them out), or after the
     /// decompressed values and scales (unstructured bitmaps).
@@ -614,6 +622,7 @@ pub(crate) fn lower_streamed(
                     addr: b.addr + 2 * first_row as u32,
                 }),
                 act: s.epilogue.1,
+                zero_points: s.encoding.zero_points(),
             };
             instructions.push(if m == 1 {
                 Instruction::Matvec(op)

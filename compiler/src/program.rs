@@ -208,7 +208,8 @@ pub fn data_semantics(
     let kv_buffer = roles_kv(accel, "pass").map_err(|e| e.reason)?;
     let embedding = comp.weight(OpClass::Embedding);
     let format = embedding.format;
-    let rows_alike = ((format.bits == 8 && format.group_size == 0) || format.bits == 16)
+    let rows_alike = ((format.bits == 8 && format.group_size == 0 && format.symmetric)
+        || format.bits == 16)
         && embedding.sparsity == Sparsity::Dense;
     let prefill = match graph.phase {
         Phase::Prefill { seq } => Some(seq),
@@ -253,7 +254,7 @@ pub fn data_semantics(
         ),
         (
             !rows_alike,
-            "embedding rows that are neither fp16 nor int8 with one scale",
+            "embedding rows that are neither fp16 nor int8 with one scale and no zero point",
         ),
         (
             model.moe.is_some() || model.vision.is_some(),

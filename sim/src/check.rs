@@ -275,6 +275,11 @@ fn check_instruction(
             check_buf(accel, "operand a", m.a, o.a)?;
             check_buf(accel, "operand b", m.b, o.b)?;
             check_buf(accel, "sparse metadata", m.meta, o.meta)?;
+            if m.zero_points && (m.weight.bits() >= 16 || m.b_rows) {
+                return Err(
+                    "zero points need integer weights stored by columns (not b_rows)".into(),
+                );
+            }
             if m.epilogue().next().is_some() && (m.accumulate || m.products() > 1) {
                 return Err(
                     "an epilogue (bias, act) on accumulated results or on a batch of products"

@@ -238,27 +238,40 @@ impl DataState {
             let w = unpack_ints(&b_raw, j * kept, kept, bits, true);
             let scale_at = (scales_at + 2 * j * groups) as usize;
             let scales = f16_values(&b_raw[scale_at..scale_at + 2 * groups as usize]);
+            // Zero points follow every column's scales, in the same order.
+            let zero_points = m.zero_points.then(|| {
+                let at = scale_at + (2 * n * groups) as usize;
+                f16_values(&b_raw[at..at + 2 * groups as usize])
+            });
             let group_of = |p: u64| p.checked_div(group).unwrap_or(0);
             for r in 0..rows {
                 let mut acc = 0f32;
                 let mut current = 0;
-                let (mut psum_int, mut psum_f32) = (0i32, 0f32);
+                // (dot product, activation sum) of the group so far, int32 and fp32.
+                let mut sums = GroupSums::default();
+                let add = |acc: &mut f32, g: u64, sums: &GroupSums| {
+                    let (dot, asum) = sums.of(m.act_int8);
+                    *acc += scales[g as usize]
+                        * match &zero_points {
+                            Some(z) => dot - z[g as usize] * asum,
+                            None => dot,
+                        };
+                };
                 for (e, &p) in positions.iter().enumerate() {
                     let g = group_of(p);
                     if g != current {
-                        acc += scales[current as usize] * partial(m.act_int8, psum_int, psum_f32);
-                        (psum_int, psum_f32) = (0, 0.0);
+                        add(&mut acc, current, &sums);
+                        sums = GroupSums::default();
                         current = g;
                     }
                     let a = (r * k + p) as usize;
-                    if m.act_int8 {
-                        psum_int += act_int[a] * w[e];
-                    } else {
-                        psum_f32 += act_f32[a] * w[e] as f32;
+                    match m.act_int8 {
+                        true => sums.add(act_int[a], 0.0, w[e]),
+                        false => sums.add(0, act_f32[a], w[e]),
                     }
                 }
                 if !positions.is_empty() {
-                    acc += scales[current as usize] * partial(m.act_int8, psum_int, psum_f32);
+                    add(&mut acc, current, &sums);
                 }
                 out[(r * n + j) as usize] = acc;
             }
@@ -385,10 +398,30 @@ impl DataState {
 }
 
 /// A group's partial sum as fp32.
-fn partial(int8: bool, psum_int: i32, psum_f32: f32) -> f32 {
-    if int8 {
-        psum_int as f32
-    } else {
-        psum_f32
+/// One quantisation group's partial sums of a result: the dot product and the activations' sum,
+/// in int32 (int8 activations) and fp32 in reduction order (fp16 activations).
+#[derive(Debug, Default)]
+struct GroupSums {
+    dot_int: i32,
+    asum_int: i32,
+    dot_f32: f32,
+    asum_f32: f32,
+}
+
+impl GroupSums {
+    /// Adds activation `a` (as int8, and as fp16) times weight `w`.
+    fn add(&mut self, a_int: i32, a_f32: f32, w: i32) {
+        self.dot_int += a_int * w;
+        self.asum_int += a_int;
+        self.dot_f32 += a_f32 * w as f32;
+        self.asum_f32 += a_f32;
+    }
+
+    /// `(dot product, activation sum)` as fp32, of the activations' format.
+    fn of(&self, int8: bool) -> (f32, f32) {
+        match int8 {
+            true => (self.dot_int as f32, self.asum_int as f32),
+            false => (self.dot_f32, self.asum_f32),
+        }
     }
 }

@@ -23,6 +23,9 @@ pub struct QuantWeights {
     pub scales: Vec<f32>,
     /// For N:M sparsity, the kept weights (`nm_n` per 16-wide block).
     pub kept: Option<Vec<bool>>,
+    /// Asymmetric weights: a zero point per scale (integers, exact in fp16), the weight standing
+    /// for `scale · (w − z)`.
+    pub zero_points: Option<Vec<f32>>,
 }
 
 /// A seeded xorshift64* generator, so golden data is the same everywhere.
@@ -91,7 +94,32 @@ impl QuantWeights {
             values,
             scales,
             kept,
+            zero_points: None,
         }
+    }
+
+    /// The same weights made asymmetric: a random zero point per scale within the `bits`-wide
+    /// range.
+    pub fn with_zero_points(mut self, rng: &mut Rng) -> Self {
+        let (lo, hi) = (-(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1);
+        self.zero_points = Some(self.scales.iter().map(|_| rng.int(lo, hi) as f32).collect());
+        self
+    }
+
+    /// Whether reduction index `p` of column `j` holds a weight (not pruned).
+    fn is_kept(&self, j: usize, p: usize) -> bool {
+        self.kept.as_ref().is_none_or(|k| k[j * self.k + p])
+    }
+
+    /// Group `g` of column `j`'s term: `scale · dot`, or `scale · (dot − z · asum)` with zero
+    /// points, in fp32.
+    fn term(&self, j: usize, g: usize, groups: usize, dot: f32, asum: f32) -> f32 {
+        let i = j * groups + g;
+        self.scales[i]
+            * match &self.zero_points {
+                Some(z) => dot - z[i] * asum,
+                None => dot,
+            }
     }
 
     /// [`Self::linear_int8`] of scaled int8 activations: each row's results times its scale
@@ -105,7 +133,8 @@ impl QuantWeights {
     }
 
     /// `y[r·n + j] = Σ_g scale(j, g) · Σ_{p ∈ g} x[r·k + p] · w(p, j)` for int8 activations:
-    /// integer partial sums per group, scaled and summed over groups in order in fp32.
+    /// integer partial sums per group, scaled and summed over groups in order in fp32 (with zero
+    /// points, `scale · (psum − z · Σ_{p ∈ g, kept} x)`).
     pub fn linear_int8(&self, x: &[i8], rows: usize) -> Vec<f32> {
         let group = if self.group == 0 { self.k } else { self.group };
         let groups = self.k.div_ceil(group);
@@ -114,10 +143,13 @@ impl QuantWeights {
             for j in 0..self.n {
                 let mut acc = 0f32;
                 for g in 0..groups {
-                    let psum: i32 = (g * group..((g + 1) * group).min(self.k))
-                        .map(|p| x[r * self.k + p] as i32 * self.values[j * self.k + p])
-                        .sum();
-                    acc += self.scales[j * groups + g] * psum as f32;
+                    let kept =
+                        (g * group..((g + 1) * group).min(self.k)).filter(|&p| self.is_kept(j, p));
+                    let (psum, asum) = kept.fold((0i32, 0i32), |(d, s), p| {
+                        let a = x[r * self.k + p] as i32;
+                        (d + a * self.values[j * self.k + p], s + a)
+                    });
+                    acc += self.term(j, g, groups, psum as f32, asum as f32);
                 }
                 y[r * self.n + j] = acc;
             }
@@ -129,7 +161,7 @@ impl QuantWeights {
 impl QuantWeights {
     /// `y[r·n + j] = Σ_g scale(j, g) · Σ_{p ∈ g} x[r·k + p] · w(p, j)` for fp16 activations
     /// (given as fp32): fp32 partial sums per group in reduction order, scaled and summed over
-    /// groups in order in fp32.
+    /// groups in order in fp32 (zero points as in [`Self::linear_int8`]).
     pub fn linear_fp16(&self, x: &[f32]) -> Vec<f32> {
         let group = if self.group == 0 { self.k } else { self.group };
         let groups = self.k.div_ceil(group);
@@ -139,10 +171,13 @@ impl QuantWeights {
             for j in 0..self.n {
                 let mut acc = 0f32;
                 for g in 0..groups {
-                    let psum = (g * group..((g + 1) * group).min(self.k)).fold(0f32, |s, p| {
-                        s + x[r * self.k + p] * self.values[j * self.k + p] as f32
+                    let kept =
+                        (g * group..((g + 1) * group).min(self.k)).filter(|&p| self.is_kept(j, p));
+                    let (psum, asum) = kept.fold((0f32, 0f32), |(d, s), p| {
+                        let a = x[r * self.k + p];
+                        (d + a * self.values[j * self.k + p] as f32, s + a)
                     });
-                    acc += self.scales[j * groups + g] * psum;
+                    acc += self.term(j, g, groups, psum, asum);
                 }
                 y[r * self.n + j] = acc;
             }

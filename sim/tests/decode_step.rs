@@ -370,6 +370,9 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
                 continue;
             }
             let mut w = QuantWeights::random(&mut rng, k as usize, n as usize, bits, group, nm);
+            if !wc.format.symmetric {
+                w = w.with_zero_points(&mut rng);
+            }
             // Scales by a power of two (still exact in fp16) so that wider weights keep the
             // activations as far from fp16's range as int4 ones.
             let shrink = (1u32 << bits.saturating_sub(4)) as f32;
@@ -403,6 +406,11 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
         };
         let values = cat(&|p| p.values.clone());
         let scales: Vec<f32> = parts.iter().flat_map(|p| p.scales.clone()).collect();
+        let zero_points: Option<Vec<f32>> = parts
+            .iter()
+            .map(|p| p.zero_points.clone())
+            .collect::<Option<Vec<_>>>()
+            .map(|z| z.concat());
         let kept: Option<Vec<bool>> = parts[0]
             .kept
             .as_ref()
@@ -420,13 +428,19 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
                     let w: Vec<f32> = cols.iter().map(|v| *v as f32 * scale).collect();
                     (f16_bytes(&w), Vec::new())
                 }
-                bits => encode_weights(
-                    &values[cols.start * k..cols.end * k],
-                    &scales[cols.start * groups..cols.end * groups],
-                    k as u64,
-                    bits,
-                    mask.as_deref(),
-                ),
+                bits => {
+                    // The wave's scales, then (asymmetric weights) its zero points.
+                    let at = cols.start * groups..cols.end * groups;
+                    let mut scales = scales[at.clone()].to_vec();
+                    scales.extend(zero_points.iter().flat_map(|z| z[at.clone()].to_vec()));
+                    encode_weights(
+                        &values[cols.start * k..cols.end * k],
+                        &scales,
+                        k as u64,
+                        bits,
+                        mask.as_deref(),
+                    )
+                }
             };
             bytes.extend(meta);
             for s in &wave.slices {
@@ -583,6 +597,7 @@ fn fp16_weights(rng: &mut Rng, k: usize, n: usize) -> QuantWeights {
         values: (0..k * n).map(|_| rng.int(-2000, 2000)).collect(),
         scales: vec![1.0 / 4096.0; n],
         kept: None,
+        zero_points: None,
     }
 }
 
@@ -642,6 +657,12 @@ fn passes_that_cannot_compute_on_data_say_why() {
     let mut kv8 = kv4.clone();
     kv8.kv.format = KvFormat::Int8;
     assert_eq!(why(&u280, &kv8, decode, 1), "");
+    // `dequantize` reads an int8 embedding row's scale, not a zero point.
+    let mut asymmetric = w4.clone();
+    let mut embedding = w4.weight(OpClass::Embedding);
+    embedding.format.symmetric = false;
+    asymmetric.weights.insert(OpClass::Embedding, embedding);
+    assert!(why(&u280, &asymmetric, decode, 1).contains("no zero point"));
 }
 
 #[test]
@@ -672,8 +693,29 @@ fn compiled_decode_steps_equal_the_reference_decoder() {
     }
     comp.kv.format = KvFormat::Int8;
     check_step(&tiny_llama, &comp, 30, 1, 8);
+    // Asymmetric int4 and int8 weights (a zero point per group) in every linear layer, int8 and
+    // fp16 activations. (The embedding stays symmetric: `dequantize` reads one scale per row.)
+    for (preset, context, seed) in [
+        ("w4a8-g128", 20, 11),
+        ("w4a16-g128", 25, 12),
+        ("w8a8", 18, 13),
+    ] {
+        let mut comp = compression::preset(preset).unwrap();
+        let asymmetric: Vec<_> = comp
+            .weights
+            .iter()
+            .filter(|(class, _)| **class != OpClass::Embedding)
+            .map(|(class, wc)| {
+                let mut wc = *wc;
+                wc.format.symmetric = !wc.format.is_quantised();
+                (*class, wc)
+            })
+            .collect();
+        comp.weights.extend(asymmetric);
+        check_step(&tiny_llama, &comp, context, 1, seed);
+    }
     // Biases on every projection (fused q/k/v and gate/up siblings load theirs side by side),
-    // int8 and fp16 activations: the special-function unit adds them to the results.
+    // int8 and fp16 activations: the matrix instructions' epilogue adds them to the results.
     let biased = with_biases(&tiny_llama);
     for (preset, context, seed) in [("w4a8-g128", 19, 9), ("w4a16-g128", 27, 10)] {
         check_step(

@@ -364,6 +364,10 @@ fn ill_formed_programs_are_rejected_before_running() {
             "runs on 2 channels at once, one DMA engine each; dma.engines is 1",
         ),
         (
+            "matmul weight=int8 act_int8=1 b_rows=1 m=1 n=16 k=16 zero_points=1",
+            "zero points need integer weights stored by columns",
+        ),
+        (
             "matmul weight=int8 act_int8=1 m=2 n=8 k=16 accumulate=1 act=relu",
             "an epilogue (bias, act) on accumulated results",
         ),

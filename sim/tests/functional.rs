@@ -52,11 +52,15 @@ fn run_linear(w: &QuantWeights, x: &[i8], rows: usize, tile: usize, split_k: boo
             let ks = part * k_part..(part + 1) * k_part;
             let pick = |j: usize| ks.clone().map(move |p| j * w.k + p);
             let values: Vec<i32> = cols.clone().flat_map(pick).map(|i| w.values[i]).collect();
-            let scales: Vec<f32> = cols
+            // The tile's scales, then its zero points in the same order.
+            let at: Vec<usize> = cols
                 .clone()
                 .flat_map(|j| (part * g_part..(part + 1) * g_part).map(move |g| j * groups + g))
-                .map(|i| w.scales[i])
                 .collect();
+            let mut scales: Vec<f32> = at.iter().map(|&i| w.scales[i]).collect();
+            if let Some(z) = &w.zero_points {
+                scales.extend(at.iter().map(|&i| z[i]));
+            }
             let mask: Option<Vec<bool>> = w
                 .kept
                 .as_ref()
@@ -84,11 +88,12 @@ fn run_linear(w: &QuantWeights, x: &[i8], rows: usize, tile: usize, split_k: boo
                 "matmul {} a_buffer={ACTS} a_addr={} b_buffer={WEIGHTS} b_addr={b_addr} \
                  c_buffer={ACCUM} c_addr={c_addr} meta_buffer={ACCUM} meta_addr={meta_addr} \
                  m={rows} n={tile} k={k_part} weight={weight} act_int8=1 sparse={sparse} \
-                 nm_n={nm_n} group={} accumulate={} {}",
+                 nm_n={nm_n} group={} accumulate={} zero_points={} {}",
                 if compute.is_empty() { "wait=sys" } else { "" },
                 part * k_part,
                 w.group,
                 u8::from(part > 0),
+                u8::from(w.zero_points.is_some()),
                 if last { "release=st" } else { "" },
             ));
             if last {
@@ -147,29 +152,38 @@ fn activations(rng: &mut Rng, len: usize) -> Vec<i8> {
 #[test]
 fn quantised_linear_layers_equal_the_golden_reference() {
     let mut rng = Rng::new(0x7e55e7a);
-    // (bits, group, N of 16 kept, rows, split k)
+    // (bits, group, N of 16 kept, rows, split k, zero points)
     let cases = [
-        (4, 128, None, 1, false),
-        (4, 128, None, 4, false),
-        (4, 128, None, 1, true),
-        (8, 0, None, 2, false),
-        (3, 64, None, 1, false),
-        (2, 32, None, 3, false),
-        (4, 128, Some(8), 1, false),
-        (4, 64, Some(2), 2, false),
-        (8, 128, Some(4), 1, true),
-        (4, 32, Some(16), 1, false),
+        (4, 128, None, 1, false, false),
+        (4, 128, None, 4, false, false),
+        (4, 128, None, 1, true, false),
+        (8, 0, None, 2, false, false),
+        (3, 64, None, 1, false, false),
+        (2, 32, None, 3, false, false),
+        (4, 128, Some(8), 1, false, false),
+        (4, 64, Some(2), 2, false, false),
+        (8, 128, Some(4), 1, true, false),
+        (4, 32, Some(16), 1, false, false),
+        // Asymmetric weights: each group's term is scale · (dot − z · Σ kept activations).
+        (4, 128, None, 2, false, true),
+        (8, 0, None, 1, false, true),
+        (3, 32, None, 1, false, true),
+        (4, 64, Some(8), 3, false, true),
+        (4, 128, None, 1, true, true),
     ];
-    for (bits, group, nm, rows, split) in cases {
+    for (bits, group, nm, rows, split, asymmetric) in cases {
         let (k, n) = (256, 128);
-        let w = QuantWeights::random(&mut rng, k, n, bits, group, nm);
+        let mut w = QuantWeights::random(&mut rng, k, n, bits, group, nm);
+        if asymmetric {
+            w = w.with_zero_points(&mut rng);
+        }
         let x = activations(&mut rng, rows * k);
         let got = run_linear(&w, &x, rows, 32, split);
         let want = w.linear_int8(&x, rows);
         assert_eq!(
             bits_of(&got),
             bits_of(&want),
-            "int{bits} g{group} {nm:?}:{rows} rows, split {split}"
+            "int{bits} g{group} {nm:?}:{rows} rows, split {split}, zero points {asymmetric}"
         );
         assert!(want.iter().any(|v| *v != 0.0));
     }

@@ -386,7 +386,8 @@ pub fn matrix_product_bytes(m: &MatrixOp) -> MatrixOperandBytes {
     let scales = if m.weight == WeightCode::Fp16 || m.b_rows {
         0
     } else {
-        data::weight_scale_bytes(n, k, m.group as u64)
+        // Asymmetric weights carry a zero point per scale.
+        data::weight_scale_bytes(n, k, m.group as u64) * if m.zero_points { 2 } else { 1 }
     };
     // Scaled int8 activations carry one fp16 scale per row after them.
     let row_scales = if m.act_int8 && m.a_scaled { 2 * mm } else { 0 };

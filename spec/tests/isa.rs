@@ -154,6 +154,7 @@ fn typed_program_text_form() {
                     addr: 0x2000,
                 }),
                 act: ActCode::Gelu,
+                zero_points: false,
             }),
             Instruction::Sfu(SfuInstr {
                 sync: Sync {

@@ -9,7 +9,9 @@
 //!   `k/16 × N` kept weights, in order), all packed into one little-endian bit stream of
 //!   two's-complement `bits`-wide integers ([`pack_ints`]), or fp16 for `weight=fp16`. Integer
 //!   weights are followed, from the next byte, by their fp16 scales: per column, one per group of
-//!   `group` reduction indices (`group = 0`: one per column) — [`weight_scales_offset`].
+//!   `group` reduction indices (`group = 0`: one per column) — [`weight_scales_offset`] —, and
+//!   with `zero_points` (asymmetric quantisation) then one fp16 zero point `z` per scale, in the
+//!   same order: the weight stands for `scale · (w − z)`.
 //!   With `b_rows` (dense int8 or fp16 weights) `W` is stored by reduction rows instead: row `p`
 //!   holds `w(p, 0..n)`, as a value cache's token-major rows are. Int8 rows carry no scales
 //!   (`k × n` bytes): a row's scale `s_p` is folded into `A` beforehand, since
@@ -25,7 +27,9 @@
 //! - `C` at `c`: row-major, fp32 or fp16 (`out`), row `r` starting `r · c_stride` elements
 //!   after `c` (`c_stride = 0`: `n`, rows packed). Each output is `Σ_g scale_g · psum_g` over the
 //!   column's groups in order, accumulated in fp32, where `psum_g` is the group's int32 dot
-//!   product (int8 activations) or its fp32 dot product in reduction order (fp16 activations).
+//!   product (int8 activations) or its fp32 dot product in reduction order (fp16 activations);
+//!   with zero points each term is `scale_g · (psum_g − z_g · asum_g)` in fp32, `asum_g` the sum
+//!   of the group's activations at the kept positions (int32, or fp32 in reduction order).
 //!   fp16 weights: one fp32 dot product in reduction order. Int8 `b_rows` weights: the plain
 //!   dot product over the whole reduction, int32 (int8 activations) or fp32 in reduction order
 //!   (fp16 activations, each int8 weight converted exactly), with no weight scale. With
@@ -127,7 +131,8 @@ pub fn quantize_scale(x: &[f32]) -> f16 {
 /// Encodes a weight matrix for a matrix instruction's `b` and `meta` operands.
 ///
 /// `values[j·k + p]` is column `j`'s weight at reduction index `p` (`bits`-wide integers);
-/// `scales[j·groups + g]` its scale for group `g` (rounded to fp16); `kept`, for N:M, marks the
+/// `scales[j·groups + g]` its scale for group `g` (rounded to fp16), followed, for asymmetric
+/// weights, by the zero points in the same order; `kept`, for N:M, marks the
 /// weights kept (exactly `nm_n` per 16-wide block, in index order). Returns the `b` bytes
 /// (packed weights, then scales) and the `meta` bytes (empty when dense).
 pub fn encode_weights(

@@ -379,6 +379,9 @@ pub struct MatrixOp {
     pub bias: Option<BufRef>,
     /// Epilogue: the activation applied to every result, after the bias.
     pub act: ActCode,
+    /// Integer weights (not `b_rows`) carry an fp16 zero point per scale, after the scales:
+    /// asymmetric quantisation ([`data`]).
+    pub zero_points: bool,
 }
 
 impl MatrixOp {
@@ -693,6 +696,11 @@ const MATRIX: &[Field] = &[
         bits: 2,
         kind: FieldKind::Enum(ActCode::NAMES),
     },
+    Field {
+        name: "zero_points",
+        bits: 1,
+        kind: FieldKind::Flag,
+    },
     int("batch", 16),
     int("c_batch", 16),
     int("bias_buffer", 4),
@@ -844,6 +852,7 @@ impl Instruction {
                 m.group as u64,
                 m.c_stride as u64,
                 m.act as u64,
+                m.zero_points as u64,
                 m.batch as u64,
                 m.c_batch as u64,
                 m.bias.map_or(0, |b| b.buffer as u64),
@@ -920,12 +929,13 @@ impl Instruction {
                     a_scaled: f[16] != 0,
                     out: *OutCode::ALL.get(f[17] as usize)?,
                     b_rows: f[18] != 0,
-                    bias: (f[19] != 0).then(|| buf(f[25], f[26])),
+                    bias: (f[19] != 0).then(|| buf(f[26], f[27])),
                     group: f[20] as u16,
                     c_stride: f[21] as u16,
                     act: *ActCode::ALL.get(f[22] as usize)?,
-                    batch: f[23] as u16,
-                    c_batch: f[24] as u16,
+                    zero_points: f[23] != 0,
+                    batch: f[24] as u16,
+                    c_batch: f[25] as u16,
                 };
                 if op == Opcode::Matmul {
                     Instruction::Matmul(m)
