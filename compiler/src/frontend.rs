@@ -171,7 +171,9 @@ fn visible_pairs(s: u64, limit: u64) -> u64 {
 fn vector_work(kind: &OpKind) -> Option<(SfuOp, u64)> {
     match *kind {
         OpKind::Softmax { elements } => Some((SfuOp::Softmax, elements)),
-        OpKind::Activation { function, elements } => Some((activation_op(function), elements)),
+        OpKind::Activation {
+            function, elements, ..
+        } => Some((activation_op(function), elements)),
         OpKind::GatedMultiply { elements } | OpKind::ExpertCombine { elements } => {
             Some((SfuOp::Mul, elements))
         }
@@ -802,6 +804,7 @@ impl Builder<'_> {
                 OpKind::Activation {
                     function: act,
                     elements: t * f,
+                    epilogue: false,
                 },
                 vec![g],
                 vec![t, f],
@@ -814,6 +817,7 @@ impl Builder<'_> {
                 vec![t, f],
             )
         } else {
+            // The up projection's only reader: its products apply it as they finish.
             let u = self.linear(l, "ffn.up_proj", OpClass::Ffn, x, t, h, f, bias, None);
             self.vector_op(
                 l,
@@ -821,6 +825,7 @@ impl Builder<'_> {
                 OpKind::Activation {
                     function: act,
                     elements: t * f,
+                    epilogue: true,
                 },
                 vec![u],
                 vec![t, f],
@@ -906,6 +911,7 @@ impl Builder<'_> {
             OpKind::Activation {
                 function: act,
                 elements: rows * f,
+                epilogue: false,
             },
             vec![g],
             vec![rows, f],

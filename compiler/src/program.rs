@@ -600,39 +600,38 @@ struct Lowering<'a> {
     epilogue_acts: &'a BTreeMap<TensorId, (TensorId, ActCode)>,
 }
 
-/// The activations that linear layers apply in their products' epilogue, by the layer's output,
-/// among the operators a pass lowers (`ops`, siblings fused): an activation operator that is the
-/// only reader of a linear layer's one output (an ungated FFN's up projection, not fused with a
-/// gate) whose weights stream once; with the activation's output and the function. The layer's
-/// results are then the activation's output, and the activation operator computes nothing.
+/// The activations that linear layers apply in their products' epilogue (the graph's
+/// `epilogue` activations), by the layer's output, among the operators a pass lowers (`ops`,
+/// siblings fused): the activation's output and function. The layer's results are then the
+/// activation's output, and the activation operator computes nothing. A flagged activation whose
+/// input is not a single-output linear layer's runs on the special-function unit.
 fn epilogue_activations<'o>(
     ops: impl Iterator<Item = &'o Op> + Clone,
 ) -> BTreeMap<TensorId, (TensorId, ActCode)> {
-    let mut readers: BTreeMap<TensorId, Vec<&Op>> = BTreeMap::new();
-    for op in ops.clone() {
-        for &t in &op.inputs {
-            readers.entry(t).or_default().push(op);
-        }
-    }
+    let linear_outputs: BTreeSet<TensorId> = ops
+        .clone()
+        .filter(|op| {
+            matches!(op.kind, OpKind::Linear { weight_copies, .. } if weight_copies <= 1)
+                && op.outputs.len() == 1
+        })
+        .map(|op| op.outputs[0])
+        .collect();
     ops.filter_map(|op| {
-        let OpKind::Linear { weight_copies, .. } = op.kind else {
+        let OpKind::Activation {
+            function,
+            epilogue: true,
+            ..
+        } = op.kind
+        else {
             return None;
         };
-        let [out] = op.outputs[..] else {
-            return None;
-        };
-        let [reader] = readers.get(&out)?[..] else {
-            return None;
-        };
-        let OpKind::Activation { function, .. } = reader.kind else {
-            return None;
-        };
+        let input = *op.inputs.first().filter(|t| linear_outputs.contains(t))?;
         let act = match function {
             Activation::Silu => ActCode::Silu,
             Activation::Gelu => ActCode::Gelu,
             Activation::Relu => ActCode::Relu,
         };
-        (weight_copies <= 1).then_some((out, (*reader.outputs.first()?, act)))
+        Some((input, (*op.outputs.first()?, act)))
     })
     .collect()
 }
@@ -931,7 +930,9 @@ fn lower_op(
         {
             Vec::new()
         }
-        OpKind::Activation { function, elements } => {
+        OpKind::Activation {
+            function, elements, ..
+        } => {
             let code = match function {
                 Activation::Silu => SfuOp::Silu,
                 Activation::Gelu => SfuOp::Gelu,

@@ -871,9 +871,15 @@ impl<'a> AccelModel<'a> {
             })
             .unwrap_or((0, 0, 0.0));
 
+        // An epilogue activation streams while its linear layer's products run: it adds its
+        // pipeline latency, as `matrix_epilogue_cycles` charges the products.
+        let epilogue = matches!(op.kind, OpKind::Activation { epilogue: true, .. });
         let (vector_cycles, vector_pj) = match op.cost.vector {
             Some((sfu, elements)) => (
-                accel.vector().cycles(sfu, elements).0,
+                match epilogue {
+                    true => accel.vector().cost(sfu).map_or(0, |c| c.latency()),
+                    false => accel.vector().cycles(sfu, elements).0,
+                },
                 energy_table.vector_per_element().0 * elements as f64,
             ),
             None => (0, 0.0),

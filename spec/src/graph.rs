@@ -179,6 +179,9 @@ pub enum OpKind {
         function: Activation,
         /// Elements.
         elements: u64,
+        /// Applied in the epilogue of the linear layer that produces the input (an ungated
+        /// FFN's up projection), as the results leave the matrix engine: no pass of its own.
+        epilogue: bool,
     },
     /// Gated multiply of a SwiGLU FFN (`act(gate) * up`).
     GatedMultiply {
