@@ -7,6 +7,8 @@
 //! compiled prefill of one prompt equals the reference run token by token: the last token's
 //! logits and every key and value it appended.
 
+mod common;
+
 use half::f16;
 use std::collections::BTreeMap;
 use tessera_compiler::frontend::build_graph;
@@ -514,17 +516,7 @@ fn check_pass(m: &ModelConfig, comp: &Compression, phase: Phase, batch: usize, s
     assert!(report.functional);
     assert!(buffer_hazards(&program, &report).is_empty());
     let logits_at = map.tensors["lm_head"];
-    let visible = |context: u64| -> Vec<Vec<usize>> {
-        visible_keys(&m, comp, context)
-            .iter()
-            .map(|runs| {
-                runs.iter()
-                    .flat_map(|r| r.clone())
-                    .map(|p| p as usize)
-                    .collect()
-            })
-            .collect()
-    };
+    let visible = |context: u64| common::positions(&visible_keys(&m, comp, context));
     let int8 = comp.activations == ActivationFormat::Int8;
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for s in 0..batch {

@@ -1,6 +1,8 @@
 //! Functional mode: data computed through the instruction stream (DMA, tiles, packed weights,
 //! scales, N:M indices, SFU rows) equals the golden reference bit for bit.
 
+mod common;
+
 use half::f16;
 use tessera_compiler::kv::{visible_keys, AttentionOperands, KvLayout, Rows};
 use tessera_compiler::lower::{lower_linear, BufferRoles};
@@ -549,15 +551,7 @@ fn compiled_decode_attention_equals_the_golden_reference() {
             > 2
     );
     simulate_functional(&accel, &program(scores), SimOptions::default(), &mut data).unwrap();
-    let positions: Vec<Vec<usize>> = keys
-        .iter()
-        .map(|runs| {
-            runs.iter()
-                .flat_map(|r| r.clone())
-                .map(|p| p as usize)
-                .collect()
-        })
-        .collect();
+    let positions = common::positions(&keys);
     let total: usize = positions.iter().map(|p| p.len() * group).sum();
     let got = f16_values(&data.buffer(roles.activations)[0x20000..0x20000 + total * 2]);
     let mut want = Vec::new();
