@@ -14,7 +14,7 @@
 //!   queries out per block (each query head's rows of the block together), so a KV
 //!   head's query rows of a block are one product's rows; a causal softmax (`causal`, one per
 //!   block over every head's rows) zeroes each row's later keys; each query head's context rows land in token-major rows.
-//! - A prefill whose tokens see every earlier key computes on data
+//! - A decoder's prefill whose tokens see every earlier key computes on data
 //!   (`data_semantics`): the final norm normalises each sequence's last row for the head; its
 //!   logits and every key and value it stores equal decode steps run token by token
 //!   (`sim/tests/decode_step.rs`).
@@ -227,6 +227,11 @@ pub fn data_semantics(
             prefill.is_some() && graph.batch > 1 && !model.final_norm,
             "a prefill of several sequences without a final norm (the head would read each \
              sequence's last row, which are not adjacent)",
+        ),
+        (
+            prefill.is_some() && !model.causal,
+            "an encoder's prefill (bidirectional attention into a pooler or classifier, which no \
+             reference decoder checks)",
         ),
         (
             prefill.is_some_and(|seq| model.causal && !prefix(seq)),
@@ -671,12 +676,13 @@ fn lower_op(
             let copies = weight_copies.max(1);
             let rows = m.div_ceil(copies).max(1);
             let x = input(place, 0, roles.activations);
-            // A prefill's head without a final norm reads the last token's row (of its one
-            // sequence: see `data_semantics`).
+            // A prefill's head without a final norm reads its row (of its one sequence: see
+            // `data_semantics`).
             let x = match graph.phase {
-                Phase::Prefill { seq } if m < tokens && !model.final_norm => {
-                    offset(x, (seq - 1) * place.row_stride(op.inputs.first(), 2 * k))
-                }
+                Phase::Prefill { seq } if m < tokens && !model.final_norm => offset(
+                    x,
+                    head_row(model, seq) * place.row_stride(op.inputs.first(), 2 * k),
+                ),
                 _ => x,
             };
             // The fused layers' outputs side by side in every row of one fp16 tensor; or one
@@ -901,10 +907,7 @@ fn lower_op(
             match graph.phase {
                 // A prefill's final norm: the row of each sequence the head reads.
                 Phase::Prefill { seq } if rows < tokens => {
-                    let pick = match model.head {
-                        OutputHead::LmHead => seq - 1,
-                        OutputHead::Pooler | OutputHead::Classifier { .. } => 0,
-                    };
+                    let pick = head_row(model, seq);
                     let row = place.stride(2 * width);
                     (0..rows)
                         .flat_map(|s| {
@@ -1463,6 +1466,15 @@ fn roles_kv(accel: &Accelerator, op: &str) -> Result<u8, LowerError> {
     match buffer_named(accel, "kv") {
         Some(b) => Ok(b),
         None => Ok(BufferRoles::by_name(accel, op)?.weights),
+    }
+}
+
+/// The row of a `seq`-token prompt that the model's head reads: the last token's for an LM head,
+/// the first (class) token's for a pooler or classifier.
+fn head_row(model: &ModelConfig, seq: u64) -> u64 {
+    match model.head {
+        OutputHead::LmHead => seq.saturating_sub(1),
+        OutputHead::Pooler | OutputHead::Classifier { .. } => 0,
     }
 }
 

@@ -623,6 +623,11 @@ fn passes_that_cannot_compute_on_data_say_why() {
     // Prompts compute on data: the final norm gathers each sequence's last row for the head.
     assert_eq!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 1), "");
     assert_eq!(why(&u280, &w4, Phase::Prefill { seq: 8 }, 2), "");
+    // An encoder (BERT) attends to later tokens too.
+    let bert = model::preset("bert-base").unwrap();
+    let graph = build_graph(&bert, &w4, Phase::Prefill { seq: 8 }, 1).unwrap();
+    let reason = data_semantics(&u280, &w4, &bert, &graph).unwrap_err();
+    assert!(reason.contains("an encoder's prefill"), "{reason}");
     // GPT-2's learned position table and its queries without a rotary embedding.
     let gpt2 = model::preset("gpt2").unwrap();
     for phase in [Phase::Prefill { seq: 8 }, decode] {
