@@ -266,8 +266,8 @@ impl DataState {
                     }
                     let a = (r * k + p) as usize;
                     match m.act_int8 {
-                        true => sums.add(act_int[a], 0.0, w[e]),
-                        false => sums.add(0, act_f32[a], w[e]),
+                        true => sums.add_int(act_int[a], w[e]),
+                        false => sums.add_f32(act_f32[a], w[e]),
                     }
                 }
                 if !positions.is_empty() {
@@ -409,12 +409,16 @@ struct GroupSums {
 }
 
 impl GroupSums {
-    /// Adds activation `a` (as int8, and as fp16) times weight `w`.
-    fn add(&mut self, a_int: i32, a_f32: f32, w: i32) {
-        self.dot_int += a_int * w;
-        self.asum_int += a_int;
-        self.dot_f32 += a_f32 * w as f32;
-        self.asum_f32 += a_f32;
+    /// Adds int8 activation `a` times weight `w`.
+    fn add_int(&mut self, a: i32, w: i32) {
+        self.dot_int += a * w;
+        self.asum_int += a;
+    }
+
+    /// Adds fp16 activation `a` (as fp32) times weight `w`.
+    fn add_f32(&mut self, a: f32, w: i32) {
+        self.dot_f32 += a * w as f32;
+        self.asum_f32 += a;
     }
 
     /// `(dot product, activation sum)` as fp32, of the activations' format.
