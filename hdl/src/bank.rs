@@ -1,6 +1,11 @@
-//! A scratchpad bank: `lanes` parallel memories of `words` × `W`-bit words with one synchronous
-//! write port and one synchronous read port (a dual-port RAM; reads return the old word when
-//! both ports hit the same address). Addresses beyond the depth read zero and ignore writes.
+//! A scratchpad bank: `lanes` parallel `W`-bit lanes of `words` words with one synchronous write
+//! port and one synchronous read port (a dual-port RAM; reads return the old word when both ports
+//! hit the same address). Addresses beyond the depth read zero and ignore writes.
+//!
+//! The Verilog holds a bank in one memory whose word is all the lanes side by side, so synthesis
+//! maps it to as few RAM blocks as its width needs (a memory per lane would take a block each),
+//! and marks it with the [`RamStyle`] the engine chose for it (`ram_style`, read by Yosys and
+//! Vivado).
 
 use crate::hidden::Hidden;
 use rust_hdl::prelude::*;
@@ -27,16 +32,35 @@ pub struct Bank<const W: usize> {
     memory: Hidden<Memory>,
 }
 
+/// Where synthesis places a bank's memory (the `ram_style` attribute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RamStyle {
+    /// Block RAM (BRAM36/BRAM18 on Xilinx parts).
+    Block,
+    /// Distributed RAM in LUTs (LUTRAM).
+    Distributed,
+}
+
+impl RamStyle {
+    fn attribute(self) -> &'static str {
+        match self {
+            RamStyle::Block => "block",
+            RamStyle::Distributed => "distributed",
+        }
+    }
+}
+
 /// The bank's contents; not a signal, so invisible to rust-hdl's Verilog generator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Memory {
     words: usize,
+    style: RamStyle,
     cells: Vec<u64>,
 }
 
 impl<const W: usize> Bank<W> {
-    /// A bank of `words` (a power of two up to 2^16) × `lanes` lanes.
-    pub fn new(words: usize, lanes: usize) -> Self {
+    /// A bank of `words` (a power of two up to 2^16) × `lanes` lanes, placed in `style` RAM.
+    pub fn new(words: usize, lanes: usize, style: RamStyle) -> Self {
         assert!(words.is_power_of_two() && (2..=1 << ADDRESS_BITS).contains(&words) && W <= 64);
         Bank {
             clock: Default::default(),
@@ -47,6 +71,7 @@ impl<const W: usize> Bank<W> {
             read_data: (0..lanes).map(|_| Default::default()).collect(),
             memory: Hidden(Memory {
                 words,
+                style,
                 cells: vec![0; words * lanes],
             }),
         }
@@ -100,27 +125,39 @@ impl<const W: usize> Logic for Bank<W> {
         };
         let _ = writeln!(w, "wire read_in_range = {rin};");
         let _ = writeln!(w, "wire write_in_range = {win};");
-        for j in 0..self.read_data.len() {
-            let _ = writeln!(
-                w,
-                "reg [{}:0] memory_{j} [0:{}];",
-                W - 1,
-                self.memory.words - 1
-            );
-        }
+        let lanes = self.read_data.len();
+        let _ = writeln!(
+            w,
+            "(* ram_style = \"{}\" *) reg [{}:0] memory [0:{}];",
+            self.memory.style.attribute(),
+            lanes * W - 1,
+            self.memory.words - 1
+        );
+        let word = (0..lanes)
+            .rev()
+            .map(|j| format!("write_data${j}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            w,
+            "wire [{}:0] read_word = memory[read_address[{}:0]];",
+            lanes * W - 1,
+            a - 1
+        );
         let _ = writeln!(w, "always @(posedge clock) begin");
-        for j in 0..self.read_data.len() {
+        for j in 0..lanes {
             let _ = writeln!(
                 w,
-                "    read_data${j} <= read_in_range ? memory_{j}[read_address[{}:0]] : {W}'d0;",
-                a - 1
-            );
-            let _ = writeln!(
-                w,
-                "    if (write_enable & write_in_range) memory_{j}[write_address[{}:0]] <= write_data${j};",
-                a - 1
+                "    read_data${j} <= read_in_range ? read_word[{}:{}] : {W}'d0;",
+                (j + 1) * W - 1,
+                j * W
             );
         }
+        let _ = writeln!(
+            w,
+            "    if (write_enable & write_in_range) memory[write_address[{}:0]] <= {{{word}}};",
+            a - 1
+        );
         let _ = writeln!(w, "end");
         Verilog::Custom(v)
     }

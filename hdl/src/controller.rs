@@ -1,6 +1,9 @@
 //! The matrix engine's controller: accepts an instruction, walks its tile loop one step per
-//! cycle (items to PEs in passes, blocks, sub-steps, quantisation groups), generates every PE's
-//! operand-bank addresses and step flags, and counts result writes to signal completion. The
+//! cycle (slots to PE rows in passes, blocks, sub-steps, quantisation groups), generates every
+//! PE row's activation-bank address, every PE's weight- and scale-bank addresses and step flags,
+//! and counts result writes to signal completion. A PE row works on one slot: an output row and
+//! `cols` consecutive column groups starting at the row's `gbase`, PE `c` of the row taking
+//! group `gbase + c` (idle past the last group). The
 //! arithmetic is the same as [`tessera_spec::analytical::matrix_tiling`], computed with shifts and
 //! additions only: `log2` of a column group's width is `levels − min(log2 N, levels)`, plus one
 //! for a packed instruction (a packing engine, `instr_pack`, and dense weights, `log2 N = 4`).
@@ -14,7 +17,7 @@ use std::fmt::Write as _;
 type Word = Bits<ADDRESS_BITS>;
 const MASK: u64 = (1 << ADDRESS_BITS) - 1;
 
-/// The controller of an array of `pes` PEs with `2^levels` lanes each.
+/// The controller of an array of `rows × cols` PEs with `2^levels` lanes each.
 #[derive(LogicBlock)]
 pub struct Controller {
     /// Clock.
@@ -33,26 +36,27 @@ pub struct Controller {
     pub instr_nm_log2: Signal<In, Bits<SEGMENT_BITS>>,
     /// Quantisation group (elements; 0: one per row).
     pub instr_group: Signal<In, Word>,
-    /// Shift-and-add datapath.
-    pub instr_shift_add: Signal<In, Bit>,
+    /// Shift-and-add datapath (one signal on an engine with both datapaths, none otherwise).
+    pub instr_shift_add: Vec<Signal<In, Bit>>,
     /// The precision packs two MACs per DSP (one signal on a packing engine, none otherwise).
     pub instr_pack: Vec<Signal<In, Bit>>,
-    /// Each PE presents a result this cycle.
-    pub pe_out_valid: Vec<Signal<In, Bit>>,
+    /// PE 0 presents its results this cycle: the PEs of a pass present theirs together, and
+    /// PE 0 works in every pass (a slot's first column group always exists).
+    pub pe_out_valid: Signal<In, Bit>,
     /// PE whose result bank the host reads.
     pub host_result_pe: Signal<In, Word>,
     /// An instruction is accepted this cycle.
     pub ready: Signal<Out, Bit>,
     /// The last result is written at the coming edge.
     pub done: Signal<Out, Bit>,
-    /// Each PE's activation-bank read address.
+    /// Each PE row's activation-bank read address.
     pub act_address: Vec<Signal<Out, Word>>,
     /// Each PE's weight-bank read address.
     pub weight_address: Vec<Signal<Out, Word>>,
     /// Each PE's scale-bank read address.
     pub scale_address: Vec<Signal<Out, Word>>,
-    /// Each PE's result-bank write address.
-    pub result_address: Vec<Signal<Out, Word>>,
+    /// The result-bank write address of every PE: the pass of the results written next.
+    pub result_address: Signal<Out, Word>,
     /// Each PE's step is valid (aligned with the bank read data).
     pub step_valid: Vec<Signal<Out, Bit>>,
     /// First step of an item.
@@ -63,8 +67,8 @@ pub struct Controller {
     pub step_group_first: Signal<Out, Bit>,
     /// Last step of a group.
     pub step_group_last: Signal<Out, Bit>,
-    /// Shift-and-add datapath.
-    pub step_shift_add: Signal<Out, Bit>,
+    /// Shift-and-add datapath (one signal on an engine with both datapaths, none otherwise).
+    pub step_shift_add: Vec<Signal<Out, Bit>>,
     /// Segment size field.
     pub step_segment_log2: Signal<Out, Bits<SEGMENT_BITS>>,
     /// The registered host result-bank selection.
@@ -77,7 +81,7 @@ pub struct Controller {
     c_spi_last: Signal<Local, Word>,
     c_spg_last: Signal<Local, Word>,
     c_seg: Signal<Local, Bits<SEGMENT_BITS>>,
-    c_shift: Signal<Local, Bit>,
+    c_shift: Vec<Signal<Local, Bit>>,
     running: Signal<Local, Bit>,
     step: Signal<Local, Word>,
     block: Signal<Local, Word>,
@@ -88,25 +92,26 @@ pub struct Controller {
     issued: Signal<Local, Word>,
     written: Signal<Local, Word>,
     row: Vec<Signal<Local, Word>>,
-    colgroup: Vec<Signal<Local, Word>>,
+    gbase: Vec<Signal<Local, Word>>,
     act_base: Vec<Signal<Local, Word>>,
-    waddr: Vec<Signal<Local, Word>>,
     r_valid: Vec<Signal<Local, Bit>>,
     r_first: Signal<Local, Bit>,
     r_last: Signal<Local, Bit>,
     r_gfirst: Signal<Local, Bit>,
     r_glast: Signal<Local, Bit>,
     r_seg: Signal<Local, Bits<SEGMENT_BITS>>,
-    r_shift: Signal<Local, Bit>,
+    r_shift: Vec<Signal<Local, Bit>>,
 
     shape: Hidden<Shape>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
-    pes: usize,
+    rows: usize,
+    cols: usize,
     levels: usize,
     pack: bool,
+    mixed: bool,
 }
 
 /// The controller's configuration for one instruction (all counts 16-bit).
@@ -149,9 +154,11 @@ fn w(v: u64) -> Word {
 }
 
 impl Controller {
-    /// A controller for `pes` PEs whose chains have `2^levels` lanes, packing two columns per
-    /// lane on dense packed instructions when `pack`.
-    pub fn new(pes: usize, levels: usize, pack: bool) -> Controller {
+    /// A controller for `rows × cols` PEs whose chains have `2^levels` lanes, packing two
+    /// columns per lane on dense packed instructions when `pack`, passing the datapath choice on
+    /// when `mixed`.
+    pub fn new(rows: usize, cols: usize, levels: usize, pack: bool, mixed: bool) -> Controller {
+        let pes = rows * cols;
         Controller {
             clock: Default::default(),
             reset: Default::default(),
@@ -161,22 +168,22 @@ impl Controller {
             instr_k: Default::default(),
             instr_nm_log2: Default::default(),
             instr_group: Default::default(),
-            instr_shift_add: Default::default(),
+            instr_shift_add: vec_of(mixed as usize),
             instr_pack: vec_of(pack as usize),
-            pe_out_valid: vec_of(pes),
+            pe_out_valid: Default::default(),
             host_result_pe: Default::default(),
             ready: Default::default(),
             done: Default::default(),
-            act_address: vec_of(pes),
+            act_address: vec_of(rows),
             weight_address: vec_of(pes),
             scale_address: vec_of(pes),
-            result_address: vec_of(pes),
+            result_address: Default::default(),
             step_valid: vec_of(pes),
             step_first: Default::default(),
             step_last: Default::default(),
             step_group_first: Default::default(),
             step_group_last: Default::default(),
-            step_shift_add: Default::default(),
+            step_shift_add: vec_of(mixed as usize),
             step_segment_log2: Default::default(),
             result_pe: Default::default(),
             c_m: Default::default(),
@@ -186,7 +193,7 @@ impl Controller {
             c_spi_last: Default::default(),
             c_spg_last: Default::default(),
             c_seg: Default::default(),
-            c_shift: Default::default(),
+            c_shift: vec_of(mixed as usize),
             running: Default::default(),
             step: Default::default(),
             block: Default::default(),
@@ -196,18 +203,23 @@ impl Controller {
             group_g: Default::default(),
             issued: Default::default(),
             written: Default::default(),
-            row: vec_of(pes),
-            colgroup: vec_of(pes),
-            act_base: vec_of(pes),
-            waddr: vec_of(pes),
+            row: vec_of(rows),
+            gbase: vec_of(rows),
+            act_base: vec_of(rows),
             r_valid: vec_of(pes),
             r_first: Default::default(),
             r_last: Default::default(),
             r_gfirst: Default::default(),
             r_glast: Default::default(),
             r_seg: Default::default(),
-            r_shift: Default::default(),
-            shape: Hidden(Shape { pes, levels, pack }),
+            r_shift: vec_of(mixed as usize),
+            shape: Hidden(Shape {
+                rows,
+                cols,
+                levels,
+                pack,
+                mixed,
+            }),
         }
     }
 
@@ -215,28 +227,29 @@ impl Controller {
         !self.running.val() && self.written.val() == self.issued.val()
     }
 
-    /// `(row, column group, activation base)` one item after the given one.
-    fn next_item(c_groups: u64, c_kblocks: u64, (r, g, a): (u64, u64, u64)) -> (u64, u64, u64) {
-        if (g + 1) & MASK == c_groups {
+    /// `(row, first column group, activation base)` one slot after the given one: the next
+    /// `cols` groups of the row, or the next row from group 0.
+    fn next_slot(
+        cols: u64,
+        c_groups: u64,
+        c_kblocks: u64,
+        (r, g, a): (u64, u64, u64),
+    ) -> (u64, u64, u64) {
+        if g + cols >= c_groups {
             ((r + 1) & MASK, 0, (a + c_kblocks) & MASK)
         } else {
-            (r, (g + 1) & MASK, a)
+            (r, g + cols, a)
         }
     }
 
     fn clock_edge(&mut self) {
         let sh = *self.shape;
-        let _ = sh.pes;
+        let cols = sh.cols as u64;
         let v = |s: &Signal<Local, Word>| bits_value(s.val());
         let reset = self.reset.val();
         // Result writes and completion.
-        if self.pe_out_valid[0].val() {
+        if self.pe_out_valid.val() {
             self.written.next = w(v(&self.written) + 1);
-        }
-        for q in 0..sh.pes {
-            if self.pe_out_valid[q].val() {
-                self.waddr[q].next = w(v(&self.waddr[q]) + 1);
-            }
         }
         self.result_pe.next = self.host_result_pe.val();
         // Operand-read stage side band.
@@ -246,15 +259,22 @@ impl Controller {
         let last = step == c_spi_last;
         let glast = gstep == v(&self.c_spg_last) || last;
         let running = self.running.val();
-        for q in 0..sh.pes {
-            self.r_valid[q].next = running && v(&self.row[q]) < v(&self.c_m) && !reset;
+        for q in 0..sh.rows * sh.cols {
+            let r = q / sh.cols;
+            let c = (q % sh.cols) as u64;
+            self.r_valid[q].next = running
+                && v(&self.row[r]) < v(&self.c_m)
+                && v(&self.gbase[r]) + c < v(&self.c_groups)
+                && !reset;
         }
         self.r_first.next = step == 0;
         self.r_last.next = last;
         self.r_gfirst.next = gstep == 0;
         self.r_glast.next = glast;
         self.r_seg.next = self.c_seg.val();
-        self.r_shift.next = self.c_shift.val();
+        for (to, from) in self.r_shift.iter_mut().zip(&self.c_shift) {
+            to.next = from.val();
+        }
         // Accept or advance.
         if self.start.val() && self.ready_now() && !reset {
             let c = Config::new(
@@ -273,34 +293,35 @@ impl Controller {
             self.c_spi_last.next = w(c.spi_last);
             self.c_spg_last.next = w(c.spg_last);
             self.c_seg.next = Bits::from(c.seg);
-            self.c_shift.next = self.instr_shift_add.val();
+            for (to, from) in self.c_shift.iter_mut().zip(&self.instr_shift_add) {
+                to.next = from.val();
+            }
             self.running.next = !c.empty;
             self.issued.next = w(0);
             self.written.next = w(0);
             self.reset_step();
-            let mut item = (0, 0, 0);
-            for q in 0..sh.pes {
-                if q > 0 {
-                    item = Self::next_item(c.groups, c.kblocks, item);
+            let mut slot = (0, 0, 0);
+            for r in 0..sh.rows {
+                if r > 0 {
+                    slot = Self::next_slot(cols, c.groups, c.kblocks, slot);
                 }
-                self.set_item(q, item);
-                self.waddr[q].next = w(0);
+                self.set_slot(r, slot);
             }
         } else if running {
             if last {
                 self.issued.next = w(v(&self.issued) + 1);
                 self.reset_step();
                 let (cg, kb) = (v(&self.c_groups), v(&self.c_kblocks));
-                let q_last = sh.pes - 1;
-                let mut item = (
-                    v(&self.row[q_last]),
-                    v(&self.colgroup[q_last]),
-                    v(&self.act_base[q_last]),
+                let r_last = sh.rows - 1;
+                let mut slot = (
+                    v(&self.row[r_last]),
+                    v(&self.gbase[r_last]),
+                    v(&self.act_base[r_last]),
                 );
-                for q in 0..sh.pes {
-                    item = Self::next_item(cg, kb, item);
-                    self.set_item(q, item);
-                    if q == 0 && item.0 >= v(&self.c_m) {
+                for r in 0..sh.rows {
+                    slot = Self::next_slot(cols, cg, kb, slot);
+                    self.set_slot(r, slot);
+                    if r == 0 && slot.0 >= v(&self.c_m) {
                         self.running.next = false;
                     }
                 }
@@ -343,17 +364,17 @@ impl Controller {
         }
     }
 
-    fn set_item(&mut self, q: usize, (r, g, a): (u64, u64, u64)) {
-        self.row[q].next = w(r);
-        self.colgroup[q].next = w(g);
-        self.act_base[q].next = w(a);
+    fn set_slot(&mut self, r: usize, (row, g, a): (u64, u64, u64)) {
+        self.row[r].next = w(row);
+        self.gbase[r].next = w(g);
+        self.act_base[r].next = w(a);
     }
 
     fn combinational(&mut self) {
         let v = |s: &Signal<Local, Word>| bits_value(s.val());
         let ready = self.ready_now();
         self.ready.next = ready;
-        let last_write = self.pe_out_valid[0].val()
+        let last_write = self.pe_out_valid.val()
             && !self.running.val()
             && v(&self.written) + 1 == v(&self.issued);
         let empty_accept = self.start.val()
@@ -363,19 +384,24 @@ impl Controller {
                 || bits_value(self.instr_k.val()) == 0);
         self.done.next = last_write || empty_accept;
         let (block, step_g, group_g) = (v(&self.block), v(&self.step_g), v(&self.group_g));
-        for q in 0..self.shape.pes {
-            let g = v(&self.colgroup[q]);
-            self.act_address[q].next = w(v(&self.act_base[q]) + block);
-            self.weight_address[q].next = w(step_g + g);
-            self.scale_address[q].next = w(group_g + g);
-            self.result_address[q].next = self.waddr[q].val();
-            self.step_valid[q].next = self.r_valid[q].val();
+        let sh = *self.shape;
+        for r in 0..sh.rows {
+            self.act_address[r].next = w(v(&self.act_base[r]) + block);
+            for c in 0..sh.cols {
+                let (q, g) = (r * sh.cols + c, v(&self.gbase[r]) + c as u64);
+                self.weight_address[q].next = w(step_g + g);
+                self.scale_address[q].next = w(group_g + g);
+                self.step_valid[q].next = self.r_valid[q].val();
+            }
         }
+        self.result_address.next = self.written.val();
         self.step_first.next = self.r_first.val();
         self.step_last.next = self.r_last.val();
         self.step_group_first.next = self.r_gfirst.val();
         self.step_group_last.next = self.r_glast.val();
-        self.step_shift_add.next = self.r_shift.val();
+        for (to, from) in self.step_shift_add.iter_mut().zip(&self.r_shift) {
+            to.next = from.val();
+        }
         self.step_segment_log2.next = self.r_seg.val();
     }
 
@@ -432,22 +458,23 @@ impl Controller {
             o,
             "wire at_step_glast = (gstep == c_spg_last) | at_step_last;"
         );
-        // Item chains: at acceptance from zero, at a pass end from the last PE's item.
+        // Slot chains: at acceptance from zero, at a pass end from the last PE row's slot.
+        let cols = sh.cols;
         for (prefix, groups, kblocks) in [
             ("init", "cfg_groups", "cfg_kblocks"),
             ("next", "c_groups", "c_kblocks"),
         ] {
-            for q in 0..sh.pes {
+            for q in 0..sh.rows {
                 let (pr, pg, pa) = if prefix == "init" && q == 0 {
                     let _ = writeln!(o, "wire [15:0] {prefix}_row_0 = 16'd0;");
                     let _ = writeln!(o, "wire [15:0] {prefix}_group_0 = 16'd0;");
                     let _ = writeln!(o, "wire [15:0] {prefix}_act_0 = 16'd0;");
                     continue;
                 } else if q == 0 {
-                    let l = sh.pes - 1;
+                    let l = sh.rows - 1;
                     (
                         format!("row${l}"),
-                        format!("colgroup${l}"),
+                        format!("gbase${l}"),
                         format!("act_base${l}"),
                     )
                 } else {
@@ -457,14 +484,17 @@ impl Controller {
                         format!("{prefix}_act_{}", q - 1),
                     )
                 };
-                let _ = writeln!(o, "wire {prefix}_wrap_{q} = ({pg} + 16'd1) == {groups};");
+                let _ = writeln!(
+                    o,
+                    "wire {prefix}_wrap_{q} = ({{1'b0, {pg}}} + 17'd{cols}) >= {{1'b0, {groups}}};"
+                );
                 let _ = writeln!(
                     o,
                     "wire [15:0] {prefix}_row_{q} = {prefix}_wrap_{q} ? {pr} + 16'd1 : {pr};"
                 );
                 let _ = writeln!(
                     o,
-                    "wire [15:0] {prefix}_group_{q} = {prefix}_wrap_{q} ? 16'd0 : {pg} + 16'd1;"
+                    "wire [15:0] {prefix}_group_{q} = {prefix}_wrap_{q} ? 16'd0 : {pg} + 16'd{cols};"
                 );
                 let _ = writeln!(
                     o,
@@ -474,44 +504,46 @@ impl Controller {
         }
         let _ = writeln!(o, "always @(*) begin");
         let _ = writeln!(o, "    ready = is_ready;");
-        let _ = writeln!(o, "    done = (pe_out_valid$0 & ~running & ((written + 16'd1) == issued)) | (accept & cfg_empty);");
-        for q in 0..sh.pes {
-            let _ = writeln!(o, "    act_address${q} = act_base${q} + block;");
-            let _ = writeln!(o, "    weight_address${q} = step_g + colgroup${q};");
-            let _ = writeln!(o, "    scale_address${q} = group_g + colgroup${q};");
-            let _ = writeln!(o, "    result_address${q} = waddr${q};");
-            let _ = writeln!(o, "    step_valid${q} = r_valid${q};");
+        let _ = writeln!(o, "    done = (pe_out_valid & ~running & ((written + 16'd1) == issued)) | (accept & cfg_empty);");
+        for r in 0..sh.rows {
+            let _ = writeln!(o, "    act_address${r} = act_base${r} + block;");
+            for c in 0..cols {
+                let q = r * cols + c;
+                let _ = writeln!(o, "    weight_address${q} = step_g + gbase${r} + 16'd{c};");
+                let _ = writeln!(o, "    scale_address${q} = group_g + gbase${r} + 16'd{c};");
+                let _ = writeln!(o, "    step_valid${q} = r_valid${q};");
+            }
         }
+        let _ = writeln!(o, "    result_address = written;");
         for (port, reg) in [
             ("step_first", "r_first"),
             ("step_last", "r_last"),
             ("step_group_first", "r_gfirst"),
             ("step_group_last", "r_glast"),
-            ("step_shift_add", "r_shift"),
             ("step_segment_log2", "r_seg"),
         ] {
             let _ = writeln!(o, "    {port} = {reg};");
         }
+        if sh.mixed {
+            let _ = writeln!(o, "    step_shift_add$0 = r_shift$0;");
+        }
         let _ = writeln!(o, "end");
         // Registers.
         let _ = writeln!(o, "always @(posedge clock) begin");
-        let _ = writeln!(o, "    if (pe_out_valid$0) written <= written + 16'd1;");
-        for q in 0..sh.pes {
-            let _ = writeln!(
-                o,
-                "    if (pe_out_valid${q}) waddr${q} <= waddr${q} + 16'd1;"
-            );
-        }
+        let _ = writeln!(o, "    if (pe_out_valid) written <= written + 16'd1;");
         let _ = writeln!(o, "    result_pe <= host_result_pe;");
-        for q in 0..sh.pes {
-            let _ = writeln!(o, "    r_valid${q} <= running & (row${q} < c_m) & ~reset;");
+        for q in 0..sh.rows * cols {
+            let (r, c) = (q / cols, q % cols);
+            let _ = writeln!(o, "    r_valid${q} <= running & (row${r} < c_m) & (({{1'b0, gbase${r}}} + 17'd{c}) < {{1'b0, c_groups}}) & ~reset;");
         }
         let _ = writeln!(o, "    r_first <= step == 16'd0;");
         let _ = writeln!(o, "    r_last <= at_step_last;");
         let _ = writeln!(o, "    r_gfirst <= gstep == 16'd0;");
         let _ = writeln!(o, "    r_glast <= at_step_glast;");
         let _ = writeln!(o, "    r_seg <= c_seg;");
-        let _ = writeln!(o, "    r_shift <= c_shift;");
+        if sh.mixed {
+            let _ = writeln!(o, "    r_shift$0 <= c_shift$0;");
+        }
         let zero_steps = "        step <= 16'd0;\n        block <= 16'd0;\n        sub <= 16'd0;\n        gstep <= 16'd0;\n        step_g <= 16'd0;\n        group_g <= 16'd0;\n";
         let _ = writeln!(o, "    if (accept) begin");
         for (c, cfg) in [
@@ -522,28 +554,29 @@ impl Controller {
             ("c_spi_last", "cfg_spi_last"),
             ("c_spg_last", "cfg_spg_last"),
             ("c_seg", "cfg_seg"),
-            ("c_shift", "instr_shift_add"),
         ] {
             let _ = writeln!(o, "        {c} <= {cfg};");
+        }
+        if sh.mixed {
+            let _ = writeln!(o, "        c_shift$0 <= instr_shift_add$0;");
         }
         let _ = writeln!(o, "        running <= ~cfg_empty;");
         let _ = writeln!(o, "        issued <= 16'd0;");
         let _ = writeln!(o, "        written <= 16'd0;");
         o.push_str(zero_steps);
-        for q in 0..sh.pes {
-            let _ = writeln!(o, "        row${q} <= init_row_{q};");
-            let _ = writeln!(o, "        colgroup${q} <= init_group_{q};");
-            let _ = writeln!(o, "        act_base${q} <= init_act_{q};");
-            let _ = writeln!(o, "        waddr${q} <= 16'd0;");
+        for r in 0..sh.rows {
+            let _ = writeln!(o, "        row${r} <= init_row_{r};");
+            let _ = writeln!(o, "        gbase${r} <= init_group_{r};");
+            let _ = writeln!(o, "        act_base${r} <= init_act_{r};");
         }
         let _ = writeln!(o, "    end else if (running) begin");
         let _ = writeln!(o, "        if (at_step_last) begin");
         let _ = writeln!(o, "            issued <= issued + 16'd1;");
         o.push_str(&zero_steps.replace("        ", "            "));
-        for q in 0..sh.pes {
-            let _ = writeln!(o, "            row${q} <= next_row_{q};");
-            let _ = writeln!(o, "            colgroup${q} <= next_group_{q};");
-            let _ = writeln!(o, "            act_base${q} <= next_act_{q};");
+        for r in 0..sh.rows {
+            let _ = writeln!(o, "            row${r} <= next_row_{r};");
+            let _ = writeln!(o, "            gbase${r} <= next_group_{r};");
+            let _ = writeln!(o, "            act_base${r} <= next_act_{r};");
         }
         let _ = writeln!(o, "            if (next_row_0 >= c_m) running <= 1'b0;");
         let _ = writeln!(o, "        end else begin");
@@ -589,17 +622,16 @@ impl Logic for Controller {
             &mut self.step_last,
             &mut self.step_group_first,
             &mut self.step_group_last,
-            &mut self.step_shift_add,
         ] {
             s.connect();
         }
         self.step_segment_log2.connect();
         self.result_pe.connect();
+        self.result_address.connect();
         for v in [
             &mut self.act_address,
             &mut self.weight_address,
             &mut self.scale_address,
-            &mut self.result_address,
         ] {
             v.iter_mut().for_each(|x| x.connect());
         }
@@ -622,25 +654,22 @@ impl Logic for Controller {
         ] {
             s.connect();
         }
-        for v in [
-            &mut self.row,
-            &mut self.colgroup,
-            &mut self.act_base,
-            &mut self.waddr,
-        ] {
+        for v in [&mut self.row, &mut self.gbase, &mut self.act_base] {
             v.iter_mut().for_each(|x| x.connect());
         }
         for s in [
-            &mut self.c_shift,
             &mut self.running,
             &mut self.r_first,
             &mut self.r_last,
             &mut self.r_gfirst,
             &mut self.r_glast,
-            &mut self.r_shift,
         ] {
             s.connect();
         }
+        for v in [&mut self.c_shift, &mut self.r_shift] {
+            v.iter_mut().for_each(|x| x.connect());
+        }
+        self.step_shift_add.iter_mut().for_each(|x| x.connect());
         self.r_valid.iter_mut().for_each(|x| x.connect());
         self.c_seg.connect();
         self.r_seg.connect();

@@ -7,14 +7,17 @@
 //! columns, where `S = lanes / min(N, lanes)` is the number of segments the chain is cut into,
 //! doubled on a packing engine for a dense instruction of a precision that packs two MACs per
 //! DSP (`instr_pack`): each lane then multiplies one activation by the weights of two columns.
-//! Items go to PEs in passes of `rows × cols`; every PE of a pass steps through the item's
-//! blocks in lockstep, one step per cycle (`ceil(N / lanes)` steps per block). Each PE reads its
-//! operands from its own copy of the operand banks (replication gives every PE a read port), so
-//! the engine issues one step per cycle with no stalls: an instruction takes
-//! `steps + matrix.pipeline_depth` cycles from acceptance to its last result write, the
-//! simulator's figure.
+//! The PEs of a PE row share one activation bank, whose words they all receive (a broadcast), so
+//! a PE row works on one *slot*: an output row and `cols` consecutive column groups, PE `c`
+//! taking the slot's `c`-th (idle past the last group). Slots go to the PE rows in passes of
+//! `rows`, output row by output row; every PE of a pass steps through its item's blocks in
+//! lockstep, one step per cycle (`ceil(N / lanes)` steps per block). Each PE reads its weights
+//! and scales from its own banks (every PE needs different ones each cycle), so the engine
+//! issues one step per cycle with no stalls: an instruction takes `steps +
+//! matrix.pipeline_depth` cycles from acceptance to its last result write, the simulator's
+//! figure.
 //!
-//! Bank layouts (host-written, every PE's copy alike):
+//! Bank layouts (host-written, every PE row's or PE's copy alike):
 //! - activations: word `row × ceil(k/16) + block`, 16 int8 lanes;
 //! - weights: word `step × G + column group` (G column groups), `lanes` lanes of
 //!   `index << 8 | weight` (4-bit position, int8 weight; segment `j` of a step holds column
@@ -23,9 +26,11 @@
 //!   `2 × group + 1` of a packed step, zero otherwise);
 //! - scales: word `group × G + column group`, `S` lanes of `zero point << 16 | scale` (8-bit and
 //!   16-bit signed);
-//! - results: PE `q`'s bank word `p` holds item `p × rows × cols + q`, `S` lanes of 48 bits.
+//! - results: PE `q = r × cols + c`'s bank word `p` holds the `c`-th item of slot
+//!   `p × rows + r` (the slots of output row `i` are `i × ⌈G / cols⌉ ..`), `S` lanes of 48 bits;
+//!   an idle PE leaves its word unwritten.
 
-use crate::bank::{Bank, ADDRESS_BITS};
+use crate::bank::{Bank, RamStyle, ADDRESS_BITS};
 use crate::controller::Controller;
 use crate::hidden::{vec_of, Hidden};
 use crate::params::{EngineParams, BLOCK};
@@ -34,6 +39,14 @@ use rust_hdl::prelude::*;
 use std::fmt::Write as _;
 
 type Word = Bits<ADDRESS_BITS>;
+
+/// Where the operand banks (activations, weights) live: block RAM, whose wide ports feed a PE's
+/// `lanes` operands per cycle.
+const OPERANDS: RamStyle = RamStyle::Block;
+/// Where the per-segment banks (scales, results) live: distributed RAM. They are a few lanes
+/// wide, and the operand banks already take most of a part's block RAM (a U280-class 16 × 16
+/// array: 7 BRAM36 per PE for its operands, 1,792 of 2,016).
+const PER_SEGMENT: RamStyle = RamStyle::Distributed;
 
 /// Generator options that the accelerator spec does not fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +84,9 @@ pub struct MatrixEngine {
     pub instr_nm_log2: Signal<In, Bits<SEGMENT_BITS>>,
     /// Quantisation group along `k` (a multiple of 16; 0: one group per row).
     pub instr_group: Signal<In, Word>,
-    /// Run the weights on the shift-and-add datapath.
-    pub instr_shift_add: Signal<In, Bit>,
+    /// Run the weights on the shift-and-add datapath (one signal on an engine with both
+    /// datapaths, none otherwise).
+    pub instr_shift_add: Vec<Signal<In, Bit>>,
     /// The precision packs two MACs per DSP (one signal on a packing engine, none otherwise):
     /// a dense instruction then runs two columns per lane.
     pub instr_pack: Vec<Signal<In, Bit>>,
@@ -105,6 +119,7 @@ pub struct MatrixEngine {
     pub host_result_data: Vec<Signal<Out, Bits<48>>>,
 
     pes: Vec<Pe>,
+    /// One per PE row.
     act_banks: Vec<Bank<8>>,
     weight_banks: Vec<Bank<12>>,
     weight_b_banks: Vec<Bank<8>>,
@@ -118,9 +133,11 @@ pub struct MatrixEngine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
     pes: usize,
+    cols: usize,
     lanes: usize,
     segments: usize,
     pack: bool,
+    mixed: bool,
 }
 
 impl MatrixEngine {
@@ -130,6 +147,7 @@ impl MatrixEngine {
         let segments = Pe::new(p).segments();
         let words = options.bank_words;
         let pack = p.pack == 2;
+        let mixed = p.has_multiplier && p.has_shift_add;
         let packed = |n: usize| if pack { n } else { 0 };
         MatrixEngine {
             clock: Default::default(),
@@ -142,7 +160,7 @@ impl MatrixEngine {
             instr_k: Default::default(),
             instr_nm_log2: Default::default(),
             instr_group: Default::default(),
-            instr_shift_add: Default::default(),
+            instr_shift_add: vec_of(mixed as usize),
             instr_pack: vec_of(packed(1)),
             host_act_write: Default::default(),
             host_act_address: Default::default(),
@@ -158,19 +176,29 @@ impl MatrixEngine {
             host_result_address: Default::default(),
             host_result_data: vec_of(segments),
             pes: (0..pes).map(|_| Pe::new(p)).collect(),
-            act_banks: (0..pes).map(|_| Bank::new(words, BLOCK)).collect(),
-            weight_banks: (0..pes).map(|_| Bank::new(words, p.lanes)).collect(),
-            weight_b_banks: (0..packed(pes))
-                .map(|_| Bank::new(words, p.lanes))
+            act_banks: (0..p.rows)
+                .map(|_| Bank::new(words, BLOCK, OPERANDS))
                 .collect(),
-            scale_banks: (0..pes).map(|_| Bank::new(words, segments)).collect(),
-            result_banks: (0..pes).map(|_| Bank::new(words, segments)).collect(),
-            controller: Controller::new(pes, p.lanes_log2(), pack),
+            weight_banks: (0..pes)
+                .map(|_| Bank::new(words, p.lanes, OPERANDS))
+                .collect(),
+            weight_b_banks: (0..packed(pes))
+                .map(|_| Bank::new(words, p.lanes, OPERANDS))
+                .collect(),
+            scale_banks: (0..pes)
+                .map(|_| Bank::new(words, segments, PER_SEGMENT))
+                .collect(),
+            result_banks: (0..pes)
+                .map(|_| Bank::new(words, segments, PER_SEGMENT))
+                .collect(),
+            controller: Controller::new(p.rows, p.cols, p.lanes_log2(), pack, mixed),
             shape: Hidden(Shape {
                 pes,
+                cols: p.cols,
                 lanes: p.lanes,
                 segments,
                 pack,
+                mixed,
             }),
         }
     }
@@ -178,6 +206,10 @@ impl MatrixEngine {
     /// PEs in the array.
     pub fn pes(&self) -> usize {
         self.shape.pes
+    }
+    /// PEs in a PE row (they share one activation bank).
+    pub fn cols(&self) -> usize {
+        self.shape.cols
     }
     /// Lanes per PE.
     pub fn lanes(&self) -> usize {
@@ -190,6 +222,11 @@ impl MatrixEngine {
     /// Columns a lane computes at once on a packed instruction: 2 when the engine packs, else 1.
     pub fn pack(&self) -> usize {
         1 + self.shape.pack as usize
+    }
+    /// Whether the engine has both datapaths, so that an instruction chooses one
+    /// (`instr_shift_add`).
+    pub fn mixed(&self) -> bool {
+        self.shape.mixed
     }
 
     /// Wiring only: every register lives in a child block, so all registers sit at one depth of
@@ -206,26 +243,27 @@ impl MatrixEngine {
         c.instr_k.next = self.instr_k.val();
         c.instr_nm_log2.next = self.instr_nm_log2.val();
         c.instr_group.next = self.instr_group.val();
-        c.instr_shift_add.next = self.instr_shift_add.val();
+        for (to, from) in c.instr_shift_add.iter_mut().zip(&self.instr_shift_add) {
+            to.next = from.val();
+        }
         for (to, from) in c.instr_pack.iter_mut().zip(&self.instr_pack) {
             to.next = from.val();
         }
         c.host_result_pe.next = self.host_result_pe.val();
-        for q in 0..sh.pes {
-            c.pe_out_valid[q].next = self.pes[q].out_valid.val();
-        }
+        c.pe_out_valid.next = self.pes[0].out_valid.val();
         self.ready.next = self.controller.ready.val();
         self.done.next = self.controller.done.val();
-        for q in 0..sh.pes {
-            let c = &self.controller;
-            let ab = &mut self.act_banks[q];
+        for (r, ab) in self.act_banks.iter_mut().enumerate() {
             ab.clock.next = clock;
             ab.write_enable.next = self.host_act_write.val();
             ab.write_address.next = self.host_act_address.val();
             for k in 0..BLOCK {
                 ab.write_data[k].next = self.host_act_data[k].val();
             }
-            ab.read_address.next = c.act_address[q].val();
+            ab.read_address.next = self.controller.act_address[r].val();
+        }
+        for q in 0..sh.pes {
+            let c = &self.controller;
             let wb = &mut self.weight_banks[q];
             wb.clock.next = clock;
             wb.write_enable.next = self.host_weight_write.val();
@@ -260,10 +298,12 @@ impl MatrixEngine {
             pe.in_last.next = c.step_last.val();
             pe.in_group_first.next = c.step_group_first.val();
             pe.in_group_last.next = c.step_group_last.val();
-            pe.in_shift_add.next = c.step_shift_add.val();
+            for (to, from) in pe.in_shift_add.iter_mut().zip(&c.step_shift_add) {
+                to.next = from.val();
+            }
             pe.in_segment_log2.next = c.step_segment_log2.val();
             for k in 0..BLOCK {
-                pe.in_act[k].next = self.act_banks[q].read_data[k].val();
+                pe.in_act[k].next = self.act_banks[q / sh.cols].read_data[k].val();
             }
             for j in 0..sh.lanes {
                 let word = bits_value(self.weight_banks[q].read_data[j].val());
@@ -279,7 +319,7 @@ impl MatrixEngine {
             let rb = &mut self.result_banks[q];
             rb.clock.next = clock;
             rb.write_enable.next = self.pes[q].out_valid.val();
-            rb.write_address.next = c.result_address[q].val();
+            rb.write_address.next = c.result_address.val();
             for j in 0..sh.segments {
                 rb.write_data[j].next = self.pes[q].out_result[j].val();
             }
@@ -310,27 +350,37 @@ impl MatrixEngine {
             "instr_k",
             "instr_nm_log2",
             "instr_group",
-            "instr_shift_add",
             "host_result_pe",
         ] {
             let _ = writeln!(o, "    {c}{port} = {port};");
         }
+        if sh.mixed {
+            let _ = writeln!(o, "    {c}instr_shift_add$0 = instr_shift_add$0;");
+        }
         if sh.pack {
             let _ = writeln!(o, "    {c}instr_pack$0 = instr_pack$0;");
         }
+        let _ = writeln!(o, "    {c}pe_out_valid = pes$0$out_valid;");
         let _ = writeln!(o, "    ready = {c}ready;");
         let _ = writeln!(o, "    done = {c}done;");
+        for r in 0..sh.pes / sh.cols {
+            let _ = writeln!(o, "    act_banks${r}$clock = clock;");
+            let _ = writeln!(o, "    act_banks${r}$write_enable = host_act_write;");
+            let _ = writeln!(o, "    act_banks${r}$write_address = host_act_address;");
+            for k in 0..BLOCK {
+                let _ = writeln!(o, "    act_banks${r}$write_data${k} = host_act_data${k};");
+            }
+            let _ = writeln!(o, "    act_banks${r}$read_address = {c}act_address${r};");
+        }
         for q in 0..sh.pes {
-            let _ = writeln!(o, "    {c}pe_out_valid${q} = pes${q}$out_valid;");
             let mut banks = vec![
-                ("act_banks", "host_act", "host_act", BLOCK),
                 ("weight_banks", "host_weight", "host_weight", sh.lanes),
                 ("scale_banks", "host_scale", "host_scale", sh.segments),
             ];
             if sh.pack {
                 banks.push(("weight_b_banks", "host_weight", "host_weight_b", sh.lanes));
             }
-            for bank in ["act_banks", "weight_banks", "scale_banks", "result_banks"] {
+            for bank in ["weight_banks", "scale_banks", "result_banks"] {
                 let _ = writeln!(o, "    {bank}${q}$clock = clock;");
             }
             for (bank, host, data, lanes) in banks {
@@ -344,7 +394,6 @@ impl MatrixEngine {
                     let _ = writeln!(o, "    {bank}${q}$write_data${j} = {data}_data${j};");
                 }
             }
-            let _ = writeln!(o, "    act_banks${q}$read_address = {c}act_address${q};");
             let _ = writeln!(
                 o,
                 "    weight_banks${q}$read_address = {c}weight_address${q};"
@@ -357,18 +406,18 @@ impl MatrixEngine {
             let _ = writeln!(o, "    {p}clock = clock;");
             let _ = writeln!(o, "    {p}reset = reset;");
             let _ = writeln!(o, "    {p}in_valid = {c}step_valid${q};");
-            for port in [
-                "first",
-                "last",
-                "group_first",
-                "group_last",
-                "shift_add",
-                "segment_log2",
-            ] {
+            for port in ["first", "last", "group_first", "group_last", "segment_log2"] {
                 let _ = writeln!(o, "    {p}in_{port} = {c}step_{port};");
             }
+            if sh.mixed {
+                let _ = writeln!(o, "    {p}in_shift_add$0 = {c}step_shift_add$0;");
+            }
             for k in 0..BLOCK {
-                let _ = writeln!(o, "    {p}in_act${k} = act_banks${q}$read_data${k};");
+                let _ = writeln!(
+                    o,
+                    "    {p}in_act${k} = act_banks${}$read_data${k};",
+                    q / sh.cols
+                );
             }
             for j in 0..sh.lanes {
                 let _ = writeln!(
@@ -390,10 +439,7 @@ impl MatrixEngine {
                 let _ = writeln!(o, "    {p}in_scale${j} = scale_banks${q}$read_data${j};");
             }
             let _ = writeln!(o, "    result_banks${q}$write_enable = {p}out_valid;");
-            let _ = writeln!(
-                o,
-                "    result_banks${q}$write_address = {c}result_address${q};"
-            );
+            let _ = writeln!(o, "    result_banks${q}$write_address = {c}result_address;");
             for j in 0..sh.segments {
                 let _ = writeln!(
                     o,
@@ -437,9 +483,10 @@ impl Logic for MatrixEngine {
         self.done.connect();
         self.host_result_data.iter_mut().for_each(|x| x.connect());
         let c = &mut self.controller;
-        for s in [&mut c.reset, &mut c.start, &mut c.instr_shift_add] {
+        for s in [&mut c.reset, &mut c.start] {
             s.connect();
         }
+        c.instr_shift_add.iter_mut().for_each(|x| x.connect());
         c.instr_pack.iter_mut().for_each(|x| x.connect());
         c.clock.connect();
         for s in [
@@ -452,7 +499,8 @@ impl Logic for MatrixEngine {
             s.connect();
         }
         c.instr_nm_log2.connect();
-        c.pe_out_valid.iter_mut().for_each(|x| x.connect());
+        c.pe_out_valid.connect();
+        self.act_banks.iter_mut().for_each(connect_bank);
         for q in 0..self.shape.pes {
             let pe = &mut self.pes[q];
             pe.clock.connect();
@@ -463,17 +511,16 @@ impl Logic for MatrixEngine {
                 &mut pe.in_last,
                 &mut pe.in_group_first,
                 &mut pe.in_group_last,
-                &mut pe.in_shift_add,
             ] {
                 s.connect();
             }
+            pe.in_shift_add.iter_mut().for_each(|x| x.connect());
             pe.in_segment_log2.connect();
             pe.in_act.iter_mut().for_each(|x| x.connect());
             pe.in_weight.iter_mut().for_each(|x| x.connect());
             pe.in_weight_b.iter_mut().for_each(|x| x.connect());
             pe.in_index.iter_mut().for_each(|x| x.connect());
             pe.in_scale.iter_mut().for_each(|x| x.connect());
-            connect_bank(&mut self.act_banks[q]);
             connect_bank(&mut self.weight_banks[q]);
             if let Some(b) = self.weight_b_banks.get_mut(q) {
                 connect_bank(b);

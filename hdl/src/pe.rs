@@ -111,8 +111,9 @@ pub struct Pe {
     pub in_group_first: Signal<In, Bit>,
     /// Last step of a quantisation group: the group sum is dequantised.
     pub in_group_last: Signal<In, Bit>,
-    /// Use the shift-and-add datapath (weights within 4-bit range).
-    pub in_shift_add: Signal<In, Bit>,
+    /// Use the shift-and-add datapath (weights within 4-bit range): one signal on a PE with both
+    /// datapaths, none otherwise (a single datapath needs no choice).
+    pub in_shift_add: Vec<Signal<In, Bit>>,
     /// `log2` of the segment length: `log2(min(N, lanes))`.
     pub in_segment_log2: Signal<In, Bits<SEGMENT_BITS>>,
     /// The 16 activations of the step's block (int8).
@@ -138,7 +139,7 @@ pub struct Pe {
     i_last: Signal<Local, Bit>,
     i_gfirst: Signal<Local, Bit>,
     i_glast: Signal<Local, Bit>,
-    i_shift: Signal<Local, Bit>,
+    i_shift: Vec<Signal<Local, Bit>>,
     i_seg: Signal<Local, Bits<SEGMENT_BITS>>,
     i_act: Vec<Signal<Local, Bits<8>>>,
     i_weight: Vec<Signal<Local, Bits<8>>>,
@@ -405,7 +406,7 @@ impl Pe {
             in_last: Default::default(),
             in_group_first: Default::default(),
             in_group_last: Default::default(),
-            in_shift_add: Default::default(),
+            in_shift_add: vec_of(l.mixed() as usize),
             in_segment_log2: Default::default(),
             in_act: vec_of(BLOCK),
             in_weight: vec_of(l.lanes),
@@ -419,7 +420,7 @@ impl Pe {
             i_last: Default::default(),
             i_gfirst: Default::default(),
             i_glast: Default::default(),
-            i_shift: Default::default(),
+            i_shift: vec_of(l.mixed() as usize),
             i_seg: Default::default(),
             i_act: vec_of(BLOCK),
             i_weight: vec_of(l.lanes),
@@ -476,6 +477,10 @@ impl Pe {
     /// Output segments.
     pub fn segments(&self) -> usize {
         self.layout.segments
+    }
+    /// Whether the PE has both datapaths, so that a step chooses one (`in_shift_add`).
+    pub fn mixed(&self) -> bool {
+        self.layout.mixed()
     }
     /// Columns a lane computes at once on a packed step: 2 when the PE packs, else 1.
     pub fn pack(&self) -> usize {
@@ -652,15 +657,11 @@ impl Pe {
                     get(&self.i_act[index]),
                     get(&self.i_weight[j]),
                     weight_b,
-                    self.i_shift.val(),
+                    self.i_shift.first().is_some_and(|x| x.val()),
                 )
             } else {
                 let k = l.skew(j, delay - 1);
-                let shift = if l.mixed() {
-                    self.k_shift[k].val()
-                } else {
-                    self.i_shift.val()
-                };
+                let shift = l.mixed() && self.k_shift[k].val();
                 let weight_b = if l.pack { get(&self.k_weight_b[k]) } else { 0 };
                 (get(&self.k_act[k]), get(&self.k_weight[k]), weight_b, shift)
             };
@@ -715,7 +716,7 @@ impl Pe {
                     self.k_weight_b[k].next = self.i_weight_b[j].val();
                 }
                 if l.mixed() {
-                    self.k_shift[k].next = self.i_shift.val();
+                    self.k_shift[k].next = self.i_shift[0].val();
                 }
                 if l.cut(j) {
                     self.k_start[l.skew_start(j, 0)].next = l.starts(j, get(&self.i_seg));
@@ -728,7 +729,9 @@ impl Pe {
         self.i_last.next = self.in_last.val();
         self.i_gfirst.next = self.in_group_first.val();
         self.i_glast.next = self.in_group_last.val();
-        self.i_shift.next = self.in_shift_add.val();
+        for (to, from) in self.i_shift.iter_mut().zip(&self.in_shift_add) {
+            to.next = from.val();
+        }
         self.i_seg.next = self.in_segment_log2.val();
         for k in 0..BLOCK {
             self.i_act[k].next = self.in_act[k].val();
@@ -787,15 +790,11 @@ impl Pe {
             (
                 format!("act_block[i_index${j}]"),
                 format!("i_weight${j}"),
-                "i_shift".into(),
+                "i_shift$0".into(),
             )
         } else {
             let k = l.skew(j, delay - 1);
-            let shift = if l.mixed() {
-                format!("k_shift${k}")
-            } else {
-                "i_shift".into()
-            };
+            let shift = format!("k_shift${k}");
             (format!("k_act${k}"), format!("k_weight${k}"), shift)
         }
     }
@@ -1168,7 +1167,7 @@ impl Pe {
                     let _ = writeln!(w, "    k_weight_b${k} <= i_weight_b${j};");
                 }
                 if l.mixed() {
-                    let _ = writeln!(w, "    k_shift${k} <= i_shift;");
+                    let _ = writeln!(w, "    k_shift${k} <= i_shift$0;");
                 }
                 if l.cut(j) {
                     let _ = writeln!(w, "    k_start${} <= lane_start_{j};", l.skew_start(j, 0));
@@ -1194,10 +1193,12 @@ impl Pe {
             ("last", "last"),
             ("gfirst", "group_first"),
             ("glast", "group_last"),
-            ("shift", "shift_add"),
             ("seg", "segment_log2"),
         ] {
             let _ = writeln!(w, "    i_{i} <= in_{p};");
+        }
+        if l.mixed() {
+            let _ = writeln!(w, "    i_shift$0 <= in_shift_add$0;");
         }
         for k in 0..BLOCK {
             let _ = writeln!(w, "    i_act${k} <= in_act${k};");
@@ -1236,7 +1237,6 @@ impl Logic for Pe {
             &mut self.i_last,
             &mut self.i_gfirst,
             &mut self.i_glast,
-            &mut self.i_shift,
             &mut self.g_valid,
             &mut self.g_first,
             &mut self.g_last,
@@ -1255,6 +1255,7 @@ impl Logic for Pe {
             &mut self.d_first,
             &mut self.d_last,
             &mut self.o_valid,
+            &mut self.i_shift,
             &mut self.k_shift,
             &mut self.k_start,
             &mut self.ms,

@@ -225,8 +225,12 @@ pub struct MatrixWork {
 /// hardware generator builds `macs_per_dsp` 1 and 2 only. A chain then computes
 /// `segments = pack × max(1, lanes / N)` columns at once.
 ///
-/// An *item* is one output row and `segments` columns; items go to the `rows × cols` PEs in
-/// passes, and every pass steps through all `⌈k / 16⌉` blocks.
+/// An *item* is one output row and a *column group* of `segments` columns. The PEs of one PE row
+/// share one activation bank (a broadcast), so they work on one output row at a time: a *slot*
+/// is an output row and `cols` consecutive column groups, one per PE of a PE row (the last slot
+/// of a row may leave PEs idle). Slots go to the `rows` PE rows in passes, row by row of the
+/// output; every pass steps through all `⌈k / 16⌉` blocks. A matrix-vector product (`m = 1`)
+/// takes `⌈groups / (rows × cols)⌉` passes, as if every PE took any item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MatrixTiling {
     /// DSP multipliers of a PE's chain, each taking one kept position per step.
@@ -239,9 +243,11 @@ pub struct MatrixTiling {
     pub steps_per_block: u64,
     /// 16-wide blocks along the reduction.
     pub blocks: u64,
-    /// Items: output rows × column groups of `segments`.
-    pub items: u64,
-    /// Passes of `rows × cols` items.
+    /// Column groups of `segments` output columns: `⌈n / segments⌉`.
+    pub groups: u64,
+    /// Slots: output rows × `⌈groups / cols⌉`, each `cols` column groups of one row.
+    pub slots: u64,
+    /// Passes of `rows` slots: `⌈slots / rows⌉`.
     pub passes: u64,
     /// Steps (cycles of issue): `passes × blocks × steps_per_block`.
     pub steps: u64,
@@ -272,15 +278,17 @@ pub fn matrix_tiling(
     let segments = pack * (lanes / nm).max(1);
     let steps_per_block = nm.div_ceil(lanes);
     let blocks = k.div_ceil(16);
-    let items = m * n.div_ceil(segments);
-    let passes = items.div_ceil(matrix.rows() * matrix.cols());
+    let groups = n.div_ceil(segments);
+    let slots = m * groups.div_ceil(matrix.cols());
+    let passes = slots.div_ceil(matrix.rows());
     MatrixTiling {
         lanes,
         pack,
         segments,
         steps_per_block,
         blocks,
-        items,
+        groups,
+        slots,
         passes,
         steps: passes * blocks * steps_per_block,
     }

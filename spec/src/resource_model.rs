@@ -1,8 +1,8 @@
 //! Measured resources of the generated matrix engine: Yosys counts over a grid of engines
 //! (`spec/data/resources-yosys-xcup.json`, written by `tessera calibrate`), fitted per datapath
-//! by least squares to `resource ≈ c₀ + c₁·PEs + c₂·PEs·lanes + c₃·PEs·segments`, where
-//! `segments = lanes / min(N, lanes)` (at least 2 on a packing engine) counts the dequantisers per
-//! PE. Sweeps use the fit for engines the generator can build (int8 activations, `macs_per_dsp`
+//! by least squares to `resource ≈ c₀ + c₁·rows + c₂·PEs + c₃·PEs·lanes + c₄·PEs·segments`,
+//! where `rows` counts the activation banks (one per PE row) and `segments = lanes / min(N,
+//! lanes)` (at least 2 on a packing engine) the dequantisers per PE. Sweeps use the fit for engines the generator can build (int8 activations, `macs_per_dsp`
 //! 1 or 2, chains of 1 to 16), fitted over the points with the same datapath and packing; other
 //! engines have no measured estimate.
 
@@ -101,16 +101,15 @@ impl Calibration {
             .iter()
             .filter(|p| p.datapath == datapath && p.pack == pack)
             .collect();
-        let features = |pes: f64, lanes: f64, segs: f64| [1.0, pes, pes * lanes, pes * segs];
-        let rows: Vec<[f64; 4]> = points
+        let features = |rows: u64, cols: u64, lanes: u64, segs: u64| {
+            let pes = rows as f64 * cols as f64;
+            [1.0, rows as f64, pes, pes * lanes as f64, pes * segs as f64]
+        };
+        let rows: Vec<[f64; FEATURES]> = points
             .iter()
-            .map(|p| features((p.rows * p.cols) as f64, p.chain as f64, p.segments as f64))
+            .map(|p| features(p.rows, p.cols, p.chain, p.segments))
             .collect();
-        let x = features(
-            matrix.rows() as f64 * matrix.cols() as f64,
-            matrix.chain() as f64,
-            segments as f64,
-        );
+        let x = features(matrix.rows(), matrix.cols(), matrix.chain(), segments);
         let fit = |value: &dyn Fn(&CalibrationPoint) -> f64| -> Option<f64> {
             let y: Vec<f64> = points.iter().map(|p| value(p)).collect();
             let c = least_squares(&rows, &y)?;
@@ -181,19 +180,22 @@ pub fn buildable(matrix: &MatrixEngine) -> Option<(Datapath, bool, u64)> {
     ))
 }
 
-/// Ordinary least squares by the normal equations (4 unknowns); `None` when singular.
-fn least_squares(rows: &[[f64; 4]], y: &[f64]) -> Option<[f64; 4]> {
-    let mut a = [[0.0; 5]; 4];
+/// Unknowns of the fit: the constant, rows, PEs, PEs × lanes and PEs × segments.
+const FEATURES: usize = 5;
+
+/// Ordinary least squares by the normal equations; `None` when singular.
+fn least_squares(rows: &[[f64; FEATURES]], y: &[f64]) -> Option<[f64; FEATURES]> {
+    let mut a = [[0.0; FEATURES + 1]; FEATURES];
     for (r, &v) in rows.iter().zip(y) {
-        for i in 0..4 {
-            for j in 0..4 {
+        for i in 0..FEATURES {
+            for j in 0..FEATURES {
                 a[i][j] += r[i] * r[j];
             }
-            a[i][4] += r[i] * v;
+            a[i][FEATURES] += r[i] * v;
         }
     }
-    for col in 0..4 {
-        let pivot = (col..4).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+    for col in 0..FEATURES {
+        let pivot = (col..FEATURES).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-9 {
             return None;
         }
@@ -208,12 +210,7 @@ fn least_squares(rows: &[[f64; 4]], y: &[f64]) -> Option<[f64; 4]> {
             }
         }
     }
-    Some([
-        a[0][4] / a[0][0],
-        a[1][4] / a[1][1],
-        a[2][4] / a[2][2],
-        a[3][4] / a[3][3],
-    ])
+    Some(std::array::from_fn(|i| a[i][FEATURES] / a[i][i]))
 }
 
 /// The matrix engine's DSP count for budgets and sweeps: the measured estimate when the

@@ -180,11 +180,14 @@ fn the_tile_loop_packs_two_columns_only_for_dense_weights() {
         (&u280, 2.0, 64, 4096, 4096, 2, (16, 1, 8, 1, 128 * 256)),
         // fp16 at 0.5 MACs per DSP: 8 lanes, a dense block in 2 steps, 1024 passes.
         (&u280, 0.5, 64, 4096, 4096, 16, (8, 1, 1, 2, 1024 * 256 * 2)),
-        // 4 lanes packed: 2 columns × 4 positions per step, 4 steps a block; 3 × ⌈5/2⌉ = 9
-        // items on 4 PEs = 3 passes of 3 blocks.
+        // 4 lanes packed: 2 columns × 4 positions per step, 4 steps a block; ⌈5/2⌉ = 3 column
+        // groups, 2 slots of 2 PEs per row, 6 slots on 2 PE rows = 3 passes of 3 blocks.
         (&tiny, 2.0, 3, 5, 40, 16, (4, 2, 2, 4, 3 * 3 * 4)),
-        // The same at one MAC per DSP: 15 items, 4 passes.
-        (&tiny, 1.0, 3, 5, 40, 16, (4, 1, 1, 4, 4 * 3 * 4)),
+        // The same at one MAC per DSP: 5 groups, 3 slots per row, 9 slots, 5 passes (every PE
+        // taking any item would need 4: a PE row works on one output row at a time).
+        (&tiny, 1.0, 3, 5, 40, 16, (4, 1, 1, 4, 5 * 3 * 4)),
+        // A matrix-vector product: 5 groups, 3 slots on 2 PE rows, 2 passes (⌈5 / 4⌉).
+        (&tiny, 1.0, 1, 5, 40, 16, (4, 1, 1, 4, 2 * 3 * 4)),
         // N:2 on 4 lanes: 2 segments, one step a block, unpacked at 2 MACs per DSP too.
         (&tiny, 2.0, 3, 5, 40, 2, (4, 1, 2, 1, 3 * 3)),
     ];

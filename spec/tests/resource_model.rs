@@ -29,10 +29,10 @@ fn the_fit_reproduces_the_calibration_points() {
     let cal = Calibration::builtin();
     assert_eq!(
         cal.points.len(),
-        60,
-        "the shipped grid: 36 plain, 24 packing"
+        90,
+        "the shipped grid: 54 plain, 36 packing"
     );
-    assert_eq!(cal.points.iter().filter(|p| p.pack).count(), 24);
+    assert_eq!(cal.points.iter().filter(|p| p.pack).count(), 36);
     assert!(cal.yosys.starts_with("Yosys "));
     for p in &cal.points {
         let precisions = match p.datapath {
@@ -53,7 +53,9 @@ fn the_fit_reproduces_the_calibration_points() {
             .estimate(a.matrix())
             .expect("a calibrated engine has an estimate");
         let close = |est: f64, got: f64, what: &str| {
-            let tol = (0.06 * got).max(1.0);
+            // The five-term fit is within 8% of every point (LUTs worst, on 1 × 2 packing
+            // engines).
+            let tol = (0.08 * got).max(1.0);
             assert!(
                 (est - got).abs() <= tol,
                 "{what}: estimate {est} vs measured {got} at {p:?}"
@@ -80,10 +82,17 @@ fn engines_the_generator_cannot_build_have_no_estimate() {
 fn packing_engines_are_estimated_from_packing_points() {
     let text = include_str!("../../examples/accelerators/u280-int8.toml");
     let u280 = Accelerator::from_toml_str(text, "u280-int8.toml").unwrap();
-    // int8 / int4 on multipliers, int3 / int2 shift-and-add, N:8 sparsity: 2 segments.
-    assert_eq!(buildable(u280.matrix()), Some((Datapath::Mixed, true, 2)));
+    // int8 to int2 on the DSP multipliers, N:8 sparsity: 2 segments.
+    assert_eq!(
+        buildable(u280.matrix()),
+        Some((Datapath::Multiplier, true, 2))
+    );
     let e = Calibration::builtin().estimate(u280.matrix()).unwrap();
-    assert!(e.source.contains("mixed packing engines"), "{}", e.source);
+    assert!(
+        e.source.contains("multiplier packing engines"),
+        "{}",
+        e.source
+    );
     // One DSP per lane at least: packing does not halve the multipliers.
     assert!(e.dsp >= u280.matrix().dsps(), "{e:?}");
     // Packing adds no DSP to an engine of the same shape.

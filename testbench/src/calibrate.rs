@@ -30,13 +30,14 @@ pub struct GridPoint {
     pub pack: bool,
 }
 
-/// The default grid: 1 and 4 PEs, chains of 2, 4 and 8, every datapath, sparse and dense, one
-/// MAC per DSP; then the same sizes packing two MACs per DSP with the datapaths that have DSP
-/// multipliers (u280's and vhk158's).
+/// The default grid: arrays of 1 × 1, 1 × 2 and 2 × 2 PEs (the PE rows and the PEs apart, for
+/// the activation banks shared by a PE row), chains of 2, 4 and 8, every datapath, sparse and
+/// dense, one MAC per DSP; then the same sizes packing two MACs per DSP with the datapaths that
+/// have DSP multipliers (u280's and vhk158's).
 pub fn default_grid() -> Vec<GridPoint> {
     let mut g = Vec::new();
     for pack in [false, true] {
-        for (rows, cols) in [(1, 1), (2, 2)] {
+        for (rows, cols) in [(1, 1), (1, 2), (2, 2)] {
             for chain in [2, 4, 8] {
                 for datapath in [Datapath::Multiplier, Datapath::ShiftAdd, Datapath::Mixed] {
                     if pack && datapath == Datapath::ShiftAdd {

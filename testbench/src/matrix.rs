@@ -187,12 +187,16 @@ pub struct Record {
 pub struct Geometry {
     /// PEs.
     pub pes: usize,
+    /// PEs per PE row.
+    pub cols: usize,
     /// Lanes per PE.
     pub lanes: usize,
     /// Segments per PE.
     pub segments: usize,
     /// Columns per lane on a packed instruction (1 or 2).
     pub pack: usize,
+    /// Both datapaths: an instruction chooses one (`instr_shift_add`).
+    pub mixed: bool,
 }
 
 impl Geometry {
@@ -200,9 +204,11 @@ impl Geometry {
     pub fn of(engine: &tessera_hdl::MatrixEngine) -> Geometry {
         Geometry {
             pes: engine.pes(),
+            cols: engine.cols(),
             lanes: engine.lanes(),
             segments: engine.segments(),
             pack: engine.pack(),
+            mixed: engine.mixed(),
         }
     }
 }
@@ -289,20 +295,29 @@ pub fn script_case(
         case.shift_add as u64,
         case.pack as u64,
     ]));
-    let items = case.m * col_groups;
+    // Slot `s` (output row `s / chunks`, column groups from `cols × (s % chunks)`) ran on PE
+    // row `s % rows` in pass `s / rows`.
+    let chunks = col_groups.div_ceil(g.cols);
+    let rows = g.pes / g.cols;
     let mut map = Vec::new();
-    for item in 0..items {
-        let (pe, pass) = (item % g.pes, item / g.pes);
-        script.push(Command::Read(pe as u64, pass as u64));
-        let (row, cg) = (item / col_groups, item % col_groups);
-        map.push(
-            (0..g.segments)
-                .map(|s| {
-                    let c = segments * cg + s;
-                    (s < segments && c < case.n).then_some((row, c))
-                })
-                .collect(),
-        );
+    for slot in 0..case.m * chunks {
+        let (pass, pe_row) = (slot / rows, slot % rows);
+        let row = slot / chunks;
+        for c in 0..g.cols {
+            let cg = g.cols * (slot % chunks) + c;
+            if cg >= col_groups {
+                break;
+            }
+            script.push(Command::Read((pe_row * g.cols + c) as u64, pass as u64));
+            map.push(
+                (0..g.segments)
+                    .map(|s| {
+                        let c = segments * cg + s;
+                        (s < segments && c < case.n).then_some((row, c))
+                    })
+                    .collect(),
+            );
+        }
     }
     map
 }

@@ -26,7 +26,9 @@ fn drive(x: &mut Pe, slot: &Slot) {
     x.in_last.next = st.last;
     x.in_group_first.next = st.group_first;
     x.in_group_last.next = st.group_last;
-    x.in_shift_add.next = st.shift_add;
+    for p in x.in_shift_add.iter_mut() {
+        p.next = st.shift_add;
+    }
     x.in_segment_log2.next = (st.segment_log2 as u64).into();
     for (p, &a) in x.in_act.iter_mut().zip(&st.act) {
         p.next = (a as u8 as u64).into();
@@ -145,7 +147,9 @@ pub fn run_engine_script(
                     x.instr_k.next = (*k).into();
                     x.instr_nm_log2.next = (*nm_log2).into();
                     x.instr_group.next = (*group).into();
-                    x.instr_shift_add.next = *shift == 1;
+                    for p in x.instr_shift_add.iter_mut() {
+                        p.next = *shift == 1;
+                    }
                     x.start.next = true;
                     while !x.ready.val() {
                         wait_clock_cycle!(sim, clock, x);

@@ -19,19 +19,26 @@ pub enum Simulator {
     Verilator,
 }
 
+/// Cycles beyond the tile loop's worst case an engine testbench waits for `done` before it gives
+/// up on an instruction.
+const DONE_SLACK: u64 = 1 << 13;
+
 /// The PE's input ports in vector-file order (most significant first) with their widths.
-fn input_ports(lanes: usize, segments: usize, pack: usize) -> Vec<(String, usize)> {
+fn input_ports(pe: &Pe) -> Vec<(String, usize)> {
+    let (lanes, segments, pack) = (pe.lanes(), pe.segments(), pe.pack());
     let mut ports: Vec<(String, usize)> = [
         "in_valid",
         "in_first",
         "in_last",
         "in_group_first",
         "in_group_last",
-        "in_shift_add",
     ]
     .iter()
     .map(|n| (n.to_string(), 1))
     .collect();
+    if pe.mixed() {
+        ports.push(("in_shift_add$0".into(), 1));
+    }
     ports.push(("in_segment_log2".into(), SEGMENT_BITS));
     ports.extend((0..BLOCK).map(|k| (format!("in_act${k}"), 8)));
     ports.extend((0..lanes).map(|j| (format!("in_weight${j}"), 8)));
@@ -43,9 +50,10 @@ fn input_ports(lanes: usize, segments: usize, pack: usize) -> Vec<(String, usize
     ports
 }
 
-fn slot_values(slot: &Slot, lanes: usize, segments: usize, pack: usize) -> Vec<u64> {
+fn slot_values(slot: &Slot, pe: &Pe) -> Vec<u64> {
+    let (lanes, pack) = (pe.lanes(), pe.pack());
     let Some(st) = slot else {
-        return vec![0; input_ports(lanes, segments, pack).len()];
+        return vec![0; input_ports(pe).len()];
     };
     let PeStep {
         first,
@@ -61,10 +69,13 @@ fn slot_values(slot: &Slot, lanes: usize, segments: usize, pack: usize) -> Vec<u
         scale,
         zero,
     } = st;
-    let mut v: Vec<u64> = [true, *first, *last, *group_first, *group_last, *shift_add]
+    let mut v: Vec<u64> = [true, *first, *last, *group_first, *group_last]
         .iter()
         .map(|&b| b as u64)
         .collect();
+    if pe.mixed() {
+        v.push(*shift_add as u64);
+    }
     v.push(*segment_log2 as u64);
     v.extend(act.iter().map(|&a| a as u8 as u64));
     v.extend(weight.iter().map(|&w| w as u8 as u64));
@@ -102,12 +113,12 @@ fn pack(values: &[u64], ports: &[(String, usize)]) -> String {
 
 /// The vector file and the testbench module for `slots` on a PE of this size.
 pub fn pe_testbench(pe: &Pe, slots: &[Slot]) -> (String, String) {
-    let (lanes, segments, packing) = (pe.lanes(), pe.segments(), pe.pack());
-    let ports = input_ports(lanes, segments, packing);
+    let segments = pe.segments();
+    let ports = input_ports(pe);
     let width: usize = ports.iter().map(|(_, w)| w).sum();
     let mut hex = String::new();
     for slot in slots {
-        let values = slot_values(slot, lanes, segments, packing);
+        let values = slot_values(slot, pe);
         let _ = writeln!(hex, "{}", pack(&values, &ports));
     }
     let cycles = slots.len() + pe.latency() + 2;
@@ -328,7 +339,6 @@ pub fn engine_testbench(
         "instr_k",
         "instr_nm_log2",
         "instr_group",
-        "instr_shift_add",
         "host_act_write",
         "host_act_address",
         "host_weight_write",
@@ -355,6 +365,9 @@ pub fn engine_testbench(
             j * 12 + 11,
             j * 12
         );
+    }
+    if g.mixed {
+        let _ = write!(o, ", .instr_shift_add$0(instr_shift_add)");
     }
     if g.pack == 2 {
         let _ = write!(o, ", .instr_pack$0(instr_pack)");
@@ -387,6 +400,7 @@ pub fn engine_testbench(
     );
     let _ = writeln!(o, "reg [{}:0] line;", width - 1);
     let _ = writeln!(o, "integer i, cycles, results;");
+    let _ = writeln!(o, "reg [63:0] limit;");
     let _ = writeln!(o, "initial begin");
     let _ = writeln!(
         o,
@@ -405,14 +419,25 @@ pub fn engine_testbench(
     let _ = writeln!(o, "        4'd3: begin host_scale_write = 1'b1; host_scale_address = {addr}; host_scale_bus = line[{}:0]; @(negedge clock); host_scale_write = 1'b0; end", g.segments * 24 - 1);
     let _ = writeln!(o, "        4'd4: begin");
     let _ = writeln!(o, "            {{instr_pack, instr_m, instr_n, instr_k, instr_nm_log2, instr_group, instr_shift_add}} = line[68:0];");
+    // An engine that is never ready or never signals `done` stops at a bound no tile loop
+    // reaches (every output its own pass of 16 steps a block, plus the longest pipeline) rather
+    // than hanging.
+    let _ = writeln!(
+        o,
+        "            limit = instr_m * instr_n * ((instr_k + 15) / 16) * 16 + {DONE_SLACK};"
+    );
     let _ = writeln!(o, "            start = 1'b1;");
-    let _ = writeln!(o, "            while (!ready) @(negedge clock);");
+    let _ = writeln!(o, "            cycles = 0;");
+    let _ = writeln!(
+        o,
+        "            while (!ready && cycles < limit) begin @(negedge clock); cycles = cycles + 1; end"
+    );
     let _ = writeln!(o, "            @(negedge clock);");
     let _ = writeln!(o, "            start = 1'b0;");
     let _ = writeln!(o, "            cycles = 1;");
     let _ = writeln!(
         o,
-        "            while (!done) begin @(negedge clock); cycles = cycles + 1; end"
+        "            while (!done && cycles < limit) begin @(negedge clock); cycles = cycles + 1; end"
     );
     let _ = writeln!(o, "            @(negedge clock);");
     let _ = writeln!(o, "            $fwrite(results, \"C %0d\\n\", cycles);");

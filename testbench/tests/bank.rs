@@ -4,7 +4,7 @@
 
 use rust_hdl::prelude::*;
 use std::sync::{Arc, Mutex};
-use tessera_hdl::bank::Bank;
+use tessera_hdl::bank::{Bank, RamStyle};
 use tessera_hdl::pe::bits_value;
 use tessera_sim::golden::Rng;
 
@@ -68,8 +68,11 @@ fn bank_matches_a_dual_port_ram() {
         }
         sim.done(x)
     });
-    sim.run(Box::new(Bank::<12>::new(WORDS, LANES)), 1_000_000)
-        .unwrap();
+    sim.run(
+        Box::new(Bank::<12>::new(WORDS, LANES, RamStyle::Block)),
+        1_000_000,
+    )
+    .unwrap();
     let got = got.lock().unwrap().clone();
     let want: Vec<Vec<u64>> = want.iter().map(|w| w.to_vec()).collect();
     assert_eq!(got, want);

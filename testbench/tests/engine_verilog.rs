@@ -1,8 +1,8 @@
 //! Cycle agreement: the emitted matrix engine under Icarus and Verilator, over the grid of shapes,
 //! precisions, N:16 sparsity, zero points and group sizes, against the golden results and the
 //! shared tile-loop cycles the simulator charges; the first shape also in rust-hdl. Both a plain
-//! engine (`tiny`) and one whose precisions pack two MACs per DSP (dense instructions pack, N:M
-//! ones do not).
+//! engine (`tiny`), one whose precisions pack two MACs per DSP (dense instructions pack, N:M
+//! ones do not) and one of 2 × 3 PEs (a PE row's slot of three column groups).
 
 use tessera_hdl::{EngineOptions, EngineParams, MatrixEngine};
 use tessera_spec::accel::Accelerator;
@@ -13,8 +13,21 @@ use tessera_testbench::verilog_tb::Simulator;
 
 const OPTIONS: EngineOptions = EngineOptions { bank_words: 256 };
 
-fn engines() -> [Accelerator; 2] {
-    [Accelerator::preset("tiny").unwrap(), packed_tiny()]
+fn engines() -> [Accelerator; 3] {
+    [
+        Accelerator::preset("tiny").unwrap(),
+        packed_tiny(),
+        tiny_2x3(),
+    ]
+}
+
+/// `tiny` with three PEs per PE row.
+fn tiny_2x3() -> Accelerator {
+    let text = Accelerator::preset_text("tiny")
+        .unwrap()
+        .replace("cols = 2", "cols = 3")
+        .replace("dsp = 64", "dsp = 96");
+    Accelerator::from_toml_str(&text, "tiny-2x3.toml").unwrap()
 }
 
 #[test]
@@ -23,9 +36,10 @@ fn emitted_engine_agrees_with_golden_and_cycle_model_in_icarus_and_verilator() {
         let p = EngineParams::from_accel(&accel).unwrap();
         assert_eq!(grid(&accel).len(), 5 * 4 * 3);
         let root = std::env::temp_dir().join(format!(
-            "tessera-engine-tb-{}-{}",
+            "tessera-engine-tb-{}-{}-{}",
             std::process::id(),
-            p.pack
+            p.pack,
+            p.cols
         ));
         for sim in [Simulator::Icarus, Simulator::Verilator] {
             let dir = root.join(format!("{sim:?}"));
@@ -64,8 +78,9 @@ fn rust_hdl_engine_agrees_on_the_smallest_shapes() {
 #[test]
 fn packing_halves_the_steps_of_dense_instructions_only() {
     // The grid's (3 × 5 × 40) int8 cases on the 4-lane chain of 2 × 2 PEs: dense packs two
-    // columns per lane, 3 × ⌈5/2⌉ = 9 items in 3 passes of 3 blocks × 4 steps = 36 steps against
-    // 15 items in 4 passes = 48 unpacked; N:2 runs 2 segments a step either way (3 passes × 3
+    // columns per lane, ⌈5/2⌉ = 3 column groups, 2 slots of 2 PEs per output row, 6 slots on 2
+    // PE rows in 3 passes of 3 blocks × 4 steps = 36 steps against 5 groups, 3 slots per row, 9
+    // slots in 5 passes = 60 unpacked; N:2 runs 2 segments a step either way (3 passes × 3
     // blocks = 9 steps). Plus the 12-cycle pipeline.
     let plain = Accelerator::preset("tiny").unwrap();
     let packed = packed_tiny();
@@ -75,7 +90,7 @@ fn packing_halves_the_steps_of_dense_instructions_only() {
             .find(|c| (c.m, c.n, c.k, c.nm, c.weight_bits) == (3, 5, 40, nm, 8))
             .unwrap()
     };
-    assert_eq!(model_cycles(&plain, &case(&plain, 16)), 48 + 12);
+    assert_eq!(model_cycles(&plain, &case(&plain, 16)), 60 + 12);
     assert_eq!(model_cycles(&packed, &case(&packed, 16)), 36 + 12);
     assert_eq!(model_cycles(&plain, &case(&plain, 2)), 9 + 12);
     assert_eq!(model_cycles(&packed, &case(&packed, 2)), 9 + 12);
